@@ -1,0 +1,171 @@
+"""Settings from the CMS_* environment: one msgspec Struct, validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+
+class ConfigError(Exception):
+    """A CMS_* variable has an invalid value; the message names it in one line."""
+
+
+def _parse_rate(name: str, value: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+        raise ConfigError(f"{name}={value!r}: expected COUNT/SECONDS, e.g. 600/60")
+    return int(match.group(1)), int(match.group(2))
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    data_dir: Path = Path(".cms")
+    database_url: str | None = None
+    database_read_url: str | None = None
+    redis_url: str | None = None
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_prefix: str = ""
+    cdn_provider: str = "none"
+    host: str = "127.0.0.1"
+    delivery_port: int = 8000
+    management_port: int = 8001
+    public_url_delivery: str | None = None
+    public_url_management: str | None = None
+    asset_base_url: str | None = None
+    bootstrap_key: str | None = None
+    public_delivery: bool = False
+    rate_limit_management: tuple[int, int] = (600, 60)
+    rate_limit_delivery: tuple[int, int] = (6000, 60)
+    max_body_bytes: int = 1024 * 1024
+    max_bulk_body_bytes: int = 16 * 1024 * 1024
+    max_upload_bytes: int = 50 * 1000 * 1000
+    webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    webhook_allow_private: bool = False
+    graphql_introspection: bool = True
+    cache_control: str = "public, max-age=60, stale-while-revalidate=300"
+    delivery_cache_entries: int = 20000
+    db_pool_size: int = 10
+
+    @property
+    def delivery_url(self) -> str:
+        return (self.public_url_delivery or f"http://{self.host}:{self.delivery_port}").rstrip("/")
+
+    @property
+    def management_url(self) -> str:
+        return (self.public_url_management or f"http://{self.host}:{self.management_port}").rstrip("/")
+
+    @property
+    def assets_url(self) -> str:
+        return (self.asset_base_url or f"{self.delivery_url}/cdn").rstrip("/")
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+
+def _bool(name: str, value: str) -> bool:
+    low = value.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}={value!r}: expected 0 or 1")
+
+
+def _int(name: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: expected an integer") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name}={value!r}: expected {low}..{high}")
+    return number
+
+
+def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
+    if not value.split("://", 1)[0] in schemes or "://" not in value:
+        raise ConfigError(f"{name}={value!r}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    return value
+
+
+CDN_PROVIDERS = ("none", "cloudfront", "fastly", "cloudflare", "http")
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read every CMS_* variable; raise ConfigError naming the first bad one."""
+    env = os.environ if env is None else env
+    kw: dict[str, object] = {}
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value if value not in (None, "") else None
+
+    if (v := get("CMS_DATA_DIR")) is not None:
+        kw["data_dir"] = Path(v)
+    pg = ("postgres", "postgresql")
+    if (v := get("CMS_DATABASE_URL")) is not None:
+        kw["database_url"] = _url("CMS_DATABASE_URL", v, pg)
+    if (v := get("CMS_DATABASE_READ_URL")) is not None:
+        kw["database_read_url"] = _url("CMS_DATABASE_READ_URL", v, pg)
+    if (v := get("CMS_REDIS_URL")) is not None:
+        kw["redis_url"] = _url("CMS_REDIS_URL", v, ("redis", "rediss", "unix"))
+    if (v := get("CMS_S3_BUCKET")) is not None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", v):
+            raise ConfigError(f"CMS_S3_BUCKET={v!r}: not a valid bucket name")
+        kw["s3_bucket"] = v
+    if (v := get("CMS_S3_ENDPOINT_URL")) is not None:
+        kw["s3_endpoint_url"] = _url("CMS_S3_ENDPOINT_URL", v, ("http", "https"))
+    if (v := get("CMS_S3_PREFIX")) is not None:
+        kw["s3_prefix"] = v.strip("/") + "/" if v.strip("/") else ""
+    if (v := get("CMS_CDN_PROVIDER")) is not None:
+        if v not in CDN_PROVIDERS:
+            raise ConfigError(f"CMS_CDN_PROVIDER={v!r}: expected one of {', '.join(CDN_PROVIDERS)}")
+        kw["cdn_provider"] = v
+    if (v := get("CMS_HOST")) is not None:
+        kw["host"] = v
+    if (v := get("CMS_DELIVERY_PORT")) is not None:
+        kw["delivery_port"] = _int("CMS_DELIVERY_PORT", v, 0, 65535)
+    if (v := get("CMS_MANAGEMENT_PORT")) is not None:
+        kw["management_port"] = _int("CMS_MANAGEMENT_PORT", v, 0, 65535)
+    for var, key in (
+        ("CMS_PUBLIC_URL_DELIVERY", "public_url_delivery"),
+        ("CMS_PUBLIC_URL_MANAGEMENT", "public_url_management"),
+        ("CMS_ASSET_BASE_URL", "asset_base_url"),
+    ):
+        if (v := get(var)) is not None:
+            kw[key] = _url(var, v, ("http", "https"))
+    if (v := get("CMS_BOOTSTRAP_KEY")) is not None:
+        if len(v) < 32 or not re.fullmatch(r"[\x21-\x7e]+", v):
+            raise ConfigError("CMS_BOOTSTRAP_KEY: must be at least 32 printable characters without spaces")
+        kw["bootstrap_key"] = v
+    if (v := env.get("CMS_PUBLIC_DELIVERY")) is not None:
+        kw["public_delivery"] = _bool("CMS_PUBLIC_DELIVERY", v)
+    if (v := get("CMS_RATE_LIMIT_MANAGEMENT")) is not None:
+        kw["rate_limit_management"] = _parse_rate("CMS_RATE_LIMIT_MANAGEMENT", v)
+    if (v := get("CMS_RATE_LIMIT_DELIVERY")) is not None:
+        kw["rate_limit_delivery"] = _parse_rate("CMS_RATE_LIMIT_DELIVERY", v)
+    if (v := get("CMS_MAX_BODY_BYTES")) is not None:
+        kw["max_body_bytes"] = _int("CMS_MAX_BODY_BYTES", v, 1024, 1 << 30)
+    if (v := get("CMS_MAX_UPLOAD_BYTES")) is not None:
+        kw["max_upload_bytes"] = _int("CMS_MAX_UPLOAD_BYTES", v, 1024, 1 << 40)
+    if (v := get("CMS_WEBHOOK_RETRY_SCHEDULE")) is not None:
+        try:
+            schedule = tuple(int(part) for part in v.split(","))
+        except ValueError:
+            raise ConfigError(f"CMS_WEBHOOK_RETRY_SCHEDULE={v!r}: expected comma-separated seconds") from None
+        if not schedule or any(s < 0 for s in schedule):
+            raise ConfigError(f"CMS_WEBHOOK_RETRY_SCHEDULE={v!r}: expected non-negative seconds")
+        kw["webhook_retry_schedule"] = schedule
+    if (v := env.get("CMS_WEBHOOK_ALLOW_PRIVATE")) is not None:
+        kw["webhook_allow_private"] = _bool("CMS_WEBHOOK_ALLOW_PRIVATE", v)
+    if (v := env.get("CMS_GRAPHQL_INTROSPECTION")) is not None:
+        kw["graphql_introspection"] = _bool("CMS_GRAPHQL_INTROSPECTION", v)
+    if (v := get("CMS_CACHE_CONTROL")) is not None:
+        kw["cache_control"] = v
+    if (v := get("CMS_DB_POOL_SIZE")) is not None:
+        kw["db_pool_size"] = _int("CMS_DB_POOL_SIZE", v, 1, 500)
+    return Settings(**kw)  # type: ignore[arg-type]

@@ -1,0 +1,153 @@
+"""HTTP plumbing shared by both apps: request ids, metrics, JSON bodies, envelopes."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import ClientException
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import Counter, Histogram
+from ulid import ULID
+
+from .problems import ProblemError, malformed
+
+JSON = "application/json"
+MAX_JSON_DEPTH = 64
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+
+encode = msgspec.json.Encoder().encode
+
+REQUESTS = Counter("cms_http_requests_total", "HTTP requests", ["app", "method", "status"])
+LATENCY = Histogram(
+    "cms_http_request_duration_seconds",
+    "HTTP request duration",
+    ["app"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def new_id() -> str:
+    return str(ULID())
+
+
+class RequestContextMiddleware:
+    """Pure ASGI: assigns X-Request-Id (echoing a well-formed incoming one) and records metrics."""
+
+    def __init__(self, app: ASGIApp, name: str) -> None:
+        self.app = app
+        self.name = name
+        self.latency = LATENCY.labels(name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                incoming = value
+                break
+        request_id = incoming.decode() if incoming and _REQUEST_ID.fullmatch(incoming) else new_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+        started = time.perf_counter()
+        status_holder = [500]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.latency.observe(time.perf_counter() - started)
+            REQUESTS.labels(self.name, scope["method"], str(status_holder[0])).inc()
+
+
+def json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > limit:
+                return False
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            if depth > limit:
+                return False
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def _media_type(request: Request[Any, Any, Any]) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_json(
+    request: Request[Any, Any, Any], *, merge_patch: bool = False, limit: int | None = None
+) -> Any:
+    """The request's JSON body, or a problem: 415 wrong type, 413 too large, 400 unreadable."""
+    media = _media_type(request)
+    allowed = {JSON, "application/merge-patch+json"} if merge_patch else {JSON}
+    if media not in allowed:
+        raise ProblemError(415, "unsupported-media-type", f"send the body as {' or '.join(sorted(allowed))}")
+    max_bytes = limit or request.app.state.settings.max_body_bytes
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > max_bytes:
+        raise ProblemError(413, "payload-too-large", f"the body is larger than {max_bytes} bytes")
+    try:
+        body = await request.body()
+    except ClientException as exc:
+        if exc.status_code == 413:
+            raise ProblemError(413, "payload-too-large", f"the body is larger than {max_bytes} bytes") from None
+        raise
+    if len(body) > max_bytes:
+        raise ProblemError(413, "payload-too-large", f"the body is larger than {max_bytes} bytes")
+    if not body:
+        raise ProblemError(400, "malformed", "the request body is empty")
+    try:
+        value = msgspec.json.decode(body)
+    except RecursionError:
+        raise ProblemError(400, "malformed", f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except msgspec.DecodeError as exc:
+        raise ProblemError(400, "malformed", f"invalid JSON: {exc}") from None
+    if not json_depth_ok(value):
+        raise ProblemError(400, "malformed", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None, media_type: str = JSON
+) -> Response[bytes]:
+    body = content if isinstance(content, bytes) else encode(content)
+    return Response(content=body, status_code=status, media_type=media_type, headers=headers)
+
+
+def one(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return json_response({"data": data}, status, headers)
+
+
+def many(data: list[Any], meta: dict[str, Any], headers: dict[str, str] | None = None) -> Response[bytes]:
+    return json_response({"data": data, "meta": meta}, 200, headers)
+
+
+def no_content() -> Response[bytes]:
+    return Response(content=b"", status_code=204)
+
+
+def query_int(request: Request[Any, Any, Any], name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"-?\d{1,20}", raw):
+        raise malformed(name, "must be an integer")
+    value = int(raw)
+    if not low <= value <= high:
+        raise malformed(name, f"must be between {low} and {high}")
+    return value

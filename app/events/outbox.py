@@ -1,0 +1,36 @@
+"""The transactional outbox: every write adds its event in the same transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from ulid import ULID
+
+OUTBOX_CHANNEL = "cms_outbox"
+INVALIDATE_CHANNEL = "cms_invalidate"
+
+
+async def emit(conn: asyncpg.Connection, event_type: str, payload: dict[str, Any]) -> str:
+    """Insert an outbox event; NOTIFY is transactional, so the relay wakes only after commit."""
+    event_id = str(ULID())
+    await conn.execute(
+        "INSERT INTO outbox_events (id, type, payload) VALUES ($1, $2, $3)", event_id, event_type, payload
+    )
+    await conn.execute("SELECT pg_notify($1, $2)", OUTBOX_CHANNEL, event_id)
+    return event_id
+
+
+async def invalidate(conn: asyncpg.Connection, *tags: str) -> None:
+    """Tell every process (after commit) to drop cached things carrying these tags."""
+    if not tags:
+        return
+    payload = " ".join(tags)
+    # NOTIFY payloads are limited to 8000 bytes; split long tag lists.
+    while payload:
+        if len(payload) <= 7900:
+            chunk, payload = payload, ""
+        else:
+            cut = payload.rfind(" ", 0, 7900)
+            chunk, payload = payload[:cut], payload[cut + 1 :]
+        await conn.execute("SELECT pg_notify($1, $2)", INVALIDATE_CHANNEL, chunk)

@@ -1,0 +1,98 @@
+"""create_delivery_app() / create_management_app(): plugins, middleware, routes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+from litestar import Litestar
+from litestar.config.response_cache import ResponseCacheConfig
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from .config import Settings
+from .credentials.service import CredentialResolver
+from .db.pool import create_pool
+from .events.listener import InvalidationListener
+from .http import RequestContextMiddleware
+from .platform import PLATFORM_ROUTES
+from .problems import EXCEPTION_HANDLERS
+
+log = logging.getLogger("cms.server")
+
+
+def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery: bool) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        state = app.state
+        state.pool = await create_pool(database_url, min_size=1, max_size=settings.db_pool_size)
+        read_url = settings.database_read_url if delivery and settings.database_read_url else None
+        state.read_pool = await create_pool(read_url, max_size=settings.db_pool_size) if read_url else state.pool
+        # Explicit socket timeouts: redis-py's defaults break blocking reads and pub/sub.
+        state.redis = aioredis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        state.credentials = CredentialResolver(state.pool)
+        state.listener = InvalidationListener(database_url)
+        state.listener.subscribe(state.credentials.invalidate)
+        if delivery:
+            from .content.delivery_cache import DeliveryCache
+
+            state.cache = DeliveryCache(settings.delivery_cache_entries)
+            state.listener.subscribe(state.cache.invalidate)
+        from .content.service import ContentTypeRegistry
+
+        state.types = ContentTypeRegistry(state.pool)
+        state.listener.subscribe(state.types.invalidate)
+        await state.listener.start()
+        try:
+            yield
+        finally:
+            await state.listener.stop()
+            await state.redis.aclose()
+            if state.read_pool is not state.pool:
+                await state.read_pool.close()
+            await state.pool.close()
+
+    return lifespan
+
+
+def _openapi(title: str) -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title=title, version="1.0.0", path="/docs", render_plugins=[SwaggerRenderPlugin(path="/")],
+    )
+
+
+def create_delivery_app(settings: Settings, database_url: str, redis_url: str) -> Litestar:
+    from .content.delivery_routes import DELIVERY_ROUTES
+
+    return Litestar(
+        route_handlers=[*PLATFORM_ROUTES, *DELIVERY_ROUTES],
+        lifespan=[_lifespan(settings, database_url, redis_url, delivery=True)],
+        state=State({"settings": settings, "app_name": "delivery"}),
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[DefineMiddleware(RequestContextMiddleware, name="delivery")],
+        openapi_config=_openapi("CMS delivery API"),
+        request_max_body_size=settings.max_body_bytes,
+        response_cache_config=ResponseCacheConfig(),
+        debug=False,
+    )
+
+
+def create_management_app(settings: Settings, database_url: str, redis_url: str) -> Litestar:
+    from .content.management_routes import MANAGEMENT_ROUTES
+    from .credentials.routes import CREDENTIAL_ROUTES
+
+    return Litestar(
+        route_handlers=[*PLATFORM_ROUTES, *MANAGEMENT_ROUTES, *CREDENTIAL_ROUTES],
+        lifespan=[_lifespan(settings, database_url, redis_url, delivery=False)],
+        state=State({"settings": settings, "app_name": "management"}),
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[DefineMiddleware(RequestContextMiddleware, name="management")],
+        openapi_config=_openapi("CMS management API"),
+        request_max_body_size=settings.max_bulk_body_bytes,
+        debug=False,
+    )

@@ -257,7 +257,8 @@ class Supervisor:
                 time.sleep(0.05)
             if proc.poll() is None:
                 log.warning("%s did not stop within %.0f s; killing it", name, STOP_TIMEOUT)
-            # Kill the whole process group: also any worker the server left behind.
+        for _name, proc in self.children:
+            # Kill each child's whole process group: also any worker a crashed server left behind.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

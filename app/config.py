@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import msgspec
@@ -30,6 +30,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     s3_endpoint_url: str | None = None
     s3_prefix: str = ""
     cdn_provider: str = "none"
+    # CDN purge provider settings (CMS_CDN_*; see storage/cdn.py)
+    cdn_distribution_id: str | None = None
+    cdn_endpoint_url: str | None = None
+    cdn_fastly_service_id: str | None = None
+    cdn_fastly_token: str | None = None
+    cdn_fastly_api_url: str = "https://api.fastly.com"
+    cdn_cloudflare_zone_id: str | None = None
+    cdn_cloudflare_token: str | None = None
+    cdn_cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
+    cdn_http_urls: tuple[str, ...] = ()
+    cdn_http_method: str = "PURGE"
     host: str = "127.0.0.1"
     delivery_port: int = 8000
     management_port: int = 8001
@@ -87,12 +98,59 @@ def _int(name: str, value: str, low: int, high: int) -> int:
 
 
 def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
-    if not value.split("://", 1)[0] in schemes or "://" not in value:
+    if value.split("://", 1)[0] not in schemes or "://" not in value:
         raise ConfigError(f"{name}={value!r}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
     return value
 
 
 CDN_PROVIDERS = ("none", "cloudfront", "fastly", "cloudflare", "http")
+
+
+_CDN_REQUIRED = {
+    "cloudfront": ("CMS_CDN_DISTRIBUTION_ID",),
+    "fastly": ("CMS_CDN_FASTLY_SERVICE_ID", "CMS_CDN_FASTLY_TOKEN"),
+    "cloudflare": ("CMS_CDN_CLOUDFLARE_ZONE_ID", "CMS_CDN_CLOUDFLARE_TOKEN"),
+    "http": ("CMS_CDN_HTTP_URLS",),
+}
+
+
+def _load_cdn_settings(get: Callable[[str], str | None], kw: dict[str, object]) -> None:
+    """The CMS_CDN_* settings of the purge providers; the selected provider's required ones must be set."""
+    ident = r"[A-Za-z0-9_\-]{1,128}"
+    for var, key in (
+        ("CMS_CDN_DISTRIBUTION_ID", "cdn_distribution_id"),
+        ("CMS_CDN_FASTLY_SERVICE_ID", "cdn_fastly_service_id"),
+        ("CMS_CDN_CLOUDFLARE_ZONE_ID", "cdn_cloudflare_zone_id"),
+    ):
+        if (v := get(var)) is not None:
+            if not re.fullmatch(ident, v):
+                raise ConfigError(f"{var}={v!r}: expected letters, digits, '-' or '_'")
+            kw[key] = v
+    for var, key in (("CMS_CDN_FASTLY_TOKEN", "cdn_fastly_token"), ("CMS_CDN_CLOUDFLARE_TOKEN", "cdn_cloudflare_token")):
+        if (v := get(var)) is not None:
+            if not re.fullmatch(r"[\x21-\x7e]+", v):
+                raise ConfigError(f"{var}: must be printable characters without spaces")
+            kw[key] = v
+    for var, key in (
+        ("CMS_CDN_ENDPOINT_URL", "cdn_endpoint_url"),
+        ("CMS_CDN_FASTLY_API_URL", "cdn_fastly_api_url"),
+        ("CMS_CDN_CLOUDFLARE_API_URL", "cdn_cloudflare_api_url"),
+    ):
+        if (v := get(var)) is not None:
+            kw[key] = _url(var, v, ("http", "https")).rstrip("/")
+    if (v := get("CMS_CDN_HTTP_URLS")) is not None:
+        urls = tuple(part.strip().rstrip("/") for part in v.split(",") if part.strip())
+        if not urls:
+            raise ConfigError(f"CMS_CDN_HTTP_URLS={v!r}: expected comma-separated http(s) URLs")
+        kw["cdn_http_urls"] = tuple(_url("CMS_CDN_HTTP_URLS", url, ("http", "https")) for url in urls)
+    if (v := get("CMS_CDN_HTTP_METHOD")) is not None:
+        if v.upper() not in ("PURGE", "BAN"):
+            raise ConfigError(f"CMS_CDN_HTTP_METHOD={v!r}: expected PURGE or BAN")
+        kw["cdn_http_method"] = v.upper()
+    provider = str(kw.get("cdn_provider", "none"))
+    for var in _CDN_REQUIRED.get(provider, ()):
+        if get(var) is None:
+            raise ConfigError(f"{var}: required when CMS_CDN_PROVIDER={provider}")
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -125,6 +183,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if v not in CDN_PROVIDERS:
             raise ConfigError(f"CMS_CDN_PROVIDER={v!r}: expected one of {', '.join(CDN_PROVIDERS)}")
         kw["cdn_provider"] = v
+    _load_cdn_settings(get, kw)
     if (v := get("CMS_HOST")) is not None:
         kw["host"] = v
     if (v := get("CMS_DELIVERY_PORT")) is not None:

@@ -23,6 +23,7 @@ from cms.app.db.migrate import migrate
 from cms.app.runtime import start_embedded_postgres, start_embedded_valkey
 
 ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("CMS_COUNT_QUERIES", "1")
 TEST_DATA_DIR = Path(os.environ.get("CMS_TEST_DATA_DIR", ROOT / ".cms" / "test"))
 TEMPLATE = f"cms_tmpl_{os.getpid()}"
 

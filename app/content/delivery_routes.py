@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.params import FromPath
 
 from .. import render
 from ..credentials.auth import current, delivery_guard, require_type_access
@@ -54,7 +56,7 @@ def _cache_key(request: Req) -> str:
     return request.scope["path"] + "?" + request.scope["query_string"].decode("latin-1")
 
 
-async def _schema(request: Req, type_id: str) -> tuple[ContentType, dict[str, ContentType], Locales, str]:
+async def _schema(request: Req, type_id: FromPath[str]) -> tuple[ContentType, dict[str, ContentType], Locales, str]:
     state = request.app.state
     require_type_access(current(request), type_id)
     ct = await state.types.get(type_id)
@@ -125,7 +127,7 @@ def _select_fields(document: dict[str, Any], fields: list[str] | None) -> None:
         document["fields"] = {k: v for k, v in (document.get("fields") or {}).items() if k in fields}
 
 
-async def _list(request: Req, type_id: str, preview: bool) -> Response[bytes]:
+async def _list(request: Req, type_id: FromPath[str], preview: bool) -> Response[bytes]:
     state = request.app.state
     ct, types, locales, locale = await _schema(request, type_id)
     cache = None if preview else state.cache
@@ -174,7 +176,7 @@ def _single_params(request: Req, ct: ContentType, types: dict[str, ContentType],
     )
 
 
-async def _single(request: Req, type_id: str, entry_id: str | None, slug: str | None, preview: bool) -> Response[bytes]:
+async def _single(request: Req, type_id: FromPath[str], entry_id: FromPath[str] | None, slug: FromPath[str] | None, preview: bool) -> Response[bytes]:
     state = request.app.state
     ct, types, locales, locale = await _schema(request, type_id)
     cache = None if preview else state.cache
@@ -231,32 +233,32 @@ async def _single(request: Req, type_id: str, entry_id: str | None, slug: str | 
 
 
 @get("/api/v1/entries/{type_id:str}", guards=[delivery_guard])
-async def list_entries(request: Req, type_id: str) -> Response[bytes]:
+async def list_entries(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     return await _list(request, type_id, False)
 
 
 @get("/api/v1/entries/{type_id:str}/{entry_id:str}", guards=[delivery_guard])
-async def get_entry(request: Req, type_id: str, entry_id: str) -> Response[bytes]:
+async def get_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     return await _single(request, type_id, entry_id, None, False)
 
 
 @get("/api/v1/entries/{type_id:str}/by-slug/{slug:str}", guards=[delivery_guard])
-async def get_entry_by_slug(request: Req, type_id: str, slug: str) -> Response[bytes]:
+async def get_entry_by_slug(request: Req, type_id: FromPath[str], slug: FromPath[str]) -> Response[bytes]:
     return await _single(request, type_id, None, slug, False)
 
 
 @get("/preview/v1/entries/{type_id:str}", guards=[delivery_guard], opt=PREVIEW)
-async def preview_list(request: Req, type_id: str) -> Response[bytes]:
+async def preview_list(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     return await _list(request, type_id, True)
 
 
 @get("/preview/v1/entries/{type_id:str}/{entry_id:str}", guards=[delivery_guard], opt=PREVIEW)
-async def preview_entry(request: Req, type_id: str, entry_id: str) -> Response[bytes]:
+async def preview_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     return await _single(request, type_id, entry_id, None, True)
 
 
 @get("/preview/v1/entries/{type_id:str}/by-slug/{slug:str}", guards=[delivery_guard], opt=PREVIEW)
-async def preview_by_slug(request: Req, type_id: str, slug: str) -> Response[bytes]:
+async def preview_by_slug(request: Req, type_id: FromPath[str], slug: FromPath[str]) -> Response[bytes]:
     return await _single(request, type_id, None, slug, True)
 
 
@@ -274,7 +276,7 @@ async def list_content_types(request: Req) -> Response[bytes]:
 
 
 @get("/api/v1/content-types/{type_id:str}", guards=[delivery_guard])
-async def get_content_type(request: Req, type_id: str) -> Response[bytes]:
+async def get_content_type(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     require_type_access(current(request), type_id)
     ct = await request.app.state.types.get(type_id)
     if ct is None:
@@ -291,18 +293,26 @@ async def list_locales(request: Req) -> Response[bytes]:
     return _respond(request, body, render.etag_of(body), ("schema",), False)
 
 
+def _read_object(root: Path, relative: str) -> bytes | None:
+    """The file under root for a /cdn/ key, or None; never anything outside root or hidden."""
+    parts = relative.split("/")
+    if not relative or "\x00" in relative or any(p in ("", "..") or p.startswith(".") for p in parts):
+        return None
+    base = root.resolve()
+    target = (base / relative).resolve()
+    if base not in target.parents or not target.is_file():
+        return None
+    return target.read_bytes()
+
+
 @get("/cdn/{key:path}", opt={"public": True}, include_in_schema=False)
-async def cdn(request: Req, key: str) -> Response[bytes]:
+async def cdn(request: Req, key: FromPath[str]) -> Response[bytes]:
     """The embedded object store, served as a CDN would serve the bucket."""
-    root = Path(request.app.state.settings.objects_dir).resolve()
     relative = key.lstrip("/")
-    if not relative or "\x00" in relative or any(part in ("..", "") for part in relative.split("/")):
+    body = await asyncio.to_thread(_read_object, Path(request.app.state.settings.objects_dir), relative)
+    if body is None:
         raise not_found("object")
-    target = (root / relative).resolve()
-    if root not in target.parents or not target.is_file():
-        raise not_found("object")
-    media_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-    body = target.read_bytes()
+    media_type = mimetypes.guess_type(relative)[0] or "application/octet-stream"
     etag = render.etag_of(body)
     headers = {"ETag": f'"{etag}"', "Cache-Control": request.app.state.settings.cache_control}
     if _not_modified(request, etag):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, delete, get, patch, post, put
+from litestar.params import FromPath
 
 from ..credentials.auth import client_ip, current, management_guard, require_type_access
 from ..http import many, one, query_int, read_json
@@ -52,7 +53,7 @@ async def list_types(request: Req) -> Response[bytes]:
 
 
 @get("/v1/content-types/{type_id:str}", guards=[management_guard])
-async def get_type(request: Req, type_id: str) -> Response[bytes]:
+async def get_type(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     async with _pool(request).acquire() as conn:
         row = await repo.get_type(conn, type_id)
     if row is None:
@@ -62,7 +63,7 @@ async def get_type(request: Req, type_id: str) -> Response[bytes]:
 
 
 @put("/v1/content-types/{type_id:str}", guards=[management_guard], opt={"scope": "schema:write"})
-async def put_type(request: Req, type_id: str) -> Response[bytes]:
+async def put_type(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     body = await read_json(request)
     async with _pool(request).acquire() as conn:
         ct, created = await service.put_content_type(
@@ -75,7 +76,7 @@ async def put_type(request: Req, type_id: str) -> Response[bytes]:
 
 
 @delete("/v1/content-types/{type_id:str}", guards=[management_guard], opt={"scope": "schema:write"}, status_code=204)
-async def delete_type(request: Req, type_id: str) -> None:
+async def delete_type(request: Req, type_id: FromPath[str]) -> None:
     async with _pool(request).acquire() as conn:
         await service.delete_content_type(conn, type_id, _ctx(request))
 
@@ -92,7 +93,7 @@ async def list_locales(request: Req) -> Response[bytes]:
 
 
 @put("/v1/locales/{code:str}", guards=[management_guard], opt={"scope": "schema:write"})
-async def put_locale(request: Req, code: str) -> Response[bytes]:
+async def put_locale(request: Req, code: FromPath[str]) -> Response[bytes]:
     body = await read_json(request)
     async with _pool(request).acquire() as conn:
         data, created = await service.put_locale(conn, code, body, _ctx(request), _assets_url(request))
@@ -100,7 +101,7 @@ async def put_locale(request: Req, code: str) -> Response[bytes]:
 
 
 @delete("/v1/locales/{code:str}", guards=[management_guard], opt={"scope": "schema:write"}, status_code=204)
-async def delete_locale(request: Req, code: str) -> None:
+async def delete_locale(request: Req, code: FromPath[str]) -> None:
     force = _force(request)
     async with _pool(request).acquire() as conn:
         await service.delete_locale(conn, code, force, _ctx(request), _assets_url(request))
@@ -110,7 +111,7 @@ async def delete_locale(request: Req, code: str) -> None:
 
 
 @get("/v1/entries/{type_id:str}", guards=[management_guard], opt={"scope": "content:read"})
-async def list_entries(request: Req, type_id: str) -> Response[bytes]:
+async def list_entries(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     require_type_access(current(request), type_id)
     async with _pool(request).acquire() as conn:
         types = await service.load_types(conn)
@@ -133,7 +134,7 @@ async def list_entries(request: Req, type_id: str) -> Response[bytes]:
 
 
 @post("/v1/entries/{type_id:str}", guards=[management_guard], opt={"scope": "content:write"})
-async def create_entry(request: Req, type_id: str) -> Response[bytes]:
+async def create_entry(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     require_type_access(current(request), type_id)
     body = await read_json(request)
     async with _pool(request).acquire() as conn:
@@ -144,7 +145,7 @@ async def create_entry(request: Req, type_id: str) -> Response[bytes]:
 
 
 @get("/v1/entries/{type_id:str}/{entry_id:str}", guards=[management_guard], opt={"scope": "content:read"})
-async def get_entry(request: Req, type_id: str, entry_id: str) -> Response[bytes]:
+async def get_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     require_type_access(current(request), type_id)
     async with _pool(request).acquire() as conn:
         entry, version = await service.get_entry(conn, type_id, entry_id, request.query_params.get("locale"))
@@ -152,7 +153,7 @@ async def get_entry(request: Req, type_id: str, entry_id: str) -> Response[bytes
 
 
 @put("/v1/entries/{type_id:str}/{entry_id:str}", guards=[management_guard], opt={"scope": "content:write"})
-async def put_entry(request: Req, type_id: str, entry_id: str) -> Response[bytes]:
+async def put_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     require_type_access(current(request), type_id)
     body = await read_json(request)
     async with _pool(request).acquire() as conn:
@@ -167,7 +168,7 @@ async def put_entry(request: Req, type_id: str, entry_id: str) -> Response[bytes
 
 
 @patch("/v1/entries/{type_id:str}/{entry_id:str}", guards=[management_guard], opt={"scope": "content:write"})
-async def patch_entry(request: Req, type_id: str, entry_id: str) -> Response[bytes]:
+async def patch_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     require_type_access(current(request), type_id)
     body = await read_json(request, merge_patch=True)
     async with _pool(request).acquire() as conn:
@@ -182,7 +183,7 @@ async def patch_entry(request: Req, type_id: str, entry_id: str) -> Response[byt
     "/v1/entries/{type_id:str}/{entry_id:str}", guards=[management_guard], opt={"scope": "content:write"},
     status_code=204,
 )
-async def delete_entry(request: Req, type_id: str, entry_id: str) -> None:
+async def delete_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> None:
     require_type_access(current(request), type_id)
     force = _force(request)
     async with _pool(request).acquire() as conn:
@@ -192,7 +193,7 @@ async def delete_entry(request: Req, type_id: str, entry_id: str) -> None:
 @post(
     "/v1/entries/{type_id:str}/{entry_id:str}/publish", guards=[management_guard], opt={"scope": "content:publish"}
 )
-async def publish_entry(request: Req, type_id: str, entry_id: str) -> Response[bytes]:
+async def publish_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     require_type_access(current(request), type_id)
     async with _pool(request).acquire() as conn:
         entry = await service.publish_entry(
@@ -204,7 +205,7 @@ async def publish_entry(request: Req, type_id: str, entry_id: str) -> Response[b
 @post(
     "/v1/entries/{type_id:str}/{entry_id:str}/unpublish", guards=[management_guard], opt={"scope": "content:publish"}
 )
-async def unpublish_entry(request: Req, type_id: str, entry_id: str) -> Response[bytes]:
+async def unpublish_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     require_type_access(current(request), type_id)
     async with _pool(request).acquire() as conn:
         entry = await service.unpublish_entry(conn, type_id, entry_id, _ctx(request), request.headers.get("if-match"))
@@ -212,7 +213,7 @@ async def unpublish_entry(request: Req, type_id: str, entry_id: str) -> Response
 
 
 @get("/v1/entries/{type_id:str}/{entry_id:str}/versions", guards=[management_guard], opt={"scope": "content:read"})
-async def list_versions(request: Req, type_id: str, entry_id: str) -> Response[bytes]:
+async def list_versions(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     require_type_access(current(request), type_id)
     limit = query_int(request, "limit", 20, 1, 100)
     raw_cursor = request.query_params.get("cursor")
@@ -234,7 +235,7 @@ async def list_versions(request: Req, type_id: str, entry_id: str) -> Response[b
     "/v1/entries/{type_id:str}/{entry_id:str}/versions/{version:int}",
     guards=[management_guard], opt={"scope": "content:read"},
 )
-async def get_version(request: Req, type_id: str, entry_id: str, version: int) -> Response[bytes]:
+async def get_version(request: Req, type_id: FromPath[str], entry_id: FromPath[str], version: FromPath[int]) -> Response[bytes]:
     require_type_access(current(request), type_id)
     async with _pool(request).acquire() as conn:
         await service.get_entry(conn, type_id, entry_id, None)
@@ -252,7 +253,7 @@ async def get_version(request: Req, type_id: str, entry_id: str, version: int) -
     "/v1/entries/{type_id:str}/{entry_id:str}/versions/{version:int}/restore",
     guards=[management_guard], opt={"scope": "content:write"},
 )
-async def restore_version(request: Req, type_id: str, entry_id: str, version: int) -> Response[bytes]:
+async def restore_version(request: Req, type_id: FromPath[str], entry_id: FromPath[str], version: FromPath[int]) -> Response[bytes]:
     require_type_access(current(request), type_id)
     async with _pool(request).acquire() as conn:
         entry = await service.restore_version(

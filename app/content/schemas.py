@@ -144,7 +144,7 @@ def parse_content_type(type_id: str, body: Any, known_types: set[str]) -> tuple[
         seen.add(field.id)
         fields.append(field)
     by_id = {f.id: f for f in fields}
-    for index, field in enumerate(fields):
+    for field in fields:
         if field.type == "slug" and field.from_ is not None:
             source = by_id.get(field.from_)
             if source is None or source.type not in {"text", "long_text"}:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, delete, get, post
+from litestar.params import FromPath
 
 from ..http import many, one, query_int, read_json
 from ..problems import malformed
@@ -45,7 +46,7 @@ async def list_keys_route(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 @get("/v1/keys/{key_id:str}", guards=[management_guard], opt=SCOPE)
-async def get_key_route(request: Request[Any, Any, Any], key_id: str) -> Response[bytes]:
+async def get_key_route(request: Request[Any, Any, Any], key_id: FromPath[str]) -> Response[bytes]:
     async with request.app.state.pool.acquire() as conn:
         row = await repository.get_key(conn, key_id)
     if row is None:
@@ -56,7 +57,7 @@ async def get_key_route(request: Request[Any, Any, Any], key_id: str) -> Respons
 
 
 @delete("/v1/keys/{key_id:str}", guards=[management_guard], opt=SCOPE, status_code=204)
-async def revoke_key_route(request: Request[Any, Any, Any], key_id: str) -> None:
+async def revoke_key_route(request: Request[Any, Any, Any], key_id: FromPath[str]) -> None:
     async with request.app.state.pool.acquire() as conn:
         await revoke(conn, key_id, current(request), request_id=request.scope["state"]["request_id"], ip=client_ip(request))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from contextvars import ContextVar
 from typing import Any
 
 import asyncpg
@@ -15,7 +17,20 @@ def _encode_json(value: Any) -> str:
     return _encode(value).decode()
 
 
+# Tests count the SQL statements a request runs (CMS_COUNT_QUERIES=1): a request sets a list
+# here and every query on any pool connection appends to it.
+QUERY_LOG: ContextVar[list[str] | None] = ContextVar("cms_query_log", default=None)
+
+
+def _log_query(record: Any) -> None:
+    log = QUERY_LOG.get()
+    if log is not None:
+        log.append(record.query)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    if os.environ.get("CMS_COUNT_QUERIES") == "1":
+        conn.add_query_logger(_log_query)
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, encoder=_encode_json, decoder=_decode, schema="pg_catalog")
 

@@ -1,0 +1,537 @@
+"""The object store for prerendered files: S3 (or any S3-compatible store) and a local directory.
+
+Both implement `ObjectStore`. The methods are synchronous and thread-safe; async callers (actors,
+the delivery app) run them in a thread, e.g. ``await asyncio.to_thread(store.put, ...)``, or wrap the
+store in `AsyncObjectStore`, which does exactly that.
+
+Writes are version-guarded: an object carries its entry version in the metadata ``cms-version`` and
+``put``/``delete`` with ``version=N`` never replace or remove an object whose stored version is
+greater than ``N`` (equal versions are overwritten, so a redelivered event or a re-render of a
+dependent entry at the same version is applied). ``version=None`` writes unconditionally.
+
+Metadata carried with every object (S3 user metadata, ``x-amz-meta-*``; a JSON sidecar locally):
+
+- ``cms-version``: the entry version (absent when written with ``version=None``)
+- ``surrogate-key``: the surrogate keys, space-separated (CDNs read it, e.g. Fastly from
+  ``x-amz-meta-surrogate-key``)
+
+Keys are relative, ``/``-separated paths (``entries/article/en/abc.json``): not empty, at most 1024
+bytes, no leading ``/``, no empty, ``.`` or ``..`` segments, no NUL or backslash, and the first
+segment does not start with ``.`` (that namespace is reserved for the local store's bookkeeping).
+A bad key raises `ValueError` in every store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import msgspec
+
+if TYPE_CHECKING:
+    from cms.app.config import Settings
+
+log = logging.getLogger("cms.storage")
+
+VERSION_META = "cms-version"
+SURROGATE_META = "surrogate-key"
+MAX_KEY_BYTES = 1024
+_SURROGATE_KEY = re.compile(r"[\x21-\x7e]+")
+
+
+class StoredObject(msgspec.Struct, frozen=True):
+    body: bytes
+    content_type: str
+    cache_control: str
+    metadata: dict[str, str]
+
+    @property
+    def version(self) -> int | None:
+        return _parse_version(self.metadata.get(VERSION_META))
+
+    @property
+    def surrogate_keys(self) -> list[str]:
+        return self.metadata.get(SURROGATE_META, "").split()
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    def put(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str,
+        cache_control: str,
+        surrogate_keys: builtins.list[str],
+        version: int | None = None,
+    ) -> bool:
+        """Store ``body`` at ``key``; False (nothing written) if the stored version is newer."""
+        ...
+
+    def get(self, key: str) -> StoredObject | None:
+        """The object at ``key``, or None."""
+        ...
+
+    def delete(self, key: str, *, version: int | None = None) -> bool:
+        """Remove ``key``; False (nothing removed) if the stored version is newer. A missing key is True."""
+        ...
+
+    def list(self, prefix: str = "") -> builtins.list[str]:
+        """Every key starting with ``prefix`` (plain string prefix), sorted."""
+        ...
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe object key, else raise ValueError."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("object key must be a non-empty string")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise ValueError(f"object key longer than {MAX_KEY_BYTES} bytes")
+    if "\x00" in key or "\\" in key:
+        raise ValueError(f"object key {key!r} contains NUL or backslash")
+    if key.startswith("/"):
+        raise ValueError(f"object key {key!r} is absolute")
+    segments = key.split("/")
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            raise ValueError(f"object key {key!r} has an empty, '.' or '..' segment")
+    if segments[0].startswith("."):
+        raise ValueError(f"object key {key!r} starts with a reserved '.' segment")
+    return key
+
+
+def _validate_prefix(prefix: str) -> str:
+    if "\x00" in prefix or "\\" in prefix or prefix.startswith("/") or ".." in prefix.split("/"):
+        raise ValueError(f"bad object key prefix {prefix!r}")
+    return prefix
+
+
+def _metadata(surrogate_keys: builtins.list[str], version: int | None) -> dict[str, str]:
+    for tag in surrogate_keys:
+        if not _SURROGATE_KEY.fullmatch(tag):
+            raise ValueError(f"surrogate key {tag!r} must be printable ASCII without spaces")
+    meta = {SURROGATE_META: " ".join(dict.fromkeys(surrogate_keys))}
+    if version is not None:
+        if version < 0:
+            raise ValueError("version must be >= 0")
+        meta[VERSION_META] = str(version)
+    return meta
+
+
+def _parse_version(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _is_newer(stored: int | None, version: int | None) -> bool:
+    """True if an object at ``stored`` must not be replaced by a write at ``version``."""
+    return version is not None and stored is not None and stored > version
+
+
+# ---------------------------------------------------------------------------------------------
+# local directory
+
+
+class _Sidecar(msgspec.Struct):
+    content_type: str
+    cache_control: str
+    metadata: dict[str, str]
+
+
+_sidecar_encoder = msgspec.json.Encoder()
+_sidecar_decoder = msgspec.json.Decoder(_Sidecar)
+
+
+class LocalObjectStore:
+    """Files under ``root`` (served as-is at ``/cdn/``), metadata in ``root/.meta/<key>.meta.json``.
+
+    Writes go to a temporary file in ``root/.tmp/`` and are moved into place with ``os.replace``, so
+    readers see the old or the new bytes, never a torn file. ``put``/``delete`` hold an exclusive
+    ``flock`` on ``root/.meta/<key>.lock`` while they check the version and write, which makes the
+    version guard safe between threads and processes on one host; ``get`` holds a shared lock so the
+    body and metadata it returns belong together. Anything serving ``root`` must not serve the
+    dot-directories (`validate_key` refuses keys that would reach them).
+    ``fsync=True`` also flushes every file to disk before it is moved into place.
+    """
+
+    META_DIR = ".meta"
+    TMP_DIR = ".tmp"
+
+    def __init__(self, root: Path | str, *, fsync: bool = False) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self._meta_root = self.root / self.META_DIR
+        self._tmp_root = self.root / self.TMP_DIR
+
+    def __repr__(self) -> str:
+        return f"LocalObjectStore({str(self.root)!r})"
+
+    def path_for(self, key: str) -> Path:
+        """Where the body of ``key`` lives (validated)."""
+        return self.root / validate_key(key)
+
+    def _meta_path(self, key: str) -> Path:
+        return self._meta_root / f"{key}.meta.json"
+
+    @contextlib.contextmanager
+    def _locked(self, key: str, *, exclusive: bool) -> Iterator[bool]:
+        """Hold the key's lock; yields False (without locking) for a read of a never-written key."""
+        lock_path = self._meta_root / f"{key}.lock"
+        if exclusive:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        else:
+            try:
+                fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                yield False
+                return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield True
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _read_sidecar(self, key: str) -> _Sidecar | None:
+        try:
+            raw = self._meta_path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            return _sidecar_decoder.decode(raw)
+        except msgspec.DecodeError:
+            log.warning("ignoring unreadable metadata for %s", key)
+            return None
+
+    def _write_atomic(self, target: Path, data: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp_root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._tmp_root, prefix="put-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                if self.fsync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def put(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str,
+        cache_control: str,
+        surrogate_keys: builtins.list[str],
+        version: int | None = None,
+    ) -> bool:
+        target = self.path_for(key)
+        sidecar = _Sidecar(content_type, cache_control, _metadata(surrogate_keys, version))
+        with self._locked(key, exclusive=True):
+            current = self._read_sidecar(key)
+            if current is not None and _is_newer(_parse_version(current.metadata.get(VERSION_META)), version):
+                return False
+            # metadata first: after a crash between the two, the sidecar already carries the new
+            # version, so an older write stays refused and the redelivered write restores the body
+            self._write_atomic(self._meta_path(key), _sidecar_encoder.encode(sidecar))
+            self._write_atomic(target, bytes(body))
+        return True
+
+    def get(self, key: str) -> StoredObject | None:
+        target = self.path_for(key)
+        with self._locked(key, exclusive=False):
+            try:
+                body = target.read_bytes()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return None
+            sidecar = self._read_sidecar(key)
+        if sidecar is None:
+            return StoredObject(body, "application/octet-stream", "", {})
+        return StoredObject(body, sidecar.content_type, sidecar.cache_control, dict(sidecar.metadata))
+
+    def delete(self, key: str, *, version: int | None = None) -> bool:
+        target = self.path_for(key)
+        with self._locked(key, exclusive=True):
+            current = self._read_sidecar(key)
+            if current is not None and _is_newer(_parse_version(current.metadata.get(VERSION_META)), version):
+                return False
+            for path in (target, self._meta_path(key)):
+                try:
+                    path.unlink()
+                except (FileNotFoundError, NotADirectoryError):
+                    pass
+        return True
+
+    def list(self, prefix: str = "") -> builtins.list[str]:
+        _validate_prefix(prefix)
+        # walk only below the deepest directory the prefix names
+        directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / directory if directory else self.root
+        if not start.is_dir():
+            return []
+        keys: builtins.list[str] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            if rel_dir == ".":
+                rel_dir = ""
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                key = f"{rel_dir}/{name}" if rel_dir else name
+                if key.startswith(prefix) and not key.startswith("."):
+                    keys.append(key)
+        keys.sort()
+        return keys
+
+
+# ---------------------------------------------------------------------------------------------
+# S3
+
+
+def s3_client(endpoint_url: str | None = None, *, region_name: str | None = None) -> Any:
+    """A boto3 S3 client with retries (8 attempts, standard mode: 5xx, throttling and timeouts are
+    retried with jittered exponential backoff) and bounded connect/read timeouts. Credentials come
+    from the usual boto3 chain. Path-style addressing when ``endpoint_url`` is set (S3-compatible
+    stores and moto on loopback)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": 8, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=32,
+        s3={"addressing_style": "path"} if endpoint_url else None,
+    )
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url, region_name=region_name, config=config
+    )
+
+
+def _error_code(exc: Exception) -> tuple[str, int]:
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return code, status
+
+
+class ConcurrentWriteError(RuntimeError):
+    """A conditional S3 write kept losing to concurrent writers; the caller should retry later."""
+
+
+class S3ObjectStore:
+    """Objects in an S3 bucket under ``prefix`` (e.g. ``"site/"``; keys are stored as prefix + key).
+
+    The version guard reads the stored ``cms-version`` with HEAD, then writes conditionally: a
+    ``PutObject``/``DeleteObject`` with ``If-Match: <etag of the object just read>``, or
+    ``If-None-Match: *`` when there was none, so a concurrent writer that slipped in between makes
+    the write fail with 412 and the check is repeated (compare-and-swap; AWS S3, MinIO, R2 and moto
+    honour these headers). If the store answers ``NotImplemented`` to a conditional request, this
+    instance falls back to unconditional writes (logged once): the guard is then best effort, with
+    a race window between the HEAD and the write.
+    """
+
+    CAS_ATTEMPTS = 8
+
+    def __init__(
+        self,
+        bucket: str,
+        endpoint_url: str | None = None,
+        prefix: str = "",
+        client: Any = None,
+        *,
+        conditional_writes: bool = True,
+    ) -> None:
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url
+        prefix = prefix.strip("/")
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.client = client if client is not None else s3_client(endpoint_url)
+        self.conditional_writes = conditional_writes
+
+    def __repr__(self) -> str:
+        return f"S3ObjectStore({self.bucket!r}, prefix={self.prefix!r})"
+
+    def _key(self, key: str) -> str:
+        return self.prefix + validate_key(key)
+
+    def _head(self, full_key: str) -> tuple[str, int | None] | None:
+        """(etag, stored version) of the object, or None when it does not exist."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=full_key)
+        except Exception as exc:
+            code, status = _error_code(exc)
+            if status == 404 or code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return head["ETag"], _parse_version(head.get("Metadata", {}).get(VERSION_META))
+
+    def _conditional(self, call: Any, kwargs: dict[str, Any], condition: dict[str, str]) -> bool:
+        """Run ``call`` with the condition; False if the precondition failed (caller re-checks)."""
+        if not self.conditional_writes:
+            call(**kwargs)
+            return True
+        try:
+            call(**kwargs, **condition)
+        except Exception as exc:
+            code, status = _error_code(exc)
+            if status == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 409:
+                return False
+            if code == "NoSuchKey" and "IfMatch" in condition:
+                return False  # removed since the HEAD
+            if status == 501 or code == "NotImplemented":
+                log.warning("%r: conditional writes not supported, version guard is best effort", self)
+                self.conditional_writes = False
+                call(**kwargs)
+                return True
+            raise
+        return True
+
+    def put(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str,
+        cache_control: str,
+        surrogate_keys: builtins.list[str],
+        version: int | None = None,
+    ) -> bool:
+        full_key = self._key(key)
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": full_key,
+            "Body": bytes(body),
+            "ContentType": content_type,
+            "CacheControl": cache_control,
+            "Metadata": _metadata(surrogate_keys, version),
+        }
+        if version is None:
+            self.client.put_object(**kwargs)
+            return True
+        for _ in range(self.CAS_ATTEMPTS):
+            current = self._head(full_key)
+            if current is not None and _is_newer(current[1], version):
+                return False
+            condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current[0]}
+            if self._conditional(self.client.put_object, kwargs, condition):
+                return True
+        raise ConcurrentWriteError(f"put {full_key!r}: lost {self.CAS_ATTEMPTS} races to concurrent writers")
+
+    def get(self, key: str) -> StoredObject | None:
+        full_key = self._key(key)
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=full_key)
+        except Exception as exc:
+            code, status = _error_code(exc)
+            if status == 404 or code in ("NoSuchKey", "404"):
+                return None
+            raise
+        with contextlib.closing(response["Body"]) as stream:
+            body = stream.read()
+        return StoredObject(
+            body,
+            response.get("ContentType") or "application/octet-stream",
+            response.get("CacheControl") or "",
+            dict(response.get("Metadata") or {}),
+        )
+
+    def delete(self, key: str, *, version: int | None = None) -> bool:
+        full_key = self._key(key)
+        if version is None:
+            self.client.delete_object(Bucket=self.bucket, Key=full_key)
+            return True
+        kwargs = {"Bucket": self.bucket, "Key": full_key}
+        for _ in range(self.CAS_ATTEMPTS):
+            current = self._head(full_key)
+            if current is None:
+                return True
+            if _is_newer(current[1], version):
+                return False
+            if self._conditional(self.client.delete_object, kwargs, {"IfMatch": current[0]}):
+                return True
+        raise ConcurrentWriteError(
+            f"delete {full_key!r}: lost {self.CAS_ATTEMPTS} races to concurrent writers"
+        )
+
+    def list(self, prefix: str = "") -> builtins.list[str]:
+        _validate_prefix(prefix)
+        paginator = self.client.get_paginator("list_objects_v2")
+        keys: builtins.list[str] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for item in page.get("Contents", ()):
+                keys.append(item["Key"][len(self.prefix):])
+        keys.sort()
+        return keys
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class AsyncObjectStore:
+    """The same operations as coroutines, each run in a worker thread (``asyncio.to_thread``)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    async def put(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str,
+        cache_control: str,
+        surrogate_keys: builtins.list[str],
+        version: int | None = None,
+    ) -> bool:
+        return await asyncio.to_thread(
+            self.store.put, key, body, content_type=content_type, cache_control=cache_control,
+            surrogate_keys=surrogate_keys, version=version,
+        )
+
+    async def get(self, key: str) -> StoredObject | None:
+        return await asyncio.to_thread(self.store.get, key)
+
+    async def delete(self, key: str, *, version: int | None = None) -> bool:
+        return await asyncio.to_thread(self.store.delete, key, version=version)
+
+    async def list(self, prefix: str = "") -> builtins.list[str]:
+        return await asyncio.to_thread(self.store.list, prefix)
+
+
+def object_store_from_settings(settings: Settings) -> ObjectStore:
+    """S3 when ``CMS_S3_BUCKET`` is set, else the local directory ``CMS_DATA_DIR/objects``."""
+    if settings.s3_bucket:
+        return S3ObjectStore(settings.s3_bucket, settings.s3_endpoint_url, settings.s3_prefix)
+    return LocalObjectStore(settings.objects_dir)
+
+
+__all__ = [
+    "AsyncObjectStore",
+    "ConcurrentWriteError",
+    "LocalObjectStore",
+    "ObjectStore",
+    "S3ObjectStore",
+    "StoredObject",
+    "object_store_from_settings",
+    "s3_client",
+    "validate_key",
+]

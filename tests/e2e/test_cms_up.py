@@ -1,0 +1,228 @@
+"""`cms up` as a user runs it: embedded services, both apps over HTTP, Ctrl-C, restart keeps data."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+BOOTSTRAP_KEY = "e2e_bootstrap_key_" + "0123456789abcdefghijkl"  # 40 characters
+assert len(BOOTSTRAP_KEY) == 40
+
+CMS_SCRIPT = Path(sys.executable).parent / "cms"
+CMS = [str(CMS_SCRIPT)] if CMS_SCRIPT.exists() else [sys.executable, "-m", "cms.app.cli"]
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class CmsUp:
+    """One `cms up` process with its output in files (never a pipe that could fill up)."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], name: str) -> None:
+        self.out_path = workdir / f"{name}.stdout"
+        self.err_path = workdir / f"{name}.stderr"
+        self.delivery = f"http://127.0.0.1:{env['CMS_DELIVERY_PORT']}"
+        self.management = f"http://127.0.0.1:{env['CMS_MANAGEMENT_PORT']}"
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen([*CMS, "up"], env=env, cwd=workdir, stdout=out, stderr=err)
+        self.descendants: list[psutil.Process] = []
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def logs(self) -> str:
+        return f"--- stdout\n{self.stdout}\n--- stderr (tail)\n{self.err_path.read_text(errors='replace')[-4000:]}"
+
+    def wait_until_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        with httpx.Client(timeout=2) as client:
+            while True:
+                assert self.proc.poll() is None, f"cms up exited with {self.proc.returncode}\n{self.logs()}"
+                assert time.monotonic() < deadline, f"not ready after {START_TIMEOUT} s\n{self.logs()}"
+                try:
+                    ready = all(client.get(f"{base}/readyz").status_code == 200
+                                for base in (self.delivery, self.management))
+                except httpx.HTTPError:
+                    ready = False
+                if ready and "Press Ctrl-C to stop." in self.stdout:
+                    break
+                time.sleep(0.25)
+        self.descendants = psutil.Process(self.proc.pid).children(recursive=True)
+        assert self.descendants, "cms up should run its servers as child processes"
+
+    def interrupt(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            code = self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"cms up did not exit within {STOP_TIMEOUT} s of SIGINT\n{self.logs()}")
+        _, alive = psutil.wait_procs(self.descendants, timeout=5)
+        assert not alive, f"children still running after cms up exited: {alive}"
+        return code
+
+    def kill(self) -> None:
+        for child in [*self.descendants, self.proc]:
+            try:
+                child.kill()
+            except (psutil.NoSuchProcess, ProcessLookupError):
+                pass
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def cms_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMS_")}  # no URLs: embedded services
+    env.update(
+        CMS_DATA_DIR=str(tmp_path / "data"),
+        CMS_HOST="127.0.0.1",
+        CMS_DELIVERY_PORT=str(free_port()),
+        CMS_MANAGEMENT_PORT=str(free_port()),
+    )
+    return env
+
+
+@pytest.fixture
+def started(tmp_path: Path):  # type: ignore[no-untyped-def]
+    running: list[CmsUp] = []
+
+    def start(env: dict[str, str], name: str) -> CmsUp:
+        cms = CmsUp(tmp_path, env, name)
+        running.append(cms)
+        cms.wait_until_ready()
+        return cms
+
+    yield start
+    for cms in running:
+        if cms.proc.poll() is None:
+            cms.kill()
+
+
+def assert_embedded_services_stopped(data_dir: Path) -> None:
+    assert not (data_dir / "postgres" / "postmaster.pid").exists(), "embedded PostgreSQL still running"
+    assert not (data_dir / "valkey" / "valkey.pid").exists(), "embedded Valkey still running"
+
+
+def test_cms_up_serves_publishes_and_survives_restart(cms_env: dict[str, str], started, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = dict(cms_env, CMS_BOOTSTRAP_KEY=BOOTSTRAP_KEY)
+    cms = started(env, "first")
+    out = cms.stdout
+    assert f"{cms.delivery}/api/v1/" in out and f"{cms.management}/v1/" in out
+    assert f"{cms.delivery}/docs" in out and f"{cms.delivery}/cdn/" in out
+    assert "CMS_BOOTSTRAP_KEY" in out and "cms_mk_" not in out  # no extra admin key when bootstrapping
+    admin = {"Authorization": f"Bearer {BOOTSTRAP_KEY}"}
+
+    with httpx.Client(timeout=10) as http:
+        for base in (cms.delivery, cms.management):
+            health = http.get(f"{base}/healthz")
+            assert health.status_code == 200
+            assert health.headers.get("x-request-id")
+            echoed = http.get(f"{base}/readyz", headers={"X-Request-Id": "e2e-trace.1"})
+            assert echoed.status_code == 200 and echoed.headers["x-request-id"] == "e2e-trace.1"
+            assert http.get(f"{base}/openapi.json").status_code == 200
+            assert http.get(f"{base}/docs").status_code == 200
+            missing = http.get(f"{base}/no/such/route")
+            assert missing.status_code == 404
+            assert missing.headers["content-type"].startswith("application/problem+json")
+            assert missing.json()["type"] == "urn:cms:problem:not-found"
+            assert missing.headers.get("x-request-id"), "every response has X-Request-Id, 404s included"
+
+        # Credentials: the bootstrap key manages keys; a delivery key is made here.
+        assert http.get(f"{cms.management}/v1/keys").status_code == 401
+        keys = http.get(f"{cms.management}/v1/keys", headers=admin)
+        assert keys.status_code == 200, keys.text
+        made = http.post(f"{cms.management}/v1/keys", headers=admin, json={"name": "e2e site", "kind": "delivery"})
+        assert made.status_code == 201, made.text
+        delivery_key = made.json()["data"]["secret"]
+        assert delivery_key.startswith("cms_dk_")
+        reader = {"Authorization": f"Bearer {delivery_key}"}
+
+        # Content: type, entry, publish, read from delivery by slug.
+        content_type = http.put(
+            f"{cms.management}/v1/content-types/article", headers=admin,
+            json={
+                "name": "Article", "display_field": "title",
+                "fields": [
+                    {"id": "title", "type": "text", "required": True},
+                    {"id": "slug", "type": "slug", "from": "title"},
+                ],
+            },
+        )
+        assert content_type.status_code == 201, content_type.text
+        entry = http.post(f"{cms.management}/v1/entries/article", headers=admin, json={"fields": {"title": "Hello World"}})
+        assert entry.status_code == 201, entry.text
+        entry_id = entry.json()["data"]["id"]
+        assert entry.json()["data"]["fields"]["slug"] == "hello-world"
+        published = http.post(f"{cms.management}/v1/entries/article/{entry_id}/publish", headers=admin)
+        assert published.status_code == 200, published.text
+        assert published.json()["data"]["status"] == "published"
+
+        url = f"{cms.delivery}/api/v1/entries/article/by-slug/hello-world"
+        assert http.get(url).status_code == 401
+        got = http.get(url, headers=reader)
+        assert got.status_code == 200, got.text
+        assert got.json()["data"]["id"] == entry_id
+        assert got.json()["data"]["fields"]["title"] == "Hello World"
+        assert got.headers.get("etag") and got.headers.get("x-request-id")
+
+    assert cms.interrupt() == 0
+    assert_embedded_services_stopped(Path(env["CMS_DATA_DIR"]))
+
+    # Same data dir, new process: everything is still there.
+    again = started(env, "second")
+    with httpx.Client(timeout=10) as http:
+        got = http.get(f"{again.delivery}/api/v1/entries/article/by-slug/hello-world", headers=reader)
+        assert got.status_code == 200, got.text
+        assert got.json()["data"]["fields"]["title"] == "Hello World"
+        assert http.get(f"{again.management}/v1/keys", headers=admin).status_code == 200
+    assert again.interrupt() == 0
+    assert_embedded_services_stopped(Path(env["CMS_DATA_DIR"]))
+
+
+def test_first_start_prints_an_admin_key_once(cms_env: dict[str, str], started) -> None:  # type: ignore[no-untyped-def]
+    cms = started(cms_env, "first")
+    keys = re.findall(r"cms_mk_[A-Za-z0-9]{38}", cms.stdout)
+    assert keys, cms.logs()
+    admin = {"Authorization": f"Bearer {keys[0]}"}
+    with httpx.Client(timeout=10) as http:
+        listed = http.get(f"{cms.management}/v1/keys", headers=admin)
+        assert listed.status_code == 200, listed.text
+        assert [k["name"] for k in listed.json()["data"]] == ["admin"]
+    assert cms.interrupt() == 0
+
+    again = started(cms_env, "second")
+    assert "cms_mk_" not in again.stdout
+    assert "already exists" in again.stdout and "cms keys create" in again.stdout
+    with httpx.Client(timeout=10) as http:
+        assert http.get(f"{again.management}/v1/keys", headers=admin).status_code == 200
+    assert again.interrupt() == 0
+
+
+def test_a_crashing_server_stops_everything(cms_env: dict[str, str], started) -> None:  # type: ignore[no-untyped-def]
+    cms = started(cms_env, "crash")
+    victim = next(p for p in cms.descendants if "cms.app.asgi:management" in " ".join(p.cmdline()))
+    victim.kill()
+    code = cms.proc.wait(STOP_TIMEOUT)
+    assert code != 0
+    _, alive = psutil.wait_procs(cms.descendants, timeout=5)
+    assert not alive
+    assert "exited unexpectedly" in cms.err_path.read_text()
+    assert_embedded_services_stopped(Path(cms_env["CMS_DATA_DIR"]))

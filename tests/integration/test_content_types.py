@@ -1,0 +1,131 @@
+"""Schema as code: content types and locales over the management API."""
+
+from __future__ import annotations
+
+from tests.conftest import ARTICLE
+
+
+async def test_put_creates_then_replaces_with_versions(apps) -> None:
+    m = apps.management
+    r = await m.put("/v1/content-types/author", json={"name": "Author", "fields": [{"id": "name", "type": "text"}]})
+    assert r.status_code == 201, r.text
+    data = r.json()["data"]
+    assert data["id"] == "author" and data["version"] == 1 and r.headers["etag"] == '"1"'
+    assert data["fields"][0] == {
+        "id": "name", "type": "text", "required": False, "unique": False, "localized": False,
+        "indexed": False, "validations": {},
+    }
+    r = await m.put(
+        "/v1/content-types/author",
+        json={"name": "Writer", "fields": [{"id": "name", "type": "text"}, {"id": "bio", "type": "long_text"}]},
+    )
+    assert r.status_code == 200 and r.json()["data"]["version"] == 2
+    r = await m.get("/v1/content-types/author")
+    assert r.json()["data"]["name"] == "Writer" and len(r.json()["data"]["fields"]) == 2
+    listing = (await m.get("/v1/content-types")).json()
+    assert [t["id"] for t in listing["data"]] == ["author"]
+
+
+async def test_field_errors_point_into_the_body(apps) -> None:
+    body = {
+        "name": "Bad",
+        "fields": [
+            {"id": "title", "type": "text"},
+            {"id": "count", "type": "integer"},
+            {"id": "title", "type": "text"},
+            {"id": "x", "type": "colour"},
+            {"id": "Bad-Id", "type": "text"},
+            {"id": "ref", "type": "reference", "to": ["nope"]},
+            {"id": "e", "type": "enum"},
+            {"id": "n", "type": "integer", "validations": {"max_length": 3}},
+        ],
+    }
+    r = await apps.management.put("/v1/content-types/bad", json=body)
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    pointers = {e["pointer"] for e in r.json()["errors"]}
+    assert {"/fields/2/id", "/fields/3/type", "/fields/4/id", "/fields/5/to/0", "/fields/6/values",
+            "/fields/7/validations/max_length"} <= pointers
+    assert (await apps.management.get("/v1/content-types/bad")).status_code == 404
+
+
+async def test_invalid_type_ids_and_unknown_properties(apps) -> None:
+    m = apps.management
+    assert (await m.put("/v1/content-types/Bad", json={"name": "x", "fields": []})).status_code == 422
+    r = await m.put("/v1/content-types/ok", json={"name": "x", "fields": [], "colour": "red"})
+    assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/colour"
+
+
+async def test_breaking_changes_conflict_with_blocking_entries(blog) -> None:
+    m = blog.management
+    for title in ("A long title here", "Short"):
+        assert (await m.post("/v1/entries/article", json={"fields": {"title": title}})).status_code == 201
+    tightened = {**ARTICLE, "fields": [
+        {**ARTICLE["fields"][0], "validations": {"max_length": 10}}, *ARTICLE["fields"][1:]]}
+    r = await m.put("/v1/content-types/article", json=tightened)
+    assert r.status_code == 409, r.text
+    assert r.json()["blocking_entries"] == 1
+    assert r.json()["errors"][0]["pointer"].startswith("/fields/0")
+    retyped = {**ARTICLE, "fields": [
+        {"id": "title", "type": "integer"}, {"id": "slug", "type": "slug"}, *ARTICLE["fields"][2:]]}
+    r = await m.put("/v1/content-types/article", json=retyped)
+    assert r.status_code == 409 and r.json()["blocking_entries"] == 2
+    assert (await m.get("/v1/content-types/article")).json()["data"]["version"] == 1
+    # Adding a required field never blocks (required is checked at publish).
+    added = {**ARTICLE, "fields": [*ARTICLE["fields"], {"id": "summary", "type": "text", "required": True}]}
+    assert (await m.put("/v1/content-types/article", json=added)).status_code == 200
+
+
+async def test_removing_a_field_drops_values_and_rerenders(blog) -> None:
+    m = blog.management
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "Hi", "rank": 5}})
+    entry_id = r.json()["data"]["id"]
+    await m.post(f"/v1/entries/article/{entry_id}/publish")
+    reduced = {**ARTICLE, "fields": [f for f in ARTICLE["fields"] if f["id"] != "rank"]}
+    assert (await m.put("/v1/content-types/article", json=reduced)).status_code == 200
+    entry = (await m.get(f"/v1/entries/article/{entry_id}")).json()["data"]
+    assert "rank" not in entry["fields"]
+    reader = await blog.reader()
+    r = await reader.get(f"/api/v1/entries/article/{entry_id}")
+    assert r.status_code == 200 and "rank" not in r.json()["data"]["fields"]
+
+
+async def test_delete_type_conflicts_while_entries_exist(blog) -> None:
+    m = blog.management
+    r = await m.post("/v1/entries/tag", json={"fields": {"label": "x"}})
+    assert (await m.delete("/v1/content-types/tag")).status_code == 409
+    await m.delete(f"/v1/entries/tag/{r.json()['data']['id']}")
+    # still referenced by article.tags
+    assert (await m.delete("/v1/content-types/tag")).status_code == 409
+    await m.put("/v1/content-types/lonely", json={"name": "Lonely", "fields": []})
+    assert (await m.delete("/v1/content-types/lonely")).status_code == 204
+    assert (await m.get("/v1/content-types/lonely")).status_code == 404
+
+
+async def test_locales_fallback_cycles_and_default(apps) -> None:
+    m = apps.management
+    r = await m.put("/v1/locales/de", json={"name": "Deutsch", "fallback": "en"})
+    assert r.status_code == 201 and r.json()["data"]["fallback"] == "en"
+    assert (await m.put("/v1/locales/de-AT", json={"name": "Österreich", "fallback": "de"})).status_code == 201
+    r = await m.put("/v1/locales/en", json={"name": "English", "fallback": "de-AT"})
+    assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/fallback"
+    assert (await m.put("/v1/locales/fr", json={"name": "Français", "fallback": "xx"})).status_code == 422
+    assert (await m.put("/v1/locales/not_a_code", json={"name": "x"})).status_code == 422
+    assert (await m.delete("/v1/locales/en")).status_code == 409
+    r = await m.put("/v1/locales/de", json={"name": "Deutsch", "fallback": None, "default": True})
+    assert r.status_code == 200 and r.json()["data"]["default"] is True
+    codes = {l["code"]: l["default"] for l in (await m.get("/v1/locales")).json()["data"]}
+    assert codes == {"de": True, "en": False, "de-AT": False}
+    assert (await m.delete("/v1/locales/en")).status_code == 204
+
+
+async def test_delete_locale_with_values_needs_force(blog) -> None:
+    m = blog.management
+    await m.put("/v1/locales/de", json={"name": "Deutsch", "fallback": "en"})
+    r = await m.post("/v1/entries/article?locale=en", json={"fields": {"title": "Hello"}})
+    entry_id = r.json()["data"]["id"]
+    await m.put(f"/v1/entries/article/{entry_id}?locale=de", json={"fields": {"title": "Hallo"}})
+    assert (await m.delete("/v1/locales/de")).status_code == 409
+    assert (await m.delete("/v1/locales/de?force=true")).status_code == 204
+    entry = (await m.get(f"/v1/entries/article/{entry_id}?locale=*")).json()["data"]
+    assert entry["fields"]["title"] == {"en": "Hello"}

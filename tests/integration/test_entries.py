@@ -1,0 +1,219 @@
+"""Entries over the management API: writes, validation, publishing, versions, preconditions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+
+async def _author(m, name: str = "Ada", publish: bool = True) -> str:
+    r = await m.post("/v1/entries/author", json={"fields": {"name": name}})
+    assert r.status_code == 201, r.text
+    author_id = r.json()["data"]["id"]
+    if publish:
+        assert (await m.post(f"/v1/entries/author/{author_id}/publish")).status_code == 200
+    return author_id
+
+
+async def _outbox(apps) -> list[tuple[str, dict]]:
+    conn = await asyncpg.connect(apps.database_url)
+    try:
+        rows = await conn.fetch("SELECT type, payload::text FROM outbox_events ORDER BY seq")
+    finally:
+        await conn.close()
+    import json
+
+    return [(r["type"], json.loads(r["payload"])) for r in rows]
+
+
+async def test_create_shape_etag_location_and_outbox(blog) -> None:
+    m = blog.management
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "Hello", "rank": 2}})
+    assert r.status_code == 201
+    entry = r.json()["data"]
+    assert r.headers["etag"] == '"1"' and r.headers["location"] == f"/v1/entries/article/{entry['id']}"
+    assert entry["version"] == 1 and entry["status"] == "draft" and entry["published_version"] is None
+    assert entry["locale"] == "en" and entry["type"] == "article"
+    assert entry["fields"] == {"title": "Hello", "slug": "hello", "body": None, "rank": 2, "author": None, "tags": []}
+    assert entry["created_at"].endswith("Z")
+    events = await _outbox(blog)
+    assert events[-1][0] == "entry.created" and events[-1][1]["id"] == entry["id"]
+
+
+async def test_validation_errors_have_pointers_and_store_nothing(blog) -> None:
+    m = blog.management
+    r = await m.post("/v1/entries/article", json={"fields": {
+        "title": 5, "rank": "high", "nope": 1, "author": {"id": "x", "type": "tag"}, "tags": {"id": "t"},
+    }})
+    assert r.status_code == 422
+    pointers = {e["pointer"] for e in r.json()["errors"]}
+    assert pointers == {"/fields/title", "/fields/rank", "/fields/nope", "/fields/author/type", "/fields/tags"}
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "x" * 201}})
+    assert r.status_code == 422 and r.json()["errors"][0]["detail"] == "must be at most 200 characters"
+    listing = (await m.get("/v1/entries/article")).json()
+    assert listing["meta"]["total"] == 0
+
+
+async def test_put_upsert_with_client_id_and_replace_semantics(blog) -> None:
+    m = blog.management
+    r = await m.put("/v1/entries/article/my-id", json={"fields": {"title": "One", "rank": 1}})
+    assert r.status_code == 201 and r.json()["data"]["id"] == "my-id"
+    r = await m.put("/v1/entries/article/my-id", json={"fields": {"title": "Two"}})
+    assert r.status_code == 200
+    data = r.json()["data"]
+    assert data["version"] == 2 and data["fields"]["rank"] is None and data["fields"]["title"] == "Two"
+    # The same content again is not a new version.
+    r = await m.put("/v1/entries/article/my-id", json={"fields": {"title": "Two", "slug": "two"}})
+    assert r.json()["data"]["version"] == 2
+    assert (await m.put("/v1/entries/author/my-id", json={"fields": {"name": "x"}})).status_code == 409
+    assert (await m.put("/v1/entries/article/bad%20id", json={"fields": {}})).status_code in (404, 422)
+
+
+async def test_patch_merges_and_null_clears(blog) -> None:
+    m = blog.management
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "T", "rank": 4, "body": "text"}})
+    entry_id = r.json()["data"]["id"]
+    r = await m.patch(
+        f"/v1/entries/article/{entry_id}", json={"fields": {"rank": None, "body": "new"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
+    fields = r.json()["data"]["fields"]
+    assert fields["rank"] is None and fields["body"] == "new" and fields["title"] == "T"
+    assert r.json()["data"]["version"] == 2
+
+
+async def test_localized_fields_and_locale_star(blog) -> None:
+    m = blog.management
+    await m.put("/v1/locales/de", json={"name": "Deutsch", "fallback": "en"})
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "Hello", "rank": 1}})
+    entry_id = r.json()["data"]["id"]
+    r = await m.patch(f"/v1/entries/article/{entry_id}?locale=de", json={"fields": {"title": "Hallo", "rank": 2}})
+    assert r.status_code == 200
+    star = (await m.get(f"/v1/entries/article/{entry_id}?locale=*")).json()["data"]["fields"]
+    assert star["title"] == {"en": "Hello", "de": "Hallo"}
+    assert star["rank"] == {"en": 2}  # non-localized: shared, keyed by the default locale
+    assert (await m.get(f"/v1/entries/article/{entry_id}?locale=xx")).status_code == 400
+    await m.post(f"/v1/entries/article/{entry_id}/publish")
+    reader = await blog.reader()
+    de = (await reader.get(f"/api/v1/entries/article/{entry_id}?locale=de")).json()["data"]
+    assert de["fields"]["title"] == "Hallo" and de["locale"] == "de"
+    # A locale without its own value falls back along the chain.
+    await m.put("/v1/locales/de-CH", json={"name": "Schweiz", "fallback": "de"})
+    ch = (await reader.get(f"/api/v1/entries/article/{entry_id}?locale=de-CH")).json()["data"]
+    assert ch["fields"]["title"] == "Hallo"
+
+
+async def test_slugs_generated_transliterated_and_unique(blog) -> None:
+    m = blog.management
+    slugs = []
+    for _ in range(3):
+        r = await m.post("/v1/entries/article", json={"fields": {"title": "Déjà Vu, Again!"}})
+        slugs.append(r.json()["data"]["fields"]["slug"])
+    assert slugs == ["deja-vu-again", "deja-vu-again-2", "deja-vu-again-3"]
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "x", "slug": "deja-vu-again"}})
+    assert r.status_code == 409 and r.json()["errors"][0]["pointer"] == "/fields/slug"
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "x", "slug": "Not A Slug"}})
+    assert r.status_code == 422
+
+
+async def test_concurrent_writes_of_one_slug_leave_one_winner(blog) -> None:
+    m = blog.management
+    results = await asyncio.gather(*[
+        m.post("/v1/entries/article", json={"fields": {"title": "Race", "slug": "race"}}) for _ in range(6)
+    ])
+    codes = sorted(r.status_code for r in results)
+    assert codes.count(201) == 1 and set(codes) <= {201, 409}
+    assert (await m.get("/v1/entries/article")).json()["meta"]["total"] == 1
+
+
+async def test_publish_checks_required_and_references(blog) -> None:
+    m = blog.management
+    r = await m.post("/v1/entries/article", json={"fields": {"rank": 1, "author": {"id": "ghost"}}})
+    entry_id = r.json()["data"]["id"]
+    r = await m.post(f"/v1/entries/article/{entry_id}/publish")
+    assert r.status_code == 422
+    assert {e["pointer"] for e in r.json()["errors"]} == {"/fields/title", "/fields/author"}
+    author = await _author(m, publish=False)  # referenced entries need not be published
+    r = await m.patch(f"/v1/entries/article/{entry_id}", json={"fields": {"title": "ok", "author": {"id": author}}})
+    r = await m.post(f"/v1/entries/article/{entry_id}/publish")
+    assert r.status_code == 200
+    data = r.json()["data"]
+    assert data["status"] == "published" and data["published_version"] == data["version"] == 2
+    assert data["first_published_at"] is not None
+    await m.patch(f"/v1/entries/article/{entry_id}", json={"fields": {"rank": 9}})
+    r = await m.get(f"/v1/entries/article/{entry_id}")
+    assert r.json()["data"]["status"] == "changed" and r.json()["data"]["published_version"] == 2
+    statuses = {s: (await m.get(f"/v1/entries/article?status={s}")).json()["meta"]["total"]
+                for s in ("draft", "published", "changed")}
+    assert statuses == {"draft": 0, "published": 0, "changed": 1}
+    assert [e[0] for e in await _outbox(blog)][-2:] == ["entry.published", "entry.updated"]
+
+
+async def test_unpublish_and_delete_rules(blog) -> None:
+    m = blog.management
+    reader = await blog.reader()
+    author = await _author(m)
+    assert (await reader.get(f"/api/v1/entries/author/{author}")).status_code == 200
+    r = await m.delete(f"/v1/entries/author/{author}")
+    assert r.status_code == 409
+    r = await m.post(f"/v1/entries/author/{author}/unpublish")
+    assert r.status_code == 200 and r.json()["data"]["status"] == "draft"
+
+    async def gone() -> None:
+        assert (await reader.get(f"/api/v1/entries/author/{author}")).status_code == 404
+
+    from tests.conftest import eventually
+
+    await eventually(gone)
+    assert (await m.delete(f"/v1/entries/author/{author}")).status_code == 204
+    assert (await m.get(f"/v1/entries/author/{author}")).status_code == 404
+    other = await _author(m, "Bob")
+    assert (await m.delete(f"/v1/entries/author/{other}?force=true")).status_code == 204
+    assert [e[0] for e in await _outbox(blog)][-1] == "entry.deleted"
+
+
+async def test_if_match_stale_version_is_412_and_changes_nothing(blog) -> None:
+    m = blog.management
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "v1"}})
+    entry_id = r.json()["data"]["id"]
+    r = await m.put(f"/v1/entries/article/{entry_id}", json={"fields": {"title": "v2"}}, headers={"If-Match": '"1"'})
+    assert r.status_code == 200 and r.headers["etag"] == '"2"'
+    for method, path in (
+        ("PUT", f"/v1/entries/article/{entry_id}"), ("PATCH", f"/v1/entries/article/{entry_id}"),
+        ("POST", f"/v1/entries/article/{entry_id}/publish"), ("DELETE", f"/v1/entries/article/{entry_id}"),
+    ):
+        body = {"fields": {"title": "stale"}} if method in ("PUT", "PATCH") else None
+        r = await m.request(method, path, json=body, headers={"If-Match": '"1"'})
+        assert r.status_code == 412, (method, r.text)
+        assert r.json()["type"] == "urn:cms:problem:precondition-failed"
+    entry = (await m.get(f"/v1/entries/article/{entry_id}")).json()["data"]
+    assert entry["fields"]["title"] == "v2" and entry["status"] == "draft"
+
+
+async def test_versions_list_get_restore(blog) -> None:
+    m = blog.management
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "first"}})
+    entry_id = r.json()["data"]["id"]
+    await m.patch(f"/v1/entries/article/{entry_id}", json={"fields": {"title": "second"}})
+    versions = (await m.get(f"/v1/entries/article/{entry_id}/versions")).json()
+    assert [v["version"] for v in versions["data"]] == [2, 1]
+    assert versions["data"][1]["action"] == "create" and versions["data"][0]["actor"]["kind"] == "key"
+    v1 = (await m.get(f"/v1/entries/article/{entry_id}/versions/1")).json()["data"]
+    assert v1["fields"]["title"] == {"en": "first"}
+    r = await m.post(f"/v1/entries/article/{entry_id}/versions/1/restore")
+    assert r.status_code == 200
+    assert r.json()["data"]["version"] == 3 and r.json()["data"]["fields"]["title"] == "first"
+    assert (await m.get(f"/v1/entries/article/{entry_id}/versions/99")).status_code == 404
+
+
+async def test_management_list_filters_sort_and_paging(blog) -> None:
+    m = blog.management
+    for i in range(5):
+        await m.post("/v1/entries/article", json={"fields": {"title": f"T{i}", "rank": i}})
+    r = await m.get("/v1/entries/article?filter[rank][gte]=2&sort=rank&limit=2")
+    body = r.json()
+    assert [e["fields"]["rank"] for e in body["data"]] == [2, 3] and body["meta"]["total"] == 3
+    r = await m.get(f"/v1/entries/article?filter[rank][gte]=2&sort=rank&limit=2&cursor={body['meta']['next_cursor']}")
+    assert [e["fields"]["rank"] for e in r.json()["data"]] == [4] and r.json()["meta"]["next_cursor"] is None

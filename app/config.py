@@ -126,7 +126,10 @@ def _load_cdn_settings(get: Callable[[str], str | None], kw: dict[str, object]) 
             if not re.fullmatch(ident, v):
                 raise ConfigError(f"{var}={v!r}: expected letters, digits, '-' or '_'")
             kw[key] = v
-    for var, key in (("CMS_CDN_FASTLY_TOKEN", "cdn_fastly_token"), ("CMS_CDN_CLOUDFLARE_TOKEN", "cdn_cloudflare_token")):
+    for var, key in (
+        ("CMS_CDN_FASTLY_TOKEN", "cdn_fastly_token"),
+        ("CMS_CDN_CLOUDFLARE_TOKEN", "cdn_cloudflare_token"),
+    ):
         if (v := get(var)) is not None:
             if not re.fullmatch(r"[\x21-\x7e]+", v):
                 raise ConfigError(f"{var}: must be printable characters without spaces")

@@ -307,8 +307,9 @@ class LocalObjectStore:
 
 
 def s3_client(endpoint_url: str | None = None, *, region_name: str | None = None) -> Any:
-    """A boto3 S3 client with retries (8 attempts, standard mode: 5xx, throttling and timeouts are
-    retried with jittered exponential backoff) and bounded connect/read timeouts. Credentials come
+    """A boto3 S3 client with retries (standard mode, ``max_attempts=8``, i.e. up to 8 retries after
+    the first try: 500/502/503/504, throttling and connection errors are retried with jittered
+    exponential backoff) and bounded connect/read timeouts. Credentials come
     from the usual boto3 chain. Path-style addressing when ``endpoint_url`` is set (S3-compatible
     stores and moto on loopback)."""
     import boto3

@@ -309,7 +309,7 @@ def _key_names(sort: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
     """Sort keys plus the `id` tie-breaker (in the direction of the last key) unless id is sorted on."""
     if any(name == "id" for name, _ in sort):
         return list(sort)
-    return [*sort, ("id", sort[-1][1] if sort else False)]
+    return [*sort, ("id", False)]
 
 
 def _target(name: str, ct: ContentType) -> Target | None:

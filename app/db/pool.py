@@ -35,12 +35,17 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(name, encoder=_encode_json, decoder=_decode, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool connections never LISTEN, SET or hold session locks, so skip the reset round trip."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         # Statement timeout guards the server from a runaway query; lock timeout from pile-ups.
         server_settings={"statement_timeout": "30000", "lock_timeout": "10000", "timezone": "UTC"},
     )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -89,10 +92,19 @@ class CmsUp:
 
 
 @pytest.fixture
-def cms_env(tmp_path: Path) -> dict[str, str]:
+def data_dir() -> Iterator[Path]:
+    """Not under tmp_path: as root, embedded PostgreSQL runs as another user that must reach its
+    directory, and every new pytest session resets /tmp/pytest-of-root to mode 0700."""
+    root = Path(tempfile.mkdtemp(prefix="cms-e2e-"))
+    yield root / "data"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def cms_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CMS_")}  # no URLs: embedded services
     env.update(
-        CMS_DATA_DIR=str(tmp_path / "data"),
+        CMS_DATA_DIR=str(data_dir),
         CMS_HOST="127.0.0.1",
         CMS_DELIVERY_PORT=str(free_port()),
         CMS_MANAGEMENT_PORT=str(free_port()),

@@ -537,7 +537,7 @@ ID_CHARS = "aAbB0_-"
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> dict[str, Any]:
-    entry_ids = draw(st.lists(st.text(ID_CHARS, min_size=1, max_size=3), max_size=18, unique=True))
+    entry_ids = draw(st.lists(st.text(ID_CHARS, min_size=1, max_size=3), min_size=3, max_size=18, unique=True))
     rows = []
     for entry_id in entry_ids:
         rows.append({

@@ -5,6 +5,7 @@ The keys/migrate tests use the test database from conftest (a fresh clone per te
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cms.app import cli
 
 CMS_SCRIPT = Path(sys.executable).parent / "cms"
@@ -208,8 +208,6 @@ def test_keys_create_list_revoke(database_url: str) -> None:
     revoked = run_cms("keys", "revoke", key_id, env=env)
     assert revoked.returncode == 0, revoked.stderr
     as_json = run_cms("keys", "list", "--json", env=env)
-    import json
-
     keys = {k["id"]: k for k in json.loads(as_json.stdout)}
     assert keys[key_id]["revoked_at"] is not None
     assert keys[key_id]["created_by"]["kind"] == "system"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from cms.app.config import ConfigError, Settings, load_settings
 
 
@@ -47,6 +46,8 @@ def test_values_are_parsed() -> None:
             "CMS_S3_ENDPOINT_URL": "http://minio:9000",
             "CMS_S3_PREFIX": "/site/",
             "CMS_CDN_PROVIDER": "fastly",
+            "CMS_CDN_FASTLY_SERVICE_ID": "svc_123",
+            "CMS_CDN_FASTLY_TOKEN": "tok-abc",
             "CMS_HOST": "0.0.0.0",
             "CMS_DELIVERY_PORT": "9000",
             "CMS_MANAGEMENT_PORT": "9001",
@@ -69,7 +70,7 @@ def test_values_are_parsed() -> None:
     assert s.database_read_url == "postgres://u:p@replica/cms"
     assert s.redis_url == "redis://cache:6379/0"
     assert (s.s3_bucket, s.s3_endpoint_url, s.s3_prefix) == ("my-bucket", "http://minio:9000", "site/")
-    assert s.cdn_provider == "fastly"
+    assert (s.cdn_provider, s.cdn_fastly_service_id, s.cdn_fastly_token) == ("fastly", "svc_123", "tok-abc")
     assert (s.host, s.delivery_port, s.management_port) == ("0.0.0.0", 9000, 9001)
     assert s.delivery_url == "https://cdn.example.com"
     assert s.management_url == "https://admin.example.com"
@@ -98,6 +99,11 @@ INVALID = [
     ("CMS_S3_BUCKET", "Not_A_Bucket"),
     ("CMS_S3_ENDPOINT_URL", "ftp://minio"),
     ("CMS_CDN_PROVIDER", "akamai"),
+    ("CMS_CDN_DISTRIBUTION_ID", "has spaces"),
+    ("CMS_CDN_FASTLY_TOKEN", "has spaces"),
+    ("CMS_CDN_ENDPOINT_URL", "cloudfront.local"),
+    ("CMS_CDN_HTTP_URLS", "ftp://varnish"),
+    ("CMS_CDN_HTTP_METHOD", "DELETE"),
     ("CMS_DELIVERY_PORT", "abc"),
     ("CMS_DELIVERY_PORT", "70000"),
     ("CMS_MANAGEMENT_PORT", "-1"),
@@ -128,6 +134,29 @@ def test_invalid_value_names_the_variable(name: str, value: str) -> None:
     message = str(info.value)
     assert message.startswith(name), message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("provider", "first_required"),
+    [
+        ("cloudfront", "CMS_CDN_DISTRIBUTION_ID"),
+        ("fastly", "CMS_CDN_FASTLY_SERVICE_ID"),
+        ("cloudflare", "CMS_CDN_CLOUDFLARE_ZONE_ID"),
+        ("http", "CMS_CDN_HTTP_URLS"),
+    ],
+)
+def test_cdn_provider_needs_its_settings(provider: str, first_required: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"CMS_CDN_PROVIDER": provider})
+    assert str(info.value).startswith(first_required)
+
+
+def test_http_cdn_settings() -> None:
+    s = load_settings(
+        {"CMS_CDN_PROVIDER": "http", "CMS_CDN_HTTP_URLS": "http://a:6081/, http://b:6081", "CMS_CDN_HTTP_METHOD": "ban"}
+    )
+    assert s.cdn_http_urls == ("http://a:6081", "http://b:6081")
+    assert s.cdn_http_method == "BAN"
 
 
 def test_bootstrap_key_error_does_not_echo_the_secret() -> None:

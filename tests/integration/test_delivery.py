@@ -1,0 +1,258 @@
+"""Delivery REST: published content, includes, caching headers, cache purges, preview, /cdn/."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cms.app.db.pool import QUERY_LOG
+from tests.conftest import eventually
+
+
+async def _seed(blog, n: int = 3) -> dict:
+    m = blog.management
+    authors = []
+    for name in ("Ada", "Grace"):
+        r = await m.post("/v1/entries/author", json={"fields": {"name": name}})
+        authors.append(r.json()["data"]["id"])
+        await m.post(f"/v1/entries/author/{authors[-1]}/publish")
+    tag = (await m.post("/v1/entries/tag", json={"fields": {"label": "python"}})).json()["data"]["id"]
+    await m.post(f"/v1/entries/tag/{tag}/publish")
+    articles = []
+    for i in range(n):
+        r = await m.post("/v1/entries/article", json={"fields": {
+            "title": f"Post {i}", "rank": i, "author": {"id": authors[i % 2]}, "tags": [{"id": tag}],
+        }})
+        articles.append(r.json()["data"]["id"])
+        assert (await m.post(f"/v1/entries/article/{articles[-1]}/publish")).status_code == 200
+    return {"authors": authors, "tag": tag, "articles": articles}
+
+
+async def test_auth_required_unless_public(blog) -> None:
+    d = blog.delivery
+    r = await d.get("/api/v1/entries/article")
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    r = await d.get("/api/v1/entries/article", headers={"Authorization": "Bearer cms_dk_nope"})
+    assert r.status_code == 401
+    r = await d.get("/api/v1/entries/article", headers={"X-API-Key": await blog.key("delivery")})
+    assert r.status_code == 200
+
+
+async def test_entry_shape_by_id_and_slug(blog) -> None:
+    seeded = await _seed(blog)
+    d = await blog.reader()
+    r = await d.get(f"/api/v1/entries/article/{seeded['articles'][0]}")
+    assert r.status_code == 200
+    entry = r.json()["data"]
+    assert set(entry) == {"id", "type", "locale", "version", "created_at", "updated_at", "published_at", "fields"}
+    assert entry["fields"]["author"] == {"id": seeded["authors"][0], "type": "author"}
+    assert entry["fields"]["body"] is None and entry["fields"]["slug"] == "post-0"
+    by_slug = await d.get("/api/v1/entries/article/by-slug/post-0")
+    assert by_slug.content == r.content
+    assert (await d.get("/api/v1/entries/article/by-slug/nope")).status_code == 404
+    assert (await d.get("/api/v1/entries/author/" + seeded["articles"][0])).status_code == 404
+    assert (await d.get("/api/v1/entries/nope/x")).status_code == 404
+
+
+async def test_drafts_are_not_delivered(blog) -> None:
+    m = blog.management
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "Secret"}})
+    d = await blog.reader()
+    assert (await d.get(f"/api/v1/entries/article/{r.json()['data']['id']}")).status_code == 404
+    assert (await d.get("/api/v1/entries/article")).json()["meta"]["total"] == 0
+
+
+async def test_include_depth_and_fields(blog) -> None:
+    seeded = await _seed(blog)
+    d = await blog.reader()
+    r = await d.get("/api/v1/entries/article?include=author&sort=rank")
+    first = r.json()["data"][0]
+    assert first["fields"]["author"]["fields"]["name"] == "Ada"
+    assert first["fields"]["tags"] == [{"id": seeded["tag"], "type": "tag"}]  # not included
+    r = await d.get("/api/v1/entries/article?include=*&sort=rank&fields=title,author")
+    first = r.json()["data"][0]
+    assert set(first["fields"]) == {"title", "author"}
+    assert first["fields"]["author"]["fields"]["name"] == "Ada"
+    surrogate = r.headers["surrogate-key"].split()
+    assert "type:article" in surrogate and f"entry:{seeded['authors'][0]}" in surrogate
+    assert f"entry:{seeded['tag']}" in surrogate
+    assert r.headers["cache-tag"] == ",".join(surrogate)
+    r = await d.get(f"/api/v1/entries/article/{seeded['articles'][0]}?include=tags")
+    assert r.json()["data"]["fields"]["tags"][0]["fields"]["label"] == "python"
+    assert (await d.get("/api/v1/entries/article?include=title")).status_code == 400
+    assert (await d.get("/api/v1/entries/article?depth=4&include=author")).status_code == 400
+
+
+async def test_depth_resolves_nested_references_and_cycles(apps) -> None:
+    m = apps.management
+    await m.put("/v1/content-types/node", json={"name": "Node", "fields": [
+        {"id": "name", "type": "text"}, {"id": "next", "type": "reference", "to": ["node"]}]})
+    await m.put("/v1/entries/node/a", json={"fields": {"name": "A", "next": {"id": "b"}}})
+    await m.put("/v1/entries/node/b", json={"fields": {"name": "B", "next": {"id": "a"}}})
+    for node in ("a", "b"):
+        assert (await m.post(f"/v1/entries/node/{node}/publish")).status_code == 200
+    d = await apps.reader()
+    r = await d.get("/api/v1/entries/node/a?include=next&depth=3")
+    data = r.json()["data"]
+    assert data["fields"]["next"]["fields"]["next"]["fields"]["next"]["fields"]["name"] == "B"
+    assert data["fields"]["next"]["fields"]["next"]["fields"]["next"]["fields"]["next"] == {"id": "a", "type": "node"}
+    r = await d.get("/api/v1/entries/node/a?include=next")
+    assert r.json()["data"]["fields"]["next"]["fields"]["next"] == {"id": "a", "type": "node"}
+
+
+async def test_unpublished_reference_stays_a_link(blog) -> None:
+    m = blog.management
+    author = (await m.post("/v1/entries/author", json={"fields": {"name": "Hidden"}})).json()["data"]["id"]
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "X", "author": {"id": author}}})
+    await m.post(f"/v1/entries/article/{r.json()['data']['id']}/publish")
+    d = await blog.reader()
+    data = (await d.get("/api/v1/entries/article?include=author")).json()["data"]
+    assert data[0]["fields"]["author"] == {"id": author, "type": "author"}
+
+
+async def test_filters_sort_and_cursor_over_http(blog) -> None:
+    await _seed(blog, 6)
+    d = await blog.reader()
+    r = await d.get("/api/v1/entries/article?filter[rank][gt]=1&filter[rank][lt]=5&sort=-rank&limit=2")
+    body = r.json()
+    assert [e["fields"]["rank"] for e in body["data"]] == [4, 3] and body["meta"]["total"] == 3
+    r = await d.get(
+        f"/api/v1/entries/article?filter[rank][gt]=1&filter[rank][lt]=5&sort=-rank&limit=2&cursor={body['meta']['next_cursor']}"
+    )
+    assert [e["fields"]["rank"] for e in r.json()["data"]] == [2]
+    r = await d.get(f"/api/v1/entries/article?sort=rank&cursor={body['meta']['next_cursor']}")
+    assert r.status_code == 400 and r.json()["errors"][0]["parameter"] == "cursor"
+    r = await d.get("/api/v1/entries/article?filter[author.name][eq]=Grace")
+    assert r.json()["meta"]["total"] == 3
+    r = await d.get("/api/v1/entries/article?q=post&sort=rank&limit=1")
+    assert r.json()["meta"]["total"] == 6
+    r = await d.get("/api/v1/entries/article?filter[nope][eq]=1")
+    assert r.status_code == 400 and r.json()["errors"][0]["parameter"] == "filter[nope][eq]"
+
+
+async def test_etag_304_and_cache_headers(blog) -> None:
+    seeded = await _seed(blog, 1)
+    d = await blog.reader()
+    url = f"/api/v1/entries/article/{seeded['articles'][0]}"
+    r = await d.get(url)
+    etag = r.headers["etag"]
+    assert etag.startswith('"') and r.headers["cache-control"] == "public, max-age=60, stale-while-revalidate=300"
+    assert r.headers["surrogate-key"] == f"entry:{seeded['articles'][0]}"
+    r2 = await d.get(url, headers={"If-None-Match": etag})
+    assert r2.status_code == 304 and r2.content == b"" and r2.headers["etag"] == etag
+    assert r2.headers["cache-control"] == r.headers["cache-control"]
+    listing = await d.get("/api/v1/entries/article")
+    assert (await d.get("/api/v1/entries/article", headers={"If-None-Match": listing.headers["etag"]})).status_code == 304
+
+
+async def test_publish_purges_the_delivery_cache(blog) -> None:
+    m = blog.management
+    seeded = await _seed(blog, 1)
+    article = seeded["articles"][0]
+    d = await blog.reader()
+    before = await d.get(f"/api/v1/entries/article/{article}")
+    listing = await d.get("/api/v1/entries/article?include=author")
+    assert (await d.get(f"/api/v1/entries/article/{article}")).content == before.content  # from the cache
+    await m.patch(f"/v1/entries/article/{article}", json={"fields": {"title": "Changed"}})
+    await m.post(f"/v1/entries/article/{article}/publish")
+
+    async def changed() -> None:
+        r = await d.get(f"/api/v1/entries/article/{article}")
+        assert r.json()["data"]["fields"]["title"] == "Changed"
+        assert r.headers["etag"] != before.headers["etag"]
+
+    await eventually(changed)
+    # An included entry's change purges lists that include it.
+    await m.patch(f"/v1/entries/author/{seeded['authors'][0]}", json={"fields": {"name": "Ada L."}})
+    await m.post(f"/v1/entries/author/{seeded['authors'][0]}/publish")
+
+    async def included_changed() -> None:
+        r = await d.get("/api/v1/entries/article?include=author")
+        assert r.json()["data"][0]["fields"]["author"]["fields"]["name"] == "Ada L."
+
+    await eventually(included_changed)
+    assert listing.status_code == 200
+
+
+async def test_query_count_is_constant_in_page_size_and_depth(blog) -> None:
+    await _seed(blog, 12)
+    d = await blog.reader()
+    await d.get("/api/v1/entries/article?limit=1")  # warm up: key lookup, type registry
+
+    log_of_last: list[str] = []
+
+    async def count(url: str) -> int:
+        log: list[str] = []
+        token = QUERY_LOG.set(log)
+        try:
+            r = await d.get(url)
+            await asyncio.sleep(0.01)
+        finally:
+            QUERY_LOG.reset(token)
+        assert r.status_code == 200, r.text
+        log_of_last[:] = log
+        return len(log)
+
+    small = await count("/api/v1/entries/article?limit=2&include=author,tags")
+    large = await count("/api/v1/entries/article?limit=12&include=author,tags")
+    deep = await count("/api/v1/entries/article?limit=12&include=*&depth=3")
+    assert small == large, (small, large)
+    assert small <= 3, log_of_last  # page + count + one batched include level
+    assert deep <= 5  # + at most one query per further level
+    cached = await count("/api/v1/entries/article?limit=12&include=author,tags")
+    assert cached == 0
+
+
+async def test_preview_shows_drafts_without_caching(blog) -> None:
+    m = blog.management
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "Draft only"}})
+    entry_id = r.json()["data"]["id"]
+    d = blog.delivery
+    preview_key = await blog.key("preview")
+    r = await d.get(f"/preview/v1/entries/article/{entry_id}", headers={"Authorization": f"Bearer {preview_key}"})
+    assert r.status_code == 200 and r.json()["data"]["fields"]["title"] == "Draft only"
+    assert r.headers["cache-control"] == "no-store"
+    r = await d.get("/preview/v1/entries/article/by-slug/draft-only", headers={"Authorization": f"Bearer {preview_key}"})
+    assert r.status_code == 200
+    r = await d.get("/preview/v1/entries/article", headers={"Authorization": f"Bearer {preview_key}"})
+    assert r.json()["meta"]["total"] == 1
+    delivery_key = await blog.key("delivery")
+    r = await d.get(f"/preview/v1/entries/article/{entry_id}", headers={"Authorization": f"Bearer {delivery_key}"})
+    assert r.status_code == 403
+    from tests.conftest import ADMIN_SECRET
+
+    r = await d.get(f"/preview/v1/entries/article/{entry_id}", headers={"Authorization": f"Bearer {ADMIN_SECRET}"})
+    assert r.status_code == 200
+
+
+async def test_content_types_and_locales_routes(blog) -> None:
+    d = await blog.reader()
+    types = (await d.get("/api/v1/content-types")).json()["data"]
+    assert {t["id"] for t in types} == {"article", "author", "tag"}
+    assert (await d.get("/api/v1/content-types/article")).json()["data"]["display_field"] == "title"
+    assert (await d.get("/api/v1/content-types/zzz")).status_code == 404
+    locales = (await d.get("/api/v1/locales")).json()["data"]
+    assert locales[0]["code"] == "en" and locales[0]["default"] is True
+    assert (await d.get("/api/v1/entries/article?locale=xx")).status_code == 400
+
+
+async def test_cdn_serves_objects_and_refuses_traversal(blog) -> None:
+    root = blog.settings.objects_dir
+    (root / "entries" / "article").mkdir(parents=True)
+    (root / "entries" / "article" / "x.json").write_bytes(b'{"data":1}')
+    (root.parent / "secret.txt").write_text("nope")
+    d = blog.delivery
+    r = await d.get("/cdn/entries/article/x.json")
+    assert r.status_code == 200 and r.content == b'{"data":1}'
+    assert r.headers["content-type"].startswith("application/json")
+    for bad in ("/cdn/../secret.txt", "/cdn/%2e%2e/secret.txt", "/cdn/entries/..%2f..%2fsecret.txt", "/cdn/.meta/x"):
+        r = await d.get(bad)
+        assert r.status_code == 404, bad
+
+
+async def test_content_type_restricted_keys(blog) -> None:
+    await _seed(blog, 1)
+    key = await blog.key("delivery", content_types=["author"])
+    d = blog.delivery
+    headers = {"Authorization": f"Bearer {key}"}
+    assert (await d.get("/api/v1/entries/author", headers=headers)).status_code == 200
+    assert (await d.get("/api/v1/entries/article", headers=headers)).status_code == 403

@@ -1,0 +1,428 @@
+"""The object store: a local directory and S3 (moto's server on loopback), same behaviour."""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from cms.app.config import load_settings
+from cms.storage.objects import (
+    AsyncObjectStore,
+    LocalObjectStore,
+    ObjectStore,
+    S3ObjectStore,
+    object_store_from_settings,
+    validate_key,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+JSON = "application/json"
+CACHE = "public, max-age=60"
+BAD_KEYS = [
+    "",
+    "/etc/passwd",
+    "../outside.json",
+    "entries/../../outside.json",
+    "entries/./x.json",
+    "entries//x.json",
+    "entries/x.json/",
+    "entries/\x00.json",
+    "entries\\..\\x.json",
+    ".meta/entries/x.json.meta.json",
+    ".tmp/x",
+    "a" * 1025,
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+
+
+def raw_client(endpoint: str) -> Any:
+    return boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    ).client("s3", endpoint_url=endpoint)
+
+
+@pytest.fixture
+def bucket(moto_endpoint: str, aws_env: None) -> str:
+    name = f"cms-test-{uuid.uuid4().hex[:12]}"
+    raw_client(moto_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    if request.param == "local":
+        return LocalObjectStore(tmp_path / "objects")
+    endpoint = request.getfixturevalue("moto_endpoint")
+    return S3ObjectStore(request.getfixturevalue("bucket"), endpoint, prefix="site")
+
+
+def put(store: ObjectStore, key: str, body: bytes, version: int | None, tags: list[str] | None = None) -> bool:
+    return store.put(
+        key, body, content_type=JSON, cache_control=CACHE, surrogate_keys=tags or ["entry:1"], version=version
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# both stores
+
+
+def test_put_get_roundtrip(store: ObjectStore) -> None:
+    assert isinstance(store, ObjectStore)
+    assert store.get("entries/article/en/1.json") is None
+    assert store.put(
+        "entries/article/en/1.json",
+        b'{"id":"1"}',
+        content_type=JSON,
+        cache_control=CACHE,
+        surrogate_keys=["entry:1", "type:article", "entry:1"],
+        version=3,
+    )
+    obj = store.get("entries/article/en/1.json")
+    assert obj is not None
+    assert obj.body == b'{"id":"1"}'
+    assert obj.content_type == JSON
+    assert obj.cache_control == CACHE
+    assert obj.metadata == {"cms-version": "3", "surrogate-key": "entry:1 type:article"}
+    assert obj.version == 3
+    assert obj.surrogate_keys == ["entry:1", "type:article"]
+
+
+def test_version_guard_on_put(store: ObjectStore) -> None:
+    key = "entries/article/en/by-slug/hello.json"
+    assert put(store, key, b"v2", 2)
+    assert put(store, key, b"v1", 1) is False
+    obj = store.get(key)
+    assert obj is not None and obj.body == b"v2" and obj.version == 2
+    # the same version again is applied (redelivery, re-render of a dependent entry)
+    assert put(store, key, b"v2 again", 2)
+    assert put(store, key, b"v4", 4)
+    assert put(store, key, b"v3", 3) is False
+    obj = store.get(key)
+    assert obj is not None and obj.body == b"v4" and obj.version == 4
+    # version=None writes unconditionally
+    assert put(store, key, b"forced", None)
+    obj = store.get(key)
+    assert obj is not None and obj.body == b"forced" and obj.version is None
+
+
+def test_version_guard_on_delete(store: ObjectStore) -> None:
+    key = "entries/article/en/2.json"
+    assert put(store, key, b"v3", 3)
+    assert store.delete(key, version=2) is False
+    assert store.get(key) is not None
+    assert store.delete(key, version=3)
+    assert store.get(key) is None
+    assert store.delete(key, version=1)  # already gone: nothing to refuse
+    assert put(store, key, b"v5", 5)
+    assert store.delete(key)  # unguarded
+    assert store.get(key) is None
+    assert store.list("entries/") == []
+
+
+def test_list_by_prefix(store: ObjectStore) -> None:
+    keys = [
+        "entries/article/en/1.json",
+        "entries/article/en/index.json",
+        "entries/article/en/by-slug/a.json",
+        "entries/article/de/1.json",
+        "entries/author/en/9.json",
+    ]
+    for key in keys:
+        assert put(store, key, key.encode(), 1)
+    assert store.list("") == sorted(keys)
+    assert store.list("entries/article/en/") == sorted(k for k in keys if k.startswith("entries/article/en/"))
+    assert store.list("entries/art") == sorted(k for k in keys if k.startswith("entries/article/"))
+    assert store.list("entries/article/en/by-slug/") == ["entries/article/en/by-slug/a.json"]
+    assert store.list("nothing/") == []
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_bad_keys_are_rejected(store: ObjectStore, key: str) -> None:
+    with pytest.raises(ValueError):
+        put(store, key, b"x", 1)
+    with pytest.raises(ValueError):
+        store.get(key)
+    with pytest.raises(ValueError):
+        store.delete(key, version=1)
+
+
+def test_bad_surrogate_keys_are_rejected(store: ObjectStore) -> None:
+    with pytest.raises(ValueError):
+        put(store, "entries/x.json", b"x", 1, tags=["two words"])
+
+
+async def test_async_wrapper(store: ObjectStore) -> None:
+    wrapped = AsyncObjectStore(store)
+    assert await wrapped.put(
+        "entries/a/en/1.json", b"1", content_type=JSON, cache_control=CACHE, surrogate_keys=["a"], version=1
+    )
+    assert (await wrapped.get("entries/a/en/1.json")).body == b"1"  # type: ignore[union-attr]
+    assert await wrapped.list("entries/") == ["entries/a/en/1.json"]
+    assert await wrapped.delete("entries/a/en/1.json", version=0) is False
+    assert await wrapped.delete("entries/a/en/1.json", version=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# local directory
+
+
+def test_local_files_are_served_bytes_and_metadata_is_hidden(tmp_path: Path) -> None:
+    root = tmp_path / "objects"
+    store = LocalObjectStore(root)
+    assert put(store, "entries/article/en/1.json", b'{"a":1}', 7)
+    assert (root / "entries/article/en/1.json").read_bytes() == b'{"a":1}'
+    assert store.path_for("entries/article/en/1.json") == root / "entries/article/en/1.json"
+    # only the bodies are outside the dot-directories; no temporary files left behind
+    visible = sorted(
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.relative_to(root).parts[0].startswith(".")
+    )
+    assert visible == ["entries/article/en/1.json"]
+    assert (root / ".meta/entries/article/en/1.json.meta.json").is_file()
+    assert list((root / ".tmp").iterdir()) == []
+    assert store.list() == ["entries/article/en/1.json"]
+
+
+def test_local_concurrent_writers_keep_the_newest_version(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    versions = list(range(60))
+    versions.reverse()
+    versions[10], versions[50] = versions[50], versions[10]
+
+    def write(version: int) -> None:
+        put(store, "entries/race.json", f"v{version}".encode(), version)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(write, versions))
+    obj = store.get("entries/race.json")
+    assert obj is not None and obj.version == 59 and obj.body == b"v59"
+
+
+WRITER = """
+import random, sys
+from cms.storage.objects import LocalObjectStore
+store = LocalObjectStore(sys.argv[1])
+versions = list(range(int(sys.argv[2]), 200, 4))
+random.shuffle(versions)
+for v in versions:
+    store.put("entries/race.json", b"v%d" % v, content_type="application/json", cache_control="no-cache",
+              surrogate_keys=["race"], version=v)
+    obj = store.get("entries/race.json")
+    assert obj is not None and obj.version is not None and obj.version >= v and obj.body == b"v%d" % obj.version
+"""
+
+
+def test_local_version_guard_holds_across_processes(tmp_path: Path) -> None:
+    root = tmp_path / "objects"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(offset)], cwd=ROOT, stderr=subprocess.PIPE)
+        for offset in range(4)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+    obj = LocalObjectStore(root).get("entries/race.json")
+    assert obj is not None and obj.version == 199 and obj.body == b"v199"
+
+
+def test_validate_key_accepts_ordinary_keys() -> None:
+    for key in ("entries/article/en/1.json", "entries/a/en/by-slug/h\u00e9llo-w\u00f6rld.json", "a", "x/.well-known"):
+        assert validate_key(key) == key
+
+
+def test_object_store_from_settings(tmp_path: Path, moto_endpoint: str, aws_env: None) -> None:
+    local = object_store_from_settings(load_settings({"CMS_DATA_DIR": str(tmp_path)}))
+    assert isinstance(local, LocalObjectStore) and local.root == tmp_path / "objects"
+    s3 = object_store_from_settings(
+        load_settings({"CMS_S3_BUCKET": "my-bucket", "CMS_S3_ENDPOINT_URL": moto_endpoint, "CMS_S3_PREFIX": "/p/q/"})
+    )
+    assert isinstance(s3, S3ObjectStore)
+    assert (s3.bucket, s3.prefix, s3.endpoint_url) == ("my-bucket", "p/q/", moto_endpoint)
+    retries = s3.client.meta.config.retries
+    assert retries["total_max_attempts"] == 9 and retries["mode"] == "standard"  # 8 retries
+
+
+# ---------------------------------------------------------------------------------------------
+# S3
+
+
+def test_s3_object_carries_prefix_and_headers(moto_endpoint: str, bucket: str) -> None:
+    store = S3ObjectStore(bucket, moto_endpoint, prefix="/site/")
+    assert store.prefix == "site/"
+    assert put(store, "entries/article/en/1.json", b"{}", 5, tags=["entry:1", "type:article"])
+    raw = raw_client(moto_endpoint)
+    listed = [o["Key"] for o in raw.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert listed == ["site/entries/article/en/1.json"]
+    head = raw.head_object(Bucket=bucket, Key="site/entries/article/en/1.json")
+    assert head["ContentType"] == JSON
+    assert head["CacheControl"] == CACHE
+    assert head["Metadata"] == {"cms-version": "5", "surrogate-key": "entry:1 type:article"}
+    assert store.list("") == ["entries/article/en/1.json"]
+    # an object outside the prefix is invisible to this store
+    raw.put_object(Bucket=bucket, Key="other/x.json", Body=b"x")
+    assert store.list("") == ["entries/article/en/1.json"]
+    assert S3ObjectStore(bucket, moto_endpoint).list("") == ["other/x.json", "site/entries/article/en/1.json"]
+
+
+class RacingStore(S3ObjectStore):
+    """Lets another writer slip in between the version check (HEAD) and the conditional write."""
+
+    def __init__(self, *args: Any, interloper: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.interloper = interloper
+        self.heads = 0
+
+    def _head(self, full_key: str) -> tuple[str, int | None] | None:
+        result = super()._head(full_key)
+        self.heads += 1
+        if self.heads == 1:
+            self.interloper()
+        return result
+
+
+def test_s3_version_guard_is_compare_and_swap(moto_endpoint: str, bucket: str) -> None:
+    other = S3ObjectStore(bucket, moto_endpoint)
+    assert put(other, "k.json", b"v1", 1)
+    racing = RacingStore(bucket, moto_endpoint, interloper=lambda: put(other, "k.json", b"v5", 5))
+    assert put(racing, "k.json", b"v3", 3) is False  # If-Match failed, re-checked, v5 is newer
+    assert racing.heads == 2
+    obj = other.get("k.json")
+    assert obj is not None and obj.body == b"v5"
+
+    # a create racing a create: If-None-Match: *
+    racing = RacingStore(bucket, moto_endpoint, interloper=lambda: put(other, "new.json", b"v9", 9))
+    assert put(racing, "new.json", b"v2", 2) is False
+    assert other.get("new.json").body == b"v9"  # type: ignore[union-attr]
+
+    # delete racing a newer write
+    racing = RacingStore(bucket, moto_endpoint, interloper=lambda: put(other, "k.json", b"v8", 8))
+    assert racing.delete("k.json", version=6) is False
+    assert other.get("k.json").body == b"v8"  # type: ignore[union-attr]
+
+
+class FlakyProxy(ThreadingHTTPServer):
+    """Answers 503 to the first ``failures`` requests, then forwards to ``upstream``."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: tuple[str, int], failures: int) -> None:
+        super().__init__(("127.0.0.1", 0), FlakyHandler)
+        self.upstream = upstream
+        self.failures = failures
+        self.seen: list[tuple[str, str, int]] = []
+        self.lock = threading.Lock()
+
+
+class FlakyHandler(BaseHTTPRequestHandler):
+    server: FlakyProxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _handle(self) -> None:
+        body = self._body()
+        with self.server.lock:
+            fail = len([s for s in self.server.seen if s[2] == 503]) < self.server.failures
+            self.server.seen.append((self.command, self.path, 503 if fail else 0))
+        if fail:
+            payload = b"" if self.command == "HEAD" else (
+                b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code>'
+                b"<Message>Please reduce your request rate.</Message></Error>"
+            )
+            self.send_response(503)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "content-length")}
+        headers["Content-Length"] = str(len(body))
+        conn = http.client.HTTPConnection(*self.server.upstream, timeout=30)
+        try:
+            conn.request(self.command, self.path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("transfer-encoding", "content-length", "connection", "server", "date"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+
+def test_s3_5xx_is_retried(moto_endpoint: str, bucket: str) -> None:
+    host, port = moto_endpoint.removeprefix("http://").split(":")
+    proxy = FlakyProxy((host, int(port)), failures=3)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        store = S3ObjectStore(bucket, f"http://127.0.0.1:{proxy.server_address[1]}", prefix="p")
+        assert put(store, "entries/a/en/1.json", b"survived", 1)
+        assert [s[2] for s in proxy.seen].count(503) == 3
+        assert any(method == "PUT" and status == 0 for method, _, status in proxy.seen)
+        # written once, with its metadata, as seen directly on the server
+        head = raw_client(moto_endpoint).head_object(Bucket=bucket, Key="p/entries/a/en/1.json")
+        assert head["Metadata"]["cms-version"] == "1"
+        proxy.failures = 5  # two more 503s on the next requests
+        obj = store.get("entries/a/en/1.json")
+        assert obj is not None and obj.body == b"survived"
+        assert [s[2] for s in proxy.seen].count(503) == 5
+        assert store.delete("entries/a/en/1.json", version=1)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

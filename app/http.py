@@ -46,13 +46,15 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # A fresh per-request state: ASGI servers may hand every request the same lifespan dict.
+        scope["state"] = dict(scope.get("state") or {})
         incoming = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 incoming = value
                 break
         request_id = incoming.decode() if incoming and _REQUEST_ID.fullmatch(incoming) else new_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        scope["state"]["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
         started = time.perf_counter()
         status_holder = [500]

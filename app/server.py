@@ -9,9 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from litestar import Litestar
-from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
@@ -60,6 +58,17 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
     return lifespan
 
 
+class CmsApp(Litestar):
+    """Litestar with request ids and metrics around everything, unmatched routes included."""
+
+    def __init__(self, *args: Any, name: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._outer = RequestContextMiddleware(super().__call__, name)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._outer(scope, receive, send)
+
+
 def _openapi(title: str) -> OpenAPIConfig:
     return OpenAPIConfig(
         title=title, version="1.0.0", path="/docs", render_plugins=[SwaggerRenderPlugin(path="/")],
@@ -69,15 +78,14 @@ def _openapi(title: str) -> OpenAPIConfig:
 def create_delivery_app(settings: Settings, database_url: str, redis_url: str) -> Litestar:
     from .content.delivery_routes import DELIVERY_ROUTES
 
-    return Litestar(
+    return CmsApp(
+        name="delivery",
         route_handlers=[*PLATFORM_ROUTES, *DELIVERY_ROUTES],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=True)],
         state=State({"settings": settings, "app_name": "delivery"}),
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[DefineMiddleware(RequestContextMiddleware, name="delivery")],
         openapi_config=_openapi("CMS delivery API"),
         request_max_body_size=settings.max_body_bytes,
-        response_cache_config=ResponseCacheConfig(),
         debug=False,
     )
 
@@ -86,12 +94,12 @@ def create_management_app(settings: Settings, database_url: str, redis_url: str)
     from .content.management_routes import MANAGEMENT_ROUTES
     from .credentials.routes import CREDENTIAL_ROUTES
 
-    return Litestar(
+    return CmsApp(
+        name="management",
         route_handlers=[*PLATFORM_ROUTES, *MANAGEMENT_ROUTES, *CREDENTIAL_ROUTES],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=False)],
         state=State({"settings": settings, "app_name": "management"}),
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[DefineMiddleware(RequestContextMiddleware, name="management")],
         openapi_config=_openapi("CMS management API"),
         request_max_body_size=settings.max_bulk_body_bytes,
         debug=False,

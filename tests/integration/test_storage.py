@@ -24,6 +24,7 @@ from cms.storage.objects import (
     ObjectStore,
     S3ObjectStore,
     object_store_from_settings,
+    s3_client,
     validate_key,
 )
 
@@ -70,17 +71,38 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
 
 
+_raw_clients: dict[str, Any] = {}
+
+
 def raw_client(endpoint: str) -> Any:
-    return boto3.session.Session(
-        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-    ).client("s3", endpoint_url=endpoint)
+    """A plain boto3 client (default config) to look at the bucket behind the store's back."""
+    if endpoint not in _raw_clients:
+        _raw_clients[endpoint] = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        ).client("s3", endpoint_url=endpoint)
+    return _raw_clients[endpoint]
+
+
+@pytest.fixture(scope="session")
+def store_client(moto_endpoint: str) -> Any:
+    """One configured client (s3_client: retries, timeouts) shared by the S3 stores of the tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.delenv("AWS_SESSION_TOKEN", raising=False)
+        mp.delenv("AWS_PROFILE", raising=False)
+        return s3_client(moto_endpoint, region_name="us-east-1")
 
 
 @pytest.fixture
-def bucket(moto_endpoint: str, aws_env: None) -> str:
+def bucket(moto_endpoint: str) -> str:
     name = f"cms-test-{uuid.uuid4().hex[:12]}"
     raw_client(moto_endpoint).create_bucket(Bucket=name)
     return name
+
+
+def s3_store(bucket: str, endpoint: str, client: Any, prefix: str = "") -> S3ObjectStore:
+    return S3ObjectStore(bucket, endpoint, prefix=prefix, client=client)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -88,7 +110,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
         return LocalObjectStore(tmp_path / "objects")
     endpoint = request.getfixturevalue("moto_endpoint")
-    return S3ObjectStore(request.getfixturevalue("bucket"), endpoint, prefix="site")
+    client = request.getfixturevalue("store_client")
+    return s3_store(request.getfixturevalue("bucket"), endpoint, client, prefix="site")
 
 
 def put(store: ObjectStore, key: str, body: bytes, version: int | None, tags: list[str] | None = None) -> bool:
@@ -280,8 +303,8 @@ def test_object_store_from_settings(tmp_path: Path, moto_endpoint: str, aws_env:
 # S3
 
 
-def test_s3_object_carries_prefix_and_headers(moto_endpoint: str, bucket: str) -> None:
-    store = S3ObjectStore(bucket, moto_endpoint, prefix="/site/")
+def test_s3_object_carries_prefix_and_headers(moto_endpoint: str, bucket: str, store_client: Any) -> None:
+    store = s3_store(bucket, moto_endpoint, store_client, prefix="/site/")
     assert store.prefix == "site/"
     assert put(store, "entries/article/en/1.json", b"{}", 5, tags=["entry:1", "type:article"])
     raw = raw_client(moto_endpoint)
@@ -295,7 +318,10 @@ def test_s3_object_carries_prefix_and_headers(moto_endpoint: str, bucket: str) -
     # an object outside the prefix is invisible to this store
     raw.put_object(Bucket=bucket, Key="other/x.json", Body=b"x")
     assert store.list("") == ["entries/article/en/1.json"]
-    assert S3ObjectStore(bucket, moto_endpoint).list("") == ["other/x.json", "site/entries/article/en/1.json"]
+    assert s3_store(bucket, moto_endpoint, store_client).list("") == [
+        "other/x.json",
+        "site/entries/article/en/1.json",
+    ]
 
 
 class RacingStore(S3ObjectStore):
@@ -314,22 +340,22 @@ class RacingStore(S3ObjectStore):
         return result
 
 
-def test_s3_version_guard_is_compare_and_swap(moto_endpoint: str, bucket: str) -> None:
-    other = S3ObjectStore(bucket, moto_endpoint)
+def test_s3_version_guard_is_compare_and_swap(moto_endpoint: str, bucket: str, store_client: Any) -> None:
+    other = s3_store(bucket, moto_endpoint, store_client)
     assert put(other, "k.json", b"v1", 1)
-    racing = RacingStore(bucket, moto_endpoint, interloper=lambda: put(other, "k.json", b"v5", 5))
+    racing = RacingStore(bucket, moto_endpoint, client=store_client, interloper=lambda: put(other, "k.json", b"v5", 5))
     assert put(racing, "k.json", b"v3", 3) is False  # If-Match failed, re-checked, v5 is newer
     assert racing.heads == 2
     obj = other.get("k.json")
     assert obj is not None and obj.body == b"v5"
 
     # a create racing a create: If-None-Match: *
-    racing = RacingStore(bucket, moto_endpoint, interloper=lambda: put(other, "new.json", b"v9", 9))
+    racing = RacingStore(bucket, moto_endpoint, client=store_client, interloper=lambda: put(other, "new.json", b"v9", 9))
     assert put(racing, "new.json", b"v2", 2) is False
     assert other.get("new.json").body == b"v9"  # type: ignore[union-attr]
 
     # delete racing a newer write
-    racing = RacingStore(bucket, moto_endpoint, interloper=lambda: put(other, "k.json", b"v8", 8))
+    racing = RacingStore(bucket, moto_endpoint, client=store_client, interloper=lambda: put(other, "k.json", b"v8", 8))
     assert racing.delete("k.json", version=6) is False
     assert other.get("k.json").body == b"v8"  # type: ignore[union-attr]
 
@@ -405,10 +431,10 @@ class FlakyHandler(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
 
-def test_s3_5xx_is_retried(moto_endpoint: str, bucket: str) -> None:
+def test_s3_5xx_is_retried(moto_endpoint: str, bucket: str, aws_env: None) -> None:
     host, port = moto_endpoint.removeprefix("http://").split(":")
     proxy = FlakyProxy((host, int(port)), failures=3)
-    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         store = S3ObjectStore(bucket, f"http://127.0.0.1:{proxy.server_address[1]}", prefix="p")

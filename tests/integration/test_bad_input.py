@@ -1,0 +1,173 @@
+"""Nasty input: every answer is a documented 4xx problem+json, nothing is stored, the server keeps answering."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+PROBLEM = "application/problem+json"
+
+
+def _is_problem(r, status: int, code: str | None = None) -> None:
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    assert r.headers["content-type"].startswith(PROBLEM), r.headers["content-type"]
+    body = r.json()
+    assert body["status"] == status and body["type"].startswith("urn:cms:problem:")
+    assert body["request_id"] == r.headers["x-request-id"]
+    assert "Traceback" not in r.text and "SELECT" not in r.text
+    if code:
+        assert body["type"] == f"urn:cms:problem:{code}"
+
+
+async def _total(apps, type_id: str = "article") -> int:
+    return (await apps.management.get(f"/v1/entries/{type_id}")).json()["meta"]["total"]
+
+
+async def test_malformed_json_and_wrong_media_types(blog) -> None:
+    m = blog.management
+    for raw in (b"{", b"nul", b'{"fields": {"title": "x"}', b"\xff\xfe", b"[1,2", b""):
+        r = await m.post("/v1/entries/article", content=raw, headers={"Content-Type": "application/json"})
+        _is_problem(r, 400, "malformed")
+    r = await m.post("/v1/entries/article", content=b"title=x", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    _is_problem(r, 415, "unsupported-media-type")
+    r = await m.post("/v1/entries/article", content=b'{"fields":{}}', headers={"Content-Type": "text/plain"})
+    _is_problem(r, 415)
+    r = await m.put("/v1/entries/article/x", content=b'{"fields":{}}', headers={"Content-Type": "application/merge-patch+json"})
+    _is_problem(r, 415)
+    assert await _total(blog) == 0
+
+
+async def test_wrong_shapes_and_types(blog) -> None:
+    m = blog.management
+    for body in ([], "text", 42, {"fields": []}, {"fields": "x"}, {"fields": {"title": ["a"]}},
+                 {"fields": {"title": {"$gt": ""}}}, {"fields": {"rank": 1.5}}, {"fields": {"rank": True}},
+                 {"fields": {"rank": 2**70}}, {"fields": {"title": "x"}, "extra": True}):
+        r = await m.post("/v1/entries/article", json=body)
+        _is_problem(r, 422, "validation")
+        assert isinstance(r.json()["errors"][0]["pointer"], str), body
+    assert await _total(blog) == 0
+
+
+async def test_huge_bodies_are_413(blog) -> None:
+    m = blog.management
+    big = json.dumps({"fields": {"title": "x" * (1024 * 1024 + 10)}}).encode()
+    r = await m.post("/v1/entries/article", content=big, headers={"Content-Type": "application/json"})
+    _is_problem(r, 413, "payload-too-large")
+    r = await m.put("/v1/content-types/huge", content=big, headers={"Content-Type": "application/json"})
+    _is_problem(r, 413)
+    assert await _total(blog) == 0
+    assert (await m.get("/v1/content-types/huge")).status_code == 404
+
+
+async def test_deeply_nested_json_is_400(blog) -> None:
+    m = blog.management
+    for depth in (65, 100_000):
+        raw = b'{"fields":{"title":' + b"[" * depth + b"]" * depth + b"}}"
+        r = await m.post("/v1/entries/article", content=raw, headers={"Content-Type": "application/json"})
+        _is_problem(r, 400, "malformed")
+    ok = b'{"fields":{"title":"x","body":"' + b"a" * 10 + b'"}}'
+    assert (await m.post("/v1/entries/article", content=ok, headers={"Content-Type": "application/json"})).status_code == 201
+
+
+async def test_nul_bytes_and_injection_looking_input(blog) -> None:
+    m = blog.management
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "a\x00b"}})
+    _is_problem(r, 422)
+    r = await m.post("/v1/entries/article", json={"fields": {"title'; DROP TABLE entries; --": "x"}})
+    _is_problem(r, 422)
+    assert r.json()["errors"][0]["pointer"] == "/fields/title'; DROP TABLE entries; --"
+    evil = "Robert'); DROP TABLE entries;-- %_\\ \" ' $1 ${x} {{7*7}}"
+    r = await m.post("/v1/entries/article", json={"fields": {"title": evil}})
+    assert r.status_code == 201
+    entry_id = r.json()["data"]["id"]
+    assert (await m.get(f"/v1/entries/article/{entry_id}")).json()["data"]["fields"]["title"] == evil
+    await m.post(f"/v1/entries/article/{entry_id}/publish")
+    d = await blog.reader()
+    for param, value in (("filter[title][eq]", "x' OR '1'='1"), ("filter[title][contains]", "zz%"),
+                         ("filter[title][startswith]", "_"), ("q", "nomatch'); DELETE FROM x; --"),
+                         ("filter[title][in]", "a\\,b,c")):
+        r = await d.get("/api/v1/entries/article", params={param: value})
+        assert r.status_code == 200, (param, r.text)
+        assert r.json()["meta"]["total"] == 0, param
+    r = await d.get("/api/v1/entries/article", params={"filter[title][contains]": "%_"})
+    assert r.json()["meta"]["total"] == 1  # wildcards are literal
+    r = await d.get("/api/v1/entries/article", params={"filter[title][eq]": evil})
+    assert r.json()["meta"]["total"] == 1
+    r = await d.get("/api/v1/entries/article", params={"filter[title][eq]": "a\x00"})
+    _is_problem(r, 400)
+    r = await d.get("/api/v1/entries/article", params={"filter[ti'tle][eq]": "x"})
+    _is_problem(r, 400)
+    assert r.json()["errors"][0]["parameter"] == "filter[ti'tle][eq]"
+    assert await _total(blog) == 1
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "-1", "100000000000000000000", "abc", "1.5", ""])
+async def test_bad_limits(blog, limit: str) -> None:
+    d = await blog.reader()
+    r = await d.get("/api/v1/entries/article", params={"limit": limit})
+    _is_problem(r, 400, "malformed")
+    assert r.json()["errors"][0]["parameter"] == "limit"
+    r = await blog.management.get("/v1/entries/article", params={"limit": limit})
+    _is_problem(r, 400)
+
+
+async def test_garbage_cursors(blog) -> None:
+    d = await blog.reader()
+    garbage = ["x", "!!!!", base64.urlsafe_b64encode(b'{"a":1}').decode(), base64.urlsafe_b64encode(b"[1,2,3]").decode(),
+               "A" * 5000, "eyJ", base64.urlsafe_b64encode(b'["zz",[1],"id"]').decode(), "%00", "null"]
+    for cursor in garbage:
+        r = await d.get("/api/v1/entries/article", params={"cursor": cursor})
+        _is_problem(r, 400)
+        assert r.json()["errors"][0]["parameter"] == "cursor", cursor
+
+
+async def test_unknown_operators_sorts_and_fields(blog) -> None:
+    d = await blog.reader()
+    for params in ({"filter[title][regex]": "x"}, {"filter[rank][gt]": "abc"}, {"filter[rank][contains]": "1"},
+                   {"sort": "nope"}, {"sort": "body"}, {"fields": "title,nope"}, {"include": "nope"},
+                   {"filter[author.nope][eq]": "x"}, {"filter[published_at][gt]": "yesterday"},
+                   {"depth": "0"}, {"filter[rank][exists]": "maybe"}):
+        r = await d.get("/api/v1/entries/article", params=params)
+        _is_problem(r, 400, "malformed")
+        assert "parameter" in r.json()["errors"][0], params
+
+
+async def test_unknown_routes_and_methods(blog) -> None:
+    _is_problem(await blog.management.get("/v1/nope"), 404, "not-found")
+    _is_problem(await blog.delivery.get("/nope"), 404, "not-found")
+    _is_problem(await blog.management.post("/v1/content-types"), 405, "method-not-allowed")
+    _is_problem(await blog.management.get("/v1/entries/nope/x"), 404)
+    _is_problem(await blog.management.get("/v1/entries/article/" + "x" * 300), 404)
+
+
+async def test_request_ids(blog) -> None:
+    r = await blog.management.get("/healthz", headers={"X-Request-Id": "abc-123.X_y"})
+    assert r.headers["x-request-id"] == "abc-123.X_y"
+    r = await blog.management.get("/healthz", headers={"X-Request-Id": "bad id\r\nx"})
+    assert r.headers["x-request-id"] != "bad id" and len(r.headers["x-request-id"]) == 26
+    r = await blog.management.get("/healthz", headers={"X-Request-Id": "x" * 129})
+    assert len(r.headers["x-request-id"]) == 26
+
+
+async def test_server_keeps_answering_after_abuse(blog) -> None:
+    m = blog.management
+    for _ in range(20):
+        await m.post("/v1/entries/article", content=b"{{{{", headers={"Content-Type": "application/json"})
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "still fine"}})
+    assert r.status_code == 201
+    assert (await m.get("/readyz")).status_code == 200
+
+
+async def test_platform_routes(blog) -> None:
+    for client in (blog.management, blog.delivery):
+        client.headers.pop("Authorization", None)
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"]["migrations"] == "ok"
+        metrics = await client.get("/metrics")
+        assert metrics.status_code == 200 and "cms_http_requests_total" in metrics.text
+        spec = await client.get("/openapi.json")
+        assert spec.status_code == 200 and spec.json()["openapi"].startswith("3.")
+        assert (await client.get("/docs")).status_code == 200

@@ -29,6 +29,8 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
+
 from .config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("cms.cli")
@@ -342,8 +344,9 @@ def _run_servers(
 
     for app, port in apps:
         check_port_free(settings.host, port, f"CMS_{app.upper()}_PORT")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     embedded_db, embedded_redis = not settings.database_url, not settings.redis_url
+    if embedded_db or embedded_redis:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor()
     supervisor.install_signal_handlers()
     services = None
@@ -440,7 +443,9 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    port = args.port if args.port is not None else getattr(settings, f"{args.app}_port")
+    if args.port is not None:
+        settings = msgspec.structs.replace(settings, **{f"{args.app}_port": args.port})
+    port = getattr(settings, f"{args.app}_port")
     return _run_servers(
         settings, [(args.app, port)], args.workers, admin_key=False, migrate_schema=not args.no_migrate,
         bootstrap=args.app == "management",

@@ -52,7 +52,7 @@ class CdnPurger(Protocol):
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
-        yield list(items[start:start + size])
+        yield list(items[start : start + size])
 
 
 def _unique(items: Sequence[str]) -> list[str]:

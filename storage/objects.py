@@ -479,7 +479,7 @@ class S3ObjectStore:
         keys: builtins.list[str] = []
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             for item in page.get("Contents", ()):
-                keys.append(item["Key"][len(self.prefix):])
+                keys.append(item["Key"][len(self.prefix) :])
         keys.sort()
         return keys
 
@@ -504,8 +504,13 @@ class AsyncObjectStore:
         version: int | None = None,
     ) -> bool:
         return await asyncio.to_thread(
-            self.store.put, key, body, content_type=content_type, cache_control=cache_control,
-            surrogate_keys=surrogate_keys, version=version,
+            self.store.put,
+            key,
+            body,
+            content_type=content_type,
+            cache_control=cache_control,
+            surrogate_keys=surrogate_keys,
+            version=version,
         )
 
     async def get(self, key: str) -> StoredObject | None:

@@ -68,7 +68,7 @@ _RFC3339 = re.compile(
 )
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _CURSOR_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
-_CURSOR_REAL = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
+_CURSOR_NUMERIC = re.compile(r"-?\d{1,20}(\.\d{1,60})?")
 _SPLIT = re.compile(r"(?<!\\),")
 
 _encode = msgspec.json.Encoder().encode
@@ -309,7 +309,7 @@ def _key_names(sort: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
     """Sort keys plus the `id` tie-breaker (in the direction of the last key) unless id is sorted on."""
     if any(name == "id" for name, _ in sort):
         return list(sort)
-    return [*sort, ("id", False)]
+    return [*sort, ("id", sort[-1][1] if sort else False)]
 
 
 def _target(name: str, ct: ContentType) -> Target | None:
@@ -731,7 +731,7 @@ class _Key(NamedTuple):
     expr: str  # what ORDER BY and the keyset compare
     text: str  # how it is selected into the cursor (text)
     cast: str  # how the cursor text is bound back
-    kind: str  # jsonb | timestamp | id | real
+    kind: str  # jsonb | timestamp | id | numeric
     desc: bool
 
 
@@ -741,8 +741,9 @@ def _sort_keys(query: ListQuery, source: Source, q_ref: str | None) -> list[_Key
         if name == RANK:
             if q_ref is None:
                 raise ValueError("sorting by rank needs q")
-            expr = source.rank(query.content_type, q_ref)
-            keys.append(_Key(expr, f"({expr})::text", "::text::real", "real", desc))
+            # numeric (6 significant digits of the float4 rank) prints exactly, whatever extra_float_digits is
+            expr = f"({source.rank(query.content_type, q_ref)})::numeric"
+            keys.append(_Key(expr, f"{expr}::text", "::text::numeric", "numeric", desc))
         elif name == "id":
             expr = source.id_column()
             keys.append(_Key(expr, expr, "::text", "id", desc))
@@ -783,8 +784,8 @@ def _check_key(kind: str, text: str) -> str:
         except ValueError:
             raise bad from None
         return text
-    if kind == "real":
-        if not _CURSOR_REAL.fullmatch(text) or not math.isfinite(float(text)) or len(text) > 64:
+    if kind == "numeric":
+        if not _CURSOR_NUMERIC.fullmatch(text):
             raise bad
         return text
     if len(text) > 1024:

@@ -11,8 +11,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
-
 from cms.app.config import ConfigError, load_settings
 from cms.storage.cdn import (
     CdnPurgeError,
@@ -24,6 +22,7 @@ from cms.storage.cdn import (
     NoPurger,
     purger_from_settings,
 )
+from moto.server import ThreadedMotoServer
 
 
 class Recorded:
@@ -113,7 +112,9 @@ def test_fastly_batches_surrogate_keys(recorder: Recorder) -> None:
     )
     assert isinstance(purger, FastlyPurger)
     purger.purge(tags(600) + ["entry:0000"], ["/ignored.json"], "evt-1")
-    assert [(r.method, r.path) for r in recorder.requests] == [("POST", "/service/SU1Z0isxPaozGVKXdv0eY/purge")] * 3
+    assert [(r.method, r.path) for r in recorder.requests] == [
+        ("POST", "/service/SU1Z0isxPaozGVKXdv0eY/purge")
+    ] * 3
     batches = [r.headers["surrogate-key"].split(" ") for r in recorder.requests]
     assert [len(b) for b in batches] == [256, 256, 88]
     assert sum(batches, []) == tags(600)
@@ -254,7 +255,11 @@ def test_cdn_settings_defaults_and_parsing() -> None:
     assert settings.cdn_fastly_api_url == "https://api.fastly.com"
     assert settings.cdn_cloudflare_api_url == "https://api.cloudflare.com/client/v4"
     settings = load_settings(
-        {"CMS_CDN_PROVIDER": "http", "CMS_CDN_HTTP_URLS": "http://a:6081/,https://b", "CMS_CDN_HTTP_METHOD": "BAN"}
+        {
+            "CMS_CDN_PROVIDER": "http",
+            "CMS_CDN_HTTP_URLS": "http://a:6081/,https://b",
+            "CMS_CDN_HTTP_METHOD": "BAN",
+        }
     )
     assert settings.cdn_http_urls == ("http://a:6081", "https://b") and settings.cdn_http_method == "BAN"
 

@@ -15,8 +15,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
-
 from cms.app.config import load_settings
 from cms.storage.objects import (
     AsyncObjectStore,
@@ -27,6 +25,7 @@ from cms.storage.objects import (
     s3_client,
     validate_key,
 )
+from moto.server import ThreadedMotoServer
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON = "application/json"
@@ -114,7 +113,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     return s3_store(request.getfixturevalue("bucket"), endpoint, client, prefix="site")
 
 
-def put(store: ObjectStore, key: str, body: bytes, version: int | None, tags: list[str] | None = None) -> bool:
+def put(
+    store: ObjectStore, key: str, body: bytes, version: int | None, tags: list[str] | None = None
+) -> bool:
     return store.put(
         key, body, content_type=JSON, cache_control=CACHE, surrogate_keys=tags or ["entry:1"], version=version
     )
@@ -232,7 +233,9 @@ def test_local_files_are_served_bytes_and_metadata_is_hidden(tmp_path: Path) -> 
     assert store.path_for("entries/article/en/1.json") == root / "entries/article/en/1.json"
     # only the bodies are outside the dot-directories; no temporary files left behind
     visible = sorted(
-        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.relative_to(root).parts[0].startswith(".")
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and not p.relative_to(root).parts[0].startswith(".")
     )
     assert visible == ["entries/article/en/1.json"]
     assert (root / ".meta/entries/article/en/1.json.meta.json").is_file()
@@ -265,14 +268,17 @@ for v in versions:
     store.put("entries/race.json", b"v%d" % v, content_type="application/json", cache_control="no-cache",
               surrogate_keys=["race"], version=v)
     obj = store.get("entries/race.json")
-    assert obj is not None and obj.version is not None and obj.version >= v and obj.body == b"v%d" % obj.version
+    assert obj is not None and obj.version is not None and obj.version >= v
+    assert obj.body == b"v%d" % obj.version
 """
 
 
 def test_local_version_guard_holds_across_processes(tmp_path: Path) -> None:
     root = tmp_path / "objects"
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(offset)], cwd=ROOT, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(root), str(offset)], cwd=ROOT, stderr=subprocess.PIPE
+        )
         for offset in range(4)
     ]
     for proc in procs:
@@ -283,7 +289,12 @@ def test_local_version_guard_holds_across_processes(tmp_path: Path) -> None:
 
 
 def test_validate_key_accepts_ordinary_keys() -> None:
-    for key in ("entries/article/en/1.json", "entries/a/en/by-slug/h\u00e9llo-w\u00f6rld.json", "a", "x/.well-known"):
+    for key in (
+        "entries/article/en/1.json",
+        "entries/a/en/by-slug/h\u00e9llo-w\u00f6rld.json",
+        "a",
+        "x/.well-known",
+    ):
         assert validate_key(key) == key
 
 
@@ -291,7 +302,9 @@ def test_object_store_from_settings(tmp_path: Path, moto_endpoint: str, aws_env:
     local = object_store_from_settings(load_settings({"CMS_DATA_DIR": str(tmp_path)}))
     assert isinstance(local, LocalObjectStore) and local.root == tmp_path / "objects"
     s3 = object_store_from_settings(
-        load_settings({"CMS_S3_BUCKET": "my-bucket", "CMS_S3_ENDPOINT_URL": moto_endpoint, "CMS_S3_PREFIX": "/p/q/"})
+        load_settings(
+            {"CMS_S3_BUCKET": "my-bucket", "CMS_S3_ENDPOINT_URL": moto_endpoint, "CMS_S3_PREFIX": "/p/q/"}
+        )
     )
     assert isinstance(s3, S3ObjectStore)
     assert (s3.bucket, s3.prefix, s3.endpoint_url) == ("my-bucket", "p/q/", moto_endpoint)
@@ -343,19 +356,25 @@ class RacingStore(S3ObjectStore):
 def test_s3_version_guard_is_compare_and_swap(moto_endpoint: str, bucket: str, store_client: Any) -> None:
     other = s3_store(bucket, moto_endpoint, store_client)
     assert put(other, "k.json", b"v1", 1)
-    racing = RacingStore(bucket, moto_endpoint, client=store_client, interloper=lambda: put(other, "k.json", b"v5", 5))
+    racing = RacingStore(
+        bucket, moto_endpoint, client=store_client, interloper=lambda: put(other, "k.json", b"v5", 5)
+    )
     assert put(racing, "k.json", b"v3", 3) is False  # If-Match failed, re-checked, v5 is newer
     assert racing.heads == 2
     obj = other.get("k.json")
     assert obj is not None and obj.body == b"v5"
 
     # a create racing a create: If-None-Match: *
-    racing = RacingStore(bucket, moto_endpoint, client=store_client, interloper=lambda: put(other, "new.json", b"v9", 9))
+    racing = RacingStore(
+        bucket, moto_endpoint, client=store_client, interloper=lambda: put(other, "new.json", b"v9", 9)
+    )
     assert put(racing, "new.json", b"v2", 2) is False
     assert other.get("new.json").body == b"v9"  # type: ignore[union-attr]
 
     # delete racing a newer write
-    racing = RacingStore(bucket, moto_endpoint, client=store_client, interloper=lambda: put(other, "k.json", b"v8", 8))
+    racing = RacingStore(
+        bucket, moto_endpoint, client=store_client, interloper=lambda: put(other, "k.json", b"v8", 8)
+    )
     assert racing.delete("k.json", version=6) is False
     assert other.get("k.json").body == b"v8"  # type: ignore[union-attr]
 
@@ -399,9 +418,13 @@ class FlakyHandler(BaseHTTPRequestHandler):
             fail = len([s for s in self.server.seen if s[2] == 503]) < self.server.failures
             self.server.seen.append((self.command, self.path, 503 if fail else 0))
         if fail:
-            payload = b"" if self.command == "HEAD" else (
-                b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code>'
-                b"<Message>Please reduce your request rate.</Message></Error>"
+            payload = (
+                b""
+                if self.command == "HEAD"
+                else (
+                    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code>'
+                    b"<Message>Please reduce your request rate.</Message></Error>"
+                )
             )
             self.send_response(503)
             self.send_header("Content-Type", "application/xml")
@@ -410,7 +433,9 @@ class FlakyHandler(BaseHTTPRequestHandler):
             if self.command != "HEAD":
                 self.wfile.write(payload)
             return
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "content-length")}
+        headers = {
+            k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "content-length")
+        }
         headers["Content-Length"] = str(len(body))
         conn = http.client.HTTPConnection(*self.server.upstream, timeout=30)
         try:

@@ -201,7 +201,8 @@ class Supervisor:
             self.stop_requested = True
             log.info("%s received, stopping", signal.Signals(signum).name)
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP too: a closed terminal must not leave the embedded servers running.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._previous[sig] = signal.signal(sig, handler)
 
     def restore_signal_handlers(self) -> None:

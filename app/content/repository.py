@@ -268,3 +268,24 @@ async def documents_for(conn: Conn, ids: list[str], locale: str) -> list[asyncpg
         "SELECT entry_id, body FROM published_documents WHERE entry_id = ANY($1::text[]) AND locale = $2",
         ids, locale,
     )
+
+
+# --- reverse references (for re-rendering dependents) ------------------------------------------
+
+
+async def replace_references(conn: Conn, source_id: str, target_ids: list[str]) -> None:
+    await conn.execute("DELETE FROM entry_references WHERE source_id = $1", source_id)
+    if target_ids:
+        await conn.execute(
+            "INSERT INTO entry_references (source_id, target_id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+            source_id, target_ids,
+        )
+
+
+async def dependents_of(conn: Conn, target_id: str) -> list[asyncpg.Record]:
+    """Published entries whose documents include target_id (directly)."""
+    return await conn.fetch(
+        "SELECT e.id, e.type FROM entry_references r JOIN entries e ON e.id = r.source_id "
+        "WHERE r.target_id = $1 AND e.published_version IS NOT NULL ORDER BY e.id",
+        target_id,
+    )

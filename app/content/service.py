@@ -157,6 +157,8 @@ async def render_published(
             rendered.search_text, entry["published_at"], entry["updated_at"], entry["created_at"],
         ))
     await repo.replace_documents(conn, entry["id"], docs)
+    refs, _ = _links(ct, entry["published_data"])
+    await repo.replace_references(conn, entry["id"], sorted({link["id"] for _, link in refs}))
 
 
 async def _assets_for(conn: asyncpg.Connection, ct: ContentType, data: dict[str, Any], assets_url: str) -> dict[str, Any]:
@@ -773,6 +775,7 @@ async def unpublish_entry(
             return management_entry(existing, ct, locales.default, locales)
         row = await repo.mark_unpublished(conn, entry_id)
         await repo.delete_documents(conn, entry_id)
+        await repo.replace_references(conn, entry_id, [])
         await ctx.audit(conn, "entry.unpublish", f"entry:{type_id}/{entry_id}")
         await emit(conn, "entry.unpublished", entry_event(row, ct, locales, existing["published_version"]))
         await invalidate(conn, f"entry:{entry_id}", f"type:{type_id}")

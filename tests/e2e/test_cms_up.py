@@ -97,7 +97,22 @@ def data_dir() -> Iterator[Path]:
     directory, and every new pytest session resets /tmp/pytest-of-root to mode 0700."""
     root = Path(tempfile.mkdtemp(prefix="cms-e2e-"))
     yield root / "data"
+    stop_leftover_servers(root / "data")
     shutil.rmtree(root, ignore_errors=True)
+
+
+def stop_leftover_servers(data_dir: Path) -> None:
+    """After a failed test, embedded servers that `cms up` could not stop (they are daemons, not
+    its children) must not outlive the test: stop them by their pid files."""
+    for pid_file, sig in ((data_dir / "postgres" / "postmaster.pid", signal.SIGINT),
+                          (data_dir / "valkey" / "valkey.pid", signal.SIGKILL)):
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            server = psutil.Process(pid)
+            server.send_signal(sig)
+            server.wait(10)
+        except (OSError, ValueError, IndexError, psutil.Error):
+            pass
 
 
 @pytest.fixture
@@ -113,7 +128,7 @@ def cms_env(data_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def started(tmp_path: Path):  # type: ignore[no-untyped-def]
+def started(tmp_path: Path, data_dir: Path):  # type: ignore[no-untyped-def]
     running: list[CmsUp] = []
 
     def start(env: dict[str, str], name: str) -> CmsUp:
@@ -124,8 +139,12 @@ def started(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     yield start
     for cms in running:
-        if cms.proc.poll() is None:
-            cms.kill()
+        if cms.proc.poll() is None:  # the test failed midway: stop it as a user would, then insist
+            cms.proc.send_signal(signal.SIGINT)
+            try:
+                cms.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                cms.kill()
 
 
 def assert_embedded_services_stopped(data_dir: Path) -> None:

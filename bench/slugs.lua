@@ -1,0 +1,30 @@
+-- wrk script: GET /api/v1/entries/article/by-slug/article-NNNN, rotating through the
+-- 950 published slugs of bench/seed.py (article-0000 .. article-0999 without i % 20 == 7).
+-- Each wrk thread starts at its own offset so the threads don't request in lock-step.
+-- Headers given with -H (the delivery key) are sent with every request.
+-- Env: SLUG_PREFIX (default /api/v1/entries/article/by-slug/).
+
+local prefix = os.getenv("SLUG_PREFIX") or "/api/v1/entries/article/by-slug/"
+local paths = {}
+for i = 0, 999 do
+  if i % 20 ~= 7 then
+    paths[#paths + 1] = prefix .. string.format("article-%04d", i)
+  end
+end
+
+local counter = 0
+local threads = 0
+
+function setup(thread)
+  thread:set("offset", threads * 317)
+  threads = threads + 1
+end
+
+function init(args)
+  counter = tonumber(offset) or 0
+end
+
+function request()
+  counter = counter + 1
+  return wrk.format("GET", paths[(counter % #paths) + 1])
+end

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,12 @@ from .. import render
 from ..credentials.auth import current, delivery_guard, require_type_access
 from ..http import JSON, encode, many
 from ..problems import ProblemError, malformed, not_found
+from . import delivery
 from . import query as q
-from . import repository as repo
 from .schemas import RESOURCE_ID, ContentType
 from .service import Locales, locale_json, resolve_locale
 
 Req = Request[Any, Any, Any]
-Fetch = Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]]
 PREVIEW = {"preview": True}
 
 
@@ -67,67 +65,17 @@ async def _schema(request: Req, type_id: FromPath[str]) -> tuple[ContentType, di
     return ct, await state.types.types(), locales, locale
 
 
-def _fetch_published(conn: Any, locale: str) -> Fetch:
-    async def fetch(ids: list[str]) -> dict[str, dict[str, Any]]:
-        return {r["entry_id"]: render.decode(r["body"]) for r in await repo.documents_for(conn, ids, locale)}
-
-    return fetch
-
-
-def _fetch_drafts(conn: Any, types: dict[str, ContentType], locales: Locales, locale: str, assets_url: str) -> Fetch:
-    async def fetch(ids: list[str]) -> dict[str, dict[str, Any]]:
-        from .service import _assets_for
-
-        out = {}
-        for row in await repo.get_entries(conn, ids):
-            ct = types.get(row["type"])
-            if ct is None:
-                continue
-            assets = await _assets_for(conn, ct, row["data"], assets_url)
-            out[row["id"]] = render.decode(
-                render.render_entry(row, ct, locale, locales.chain(locale), assets, draft=True).body
-            )
-        return out
-
-    return fetch
+def _single_options(request: Req, ct: ContentType, types: dict[str, ContentType], locale: str) -> q.ListQuery | None:
+    params = request.query_params
+    if not any(k in params for k in ("fields", "include", "depth")):
+        return None
+    return q.parse_list_query(
+        {k: v for k, v in params.items() if k in ("fields", "include", "depth")}, ct, types,
+        locale=locale, default_sort="-published_at",
+    )
 
 
-async def _expand(
-    documents: list[dict[str, Any]], ct: ContentType, types: dict[str, ContentType], include: list[str],
-    depth: int, fetch: Fetch,
-) -> set[str]:
-    """Resolve references inline, one batched fetch per level; returns the ids included."""
-    included: set[str] = set()
-    if not include:
-        return included
-    only: set[str] | None = None if include == ["*"] else set(include)
-    level: list[tuple[dict[str, Any], ContentType, set[str] | None]] = [(d, ct, only) for d in documents]
-    for _ in range(depth):
-        wanted = {link["id"] for doc, doc_ct, names in level for link in render.reference_links(doc, doc_ct, names)}
-        if not wanted:
-            break
-        # Fresh decoded copies per level: the same entry at two depths never becomes a cycle.
-        found = await fetch(sorted(wanted))
-        included |= set(found)
-        next_level = []
-        for doc, doc_ct, names in level:
-            links = render.reference_links(doc, doc_ct, names)
-            own = {
-                link["id"]: dict(found[link["id"]], fields=dict(found[link["id"]].get("fields") or {}))
-                for link in links if link["id"] in found
-            }
-            render.resolve_includes(doc, doc_ct, names, own)
-            next_level.extend((d, types[d["type"]], None) for d in own.values() if d.get("type") in types)
-        level = next_level
-    return included
-
-
-def _select_fields(document: dict[str, Any], fields: list[str] | None) -> None:
-    if fields is not None:
-        document["fields"] = {k: v for k, v in (document.get("fields") or {}).items() if k in fields}
-
-
-async def _list(request: Req, type_id: FromPath[str], preview: bool) -> Response[bytes]:
+async def _list(request: Req, type_id: str, preview: bool) -> Response[bytes]:
     state = request.app.state
     ct, types, locales, locale = await _schema(request, type_id)
     cache = None if preview else state.cache
@@ -138,45 +86,17 @@ async def _list(request: Req, type_id: FromPath[str], preview: bool) -> Response
     query = q.parse_list_query(request.query_params, ct, types, locale=locale, default_sort="-published_at")
     async with state.read_pool.acquire() as conn:
         if preview:
-            page = await q.fetch_page(conn, query, q.DraftSource(locales.chain(locale)), "e.*")
-            fetch = _fetch_drafts(conn, types, locales, locale, state.settings.assets_url)
-            rendered = await fetch([r["id"] for r in page.rows])
-            documents = [rendered[r["id"]] for r in page.rows if r["id"] in rendered]
-            bodies = None
+            result = await delivery.draft_list(conn, types, ct, locales, query, state.settings.assets_url)
         else:
-            page = await q.fetch_page(conn, query, q.DeliverySource(), "d.entry_id, d.body")
-            fetch = _fetch_published(conn, locale)
-            bodies = [r["body"] for r in page.rows]
-            documents = []
-        meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total}
-        ids = [d["id"] for d in documents] if preview else [r["entry_id"] for r in page.rows]
-        included: set[str] = set()
-        if bodies is not None and (query.include or query.fields is not None):
-            documents = [render.decode(b) for b in bodies]
-            bodies = None
-        if bodies is None:
-            included = await _expand(documents, ct, types, query.include, query.depth, fetch)
-            for document in documents:
-                _select_fields(document, query.fields)
-    body = render.list_envelope(bodies if bodies is not None else [encode(d) for d in documents], meta)
-    tags = (f"type:{type_id}", *(f"entry:{i}" for i in dict.fromkeys([*ids, *sorted(included)])))
-    etag = render.etag_of(body)
+            result = await delivery.published_list(conn, types, ct, query)
     if cache is not None:
-        cache.put(key, body, etag, tags, generation)
-    return _respond(request, body, etag, tags, preview)
+        cache.put(key, result.body, result.etag, result.tags, generation)
+    return _respond(request, result.body, result.etag, result.tags, preview)
 
 
-def _single_params(request: Req, ct: ContentType, types: dict[str, ContentType], locale: str) -> q.ListQuery | None:
-    params = request.query_params
-    if not any(k in params for k in ("fields", "include", "depth")):
-        return None
-    return q.parse_list_query(
-        {k: v for k, v in params.items() if k in ("fields", "include", "depth")}, ct, types,
-        locale=locale, default_sort="-published_at",
-    )
-
-
-async def _single(request: Req, type_id: FromPath[str], entry_id: FromPath[str] | None, slug: FromPath[str] | None, preview: bool) -> Response[bytes]:
+async def _single(
+    request: Req, type_id: str, entry_id: str | None, slug: str | None, preview: bool
+) -> Response[bytes]:
     state = request.app.state
     ct, types, locales, locale = await _schema(request, type_id)
     cache = None if preview else state.cache
@@ -188,48 +108,25 @@ async def _single(request: Req, type_id: FromPath[str], entry_id: FromPath[str] 
         raise not_found("entry")
     if slug is not None and (len(slug) > 200 or "\x00" in slug):
         raise not_found("entry")
-    options = _single_params(request, ct, types, locale)
+    options = _single_options(request, ct, types, locale)
+    include = options.include if options else []
+    depth = options.depth if options else 1
+    fields = options.fields if options else None
     async with state.read_pool.acquire() as conn:
         if preview:
-            found_id = entry_id
-            if slug is not None:
-                found_id = await conn.fetchval(
-                    "SELECT entry_id FROM entry_unique_values u JOIN content_types t ON t.id = u.type "
-                    "WHERE u.type = $1 AND u.value = $2 AND u.locale = ANY($3::text[]) LIMIT 1",
-                    type_id, slug, [*locales.chain(locale), "_"],
-                )
-            fetch = _fetch_drafts(conn, types, locales, locale, state.settings.assets_url)
-            docs = await fetch([found_id]) if found_id else {}
-            document = docs.get(found_id or "")
-            if document is None or document.get("type") != type_id:
-                raise not_found("entry")
-            doc_id = document["id"]
-            raw = None
-        else:
-            row = (
-                await repo.document(conn, type_id, locale, entry_id) if entry_id is not None
-                else await repo.document_by_slug(conn, type_id, locale, slug or "")
+            result = await delivery.draft_entry(
+                conn, types, ct, locales, locale, state.settings.assets_url,
+                entry_id=entry_id, slug=slug, include=include, depth=depth, fields=fields,
             )
-            if row is None:
-                raise not_found("entry")
-            doc_id = entry_id or row["entry_id"]
-            raw = row["body"]
-            fetch = _fetch_published(conn, locale)
-            document = render.decode(raw) if options is not None else {}
-        included: set[str] = set()
-        if options is not None:
-            included = await _expand([document], ct, types, options.include, options.depth, fetch)
-            _select_fields(document, options.fields)
-    if raw is not None and options is None:
-        body = render.envelope(raw)
-        etag = row["etag"]
-    else:
-        body = render.envelope(encode(document))
-        etag = render.etag_of(body)
-    tags = tuple(f"entry:{i}" for i in dict.fromkeys([doc_id, *sorted(included)]))
+        else:
+            result = await delivery.published_entry(
+                conn, types, ct, locale, entry_id=entry_id, slug=slug, include=include, depth=depth, fields=fields
+            )
+    if result is None:
+        raise not_found("entry")
     if cache is not None:
-        cache.put(key, body, etag, tags, generation)
-    return _respond(request, body, etag, tags, preview)
+        cache.put(key, result.body, result.etag, result.tags, generation)
+    return _respond(request, result.body, result.etag, result.tags, preview)
 
 
 @get("/api/v1/entries/{type_id:str}", guards=[delivery_guard])

@@ -1,0 +1,163 @@
+"""Delivery documents: the bytes of one entry or one list, published or draft.
+
+The delivery routes, the prerendered files on S3 and anything else that must match them call
+these functions; render.py does the per-entry encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
+from .. import render
+from . import query as q
+from . import repository as repo
+from .schemas import ContentType
+from .service import Locales, _assets_for
+
+Fetch = Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]]
+
+
+class Body(NamedTuple):
+    body: bytes
+    etag: str
+    tags: tuple[str, ...]
+
+
+def _fetch_published(conn: Any, locale: str) -> Fetch:
+    async def fetch(ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {r["entry_id"]: render.decode(r["body"]) for r in await repo.documents_for(conn, ids, locale)}
+
+    return fetch
+
+
+def _fetch_drafts(conn: Any, types: dict[str, ContentType], locales: Locales, locale: str, assets_url: str) -> Fetch:
+    async def fetch(ids: list[str]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for row in await repo.get_entries(conn, ids):
+            ct = types.get(row["type"])
+            if ct is None:
+                continue
+            assets = await _assets_for(conn, ct, row["data"], assets_url)
+            out[row["id"]] = render.decode(
+                render.render_entry(row, ct, locale, locales.chain(locale), assets, draft=True).body
+            )
+        return out
+
+    return fetch
+
+
+async def expand(
+    documents: list[dict[str, Any]], ct: ContentType, types: dict[str, ContentType], include: list[str],
+    depth: int, fetch: Fetch,
+) -> set[str]:
+    """Resolve references inline, one batched fetch per level; returns the ids included."""
+    included: set[str] = set()
+    if not include:
+        return included
+    only: set[str] | None = None if include == ["*"] else set(include)
+    level: list[tuple[dict[str, Any], ContentType, set[str] | None]] = [(d, ct, only) for d in documents]
+    for _ in range(depth):
+        wanted = {link["id"] for doc, doc_ct, names in level for link in render.reference_links(doc, doc_ct, names)}
+        if not wanted:
+            break
+        found = await fetch(sorted(wanted))
+        included |= set(found)
+        next_level: list[tuple[dict[str, Any], ContentType, set[str] | None]] = []
+        for doc, doc_ct, names in level:
+            # Fresh copies per parent and level: the same entry at two depths never makes a cycle.
+            own = {
+                link["id"]: dict(found[link["id"]], fields=dict(found[link["id"]].get("fields") or {}))
+                for link in render.reference_links(doc, doc_ct, names) if link["id"] in found
+            }
+            render.resolve_includes(doc, doc_ct, names, own)
+            next_level.extend((d, types[d["type"]], None) for d in own.values() if d.get("type") in types)
+        level = next_level
+    return included
+
+
+def _select_fields(document: dict[str, Any], fields: list[str] | None) -> None:
+    if fields is not None:
+        document["fields"] = {k: v for k, v in (document.get("fields") or {}).items() if k in fields}
+
+
+def _entry_tags(ids: list[str], included: set[str]) -> tuple[str, ...]:
+    return tuple(f"entry:{i}" for i in dict.fromkeys([*ids, *sorted(included)]))
+
+
+async def published_entry(
+    conn: Any, types: dict[str, ContentType], ct: ContentType, locale: str, *, entry_id: str | None = None,
+    slug: str | None = None, include: list[str] | None = None, depth: int = 1, fields: list[str] | None = None,
+) -> Body | None:
+    """`GET /api/v1/entries/{type}/{id}` (or by-slug) with include/depth/fields; None when not published."""
+    row = (
+        await repo.document(conn, ct.id, locale, entry_id) if entry_id is not None
+        else await repo.document_by_slug(conn, ct.id, locale, slug or "")
+    )
+    if row is None:
+        return None
+    doc_id = entry_id or row["entry_id"]
+    if not include and fields is None:
+        return Body(render.envelope(row["body"]), row["etag"], _entry_tags([doc_id], set()))
+    document = render.decode(row["body"])
+    included = await expand([document], ct, types, include or [], depth, _fetch_published(conn, locale))
+    _select_fields(document, fields)
+    body = render.envelope(render.encode(document))
+    return Body(body, render.etag_of(body), _entry_tags([doc_id], included))
+
+
+async def published_list(conn: Any, types: dict[str, ContentType], ct: ContentType, query: q.ListQuery) -> Body:
+    """`GET /api/v1/entries/{type}` for a parsed query."""
+    page = await q.fetch_page(conn, query, q.DeliverySource(), "d.entry_id, d.body")
+    meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total}
+    ids = [r["entry_id"] for r in page.rows]
+    included: set[str] = set()
+    if query.include or query.fields is not None:
+        documents = [render.decode(r["body"]) for r in page.rows]
+        included = await expand(documents, ct, types, query.include, query.depth, _fetch_published(conn, query.locale))
+        for document in documents:
+            _select_fields(document, query.fields)
+        body = render.list_envelope([render.encode(d) for d in documents], meta)
+    else:
+        body = render.list_envelope([r["body"] for r in page.rows], meta)
+    return Body(body, render.etag_of(body), (f"type:{ct.id}", *_entry_tags(ids, included)))
+
+
+async def draft_entry(
+    conn: Any, types: dict[str, ContentType], ct: ContentType, locales: Locales, locale: str, assets_url: str, *,
+    entry_id: str | None = None, slug: str | None = None, include: list[str] | None = None, depth: int = 1,
+    fields: list[str] | None = None,
+) -> Body | None:
+    """The preview twin of published_entry: the latest drafts, rendered on the fly."""
+    found_id = entry_id
+    if slug is not None:
+        found_id = await conn.fetchval(
+            "SELECT entry_id FROM entry_unique_values WHERE type = $1 AND value = $2 AND locale = ANY($3::text[]) "
+            "ORDER BY entry_id LIMIT 1",
+            ct.id, slug, [*locales.chain(locale), "_"],
+        )
+    if not found_id:
+        return None
+    fetch = _fetch_drafts(conn, types, locales, locale, assets_url)
+    document = (await fetch([found_id])).get(found_id)
+    if document is None or document.get("type") != ct.id:
+        return None
+    included = await expand([document], ct, types, include or [], depth, fetch)
+    _select_fields(document, fields)
+    body = render.envelope(render.encode(document))
+    return Body(body, render.etag_of(body), _entry_tags([found_id], included))
+
+
+async def draft_list(
+    conn: Any, types: dict[str, ContentType], ct: ContentType, locales: Locales, query: q.ListQuery, assets_url: str
+) -> Body:
+    page = await q.fetch_page(conn, query, q.DraftSource(locales.chain(query.locale)), "e.*")
+    fetch = _fetch_drafts(conn, types, locales, query.locale, assets_url)
+    rendered = await fetch([r["id"] for r in page.rows])
+    documents = [rendered[r["id"]] for r in page.rows if r["id"] in rendered]
+    included = await expand(documents, ct, types, query.include, query.depth, fetch)
+    for document in documents:
+        _select_fields(document, query.fields)
+    meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total}
+    body = render.list_envelope([render.encode(d) for d in documents], meta)
+    return Body(body, render.etag_of(body), (f"type:{ct.id}", *_entry_tags([d["id"] for d in documents], included)))

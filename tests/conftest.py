@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from urllib.parse import urlsplit, urlunsplit
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -48,8 +49,11 @@ def services() -> Iterator[TestServices]:
         stops.append(stop)
     redis_url = os.environ.get("CMS_REDIS_URL")
     if not redis_url:
-        redis_url, stop = start_embedded_valkey(TEST_DATA_DIR)
+        # One Valkey per test session: parallel sessions must not share a pid file.
+        run_dir = TEST_DATA_DIR / f"run-{os.getpid()}"
+        redis_url, stop = start_embedded_valkey(run_dir)
         stops.append(stop)
+        stops.append(lambda: shutil.rmtree(run_dir, ignore_errors=True))
     svc = TestServices(db_url, redis_url)
 
     async def make_template() -> None:

@@ -60,7 +60,7 @@ async def _schema(request: Req, type_id: FromPath[str]) -> tuple[ContentType, di
     ct = await state.types.get(type_id)
     if ct is None:
         raise not_found("content type")
-    locales = await state.types.locales()
+    locales = await state.types.locales(request.query_params.get("locale"))
     locale = resolve_locale(locales, request.query_params.get("locale"))
     return ct, await state.types.types(), locales, locale
 

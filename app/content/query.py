@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 import msgspec
+
 from cms.app.content.schemas import (
     FIELD_ID,
     INT64,

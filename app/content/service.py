@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -79,12 +80,21 @@ class ContentTypeRegistry:
         self._types: dict[str, ContentType] | None = None
         self._locales: Locales | None = None
         self.generation = 0
+        self._last_recheck = 0.0
 
     def invalidate(self, tags: list[str] | None) -> None:
         if tags is None or "schema" in tags:
             self._types = None
             self._locales = None
             self.generation += 1
+
+    def _may_recheck(self) -> bool:
+        """At most a few re-reads a second, however many unknown names clients send."""
+        now = time.monotonic()
+        if now - self._last_recheck < 0.2:
+            return False
+        self._last_recheck = now
+        return True
 
     async def types(self) -> dict[str, ContentType]:
         if self._types is None:
@@ -99,13 +109,16 @@ class ContentTypeRegistry:
     async def get(self, type_id: str) -> ContentType | None:
         types = await self.types()
         found = types.get(type_id)
-        if found is None and self._types is not None:
+        if found is None and self._types is not None and self._may_recheck():
             # A type created a moment ago may not have reached us yet: look once more.
             self._types = None
             found = (await self.types()).get(type_id)
         return found
 
-    async def locales(self) -> Locales:
+    async def locales(self, expect: str | None = None) -> Locales:
+        """All locales; `expect`: a code a client asked for, worth one fresh look if unknown."""
+        if self._locales is not None and expect and expect not in self._locales.rows and self._may_recheck():
+            self._locales = None
         if self._locales is None:
             generation = self.generation
             locales = locales_from_rows(await repo.all_locales(self.pool))

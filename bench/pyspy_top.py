@@ -1,0 +1,61 @@
+"""Summarise a `py-spy record -f raw` file (collapsed stacks): top functions by self time.
+
+  python pyspy_top.py PROFILE.txt [N]
+
+Frames are grouped by function and file (line numbers dropped). "self" is the share of samples
+whose innermost Python frame is that function: for a frame that calls into native code (granian's
+Rust runtime, asyncpg, msgspec), that native time is counted as the caller's self time.
+Also prints self time grouped by package (the file's top directory).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import sys
+
+FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::\d+)?\)$")
+
+
+def key(frame: str) -> tuple[str, str]:
+    m = FRAME.match(frame)
+    return (m.group("func"), m.group("file")) if m else (frame, "?")
+
+
+def area(file: str) -> str:
+    if file.startswith("<frozen") or "/" not in file:
+        return "stdlib" if file.startswith("<frozen") or file.endswith(".py") else file
+    top = file.split("/", 1)[0]
+    return {"app": "app (cms)"}.get(top, top)
+
+
+def main() -> None:
+    path = sys.argv[1]
+    n_top = int(sys.argv[2]) if len(sys.argv) > 2 else 25
+    own: collections.Counter[tuple[str, str]] = collections.Counter()
+    total: collections.Counter[tuple[str, str]] = collections.Counter()
+    by_area: collections.Counter[str] = collections.Counter()
+    n = 0
+    for line in open(path):
+        stack, _, count = line.rstrip("\n").rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        c = int(count)
+        n += c
+        frames = [key(f) for f in stack.split(";")]
+        own[frames[-1]] += c
+        by_area[area(frames[-1][1])] += c
+        for f in set(frames):
+            total[f] += c
+    if not n:
+        raise SystemExit("no samples")
+    print(f"py-spy: {n} samples. Top {n_top} functions by self time (self %, inclusive %):")
+    for (func, file), c in own.most_common(n_top):
+        print(f"{100 * c / n:6.1f}%  {100 * total[(func, file)] / n:6.1f}%  {func}  ({file})")
+    print("\nSelf time by package of the innermost frame:")
+    for name, c in by_area.most_common(15):
+        print(f"{100 * c / n:6.1f}%  {name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -77,10 +77,11 @@ def _openapi(title: str) -> OpenAPIConfig:
 
 def create_delivery_app(settings: Settings, database_url: str, redis_url: str) -> Litestar:
     from .content.delivery_routes import DELIVERY_ROUTES
+    from .content.sync import SYNC_ROUTES
 
     return CmsApp(
         name="delivery",
-        route_handlers=[*PLATFORM_ROUTES, *DELIVERY_ROUTES],
+        route_handlers=[*PLATFORM_ROUTES, *DELIVERY_ROUTES, *SYNC_ROUTES],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=True)],
         state=State({"settings": settings, "app_name": "delivery"}),
         exception_handlers=EXCEPTION_HANDLERS,
@@ -92,11 +93,13 @@ def create_delivery_app(settings: Settings, database_url: str, redis_url: str) -
 
 def create_management_app(settings: Settings, database_url: str, redis_url: str) -> Litestar:
     from .content.management_routes import MANAGEMENT_ROUTES
+    from .content.pipeline_routes import PIPELINE_ROUTES
     from .credentials.routes import CREDENTIAL_ROUTES
+    from .events.routes import EVENT_ROUTES
 
     return CmsApp(
         name="management",
-        route_handlers=[*PLATFORM_ROUTES, *MANAGEMENT_ROUTES, *CREDENTIAL_ROUTES],
+        route_handlers=[*PLATFORM_ROUTES, *MANAGEMENT_ROUTES, *PIPELINE_ROUTES, *CREDENTIAL_ROUTES, *EVENT_ROUTES],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=False)],
         state=State({"settings": settings, "app_name": "management"}),
         exception_handlers=EXCEPTION_HANDLERS,

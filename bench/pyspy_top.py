@@ -6,6 +6,10 @@ Frames are grouped by function and file (line numbers dropped). "self" is the sh
 whose innermost Python frame is that function: for a frame that calls into native code (granian's
 Rust runtime, asyncpg, msgspec), that native time is counted as the caller's self time.
 Also prints self time grouped by package (the file's top directory).
+
+Left out of the percentages, and counted separately: samples with no Python frame at all (a
+granian thread in native code, or idle) and samples of threads blocked in a known wait
+(the logging QueueListener thread sitting in Condition.wait shows up although it uses no CPU).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import collections
 import re
 import sys
 
+IDLE = {("Condition.wait", "threading.py"), ("Event.wait", "threading.py"), ("Queue.get", "queue.py")}
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::\d+)?\)$")
 
 
@@ -35,21 +40,28 @@ def main() -> None:
     own: collections.Counter[tuple[str, str]] = collections.Counter()
     total: collections.Counter[tuple[str, str]] = collections.Counter()
     by_area: collections.Counter[str] = collections.Counter()
-    n = 0
+    n = no_python = idle = 0
     for line in open(path):
         stack, _, count = line.rstrip("\n").rpartition(" ")
-        if not stack or not count.isdigit():
+        if not count.isdigit():
             continue
         c = int(count)
-        n += c
+        if not stack.strip():
+            no_python += c
+            continue
         frames = [key(f) for f in stack.split(";")]
+        if frames[-1] in IDLE:
+            idle += c
+            continue
+        n += c
         own[frames[-1]] += c
         by_area[area(frames[-1][1])] += c
         for f in set(frames):
             total[f] += c
     if not n:
         raise SystemExit("no samples")
-    print(f"py-spy: {n} samples. Top {n_top} functions by self time (self %, inclusive %):")
+    print(f"py-spy: {n} samples with Python frames (left out: {no_python} without any, {idle} idle waits).")
+    print(f"Top {n_top} functions by self time (self %, inclusive %):")
     for (func, file), c in own.most_common(n_top):
         print(f"{100 * c / n:6.1f}%  {100 * total[(func, file)] / n:6.1f}%  {func}  ({file})")
     print("\nSelf time by package of the innermost frame:")

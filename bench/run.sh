@@ -8,12 +8,14 @@
 #   BENCH_DATA_DIR [/tmp/cms-bench]   (CMS_DATA_DIR; deleted and recreated every run)
 #   DELIVERY_PORT [18000]  MANAGEMENT_PORT [18001]  CEILING_PORT [18082]
 #   START_TIMEOUT_S [180]  BENCH_SLUG [article-0500]
-#   EXTRA [1]        1 = also the peers' ours.sh scenario a (by-slug through the list filter)
-#   ONLY [""]        space-separated subset of: slug_same slug_rotate list filter_slug ceiling
-#   PROFILE [""]     scenario names (slug_same slug_rotate list filter_slug): after all CMS
+#   EXTRA [1]        1 = also the extra rows: the peers' ours.sh scenario a (by-slug through the
+#                    list filter) and scenarios 2 and 3 with every request missing the cache
+#   ONLY [""]        space-separated subset of: slug_same slug_rotate list filter_slug
+#                    slug_nocache list_nocache ceiling
+#   PROFILE [""]     CMS scenario names (as for ONLY): after all CMS
 #                    measurements, load each again for PROFILE_S [10] s under `py-spy record`
 #                    and print the top functions by self time (bench/pyspy_top.py)
-#   PYSPY [/tmp/pyspy/bin/py-spy]
+#   PYSPY [/tmp/pyspy/bin/py-spy]  PYSPY_ARGS [""] (e.g. --native)
 #   KEEP_RUNNING [0] 1 = leave the CMS up after the CMS scenarios until Enter (debugging)
 set -euo pipefail
 
@@ -37,6 +39,7 @@ ONLY="${ONLY:-}"
 PROFILE="${PROFILE:-}"
 PROFILE_S="${PROFILE_S:-10}"
 PYSPY="${PYSPY:-/tmp/pyspy/bin/py-spy}"
+PYSPY_ARGS="${PYSPY_ARGS:-}"
 KEEP_RUNNING="${KEEP_RUNNING:-0}"
 # A fixed bench-only management key (CMS_BOOTSTRAP_KEY, >= 32 chars; loopback only).
 BOOTSTRAP_KEY="bench-bootstrap-key-0123456789abcdefghij"
@@ -159,6 +162,8 @@ profile_one() {
     slug_rotate) purl="$D"; plua="$HERE/slugs.lua" ;;
     list) purl="$LIST_URL" ;;
     filter_slug) purl="$FILTER_URL" ;;
+    slug_nocache) purl="$D"; plua="$HERE/slugs.lua"; export BENCH_NOCACHE=1 ;;
+    list_nocache) purl="$LIST_URL"; plua="$HERE/nocache.lua" ;;
     *) log "PROFILE: unknown scenario $name"; return 0 ;;
   esac
   if [[ ! -x "$PYSPY" ]]; then
@@ -167,12 +172,13 @@ profile_one() {
   [[ -n "${DELIVERY_WORKER:-}" ]] || { log "PROFILE: delivery worker pid not found"; return 0; }
   local -a s=(); [[ -n "$plua" ]] && s=(-s "$plua")
   log "profiling $name for ${PROFILE_S}s (py-spy on the delivery worker, pid $DELIVERY_WORKER)"
-  timeout -k 5 $((PROFILE_S + 30)) "$PYSPY" record -d "$PROFILE_S" -r 250 -f raw -o "$OUTDIR/profile-$name.txt" \
+  timeout -k 5 $((PROFILE_S + 30)) "$PYSPY" record -d "$PROFILE_S" -r 250 -f raw -o "$OUTDIR/profile-$name.txt" $PYSPY_ARGS \
     --pid "$DELIVERY_WORKER" > "$OUTDIR/py-spy-$name.log" 2>&1 &
   spy=$!; STARTED_PIDS+=("$spy")
   sleep 1
   wrk_run "$PROFILE_S" "$OUTDIR/profile-$name.wrk.txt" "${WRK_H[@]}" "${s[@]}" "$purl"
   wait "$spy" || log "py-spy rc=$? (see $OUTDIR/py-spy-$name.log)"
+  unset BENCH_NOCACHE
   if [[ -s "$OUTDIR/profile-$name.txt" ]]; then
     "$PY" "$HERE/pyspy_top.py" "$OUTDIR/profile-$name.txt" 25 | tee "$OUTDIR/profile-$name.top.txt" >&2
   fi
@@ -184,7 +190,7 @@ M="http://127.0.0.1:$MANAGEMENT_PORT"
 SLUG_URL="$D/api/v1/entries/article/by-slug/$BENCH_SLUG"
 LIST_URL="$D/api/v1/entries/article?limit=20&sort=-published_at&include=author"
 FILTER_URL="$D/api/v1/entries/article?filter%5Bslug%5D%5Beq%5D=$BENCH_SLUG"   # filter[slug][eq]=
-CMS_SCENARIOS=(slug_same slug_rotate list filter_slug)
+CMS_SCENARIOS=(slug_same slug_rotate list filter_slug slug_nocache list_nocache)
 any_cms=0; for s in "${CMS_SCENARIOS[@]}"; do want "$s" && any_cms=1; done
 
 if [[ $any_cms == 1 ]]; then
@@ -225,7 +231,7 @@ if [[ $any_cms == 1 ]]; then
     CURL_H=(-H "Authorization: Bearer $DK")
     check draft_hidden "$D/api/v1/entries/article/by-slug/article-0007" 404 "d['status'] == 404" \
       || log "WARNING: the draft article-0007 is visible"
-    ok_same=1; ok_rotate=1; ok_list=1; ok_filter=1
+    ok_same=1; ok_rotate=1; ok_list=1; ok_filter=1; ok_slug_nc=1; ok_list_nc=1
     check slug_same "$SLUG_URL" 200 \
       "d['data']['type'] == 'article' and d['data']['fields']['slug'] == '$BENCH_SLUG' and len(d['data']['fields']['body']) >= 2000" \
       || ok_same=0
@@ -238,6 +244,11 @@ if [[ $any_cms == 1 ]]; then
       || ok_list=0
     check filter_slug "$FILTER_URL" 200 \
       "len(d['data']) == 1 and d['data'][0]['fields']['slug'] == '$BENCH_SLUG'" || ok_filter=0
+    check slug_nocache "$D/api/v1/entries/article/by-slug/article-0001?nocache=check" 200 \
+      "d['data']['fields']['slug'] == 'article-0001'" || ok_slug_nc=0
+    check list_nocache "$LIST_URL&nocache=check" 200 \
+      "len(d['data']) == 20 and d['meta']['total'] == 950 and all(e['fields']['author']['fields']['name'] for e in d['data'])" \
+      || ok_list_nc=0
 
     if want slug_same; then
       if [[ $ok_same == 1 ]]; then bench slug_same "1. by-slug, same URL ($BENCH_SLUG)" 0.5 "$SLUG_URL"
@@ -254,6 +265,16 @@ if [[ $any_cms == 1 ]]; then
     if [[ "$EXTRA" == 1 ]] && want filter_slug; then
       if [[ $ok_filter == 1 ]]; then bench filter_slug "a. list filter[slug][eq]=$BENCH_SLUG (peers' ours.sh a)" "" "$FILTER_URL"
       else fail_row filter_slug "a. list filter[slug][eq]=$BENCH_SLUG (peers' ours.sh a)" "sanity check failed"; fi
+    fi
+    if [[ "$EXTRA" == 1 ]] && want slug_nocache; then
+      label="b. by-slug, 950 slugs rotating, every request a cache miss"
+      if [[ $ok_slug_nc == 1 ]]; then BENCH_NOCACHE=1 bench slug_nocache "$label" "" "$D" "$HERE/slugs.lua"
+      else fail_row slug_nocache "$label" "sanity check failed"; fi
+    fi
+    if [[ "$EXTRA" == 1 ]] && want list_nocache; then
+      label="c. list 20 +author, every request a cache miss"
+      if [[ $ok_list_nc == 1 ]]; then bench list_nocache "$label" "" "$LIST_URL" "$HERE/nocache.lua"
+      else fail_row list_nocache "$label" "sanity check failed"; fi
     fi
     # Non-2xx answers during the load (e.g. a 429 or a 5xx) are counted by wrk and mark the row INVALID.
 

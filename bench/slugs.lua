@@ -2,9 +2,12 @@
 -- 950 published slugs of bench/seed.py (article-0000 .. article-0999 without i % 20 == 7).
 -- Each wrk thread starts at its own offset so the threads don't request in lock-step.
 -- Headers given with -H (the delivery key) are sent with every request.
--- Env: SLUG_PREFIX (default /api/v1/entries/article/by-slug/).
+-- Env: SLUG_PREFIX (default /api/v1/entries/article/by-slug/);
+--      BENCH_NOCACHE=1 adds ?nocache=<thread>-<n>, unique per request, so that every request
+--      misses the delivery cache (whose key includes the query string; unknown parameters are ignored).
 
 local prefix = os.getenv("SLUG_PREFIX") or "/api/v1/entries/article/by-slug/"
+local nocache = os.getenv("BENCH_NOCACHE") == "1"
 local paths = {}
 for i = 0, 999 do
   if i % 20 ~= 7 then
@@ -13,18 +16,24 @@ for i = 0, 999 do
 end
 
 local counter = 0
+local tid = 0  -- this thread's number, from the global thread_no that setup() sets
 local threads = 0
 
 function setup(thread)
-  thread:set("offset", threads * 317)
+  thread:set("thread_no", threads)
   threads = threads + 1
 end
 
 function init(args)
-  counter = tonumber(offset) or 0
+  tid = tonumber(thread_no) or 0
+  counter = tid * 317
 end
 
 function request()
   counter = counter + 1
-  return wrk.format("GET", paths[(counter % #paths) + 1])
+  local path = paths[(counter % #paths) + 1]
+  if nocache then
+    path = path .. "?nocache=" .. tid .. "-" .. counter
+  end
+  return wrk.format("GET", path)
 end

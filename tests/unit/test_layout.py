@@ -24,3 +24,10 @@ def test_cms_packages_map_to_top_level_folders() -> None:
 
     assert Path(cms.app.config.__file__).resolve() == ROOT / "app" / "config.py"
     assert Path(next(iter(cms.storage.__path__))).resolve() == ROOT / "storage"
+
+
+def test_graphql_names_follow_the_contract() -> None:
+    from cms.graphql.names import collection_field, field_name, type_name
+
+    assert type_name("blog_post") == "BlogPost" and field_name("blog_post") == "blogPost"
+    assert collection_field("article") == "articleCollection" and type_name("a_b_c2") == "ABC2"

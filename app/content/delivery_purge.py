@@ -1,0 +1,122 @@
+"""Purges for the delivery processes' caches, arriving by Redis pub/sub from the workers.
+
+The worker publishes space-separated tags (`entry:{id} type:{type} …`) on `cms:purge` once the
+prerendered files are written; every delivery process subscribes with `RedisPurgeSubscriber` and
+hands the tags to its cache (`DeliveryCache.invalidate`). Pub/sub is fire-and-forget: a message sent
+while we were disconnected is lost, so after every reconnect the callback gets None ("drop
+everything").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+log = logging.getLogger("cms.delivery.purge")
+
+PURGE_CHANNEL = "cms:purge"
+
+PurgeCallback = Callable[[list[str] | None], Awaitable[None] | None]
+
+
+class RedisPurgeSubscriber:
+    """Subscribes to `cms:purge` and calls `callback(tags)`; `callback(None)` after a reconnect."""
+
+    PING_EVERY = 5.0  # seconds between PINGs on the subscription connection
+    DEAD_AFTER = 15.0  # no PONG (or message) for this long: the connection is gone, reconnect
+
+    def __init__(
+        self, redis_url: str, callback: PurgeCallback, *, channel: str = PURGE_CHANNEL,
+        socket_timeout: float = 5.0,
+    ) -> None:
+        self.redis_url = redis_url
+        self.callback = callback
+        self.channel = channel
+        self.socket_timeout = socket_timeout
+        self.reconnects = 0
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self, wait: float = 5.0) -> None:
+        """Start listening; waits up to `wait` seconds for the first subscription (never fails)."""
+        self._task = asyncio.create_task(self._run(), name="cms-purge-subscriber")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), wait)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    async def _dispatch(self, tags: list[str] | None) -> None:
+        try:
+            result = self.callback(tags)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("purge callback failed")
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        first = True
+        while True:
+            client: Any = None
+            pubsub: Any = None
+            try:
+                client = aioredis.from_url(
+                    self.redis_url, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout,
+                )
+                pubsub = client.pubsub()
+                await pubsub.subscribe(self.channel)
+                if not first:
+                    self.reconnects += 1
+                    await self._dispatch(None)  # anything published while we were away is lost
+                first = False
+                self._ready.set()
+                backoff = 0.2
+                await self._listen(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("purge subscription lost: %s; reconnecting in %.1f s", exc, backoff)
+            finally:
+                self._ready.clear()
+                for closing in (pubsub, client):
+                    if closing is not None:
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(closing.aclose(), 2)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _listen(self, pubsub: Any) -> None:
+        loop = asyncio.get_running_loop()
+        last_seen = last_ping = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            now = loop.time()
+            if message is not None:
+                last_seen = now
+                kind = message.get("type")
+                if kind == "message":
+                    data = message.get("data")
+                    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+                    tags = text.split()
+                    if tags:
+                        await self._dispatch(tags)
+            if now - last_seen > self.DEAD_AFTER:
+                raise ConnectionError(f"no answer from Redis for {self.DEAD_AFTER:.0f} s")
+            if now - last_ping >= self.PING_EVERY:
+                last_ping = now
+                await pubsub.ping()

@@ -1,0 +1,214 @@
+"""GET /api/v1/sync: every published entry of a type, then only what changed since.
+
+A sync starts by capturing the feed position (app/events/feed.py: the last event every reader can
+see) and pages through published_documents by entry id. When those pages are done the cursor
+switches to delta mode from the captured position: visible entry.published / entry.unpublished /
+entry.deleted events of the type after it, collapsed to distinct entries, each answered with its
+state now (the stored ENTRY bytes, or a delete). An entry that changed during the initial pages
+simply comes again in the first delta: at least once, always the latest state.
+
+The cursor is opaque base64url JSON holding the mode, type, locale and position; nothing but a
+cursor this module wrote (byte for byte) is accepted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any, NamedTuple
+
+import asyncpg
+import msgspec
+from litestar import Request, Response, get
+
+from .. import render
+from ..credentials.auth import current, delivery_guard, require_type_access
+from ..events import feed
+from ..http import JSON, query_int
+from ..problems import malformed, not_found
+from .schemas import LOCALE_CODE, RESOURCE_ID, TYPE_ID
+from .service import resolve_locale
+
+Req = Request[Any, Any, Any]
+
+PAGE = 100
+CURSOR_VERSION = 1
+MAX_CURSOR = 1024
+# Delta pages read events in batches; a page stops after this many even when few distinct
+# entries turned up (has_more stays true, the cursor moves on).
+EVENT_BATCH = 1000
+MAX_EVENT_BATCHES = 20
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+_MAX_XID = 2**63 - 1
+
+INITIAL = "initial"
+DELTA = "delta"
+
+
+class SyncCursor(msgspec.Struct, forbid_unknown_fields=True):
+    v: int
+    mode: str  # initial | delta
+    type: str
+    locale: str
+    txid: int  # the feed position: captured at the start (initial) or reached so far (delta)
+    seq: int
+    after: str | None = None  # initial mode: the last entry id sent
+
+    @property
+    def position(self) -> feed.Position:
+        return feed.Position(self.txid, self.seq)
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_cursor(cursor: SyncCursor) -> str:
+    return base64.urlsafe_b64encode(_encoder.encode(cursor)).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(text: str) -> SyncCursor:
+    bad = malformed("cursor", "is not a cursor from meta.next_cursor")
+    if len(text) > MAX_CURSOR or not _B64URL.fullmatch(text):
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        cursor = msgspec.json.decode(raw, type=SyncCursor)
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise bad from None
+    if encode_cursor(cursor) != text:
+        raise bad
+    valid = (
+        cursor.v == CURSOR_VERSION
+        and TYPE_ID.fullmatch(cursor.type) is not None
+        and LOCALE_CODE.fullmatch(cursor.locale) is not None and len(cursor.locale) <= 35
+        and 0 <= cursor.txid <= _MAX_XID and 0 <= cursor.seq <= _MAX_XID
+        and (
+            (cursor.mode == INITIAL and (cursor.after is None or RESOURCE_ID.fullmatch(cursor.after) is not None))
+            or (cursor.mode == DELTA and cursor.after is None)
+        )
+    )
+    if not valid:
+        raise bad
+    return cursor
+
+
+class SyncPage(NamedTuple):
+    items: list[bytes]  # each {"op": "upsert", "entry": ENTRY} or {"op": "delete", "id", "type"}
+    cursor: SyncCursor
+    has_more: bool
+
+    def body(self, limit: int) -> bytes:
+        meta = {"limit": limit, "next_cursor": encode_cursor(self.cursor), "has_more": self.has_more}
+        return render.list_envelope(self.items, meta)
+
+
+def _upsert(body: bytes) -> bytes:
+    # The stored ENTRY bytes, spliced in undecoded.
+    return b'{"op":"upsert","entry":' + bytes(body) + b"}"
+
+
+def _delete(entry_id: str, type_id: str) -> bytes:
+    return render.encode({"op": "delete", "id": entry_id, "type": type_id})
+
+
+async def sync_page(
+    conn: asyncpg.Connection, type_id: str, locale: str, cursor: SyncCursor | None, limit: int = PAGE
+) -> SyncPage:
+    """One page. Run it inside one repeatable-read transaction so position and rows agree."""
+    if cursor is None:
+        start = await feed.head(conn)
+        cursor = SyncCursor(v=CURSOR_VERSION, mode=INITIAL, type=type_id, locale=locale, txid=start.txid, seq=start.seq)
+    if cursor.mode == INITIAL:
+        return await _initial_page(conn, cursor, limit)
+    return await _delta_page(conn, cursor, limit)
+
+
+async def _initial_page(conn: asyncpg.Connection, cursor: SyncCursor, limit: int) -> SyncPage:
+    rows = await conn.fetch(
+        """SELECT entry_id, body FROM published_documents
+            WHERE type = $1 AND locale = $2 AND entry_id > $3
+            ORDER BY entry_id LIMIT $4""",
+        cursor.type, cursor.locale, cursor.after or "", limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [_upsert(r["body"]) for r in rows]
+    if more:
+        return SyncPage(items, msgspec.structs.replace(cursor, after=rows[-1]["entry_id"]), True)
+    # Done: from here on, only what changed since the position captured at the start.
+    return SyncPage(items, msgspec.structs.replace(cursor, mode=DELTA, after=None), False)
+
+
+async def _delta_page(conn: asyncpg.Connection, cursor: SyncCursor, limit: int) -> SyncPage:
+    position = cursor.position
+    changed: dict[str, None] = {}  # distinct entry ids, in feed order
+    full = False
+    for _ in range(MAX_EVENT_BATCHES):
+        changes = await feed.entry_changes(conn, position, EVENT_BATCH, cursor.type)
+        for change in changes:
+            if change.entry_id is not None and change.entry_id not in changed:
+                if len(changed) == limit:
+                    full = True
+                    break
+                changed[change.entry_id] = None
+            position = change.position
+        if full or len(changes) < EVENT_BATCH:
+            break
+    else:
+        full = True  # many events for few entries: stop here, the next page goes on
+    ids = list(changed)
+    bodies: dict[str, bytes] = {}
+    if ids:
+        rows = await conn.fetch(
+            """SELECT entry_id, body FROM published_documents
+                WHERE entry_id = ANY($1::text[]) AND locale = $2 AND type = $3""",
+            ids, cursor.locale, cursor.type,
+        )
+        bodies = {r["entry_id"]: r["body"] for r in rows}
+    items = [_upsert(bodies[i]) if i in bodies else _delete(i, cursor.type) for i in ids]
+    next_cursor = msgspec.structs.replace(cursor, txid=position.txid, seq=position.seq)
+    return SyncPage(items, next_cursor, full)
+
+
+def _given(request: Req, name: str) -> str | None:
+    value = request.query_params.get(name)
+    return value if value not in (None, "") else None
+
+
+@get("/api/v1/sync", guards=[delivery_guard])
+async def sync(request: Req) -> Response[bytes]:
+    state = request.app.state
+    limit = query_int(request, "limit", PAGE, 1, PAGE)
+    type_param, locale_param = _given(request, "type"), _given(request, "locale")
+    raw_cursor = request.query_params.get("cursor")
+    cursor = decode_cursor(raw_cursor) if raw_cursor is not None else None
+    if cursor is not None:
+        if type_param is not None and type_param != cursor.type:
+            raise malformed("cursor", f"was made for the type {cursor.type!r}, not {type_param!r}")
+        if locale_param is not None and locale_param != cursor.locale:
+            raise malformed("cursor", f"was made for the locale {cursor.locale!r}, not {locale_param!r}")
+        type_id = cursor.type
+    elif type_param is None:
+        raise malformed("type", "is required (or a cursor)")
+    elif not TYPE_ID.fullmatch(type_param):
+        raise malformed("type", "is not a content type id")
+    else:
+        type_id = type_param
+    require_type_access(current(request), type_id)
+    if await state.types.get(type_id) is None:
+        raise not_found("content type")
+    locales = await state.types.locales()
+    if cursor is not None:
+        if cursor.locale not in locales.rows:
+            raise malformed("cursor", f"its locale {cursor.locale!r} no longer exists; start a new sync")
+        locale = cursor.locale
+    else:
+        locale = resolve_locale(locales, locale_param)
+    async with state.read_pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        page = await sync_page(conn, type_id, locale, cursor, limit)
+    # Cursors are per client: never cached, here or on the way.
+    return Response(content=page.body(limit), media_type=JSON, headers={"Cache-Control": "no-store"})
+
+
+SYNC_ROUTES = [sync]

@@ -1,0 +1,244 @@
+"""POST /v1/bulk: atomic and per-item modes, validation pointers, scopes, limits, and speed."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import httpx
+
+
+async def _fetchval(apps, sql: str, *args):
+    conn = await asyncpg.connect(apps.database_url)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+def _upsert(i: int, **fields) -> dict:
+    return {"op": "upsert", "type": "article", "id": f"a{i}", "fields": {"title": f"Article {i}", **fields}}
+
+
+async def _client(apps, **key) -> httpx.AsyncClient:
+    secret = await apps.key("management", **key)
+    return httpx.AsyncClient(
+        transport=apps.management._transport, base_url="http://management",
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+
+
+async def test_atomic_failure_rolls_back_everything_with_pointers(blog) -> None:
+    m = blog.management
+    actions = [_upsert(i) for i in range(10)]
+    actions[4]["fields"]["title"] = 5
+    actions[7]["fields"]["rank"] = "high"
+    r = await m.post("/v1/bulk", json={"atomic": True, "actions": actions})
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["type"] == "urn:cms:problem:validation"
+    assert {e["pointer"] for e in problem["errors"]} == {"/actions/4/fields/title", "/actions/7/fields/rank"}
+    assert await _fetchval(blog, "SELECT count(*) FROM entries") == 0
+    assert await _fetchval(blog, "SELECT count(*) FROM outbox_events WHERE type LIKE 'entry.%'") == 0
+    assert await _fetchval(blog, "SELECT count(*) FROM entry_versions") == 0
+
+    # A failure late in the request undoes the successful earlier ones, publishes included.
+    actions = [_upsert(i) for i in range(3)] + [{"op": "publish", "type": "article", "id": "a0"},
+                                                 {"op": "publish", "type": "article", "id": "missing"}]
+    r = await m.post("/v1/bulk", json={"atomic": True, "actions": actions})
+    assert r.status_code == 422
+    assert [e["pointer"] for e in r.json()["errors"]] == ["/actions/4"]
+    assert await _fetchval(blog, "SELECT count(*) FROM entries") == 0
+    assert await _fetchval(blog, "SELECT count(*) FROM published_documents") == 0
+
+    # Publish validation inside a bulk: the required field points into the action.
+    actions = [{"op": "upsert", "type": "article", "id": "x", "fields": {"rank": 1}},
+               {"op": "publish", "type": "article", "id": "x"}]
+    r = await m.post("/v1/bulk", json={"atomic": True, "actions": actions})
+    assert r.status_code == 422
+    assert [e["pointer"] for e in r.json()["errors"]] == ["/actions/1/fields/title"]
+
+
+async def test_atomic_success_results(blog) -> None:
+    m = blog.management
+    actions = [_upsert(0), _upsert(1), {"op": "publish", "type": "article", "id": "a0"},
+               {"op": "upsert", "type": "article", "fields": {"title": "server id"}}]
+    r = await m.post("/v1/bulk", json={"atomic": True, "actions": actions})
+    assert r.status_code == 200, r.text
+    results = r.json()["data"]["results"]
+    assert [(x["index"], x["status"], x["error"]) for x in results] == [
+        (0, 201, None), (1, 201, None), (2, 200, None), (3, 201, None)
+    ]
+    assert results[0]["id"] == "a0" and len(results[3]["id"]) == 26
+    entry = (await m.get("/v1/entries/article/a0")).json()["data"]
+    assert entry["status"] == "published"
+    assert (await m.get(f"/v1/entries/article/{results[3]['id']}")).json()["data"]["fields"]["title"] == "server id"
+
+
+async def test_non_atomic_reports_each_action(blog) -> None:
+    m = blog.management
+    actions = [
+        _upsert(0),
+        {"op": "upsert", "type": "article", "id": "bad", "fields": {"title": 5}},
+        {"op": "publish", "type": "article", "id": "a0"},
+        {"op": "publish", "type": "article", "id": "nope"},
+        {"op": "upsert", "type": "article", "id": "gone", "fields": {"title": "Gone"}},
+        {"op": "delete", "type": "article", "id": "gone"},
+        {"op": "delete", "type": "article", "id": "a0"},  # published → 409
+        {"op": "upsert", "type": "article", "id": "loc", "locale": "xx", "fields": {"title": "L"}},
+        {"op": "upsert", "type": "unknown_type", "id": "u", "fields": {}},
+    ]
+    r = await m.post("/v1/bulk", json={"atomic": False, "actions": actions})
+    assert r.status_code == 200, r.text
+    results = r.json()["data"]["results"]
+    assert [x["status"] for x in results] == [201, 422, 200, 404, 201, 204, 409, 400, 404]
+    assert [x["index"] for x in results] == list(range(9))
+    bad = results[1]["error"]
+    assert bad["type"] == "urn:cms:problem:validation" and bad["status"] == 422 and bad["title"]
+    assert bad["errors"] == [{"pointer": "/actions/1/fields/title", "detail": bad["errors"][0]["detail"]}]
+    assert results[3]["error"]["errors"][0]["pointer"] == "/actions/3"
+    assert results[7]["error"]["errors"][0]["pointer"] == "/actions/7/locale"
+    assert results[0]["error"] is None and results[0]["id"] == "a0"
+    # What succeeded stayed.
+    assert (await m.get("/v1/entries/article/a0")).json()["data"]["status"] == "published"
+    assert (await m.get("/v1/entries/article/gone")).status_code == 404
+    assert (await m.get("/v1/entries/article/bad")).status_code == 404
+
+
+async def test_upsert_201_then_200_and_delete_204(blog) -> None:
+    m = blog.management
+    r = await m.post("/v1/bulk", json={"atomic": False, "actions": [_upsert(1)]})
+    assert r.json()["data"]["results"][0]["status"] == 201
+    r = await m.post("/v1/bulk", json={"atomic": False, "actions": [_upsert(1, rank=3)]})
+    assert r.json()["data"]["results"][0]["status"] == 200
+    entry = (await m.get("/v1/entries/article/a1")).json()["data"]
+    assert entry["version"] == 2 and entry["fields"]["rank"] == 3
+    # PUT semantics: absent fields are cleared.
+    r = await m.post("/v1/bulk", json={"atomic": True, "actions": [_upsert(1)]})
+    assert r.json()["data"]["results"][0]["status"] == 200
+    assert (await m.get("/v1/entries/article/a1")).json()["data"]["fields"]["rank"] is None
+    r = await m.post("/v1/bulk", json={"atomic": True, "actions": [
+        {"op": "publish", "type": "article", "id": "a1"}, {"op": "unpublish", "type": "article", "id": "a1"},
+        {"op": "delete", "type": "article", "id": "a1"},
+    ]})
+    assert [x["status"] for x in r.json()["data"]["results"]] == [200, 200, 204]
+    assert (await m.get("/v1/entries/article/a1")).status_code == 404
+    types = await _outbox_types(blog)
+    assert types[-3:] == ["entry.published", "entry.unpublished", "entry.deleted"]
+
+
+async def _outbox_types(apps) -> list[str]:
+    conn = await asyncpg.connect(apps.database_url)
+    try:
+        return [r["type"] for r in await conn.fetch("SELECT type FROM outbox_events ORDER BY seq")]
+    finally:
+        await conn.close()
+
+
+async def test_action_count_limits(blog) -> None:
+    m = blog.management
+    r = await m.post("/v1/bulk", json={"atomic": True, "actions": [_upsert(i) for i in range(1001)]})
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["pointer"] == "/actions"
+    r = await m.post("/v1/bulk", json={"atomic": True, "actions": []})
+    assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/actions"
+    r = await m.post("/v1/bulk", json={"atomic": False})
+    assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/actions"
+    assert await _fetchval(blog, "SELECT count(*) FROM entries") == 0
+
+
+async def test_malformed_actions_have_pointers_and_nothing_runs(blog) -> None:
+    m = blog.management
+    actions = [
+        _upsert(0),
+        5,
+        {"op": "nope", "type": "article", "id": "x"},
+        {"op": "publish", "type": "article"},
+        {"op": "upsert", "type": "Article!", "id": "y"},
+        {"op": "publish", "type": "article", "id": "z", "fields": {}},
+        {"op": "upsert", "type": "article", "id": "bad id", "extra": 1},
+        {"op": "upsert", "type": "article", "fields": []},
+    ]
+    r = await m.post("/v1/bulk", json={"atomic": False, "actions": actions, "atomic_ish": 1})
+    assert r.status_code == 422
+    assert {e["pointer"] for e in r.json()["errors"]} == {
+        "/atomic_ish", "/actions/1", "/actions/2/op", "/actions/3/id", "/actions/4/type", "/actions/5/fields",
+        "/actions/6/id", "/actions/6/extra", "/actions/7/fields",
+    }
+    assert await _fetchval(blog, "SELECT count(*) FROM entries") == 0
+    r = await m.post("/v1/bulk", json={"atomic": "yes", "actions": [_upsert(0)]})
+    assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/atomic"
+    r = await m.post("/v1/bulk", json=[1])
+    assert r.status_code == 422
+    r = await m.post("/v1/bulk", content=b"{", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+
+
+async def test_scopes_and_content_types(blog) -> None:
+    writer = await _client(blog, scopes=["content:write", "content:read"])
+    publisher = await _client(blog, scopes=["content:publish"])
+    authors_only = await _client(blog, scopes=["content:write", "content:publish"], content_types=["author"])
+    try:
+        actions = [_upsert(0), {"op": "publish", "type": "article", "id": "a0"}]
+        r = await writer.post("/v1/bulk", json={"atomic": True, "actions": actions})
+        assert r.status_code == 403
+        assert [e["pointer"] for e in r.json()["errors"]] == ["/actions/1"]
+        assert await _fetchval(blog, "SELECT count(*) FROM entries") == 0
+        r = await writer.post("/v1/bulk", json={"atomic": False, "actions": actions})
+        assert [x["status"] for x in r.json()["data"]["results"]] == [201, 403]
+        assert r.json()["data"]["results"][1]["error"]["type"] == "urn:cms:problem:forbidden"
+        # The route itself needs content:write.
+        r = await publisher.post("/v1/bulk", json={"atomic": True, "actions": actions[1:]})
+        assert r.status_code == 403
+        r = await authors_only.post("/v1/bulk", json={"atomic": False, "actions": [
+            {"op": "upsert", "type": "author", "id": "au", "fields": {"name": "Ada"}}, _upsert(5),
+        ]})
+        assert [x["status"] for x in r.json()["data"]["results"]] == [201, 403]
+        assert await _fetchval(blog, "SELECT count(*) FROM entries WHERE id = 'a5'") == 0
+    finally:
+        for client in (writer, publisher, authors_only):
+            await client.aclose()
+
+
+async def test_bulk_body_limit_is_16_mib(blog) -> None:
+    m = blog.management
+    # Over the 1 MiB default of other routes, under 16 MiB: accepted.
+    body = "x" * 2000
+    actions = [_upsert(i, body=body) for i in range(600)]
+    r = await m.post("/v1/bulk", json={"atomic": True, "actions": actions})
+    assert r.status_code == 200, r.text[:500]
+    big = {"atomic": True, "actions": [_upsert(0, body="y" * (17 * 1024 * 1024))]}
+    r = await m.post("/v1/bulk", json=big)
+    assert r.status_code == 413
+
+
+async def test_thousand_action_atomic_upsert_and_publish(blog) -> None:
+    m = blog.management
+    author = await m.put("/v1/entries/author/au1", json={"fields": {"name": "Ada"}})
+    assert author.status_code == 201
+    actions = [
+        _upsert(i, rank=i, body="Some **text** " * 20, author={"id": "au1", "type": "author"})
+        for i in range(500)
+    ] + [{"op": "publish", "type": "article", "id": f"a{i}"} for i in range(500)]
+    started = time.perf_counter()
+    r = await m.post("/v1/bulk", json={"atomic": True, "actions": actions})
+    elapsed = time.perf_counter() - started
+    assert r.status_code == 200, r.text[:500]
+    results = r.json()["data"]["results"]
+    assert [x["status"] for x in results] == [201] * 500 + [200] * 500
+    print(f"\n1000-action atomic bulk (500 upserts + 500 publishes): {elapsed:.2f} s")
+    assert await _fetchval(blog, "SELECT count(*) FROM entries WHERE type = 'article' AND published_version = 1") == 500
+    assert await _fetchval(blog, "SELECT count(*) FROM outbox_events WHERE type = 'entry.published'") == 500
+    assert await _fetchval(blog, "SELECT count(DISTINCT entry_id) FROM published_documents WHERE type = 'article'") == 500
+    reader = await blog.reader()
+    doc = (await reader.get("/api/v1/entries/article/a499")).json()["data"]
+    assert doc["fields"]["rank"] == 499 and doc["fields"]["slug"] == "article-499"
+
+    # 1000 upserts of existing entries (replace) in one atomic request.
+    actions = [_upsert(i, rank=i + 1) for i in range(500)] + [_upsert(i) for i in range(500, 1000)]
+    started = time.perf_counter()
+    r = await m.post("/v1/bulk", json={"atomic": True, "actions": actions})
+    elapsed = time.perf_counter() - started
+    assert r.status_code == 200
+    assert [x["status"] for x in r.json()["data"]["results"]] == [200] * 500 + [201] * 500
+    print(f"1000-action atomic bulk (500 replaces + 500 creates): {elapsed:.2f} s")

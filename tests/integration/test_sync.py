@@ -1,0 +1,241 @@
+"""GET /api/v1/sync: initial pages over every published entry, then deltas from the saved cursor."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from cms.app.content import service
+from cms.app.credentials.schemas import SYSTEM
+from cms.app.db.pool import connect
+from tests.conftest import eventually
+
+# The test cluster is shared: a transaction open elsewhere delays visibility of new events.
+WAIT = 15.0
+
+
+async def _publish_many(apps: Any, n: int, prefix: str = "Post") -> list[str]:
+    """n published articles, written through the service on one connection (fast)."""
+    ctx = service.WriteContext(SYSTEM, None, None)
+    conn = await connect(apps.database_url)
+    ids = []
+    try:
+        for i in range(n):
+            entry, _ = await service.create_entry(
+                conn, "article", None, None, {"fields": {"title": f"{prefix} {i}", "rank": i}}, ctx
+            )
+            await service.publish_entry(conn, "article", entry["id"], ctx, apps.settings.assets_url, None)
+            ids.append(entry["id"])
+    finally:
+        await conn.close()
+    return ids
+
+
+async def _feed_caught_up(apps: Any) -> None:
+    """Wait until the last event written so far is visible, so a sync starting now comes after it."""
+    conn = await connect(apps.database_url)
+    try:
+        last = await conn.fetchval("SELECT id FROM outbox_events ORDER BY seq DESC LIMIT 1")
+    finally:
+        await conn.close()
+
+    async def visible() -> None:
+        after = None
+        while True:
+            params = {"limit": 100, **({"after": after} if after else {})}
+            page = (await apps.management.get("/v1/events", params=params)).json()
+            ids = [e["id"] for e in page["data"]]
+            if last in ids:
+                return
+            assert ids, "the last event is not visible yet"
+            after = page["meta"]["next_cursor"]
+
+    if last is not None:
+        await eventually(visible, WAIT)
+
+
+async def _sync_all(d: Any, **params: Any) -> tuple[list[dict[str, Any]], str, list[int]]:
+    """Follow next_cursor until has_more is false; returns items, the cursor to keep, page sizes."""
+    items: list[dict[str, Any]] = []
+    sizes = []
+    r = await d.get("/api/v1/sync", params=params)
+    while True:
+        assert r.status_code == 200, r.text
+        assert r.headers["cache-control"] == "no-store"
+        body = r.json()
+        assert set(body["meta"]) >= {"next_cursor", "has_more"}
+        items.extend(body["data"])
+        sizes.append(len(body["data"]))
+        if not body["meta"]["has_more"]:
+            return items, body["meta"]["next_cursor"], sizes
+        limit = {"limit": params["limit"]} if "limit" in params else {}
+        r = await d.get("/api/v1/sync", params={"cursor": body["meta"]["next_cursor"], **limit})
+
+
+async def test_initial_sync_then_deltas(blog) -> None:
+    m = blog.management
+    published = await _publish_many(blog, 230)
+    # Drafts never appear: never published, or published with newer draft changes (published state shown).
+    drafts = [(await m.post("/v1/entries/article", json={"fields": {"title": f"Draft {i}"}})).json()["data"]["id"]
+              for i in range(3)]
+    r = await m.patch(f"/v1/entries/article/{published[5]}", json={"fields": {"title": "Unpublished change"}})
+    assert r.status_code == 200
+    author = (await m.post("/v1/entries/author", json={"fields": {"name": "Ada"}})).json()["data"]["id"]
+    await m.post(f"/v1/entries/author/{author}/publish")
+    await _feed_caught_up(blog)
+
+    d = await blog.reader()
+    items, cursor, sizes = await _sync_all(d, type="article", locale="en")
+    assert sizes == [100, 100, 30]
+    ids = [i["entry"]["id"] for i in items]
+    assert len(ids) == len(set(ids)) == 230 and set(ids) == set(published)
+    assert all(i["op"] == "upsert" and set(i) == {"op", "entry"} for i in items)
+    assert not set(drafts) & set(ids) and author not in ids
+    by_id = {i["entry"]["id"]: i["entry"] for i in items}
+    assert by_id[published[5]]["fields"]["title"] == "Post 5"
+    # The entries are the delivery ENTRY documents, byte for byte the same content.
+    single = await d.get(f"/api/v1/entries/article/{published[7]}")
+    assert single.json()["data"] == by_id[published[7]]
+
+    # Nothing changed yet: the saved cursor answers nothing new.
+    r = await d.get("/api/v1/sync", params={"cursor": cursor})
+    assert r.status_code == 200 and r.json()["data"] == [] and r.json()["meta"]["has_more"] is False
+
+    # One new, one changed and republished, one unpublished, one deleted (force); drafts don't count.
+    new_id = (await m.post("/v1/entries/article", json={"fields": {"title": "Brand new"}})).json()["data"]["id"]
+    assert (await m.post(f"/v1/entries/article/{new_id}/publish")).status_code == 200
+    changed, unpublished, deleted = published[10], published[20], published[30]
+    await m.patch(f"/v1/entries/article/{changed}", json={"fields": {"title": "Changed"}})
+    assert (await m.post(f"/v1/entries/article/{changed}/publish")).status_code == 200
+    assert (await m.post(f"/v1/entries/article/{unpublished}/unpublish")).status_code == 200
+    assert (await m.delete(f"/v1/entries/article/{deleted}", params={"force": "true"})).status_code == 204
+    await m.patch(f"/v1/entries/article/{drafts[0]}", json={"fields": {"title": "Still a draft"}})
+    await m.post("/v1/entries/article", json={"fields": {"title": "Another draft"}})
+    await m.post(f"/v1/entries/author/{author}/unpublish")
+
+    async def four() -> dict[str, Any]:
+        r = await d.get("/api/v1/sync", params={"cursor": cursor})
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+        assert len(r.json()["data"]) == 4
+        return r.json()
+
+    delta = await eventually(four, WAIT)
+    assert delta["meta"]["has_more"] is False
+    ops = {(i["entry"]["id"] if i["op"] == "upsert" else i["id"]): i for i in delta["data"]}
+    assert set(ops) == {new_id, changed, unpublished, deleted}
+    assert ops[new_id]["op"] == "upsert" and ops[new_id]["entry"]["fields"]["title"] == "Brand new"
+    assert ops[new_id]["entry"]["version"] == 1 and ops[new_id]["entry"]["locale"] == "en"
+    assert ops[changed]["op"] == "upsert" and ops[changed]["entry"]["fields"]["title"] == "Changed"
+    assert ops[changed]["entry"]["version"] == 2
+    assert ops[changed]["entry"] == (await d.get(f"/api/v1/entries/article/{changed}")).json()["data"]
+    assert ops[unpublished] == {"op": "delete", "id": unpublished, "type": "article"}
+    assert ops[deleted] == {"op": "delete", "id": deleted, "type": "article"}
+
+    # The same delta in pages of 3: has_more until the last one, each entry once.
+    first = (await d.get("/api/v1/sync", params={"cursor": cursor, "limit": 3})).json()
+    assert len(first["data"]) == 3 and first["meta"]["has_more"] is True
+    second = (await d.get("/api/v1/sync", params={"cursor": first["meta"]["next_cursor"], "limit": 3})).json()
+    assert second["meta"]["has_more"] is False
+    paged = [i.get("id") or i["entry"]["id"] for i in first["data"] + second["data"]]
+    assert sorted(paged) == sorted(ops)
+
+    # With the new cursor: nothing new, and still nothing later.
+    again = await d.get("/api/v1/sync", params={"cursor": delta["meta"]["next_cursor"]})
+    assert again.status_code == 200
+    assert again.json()["data"] == [] and again.json()["meta"]["has_more"] is False
+    after_pages = await d.get("/api/v1/sync", params={"cursor": second["meta"]["next_cursor"]})
+    assert after_pages.json()["data"] == []
+
+
+async def test_changes_during_initial_pages_come_again_and_locale_is_remembered(blog) -> None:
+    m = blog.management
+    assert (await m.put("/v1/locales/de", json={"name": "Deutsch", "fallback": "en"})).status_code == 201
+    ids = await _publish_many(blog, 5)
+    await _feed_caught_up(blog)
+    d = await blog.reader()
+
+    r = await d.get("/api/v1/sync", params={"type": "article", "locale": "de", "limit": 2})
+    page = r.json()
+    assert [i["entry"]["locale"] for i in page["data"]] == ["de", "de"] and page["meta"]["has_more"] is True
+    seen = [i["entry"]["id"] for i in page["data"]]
+    # Changed while the initial pages are being read: it will simply come again in the first delta.
+    await m.patch(f"/v1/entries/article/{ids[0]}", json={"fields": {"title": "Neu"}}, params={"locale": "de"})
+    assert (await m.post(f"/v1/entries/article/{ids[0]}/publish")).status_code == 200
+    cursor = page["meta"]["next_cursor"]
+    # type and locale may be omitted with a cursor, or repeated if they match.
+    r = await d.get("/api/v1/sync", params={"cursor": cursor, "type": "article", "locale": "de", "limit": 2})
+    assert r.status_code == 200
+    while True:
+        page = r.json()
+        seen += [i["entry"]["id"] for i in page["data"]]
+        assert all(i["entry"]["locale"] == "de" for i in page["data"])
+        if not page["meta"]["has_more"]:
+            break
+        r = await d.get("/api/v1/sync", params={"cursor": page["meta"]["next_cursor"], "limit": 2})
+    assert sorted(seen) == sorted(ids)
+    cursor = page["meta"]["next_cursor"]
+
+    async def republished() -> dict[str, Any]:
+        delta = (await d.get("/api/v1/sync", params={"cursor": cursor})).json()
+        assert [i["entry"]["id"] for i in delta["data"]] == [ids[0]]
+        return delta
+
+    delta = await eventually(republished, WAIT)
+    assert delta["data"][0]["entry"]["fields"]["title"] == "Neu"
+    assert delta["data"][0]["entry"]["locale"] == "de"
+
+    # The cursor remembers its locale and type.
+    r = await d.get("/api/v1/sync", params={"cursor": cursor, "locale": "en"})
+    assert r.status_code == 400 and r.json()["errors"][0]["parameter"] == "cursor"
+
+
+async def test_empty_type_and_errors(blog) -> None:
+    d = blog.delivery
+    r = await d.get("/api/v1/sync", params={"type": "article"})
+    assert r.status_code == 401
+    d = await blog.reader()
+    r = await d.get("/api/v1/sync", params={"type": "article"})
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    assert r.json()["data"] == [] and r.json()["meta"]["has_more"] is False
+    article_cursor = r.json()["meta"]["next_cursor"]
+
+    async def problem(params: dict[str, Any], status: int, parameter: str | None) -> None:
+        r = await d.get("/api/v1/sync", params=params)
+        assert r.status_code == status, (params, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        if parameter is not None:
+            assert r.json()["errors"][0]["parameter"] == parameter, params
+
+    await problem({}, 400, "type")
+    await problem({"type": ""}, 400, "type")
+    await problem({"type": "Not A Type"}, 400, "type")
+    await problem({"type": "nope"}, 404, None)
+    await problem({"type": "article", "locale": "xx"}, 400, "locale")
+    for limit in ("0", "101", "many"):
+        await problem({"type": "article", "limit": limit}, 400, "limit")
+    # A cursor made for one type, used with another.
+    await problem({"cursor": article_cursor, "type": "author"}, 400, "cursor")
+    raw = json.loads(base64.urlsafe_b64decode(article_cursor + "=" * (-len(article_cursor) % 4)))
+    assert raw["type"] == "article"
+
+    def b64(value: Any) -> str:
+        text = value if isinstance(value, bytes) else json.dumps(value, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(text).rstrip(b"=").decode()
+
+    garbage = [
+        "", "garbage", "!!!!", article_cursor + "=", article_cursor[:-2], "x" * 2000, b64(b"not json"), b64([1, 2]),
+        b64({**raw, "v": 2}), b64({**raw, "mode": "other"}), b64({**raw, "txid": -1}), b64({**raw, "seq": "1"}),
+        b64({**raw, "type": "Bad Type"}), b64({**raw, "locale": "?"}), b64({**raw, "extra": 1}),
+        b64({**raw, "after": "x"}),  # a delta cursor carries no entry id
+        b64({k: v for k, v in raw.items() if k != "txid"}),
+        b64({**raw, "txid": 2**64}),
+    ]
+    for text in garbage:
+        await problem({"cursor": text}, 400, "cursor")
+    # Still fine afterwards, and the same cursor with matching type works.
+    assert (await d.get("/api/v1/sync", params={"cursor": article_cursor, "type": "article"})).status_code == 200
+    # A delivery key limited to other content types may not sync this one.
+    limited = await blog.key("delivery", content_types=["author"])
+    r = await blog.delivery.get("/api/v1/sync", params={"type": "article"}, headers={"Authorization": f"Bearer {limited}"})
+    assert r.status_code == 403

@@ -69,7 +69,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             self.latency.observe(time.perf_counter() - started)
-            REQUESTS.labels(self.name, scope["method"], str(status_holder[0])).inc()
+            REQUESTS.labels(self.name, scope.get("method", ""), str(status_holder[0])).inc()
 
 
 def json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:

@@ -6,6 +6,12 @@ from typing import Any
 
 import asyncpg
 
+
+def _row(row: asyncpg.Record | None) -> asyncpg.Record:
+    """INSERT/UPDATE … RETURNING on a row that exists always returns it."""
+    assert row is not None
+    return row
+
 Conn = asyncpg.Connection | asyncpg.Pool
 
 ENTRY_COLUMNS = (
@@ -26,20 +32,20 @@ async def get_type(conn: Conn, type_id: str, *, for_update: bool = False) -> asy
 
 
 async def insert_type(conn: Conn, type_id: str, body: dict[str, Any]) -> asyncpg.Record:
-    return await conn.fetchrow(
+    return _row(await conn.fetchrow(
         """INSERT INTO content_types (id, name, description, display_field, fields)
            VALUES ($1, $2, $3, $4, $5) RETURNING *""",
         type_id, body["name"], body["description"], body["display_field"], body["fields"],
-    )
+    ))
 
 
 async def update_type(conn: Conn, type_id: str, body: dict[str, Any]) -> asyncpg.Record:
-    return await conn.fetchrow(
+    return _row(await conn.fetchrow(
         """UPDATE content_types SET name = $2, description = $3, display_field = $4, fields = $5,
                   version = version + 1, updated_at = now()
            WHERE id = $1 RETURNING *""",
         type_id, body["name"], body["description"], body["display_field"], body["fields"],
-    )
+    ))
 
 
 async def delete_type(conn: Conn, type_id: str) -> None:
@@ -64,7 +70,7 @@ async def upsert_locale(conn: Conn, code: str, name: str, fallback: str | None) 
            RETURNING *, (xmax = 0) AS created""",
         code, name, fallback,
     )
-    return row, bool(row["created"])
+    return _row(row), bool(_row(row)["created"])
 
 
 async def set_default_locale(conn: Conn, code: str) -> None:
@@ -110,35 +116,35 @@ async def get_entries(conn: Conn, ids: list[str]) -> list[asyncpg.Record]:
 
 
 async def insert_entry(conn: Conn, entry_id: str, type_id: str, data: dict[str, Any]) -> asyncpg.Record:
-    return await conn.fetchrow(
+    return _row(await conn.fetchrow(
         f"INSERT INTO entries (id, type, data, version) VALUES ($1, $2, $3, 1) RETURNING {ENTRY_COLUMNS}",
         entry_id, type_id, data,
-    )
+    ))
 
 
 async def update_entry_data(conn: Conn, entry_id: str, data: dict[str, Any]) -> asyncpg.Record:
-    return await conn.fetchrow(
+    return _row(await conn.fetchrow(
         f"""UPDATE entries SET data = $2, version = version + 1, updated_at = now()
             WHERE id = $1 RETURNING {ENTRY_COLUMNS}""",
         entry_id, data,
-    )
+    ))
 
 
 async def mark_published(conn: Conn, entry_id: str) -> asyncpg.Record:
-    return await conn.fetchrow(
+    return _row(await conn.fetchrow(
         f"""UPDATE entries SET published_version = version, published_data = data, published_at = now(),
                   first_published_at = coalesce(first_published_at, now())
             WHERE id = $1 RETURNING {ENTRY_COLUMNS}""",
         entry_id,
-    )
+    ))
 
 
 async def mark_unpublished(conn: Conn, entry_id: str) -> asyncpg.Record:
-    return await conn.fetchrow(
+    return _row(await conn.fetchrow(
         f"""UPDATE entries SET published_version = NULL, published_data = NULL, published_at = NULL
             WHERE id = $1 RETURNING {ENTRY_COLUMNS}""",
         entry_id,
-    )
+    ))
 
 
 async def delete_entry(conn: Conn, entry_id: str) -> None:

@@ -7,7 +7,7 @@ commit in one transaction, so an action is applied at most once however many sch
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -98,10 +98,10 @@ def parse_at(value: Any) -> datetime | None:
         return None
     text = re.sub(r"(\.\d{6})\d+", r"\1", value)  # Python takes at most microseconds
     try:
-        parsed = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
+        parsed = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00")).astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo is not None else None
+    return parsed
 
 
 def parse_action(body: Any) -> dict[str, Any]:
@@ -245,9 +245,10 @@ async def execute(conn: asyncpg.Connection, row: Any, ctx: service.WriteContext,
 
 
 def error_text(problem: ProblemError) -> str:
-    """The problem's detail, with every pointer's detail when there are several."""
-    items = problem.errors or []
-    if len(items) <= 1:
-        return problem.detail
-    parts = [f"{item.get('pointer') or item.get('parameter') or '/'}: {item['detail']}" for item in items]
-    return f"{problem.detail} — " + "; ".join(parts)
+    """The problem's detail, followed by each pointer's detail it does not already say."""
+    parts = []
+    for item in problem.errors or []:
+        part = f"{item.get('pointer') or item.get('parameter') or '/'}: {item['detail']}"
+        if part not in problem.detail:
+            parts.append(part)
+    return f"{problem.detail} ({'; '.join(parts)})" if parts else problem.detail

@@ -266,8 +266,8 @@ def _parse_field(raw: Any, at: str, errors: FieldErrors, known_types: set[str]) 
     return Field(
         id=field_id, type=ftype, name=name, required=flags["required"], unique=flags["unique"],  # type: ignore[arg-type]
         localized=flags["localized"], indexed=flags["indexed"], validations=dict(validations),
-        to=list(to) if ftype == "reference" else None, list=flags["list"],
-        from_=source if ftype == "slug" else None, values=list(values) if ftype == "enum" else None,
+        to=list(to or []) if ftype == "reference" else None, list=flags["list"],
+        from_=source if ftype == "slug" else None, values=list(values or []) if ftype == "enum" else None,
     )
 
 

@@ -286,7 +286,7 @@ async def _migrate_entries(conn: asyncpg.Connection, old: ContentType, new: Cont
     default = (await load_locales(conn)).default
     rows = await conn.fetch("SELECT id, data, published_data FROM entries WHERE type = $1 FOR UPDATE", old.id)
     for row in rows:
-        updated = []
+        updated: list[dict[str, Any] | None] = []
         for data in (row["data"], row["published_data"]):
             if data is None:
                 updated.append(None)

@@ -40,9 +40,10 @@ def _audit_denied(connection: ASGIConnection[Any, Any, Any, Any], actor: dict[st
     pool = getattr(state, "pool", None)
     if pool is None:
         return
+    method = connection.scope.get("method", "")
     task = asyncio.get_running_loop().create_task(
         audit(
-            pool, actor=actor, action="auth.denied", target=f"{connection.scope['method']} {connection.url.path}",
+            pool, actor=actor, action="auth.denied", target=f"{method} {connection.url.path}",
             request_id=connection.scope["state"].get("request_id"), ip=client_ip(connection), outcome="denied",
         )
     )

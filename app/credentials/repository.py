@@ -7,6 +7,12 @@ from typing import Any
 
 import asyncpg
 
+
+def _row(row: asyncpg.Record | None) -> asyncpg.Record:
+    """INSERT/UPDATE … RETURNING on a row that exists always returns it."""
+    assert row is not None
+    return row
+
 KEY_COLUMNS = (
     "k.id, k.name, k.kind, k.prefix, k.scopes, k.content_types, k.rate_limit, k.created_at, "
     "k.created_by, k.expires_at, k.last_used_at, k.revoked_at"
@@ -26,7 +32,7 @@ async def insert_key(
     await conn.execute(
         "INSERT INTO api_key_secrets (secret_hash, key_id) VALUES ($1, $2)", secret_hash, key_id
     )
-    return row
+    return _row(row)
 
 
 async def find_by_hash(conn: asyncpg.Connection | asyncpg.Pool, secret_hash: bytes) -> asyncpg.Record | None:

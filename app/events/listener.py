@@ -33,8 +33,8 @@ class InvalidationListener:
             except Exception:
                 log.exception("invalidation callback failed")
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._dispatch(payload.split())
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        self._dispatch(str(payload).split())
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="cms-invalidation-listener")
@@ -47,7 +47,7 @@ class InvalidationListener:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self.dsn)
-                await conn.add_listener(INVALIDATE_CHANNEL, self._on_notify)
+                await conn.add_listener(INVALIDATE_CHANNEL, self._on_notify)  # type: ignore[arg-type]
                 # Anything cached while we were not listening may be stale.
                 self._dispatch(None)
                 self._ready.set()

@@ -339,7 +339,7 @@ def _describe(url: str, embedded: bool, what: str, where: Path) -> str:
 
 def _run_servers(
     settings: Settings, apps: list[tuple[str, int]], workers: int, *, admin_key: bool, migrate_schema: bool,
-    bootstrap: bool,
+    bootstrap: bool, background: tuple[str, ...] = (),
 ) -> int:
     from .runtime import resolve_services
 
@@ -365,6 +365,12 @@ def _run_servers(
             extra = {f"CMS_{app.upper()}_PORT": str(port)}
             supervisor.start_server(
                 app, settings.host, port, workers, child_env(services.database_url, services.redis_url, **extra)
+            )
+        for command in background:
+            # worker / scheduler: the same `cms` command, pointed at the resolved services.
+            supervisor.start(
+                command, [sys.executable, "-m", "cms.app.cli", command],
+                child_env(services.database_url, services.redis_url),
             )
         probe = _probe_host(settings.host)
         ready = wait_ready(supervisor, [f"http://{probe}:{port}/readyz" for _, port in apps], READY_TIMEOUT)
@@ -439,8 +445,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     apps = [("delivery", settings.delivery_port), ("management", settings.management_port)]
     if settings.delivery_port == settings.management_port:
         raise CliError("CMS_DELIVERY_PORT and CMS_MANAGEMENT_PORT must differ")
-    # `cms worker` / `cms scheduler` are not built yet; once they are, `up` starts them too.
-    return _run_servers(settings, apps, args.workers, admin_key=True, migrate_schema=True, bootstrap=True)
+    return _run_servers(
+        settings, apps, args.workers, admin_key=True, migrate_schema=True, bootstrap=True,
+        background=BACKGROUND_PROCESSES,
+    )
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -453,9 +461,19 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
+def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from cms.workers.scheduler import run_scheduler
+
+    return run_scheduler(settings)
+
+
 def cmd_not_built(settings: Settings, args: argparse.Namespace) -> int:
     print(f"cms {args.command}: not implemented yet", file=sys.stderr)
     return 1
+
+
+# What `cms up` runs beside the two apps.
+BACKGROUND_PROCESSES: tuple[str, ...] = ("scheduler",)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -647,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations at start")
 
     add("worker", cmd_not_built, "run the outbox relay and background actors (not implemented yet)")
-    add("scheduler", cmd_not_built, "fire scheduled publishes (not implemented yet)")
+    add("scheduler", cmd_scheduler, "fire scheduled publishes and unpublishes (one leader at a time)")
     add("migrate", cmd_migrate, "apply pending database migrations")
 
     keys = commands.add_parser("keys", help="create, list and revoke API keys", description="API keys")

@@ -171,7 +171,34 @@ def internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return problem_response(ProblemError(500, "internal", "an internal error occurred"), _request_id(request))
 
 
+def database_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Contention and outages are the client's to retry, not server bugs."""
+    import asyncpg
+
+    if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError | asyncpg.LockNotAvailableError):
+        problem = ProblemError(409, "conflict", "a concurrent write touched the same data; retry the request")
+    elif isinstance(exc, asyncpg.QueryCanceledError):
+        problem = ProblemError(503, "unavailable", "the database took too long; retry later", headers={"Retry-After": "1"})
+    else:
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        problem = ProblemError(503, "unavailable", "the database is unavailable; retry later", headers={"Retry-After": "1"})
+    return problem_response(problem, _request_id(request))
+
+
+def _database_exceptions() -> dict[Any, Any]:
+    import asyncpg
+
+    kinds = (
+        asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.LockNotAvailableError,
+        asyncpg.QueryCanceledError, asyncpg.PostgresConnectionError, asyncpg.TooManyConnectionsError,
+        asyncpg.OperatorInterventionError, asyncpg.ConnectionDoesNotExistError,
+        asyncpg.ObjectNotInPrerequisiteStateError, ConnectionError,
+    )
+    return dict.fromkeys(kinds, database_handler)
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
+    **_database_exceptions(),
     ProblemError: problem_handler,
     HTTPException: litestar_handler,
     Exception: internal_handler,

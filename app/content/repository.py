@@ -206,12 +206,17 @@ async def unique_taken(
 ) -> list[tuple[str, str, str]]:
     if not rows:
         return []
+    # Explicit row values (not an unnest join) keep the plan an index lookup per value.
+    args: list[Any] = [type_id, entry_id]
+    tuples = []
+    for field, locale, value in rows:
+        n = len(args)
+        tuples.append(f"(${n + 1}, ${n + 2}, ${n + 3})")
+        args.extend((field, locale, value))
     found = await conn.fetch(
-        """SELECT u.field, u.locale, u.value FROM entry_unique_values u
-           JOIN unnest($2::text[], $3::text[], $4::text[]) AS c(field, locale, value)
-             ON u.field = c.field AND u.locale = c.locale AND u.value = c.value
-           WHERE u.type = $1 AND u.entry_id <> $5""",
-        type_id, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], entry_id,
+        "SELECT field, locale, value FROM entry_unique_values "
+        f"WHERE type = $1 AND entry_id <> $2 AND (field, locale, value) IN ({', '.join(tuples)})",
+        *args,
     )
     return [(r["field"], r["locale"], r["value"]) for r in found]
 
@@ -220,7 +225,7 @@ async def slugs_like(conn: Conn, type_id: str, field: str, locale: str, base: st
     rows = await conn.fetch(
         """SELECT value FROM entry_unique_values
            WHERE type = $1 AND field = $2 AND locale = $3 AND entry_id <> $5
-             AND (value = $4 OR value LIKE $4 || '-%')""",
+             AND (value = $4 OR (value COLLATE "C" > $4 || '-' AND value COLLATE "C" < $4 || '.'))""",
         type_id, field, locale, base, entry_id,
     )
     return {r["value"] for r in rows}

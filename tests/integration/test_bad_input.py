@@ -171,3 +171,29 @@ async def test_platform_routes(blog) -> None:
         spec = await client.get("/openapi.json")
         assert spec.status_code == 200 and spec.json()["openapi"].startswith("3.")
         assert (await client.get("/docs")).status_code == 200
+
+
+async def test_database_outage_is_503_not_500(blog, services) -> None:
+    import asyncpg
+
+    m = blog.management
+    assert (await m.get("/v1/content-types")).status_code == 200
+    name = blog.database_url.split("?")[0].rsplit("/", 1)[-1]
+    conn = await asyncpg.connect(services.admin_url)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name
+        )
+        await conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        r = await m.get("/v1/content-types")
+        _is_problem(r, 503, "unavailable")
+        assert r.headers["retry-after"] == "1"
+    finally:
+        await conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await conn.close()
+    from tests.conftest import eventually
+
+    async def recovered() -> None:
+        assert (await m.get("/v1/content-types")).status_code == 200
+
+    await eventually(recovered, timeout=10)

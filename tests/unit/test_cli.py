@@ -68,13 +68,6 @@ def test_usage_errors_exit_2() -> None:
     assert run_cms("keys", "create", "--name", "x", "--kind", "root").returncode == 2
 
 
-@pytest.mark.parametrize("command", ["worker", "scheduler"])
-def test_unbuilt_commands_say_so(command: str) -> None:
-    result = run_cms(command)
-    assert result.returncode == 1
-    assert "not implemented yet" in result.stderr
-
-
 def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -467,13 +467,29 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     return run_scheduler(settings)
 
 
-def cmd_not_built(settings: Settings, args: argparse.Namespace) -> int:
-    print(f"cms {args.command}: not implemented yet", file=sys.stderr)
-    return 1
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from cms.workers.main import run_worker
+
+    try:
+        return run_worker(settings)
+    except ConfigError as exc:  # a bad CMS_STEP_* / CMS_WORKER_* value
+        raise CliError(str(exc)) from None
+
+
+def cmd_republish(settings: Settings, args: argparse.Namespace) -> int:
+    from cms.workers.main import republish
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rrepublish: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    try:
+        return republish(settings, progress)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 # What `cms up` runs beside the two apps.
-BACKGROUND_PROCESSES: tuple[str, ...] = ("scheduler",)
+BACKGROUND_PROCESSES: tuple[str, ...] = ("worker", "scheduler")
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -664,7 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=None, help="listen port (default CMS_<APP>_PORT)")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations at start")
 
-    add("worker", cmd_not_built, "run the outbox relay and background actors (not implemented yet)")
+    add("worker", cmd_worker, "run the outbox relay, the step sweeper and the background actors")
+    add("republish", cmd_republish, "re-render every prerendered file and remove stale ones")
     add("scheduler", cmd_scheduler, "fire scheduled publishes and unpublishes (one leader at a time)")
     add("migrate", cmd_migrate, "apply pending database migrations")
 

@@ -41,14 +41,21 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
 
             state.cache = DeliveryCache(settings.delivery_cache_entries)
             state.listener.subscribe(state.cache.invalidate)
+            from .content.delivery_purge import RedisPurgeSubscriber
+
+            state.purge_subscriber = RedisPurgeSubscriber(redis_url, state.cache.invalidate)
         from .content.service import ContentTypeRegistry
 
         state.types = ContentTypeRegistry(state.pool)
         state.listener.subscribe(state.types.invalidate)
         await state.listener.start()
+        if delivery:
+            await state.purge_subscriber.start()
         try:
             yield
         finally:
+            if delivery:
+                await state.purge_subscriber.stop()
             await state.listener.stop()
             await state.redis.aclose()
             if state.read_pool is not state.pool:

@@ -15,7 +15,10 @@
 #   PROFILE [""]     CMS scenario names (as for ONLY): after all CMS
 #                    measurements, load each again for PROFILE_S [10] s under `py-spy record`
 #                    and print the top functions by self time (bench/pyspy_top.py)
-#   PYSPY [/tmp/pyspy/bin/py-spy]  PYSPY_ARGS [""] (e.g. --native)
+#   PYSPY [/tmp/pyspy/bin/py-spy]  PYSPY_ARGS [--gil] (--gil: only the thread holding the GIL,
+#                    i.e. where Python CPU time goes; without it idle threads show up too)
+#   QUIET_MAX_CORES [0.3] QUIET_WAIT_S [60]: before each scenario, wait up to QUIET_WAIT_S for a
+#                    2 s window in which other processes use < QUIET_MAX_CORES (0 = don't wait)
 #   KEEP_RUNNING [0] 1 = leave the CMS up after the CMS scenarios until Enter (debugging)
 set -euo pipefail
 
@@ -39,8 +42,10 @@ ONLY="${ONLY:-}"
 PROFILE="${PROFILE:-}"
 PROFILE_S="${PROFILE_S:-10}"
 PYSPY="${PYSPY:-/tmp/pyspy/bin/py-spy}"
-PYSPY_ARGS="${PYSPY_ARGS:-}"
+PYSPY_ARGS="${PYSPY_ARGS---gil}"
 KEEP_RUNNING="${KEEP_RUNNING:-0}"
+QUIET_MAX_CORES="${QUIET_MAX_CORES:-0.3}"
+QUIET_WAIT_S="${QUIET_WAIT_S:-60}"
 # A fixed bench-only management key (CMS_BOOTSTRAP_KEY, >= 32 chars; loopback only).
 BOOTSTRAP_KEY="bench-bootstrap-key-0123456789abcdefghij"
 
@@ -72,12 +77,19 @@ stop_cms() {
   [[ -n "$CMS_PID" ]] || return 0
   stop_pid "$CMS_PID" 40   # `cms up` stops granian (10 s each) and the embedded services itself
   CMS_PID=""
-  # If it had to be killed, the embedded PostgreSQL may still run on our data dir: stop that one.
+  # If it had to be killed, the embedded PostgreSQL / Valkey daemons of our data dir may still run.
   local pm="$BENCH_DATA_DIR/postgres/postmaster.pid"
   if [[ -f "$pm" ]]; then
     local pgpid; pgpid="$(head -1 "$pm")"
     if [[ -n "$pgpid" ]] && kill -0 "$pgpid" 2>/dev/null; then
       log "embedded PostgreSQL (pid $pgpid) still running: stopping it"; kill -INT "$pgpid" 2>/dev/null || true
+    fi
+  fi
+  local vk="$BENCH_DATA_DIR/valkey/valkey.pid"
+  if [[ -f "$vk" ]]; then
+    local vkpid; vkpid="$(head -1 "$vk")"
+    if [[ -n "$vkpid" ]] && kill -0 "$vkpid" 2>/dev/null; then
+      log "embedded Valkey (pid $vkpid) still running: stopping it"; kill -TERM "$vkpid" 2>/dev/null || true
     fi
   fi
 }
@@ -114,24 +126,43 @@ log "raw output in $OUTDIR"
 
 # --- wrk ---------------------------------------------------------------------------
 WRK_H=()   # extra wrk/curl header args (the delivery key), set after seeding
-load1() { cut -d' ' -f1 /proc/loadavg; }
 wrk_run() { # seconds outfile [--latency] wrk-args...
   local secs="$1" out="$2"; shift 2
   timeout -k 5 $((secs + 30)) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${secs}s" "$@" > "$out" 2>&1 \
     || log "wrk rc=$? (see $out)"
+}
+# CPU used by other processes on this shared machine (bench/cpuacct.py): our trees are this
+# script (servers, finished wrk runs), the embedded PostgreSQL postmaster and Valkey (daemons).
+daemons() {
+  echo "$(head -1 "$BENCH_DATA_DIR/postgres/postmaster.pid" 2>/dev/null || true) $(head -1 "$BENCH_DATA_DIR/valkey/valkey.pid" 2>/dev/null || true)"
+}
+roots() { echo "$$ $(daemons)"; }
+SERVER_PIDS=""   # the system under test: `cms up` (+ its daemons), or the ceiling app
+# wait_quiet: up to QUIET_WAIT_S, wait for a 2 s window in which others use < QUIET_MAX_CORES.
+wait_quiet() {
+  [[ "$QUIET_WAIT_S" -gt 0 ]] || return 0
+  local deadline=$((SECONDS + QUIET_WAIT_S)) o
+  while o="$("$PY" "$HERE/cpuacct.py" quiet 2 "$(roots)")"; do
+    if "$PY" -c "import sys; sys.exit(float(sys.argv[1]) >= float(sys.argv[2]))" "$o" "$QUIET_MAX_CORES"; then return 0; fi
+    if ((SECONDS >= deadline)); then log "machine still busy (others use $o cores); measuring anyway"; return 0; fi
+    log "others use $o cores (>= $QUIET_MAX_CORES): waiting for a quieter moment"
+  done
 }
 # bench NAME LABEL TARGET URL [LUA]: warm-up (discarded), then the measured run; one JSON line.
 bench() {
   local name="$1" label="$2" target="$3" url="$4" lua="${5:-}"
   local -a s=()
   [[ -n "$lua" ]] && s=(-s "$lua")
+  wait_quiet
   log "warm-up $name (${WARMUP_S}s)"
   wrk_run "$WARMUP_S" "$OUTDIR/$name.warmup.txt" "${WRK_H[@]}" "${s[@]}" "$url"
-  local before; before="$(load1)"
-  log "measure $name: wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION_S}s --latency ${s[*]} $url (load1 before: $before)"
+  log "measure $name: wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION_S}s --latency ${s[*]} $url"
+  "$PY" "$HERE/cpuacct.py" snap "$OUTDIR/$name.cpu0.json" "$(roots)" "$SERVER_PIDS"
   wrk_run "$DURATION_S" "$OUTDIR/$name.txt" --latency "${WRK_H[@]}" "${s[@]}" "$url"
+  "$PY" "$HERE/cpuacct.py" snap "$OUTDIR/$name.cpu1.json" "$(roots)" "$SERVER_PIDS"
+  "$PY" "$HERE/cpuacct.py" diff "$OUTDIR/$name.cpu0.json" "$OUTDIR/$name.cpu1.json" > "$OUTDIR/$name.cpu.json"
   "$PY" "$HERE/wrkparse.py" one "$name" "$label" "$OUTDIR/$name.txt" "$target" \
-    | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); r["load1_before"]=float(sys.argv[1]); print(json.dumps(r))' "$before" \
+    | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); r["cpu"]=json.load(open(sys.argv[1])); print(json.dumps(r))' "$OUTDIR/$name.cpu.json" \
     | tee -a "$RESULTS_JSONL" >&2
 }
 fail_row() { # NAME LABEL REASON [TARGET]
@@ -219,6 +250,7 @@ if [[ $any_cms == 1 ]]; then
 
   if [[ $cms_ok == 1 ]]; then
     DK="$(cat "$OUTDIR/delivery-key")"
+    SERVER_PIDS="$CMS_PID $(daemons)"
     WRK_H=(-H "Authorization: Bearer $DK")
     CURL_H=(-H "Authorization: Bearer $DK")
     # The server processes, for the record (and for py-spy): granian's main process and its worker.
@@ -298,7 +330,7 @@ if want ceiling; then
   log "starting the ceiling app on :$CEILING_PORT"
   (cd "$HERE" && exec env CEILING_BODY="$CEILING_BODY" "$PY" -m granian --interface asgi --host 127.0.0.1 \
       --port "$CEILING_PORT" --workers 1 --loop uvloop --no-ws ceiling_app:app) > "$OUTDIR/ceiling.log" 2>&1 &
-  CEIL_PID=$!; STARTED_PIDS+=("$CEIL_PID")
+  CEIL_PID=$!; STARTED_PIDS+=("$CEIL_PID"); SERVER_PIDS="$CEIL_PID"
   C="http://127.0.0.1:$CEILING_PORT"
   if wait_http "$C/bytes" 30 "$CEIL_PID"; then
     curl -fsS --max-time 10 -o "$OUTDIR/ceiling.body" "$C/bytes"

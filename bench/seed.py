@@ -101,7 +101,8 @@ async def create_published(api: Api, type_id: str, fields: dict[str, Any], publi
     return str(entry["id"])
 
 
-async def main(base: str, key: str, key_file: str) -> None:
+async def seed(base: str, key: str) -> str:
+    """Seeds everything; returns the new delivery key's secret."""
     t0 = time.monotonic()
     authors, articles = dataset()
     headers = {"Authorization": f"Bearer {key}"}
@@ -129,14 +130,19 @@ async def main(base: str, key: str, key_file: str) -> None:
 
         key_doc = (await api.call("POST", "/v1/keys", {"name": "bench", "kind": "delivery",
                                                         "rate_limit": "999999999/1"}))["data"]
-    with open(key_file, "w") as out:
-        out.write(key_doc["secret"] + "\n")
     print(f"seeded {len(authors)} authors, {N_ARTICLES} articles ({published} published, {drafts} drafts) "
-          f"with {api.requests} requests in {time.monotonic() - t0:.1f} s; delivery key -> {key_file}",
-          file=sys.stderr)
+          f"with {api.requests} requests in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    return str(key_doc["secret"])
+
+
+def main(base: str, key: str, key_file: str) -> None:
+    secret = asyncio.run(seed(base, key))
+    with open(key_file, "w") as out:
+        out.write(secret + "\n")
+    print(f"delivery key -> {key_file}", file=sys.stderr)
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 4:
         raise SystemExit(__doc__)
-    asyncio.run(main(*sys.argv[1:4]))
+    main(*sys.argv[1:4])

@@ -7,18 +7,25 @@ a row with non-2xx/3xx responses or no req/s is INVALID).
   python wrkparse.py fail NAME LABEL REASON [TARGET]   >> results.jsonl   (a row that did not run)
   python wrkparse.py report results.jsonl meta.json OUT.json        # markdown table to stdout
 
-TARGET is the wanted fraction of the ceiling (e.g. 0.5). The ceiling is the row named
+TARGET is the wanted fraction of the ceiling (e.g. 0.5). "others' CPU" is the cores that
+processes other than the benchmark's own used during the measured run (bench/cpuacct.py); from
+NOISY_CORES (default 0.3) on, the row is flagged "noisy". "server CPU" is the cores the system
+under test used (the CMS with its PostgreSQL and Valkey, or the ceiling app); "req per server
+CPU-s" = req/s / server CPU, and its ratio to the ceiling's is much less sensitive to a busy
+neighbour than the req/s ratio. The ceiling is the row named
 `ceiling_bytes`; every other row's ratio is its req/s divided by the ceiling's.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 
 UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 CEILING = "ceiling_bytes"
+NOISY_CORES = float(os.environ.get("NOISY_CORES", "0.3"))  # others' CPU at which a row is flagged
 
 
 def ms(tok: str) -> float:
@@ -56,8 +63,9 @@ def _target(argv: list[str]) -> float | None:
 def table(recs: list[dict]) -> str:
     ceiling = next((r for r in recs if r["name"] == CEILING and r.get("valid")), None)
     top = ceiling["rps"] if ceiling else None
-    lines = ["| scenario | req/s | p50 ms | p99 ms | × ceiling | target | errors | note |",
-             "|---|--:|--:|--:|--:|--:|--:|---|"]
+    lines = ["| scenario | req/s | p50 ms | p99 ms | × ceiling | target | errors | server CPU | "
+             "req per server CPU-s | × ceiling per CPU-s | others' CPU | note |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     for r in recs:
         err = (r.get("socket_errors") or 0) + (r.get("non_2xx_3xx") or 0)
         rps = f"{r['rps']:.0f}" if r.get("rps") is not None else "n/a"
@@ -75,9 +83,17 @@ def table(recs: list[dict]) -> str:
             note = "meets target" if ratio >= target else "below target"
         else:
             note = ""
+        cpu = r.get("cpu") or {}
+        if (cpu.get("others_cores") or 0) >= NOISY_CORES:
+            note = (note + "; noisy (others busy)").lstrip("; ")
         if r.get("timeouts"):
             note = (note + f"; {r['timeouts']} timeouts").lstrip("; ")
-        lines.append(f"| {r['label']} | {rps} | {p50} | {p99} | {ratio_s} | {target_s} | {err} | {note} |")
+        others = f"{cpu['others_cores']:.2f}" if cpu.get("others_cores") is not None else "n/a"
+        server = f"{cpu['server_cores']:.2f}" if cpu.get("server_cores") is not None else "n/a"
+        per_cpu = f"{r['rps_per_server_cpu']:.0f}" if r.get("rps_per_server_cpu") else "n/a"
+        cpu_ratio = f"{r['cpu_ratio']:.2f}" if r.get("cpu_ratio") is not None else "n/a"
+        lines.append(f"| {r['label']} | {rps} | {p50} | {p99} | {ratio_s} | {target_s} | {err} | {server} | "
+                     f"{per_cpu} | {cpu_ratio} | {others} | {note} |")
     if top is None:
         lines.append("")
         lines.append("(no valid ceiling row: ratios are n/a)")
@@ -100,8 +116,14 @@ def main() -> None:
         meta = json.load(open(sys.argv[3]))
         ceiling = next((r for r in recs if r["name"] == CEILING and r.get("valid")), None)
         for r in recs:
+            server = (r.get("cpu") or {}).get("server_cores")
+            if r.get("valid") and r.get("rps") and server:
+                r["rps_per_server_cpu"] = round(r["rps"] / server, 1)
+        for r in recs:
             ok = ceiling is not None and r.get("valid") and r.get("rps") is not None
             r["ratio"] = round(r["rps"] / ceiling["rps"], 3) if ok and r["name"] != CEILING else (1.0 if ok else None)
+            top = ceiling.get("rps_per_server_cpu") if ceiling else None
+            r["cpu_ratio"] = round(r["rps_per_server_cpu"] / top, 3) if top and r.get("rps_per_server_cpu") else None
         with open(sys.argv[4], "w") as out:
             json.dump({"meta": meta, "results": recs}, out, indent=2)
         print(table(recs))

@@ -26,6 +26,8 @@ from typing import Any
 
 import asyncpg
 
+from cms.app.config import ConfigError
+
 log = logging.getLogger("cms.pipeline")
 
 DELIVER = "deliver"
@@ -50,9 +52,9 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a number") from None
+        raise ConfigError(f"{name}={raw!r}: expected a number") from None
     if not low <= value <= high:
-        raise ValueError(f"{name}={raw!r}: expected {low:g}..{high:g}")
+        raise ConfigError(f"{name}={raw!r}: expected {low:g}..{high:g}")
     return value
 
 
@@ -69,7 +71,8 @@ class PipelineConfig:
     backoff: tuple[float, ...] = (1, 2, 5, 15, 30, 60)  # CMS_STEP_BACKOFF: seconds before attempt n+1
     time_limit_seconds: float = 600.0  # CMS_STEP_TIME_LIMIT_SECONDS: Dramatiq's time limit per message
     sweep_interval: float = 5.0  # CMS_SWEEP_INTERVAL_SECONDS
-    reenqueue_after: float = 10.0  # CMS_REENQUEUE_AFTER_SECONDS: a message older than this may be lost
+    reenqueue_after: float = 10.0  # CMS_REENQUEUE_AFTER_SECONDS: a message older than this may be lost...
+    reenqueue_busy_after: float = 60.0  # CMS_REENQUEUE_BUSY_SECONDS: ...even while the queue has a backlog
     relay_interval: float = 1.0  # CMS_RELAY_INTERVAL_SECONDS: periodic sweep of unrelayed events
     relay_batch: int = 200  # CMS_RELAY_BATCH
     worker_threads: int = 8  # CMS_WORKER_THREADS: concurrent steps per worker process
@@ -86,6 +89,7 @@ class PipelineConfig:
             "time_limit_seconds": _float(env, "CMS_STEP_TIME_LIMIT_SECONDS", cls.time_limit_seconds, 1, 86400),
             "sweep_interval": _float(env, "CMS_SWEEP_INTERVAL_SECONDS", cls.sweep_interval, 0.05, 3600),
             "reenqueue_after": _float(env, "CMS_REENQUEUE_AFTER_SECONDS", cls.reenqueue_after, 0.1, 86400),
+            "reenqueue_busy_after": _float(env, "CMS_REENQUEUE_BUSY_SECONDS", cls.reenqueue_busy_after, 0.1, 86400),
             "relay_interval": _float(env, "CMS_RELAY_INTERVAL_SECONDS", cls.relay_interval, 0.05, 60),
             "relay_batch": _int(env, "CMS_RELAY_BATCH", cls.relay_batch, 1, 10000),
             "worker_threads": _int(env, "CMS_WORKER_THREADS", cls.worker_threads, 1, 256),
@@ -95,9 +99,9 @@ class PipelineConfig:
             try:
                 backoff = tuple(float(part) for part in raw.split(","))
             except ValueError:
-                raise ValueError(f"CMS_STEP_BACKOFF={raw!r}: expected comma-separated seconds") from None
+                raise ConfigError(f"CMS_STEP_BACKOFF={raw!r}: expected comma-separated seconds") from None
             if not backoff or any(b < 0 for b in backoff):
-                raise ValueError(f"CMS_STEP_BACKOFF={raw!r}: expected non-negative seconds")
+                raise ConfigError(f"CMS_STEP_BACKOFF={raw!r}: expected non-negative seconds")
             kw["backoff"] = backoff
         if namespace := env.get("CMS_BROKER_NAMESPACE"):
             kw["namespace"] = namespace
@@ -290,7 +294,7 @@ WITH due AS (
      WHERE ((status = 'pending' AND next_attempt_at <= now()) OR (status = 'running' AND lease_until < now()))
        AND (enqueued_at IS NULL
             OR (status = 'running' AND enqueued_at < lease_until)
-            OR ($1 AND enqueued_at < now() - make_interval(secs => $2)))
+            OR enqueued_at < now() - make_interval(secs => CASE WHEN $1::boolean THEN $2::float8 ELSE $4::float8 END))
      ORDER BY next_attempt_at
      LIMIT $3
        FOR UPDATE SKIP LOCKED
@@ -306,11 +310,16 @@ async def due_steps(conn: asyncpg.Connection, config: PipelineConfig, *, queue_i
 
     A step needs one when it is due and no message for it can still be waiting: `enqueued_at` is
     NULL (never sent, or its last attempt failed), or it was running and its lease ran out after
-    the message was consumed; or, when the broker queue is idle (`queue_idle`), its message is
-    older than `reenqueue_after` (lost with a dead worker's prefetch, or never delivered).
+    the message was consumed; or its message is older than `reenqueue_after` while the broker queue
+    is idle (`queue_idle`), or older than `reenqueue_busy_after` at all: it was lost with a dead
+    worker's prefetch (Dramatiq's Redis broker gives those back only after a heartbeat timeout and
+    a random maintenance pass). While the queue has a backlog, a message may simply still be
+    waiting in it, so we wait longer before sending a duplicate (duplicates are harmless, but a
+    deep backlog re-sent every few seconds would snowball).
     """
     result = SweepResult(failed=await expire_exhausted(conn, config))
-    rows = await conn.fetch(_DUE, queue_idle, config.reenqueue_after, config.sweep_batch)
+    busy_after = max(config.reenqueue_busy_after, config.reenqueue_after)
+    rows = await conn.fetch(_DUE, queue_idle, config.reenqueue_after, config.sweep_batch, busy_after)
     result.due = [(r["event_id"], r["step"]) for r in rows]
     return result
 

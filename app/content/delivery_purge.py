@@ -43,7 +43,7 @@ class RedisPurgeSubscriber:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
-    async def start(self, wait: float = 5.0) -> None:
+    async def start(self, wait: float = 2.0) -> None:
         """Start listening; waits up to `wait` seconds for the first subscription (never fails)."""
         self._task = asyncio.create_task(self._run(), name="cms-purge-subscriber")
         with contextlib.suppress(TimeoutError):

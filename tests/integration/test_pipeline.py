@@ -1,0 +1,555 @@
+"""The publish pipeline: outbox relay, deliver steps, prerendered files, purges, entry.delivered.
+
+Real PostgreSQL and Valkey (conftest), the real Dramatiq Redis broker (a namespace per test), the
+local object store and S3 (moto's server on loopback), and a recording HTTP server as the CDN.
+The relay, sweeper and Dramatiq worker threads run in this process (`WorkerHost`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from cms.app.config import Settings, load_settings
+from cms.app.content.delivery_purge import RedisPurgeSubscriber
+from cms.app.db.pool import connect, create_pool
+from cms.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore, object_store_from_settings
+from cms.workers.actors.publish import Publisher, republish_all
+from cms.workers.main import WorkerHost, republish
+from cms.workers.pipeline import PipelineConfig
+from cms.workers.relay import Relay
+from tests.conftest import eventually
+
+SETTLE_TIMEOUT = 30.0
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers and fixtures
+
+
+def fast_config(**overrides: Any) -> PipelineConfig:
+    """Short intervals so tests settle quickly; a namespace of its own per call."""
+    values: dict[str, Any] = {
+        "lease_seconds": 5.0, "sweep_interval": 0.5, "reenqueue_after": 3.0, "relay_interval": 0.2,
+        "poll_ms": 50, "worker_threads": 4, "backoff": (0.2, 0.5, 1.0), "namespace": f"cms-test-{uuid.uuid4().hex[:12]}",
+    }
+    values.update(overrides)
+    return PipelineConfig(**values)
+
+
+async def settle(database_url: str, timeout: float = SETTLE_TIMEOUT) -> dict[str, int]:
+    """Wait until every event is relayed and every step is done (or failed); returns step counts."""
+    conn = await connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            unrelayed = await conn.fetchval("SELECT count(*) FROM outbox_events WHERE relayed_at IS NULL")
+            counts = {r["status"]: r["n"] for r in await conn.fetch(
+                "SELECT status, count(*) AS n FROM outbox_steps GROUP BY status"
+            )}
+            if unrelayed == 0 and not counts.get("pending") and not counts.get("running"):
+                return counts
+            if time.monotonic() > deadline:
+                raise AssertionError(f"pipeline did not settle in {timeout} s: unrelayed={unrelayed} steps={counts}")
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
+class Hosts:
+    def __init__(self, services: Any, database_url: str, data_dir: Path) -> None:
+        self.services = services
+        self.database_url = database_url
+        self.data_dir = data_dir
+        self.started: list[WorkerHost] = []
+
+    def settings(self, **env: str) -> Settings:
+        return load_settings({"CMS_DATA_DIR": str(self.data_dir), **env})
+
+    async def start(
+        self, settings: Settings | None = None, config: PipelineConfig | None = None, *, redis_url: str | None = None,
+        **options: Any,
+    ) -> WorkerHost:
+        host = WorkerHost(
+            settings or self.settings(), self.database_url, redis_url or self.services.redis_url,
+            config or fast_config(), **options,
+        )
+        await host.start()
+        self.started.append(host)
+        return host
+
+    async def stop_all(self) -> None:
+        while self.started:
+            host = self.started.pop()
+            await host.stop()
+            try:
+                client = host.broker.client.__class__.from_url(host.runtime.redis_url, socket_timeout=5)
+                keys = list(client.scan_iter(f"{host.config.namespace}:*"))
+                if keys:
+                    client.delete(*keys)
+                client.close()
+            except Exception:
+                pass
+
+
+@pytest.fixture
+async def hosts(services: Any, database_url: str, tmp_path: Path) -> AsyncIterator[Hosts]:
+    h = Hosts(services, database_url, tmp_path / "data")
+    yield h
+    await h.stop_all()
+
+
+@pytest.fixture
+async def site(blog: Any) -> Any:
+    """The blog types plus a second locale (de, falling back to en)."""
+    r = await blog.management.put("/v1/locales/de", json={"name": "Deutsch", "fallback": "en"})
+    assert r.status_code in (200, 201), r.text
+    return blog
+
+
+class Recorder(ThreadingHTTPServer):
+    """A CDN stand-in: records every PURGE request."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _RecordingHandler)
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def snapshot(self) -> list[tuple[str, str, dict[str, str]]]:
+        with self.lock:
+            return list(self.requests)
+
+
+class _RecordingHandler(BaseHTTPRequestHandler):
+    server: Recorder
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _handle(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.server.lock:
+            self.server.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_PURGE = do_BAN = do_GET = do_POST = _handle
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    server = Recorder()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+
+
+def make_bucket(endpoint: str) -> str:
+    name = f"cms-pipe-{uuid.uuid4().hex[:12]}"
+    boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    ).client("s3", endpoint_url=endpoint).create_bucket(Bucket=name)
+    return name
+
+
+async def new_entry(apps: Any, type_id: str, fields: dict[str, Any], *, publish: bool = True) -> str:
+    r = await apps.management.post(f"/v1/entries/{type_id}", json={"fields": fields})
+    assert r.status_code == 201, r.text
+    entry_id = r.json()["data"]["id"]
+    if publish:
+        r = await apps.management.post(f"/v1/entries/{type_id}/{entry_id}/publish")
+        assert r.status_code == 200, r.text
+    return entry_id
+
+
+async def api(apps: Any, path: str) -> Any:
+    reader = await apps.reader()
+    return await reader.get(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# tests
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+async def test_publish_writes_api_identical_files_and_unpublish_removes_them(
+    site: Any, hosts: Hosts, request: pytest.FixtureRequest, backend: str
+) -> None:
+    if backend == "s3":
+        request.getfixturevalue("aws_env")
+        endpoint = request.getfixturevalue("moto_endpoint")
+        settings = hosts.settings(
+            CMS_S3_BUCKET=make_bucket(endpoint), CMS_S3_ENDPOINT_URL=endpoint, CMS_S3_PREFIX="site"
+        )
+    else:
+        settings = hosts.settings()
+    store: ObjectStore = object_store_from_settings(settings)
+    assert isinstance(store, S3ObjectStore if backend == "s3" else LocalObjectStore)
+    await hosts.start(settings)
+
+    author = await new_entry(site, "author", {"name": "Ada"})
+    article = await new_entry(site, "article", {"title": "Hello World", "rank": 1, "author": {"id": author}})
+    await site.management.patch(f"/v1/entries/article/{article}?locale=de", json={"fields": {"title": "Hallo Welt"}})
+    await site.management.post(f"/v1/entries/article/{article}/publish")
+    other = await new_entry(site, "article", {"title": "Second", "rank": 2})
+    await settle(site.database_url)
+
+    published_version = (await site.management.get(f"/v1/entries/article/{article}")).json()["data"]["published_version"]
+    for locale in ("en", "de"):
+        response = await api(site, f"/api/v1/entries/article/{article}?locale={locale}&include=*")
+        assert response.status_code == 200
+        stored = store.get(f"entries/article/{locale}/{article}.json")
+        assert stored is not None, locale
+        assert stored.body == response.content
+        assert stored.content_type == "application/json"
+        assert stored.cache_control == settings.cache_control
+        assert stored.version == published_version
+        assert stored.surrogate_keys == response.headers["surrogate-key"].split()
+        assert f"entry:{author}" in stored.surrogate_keys  # the included author
+        by_slug = store.get(f"entries/article/{locale}/by-slug/hello-world.json")
+        assert by_slug is not None and by_slug.body == response.content
+        slug_response = await api(site, f"/api/v1/entries/article/by-slug/hello-world?locale={locale}&include=*")
+        assert slug_response.content == by_slug.body
+        index = store.get(f"entries/article/{locale}/index.json")
+        listing = await api(site, f"/api/v1/entries/article?locale={locale}&limit=100")
+        assert index is not None and index.body == listing.content
+        assert [d["id"] for d in json.loads(index.body)["data"]] == [other, article]
+        author_file = store.get(f"entries/author/{locale}/{author}.json")
+        assert author_file is not None
+        assert author_file.body == (await api(site, f"/api/v1/entries/author/{author}?locale={locale}&include=*")).content
+    assert json.loads(store.get(f"entries/article/de/{article}.json").body)["data"]["fields"]["title"] == "Hallo Welt"
+
+    # entry.delivered: once per entry event, after its files existed
+    conn = await connect(site.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT created_at, payload FROM outbox_events WHERE type = 'entry.delivered' AND payload->>'id' = $1",
+            article,
+        )
+        sources = await conn.fetch(
+            "SELECT id FROM outbox_events WHERE type = 'entry.published' AND payload->>'id' = $1", article
+        )
+        assert sorted(r["payload"]["source_event"] for r in rows) == sorted(r["id"] for r in sources)
+        assert all(r["payload"]["type"] == "article" and r["payload"]["version"] for r in rows)
+        if backend == "local":
+            # `other` is written by its own step only (nothing includes it): its file is older
+            # than its entry.delivered event
+            delivered_at = await conn.fetchval(
+                "SELECT created_at FROM outbox_events WHERE type = 'entry.delivered' AND payload->>'id' = $1", other
+            )
+            for locale in ("en", "de"):
+                mtime = (settings.objects_dir / f"entries/article/{locale}/{other}.json").stat().st_mtime
+                assert delivered_at.timestamp() >= mtime
+    finally:
+        await conn.close()
+
+    r = await site.management.post(f"/v1/entries/article/{article}/unpublish")
+    assert r.status_code == 200
+    await settle(site.database_url)
+    for locale in ("en", "de"):
+        assert store.get(f"entries/article/{locale}/{article}.json") is None
+        assert store.get(f"entries/article/{locale}/by-slug/hello-world.json") is None
+        index = store.get(f"entries/article/{locale}/index.json")
+        assert index is not None
+        assert [d["id"] for d in json.loads(index.body)["data"]] == [other]
+        assert index.body == (await api(site, f"/api/v1/entries/article?locale={locale}&limit=100")).content
+    assert store.get(f"entries/author/en/{author}.json") is not None
+
+
+async def test_dependents_are_rerendered_when_a_referenced_entry_changes(site: Any, hosts: Hosts) -> None:
+    store = LocalObjectStore(site.settings.objects_dir)
+    await hosts.start()
+    author = await new_entry(site, "author", {"name": "Ada"})
+    articles = [await new_entry(site, "article", {"title": f"Post {i}", "author": {"id": author}}) for i in range(2)]
+    await settle(site.database_url)
+    body = json.loads(store.get(f"entries/article/en/{articles[0]}.json").body)
+    assert body["data"]["fields"]["author"]["fields"]["name"] == "Ada"
+
+    r = await site.management.patch(f"/v1/entries/author/{author}", json={"fields": {"name": "Ada Lovelace"}})
+    assert r.status_code == 200, r.text
+    await site.management.post(f"/v1/entries/author/{author}/publish")
+    await settle(site.database_url)
+    for article in articles:
+        for locale in ("en", "de"):
+            stored = store.get(f"entries/article/{locale}/{article}.json")
+            expected = await api(site, f"/api/v1/entries/article/{article}?locale={locale}&include=*")
+            assert stored is not None and stored.body == expected.content
+            assert json.loads(stored.body)["data"]["fields"]["author"]["fields"]["name"] == "Ada Lovelace"
+            by_slug = store.get(f"entries/article/{locale}/by-slug/{json.loads(stored.body)['data']['fields']['slug']}.json")
+            assert by_slug is not None and by_slug.body == stored.body
+
+    # the author goes away: the articles now show a plain link
+    await site.management.post(f"/v1/entries/author/{author}/unpublish")
+    await settle(site.database_url)
+    stored = store.get(f"entries/article/en/{articles[1]}.json")
+    assert json.loads(stored.body)["data"]["fields"]["author"] == {"id": author, "type": "author"}
+    assert store.get(f"entries/author/en/{author}.json") is None
+
+
+async def test_slug_change_and_delete_leave_no_stale_files(site: Any, hosts: Hosts) -> None:
+    store = LocalObjectStore(site.settings.objects_dir)
+    await hosts.start()
+    article = await new_entry(site, "article", {"title": "First Title"})
+    await settle(site.database_url)
+    assert store.get("entries/article/en/by-slug/first-title.json") is not None
+
+    r = await site.management.patch(f"/v1/entries/article/{article}", json={"fields": {"slug": "renamed"}})
+    assert r.status_code == 200, r.text
+    await site.management.post(f"/v1/entries/article/{article}/publish")
+    await settle(site.database_url)
+    for locale in ("en", "de"):
+        assert store.get(f"entries/article/{locale}/by-slug/first-title.json") is None
+        renamed = store.get(f"entries/article/{locale}/by-slug/renamed.json")
+        assert renamed is not None and renamed.body == store.get(f"entries/article/{locale}/{article}.json").body
+
+    r = await site.management.delete(f"/v1/entries/article/{article}?force=true")
+    assert r.status_code == 204
+    await settle(site.database_url)
+    assert [k for k in store.list("entries/article/") if not k.endswith("index.json")] == []
+    assert json.loads(store.get("entries/article/en/index.json").body)["data"] == []
+
+
+async def test_purges_reach_the_cdn_and_delivery_processes(site: Any, hosts: Hosts, recorder: Recorder) -> None:
+    received: list[list[str] | None] = []
+    subscriber = RedisPurgeSubscriber(hosts.services.redis_url, received.append)
+    await subscriber.start()
+    assert subscriber.connected
+    try:
+        settings = hosts.settings(CMS_CDN_PROVIDER="http", CMS_CDN_HTTP_URLS=recorder.url)
+        await hosts.start(settings)
+        author = await new_entry(site, "author", {"name": "Grace"})
+        await settle(site.database_url)
+        article = await new_entry(site, "article", {"title": "Purge Me", "author": {"id": author}})
+        await settle(site.database_url)
+
+        def tags_for(entry_id: str) -> list[str]:
+            return [
+                tag for method, path, headers in recorder.snapshot() if method == "PURGE" and path == "/"
+                for tag in headers["surrogate-key"].split() if f"entry:{entry_id}" in headers["surrogate-key"]
+            ]
+
+        assert {f"entry:{article}", "type:article"} <= set(tags_for(article))
+        paths = {path for method, path, _ in recorder.snapshot() if method == "PURGE" and path != "/"}
+        for locale in ("en", "de"):
+            assert {
+                f"/entries/article/{locale}/{article}.json", f"/entries/article/{locale}/by-slug/purge-me.json",
+                f"/entries/article/{locale}/index.json",
+            } <= paths
+
+        # a change of the author purges the article (its document includes the author)
+        recorder.requests.clear()
+        await site.management.patch(f"/v1/entries/author/{author}", json={"fields": {"name": "Grace Hopper"}})
+        await site.management.post(f"/v1/entries/author/{author}/publish")
+        await settle(site.database_url)
+        assert f"entry:{article}" in tags_for(author)
+        assert f"/entries/article/en/{article}.json" in {p for _, p, _ in recorder.snapshot()}
+
+        async def subscriber_got_them() -> None:
+            seen = {tag for tags in received if tags for tag in tags}
+            assert {f"entry:{article}", "type:article", f"entry:{author}", "type:author"} <= seen
+
+        await eventually(subscriber_got_them, timeout=5)
+    finally:
+        await subscriber.stop()
+
+
+async def test_purge_subscriber_drops_everything_after_a_reconnect(services: Any, redis_client: Any) -> None:
+    received: list[list[str] | None] = []
+    subscriber = RedisPurgeSubscriber(services.redis_url, received.append)
+    await subscriber.start()
+    try:
+        await redis_client.publish("cms:purge", "entry:a type:t")
+
+        async def got_first() -> None:
+            assert ["entry:a", "type:t"] in received
+
+        await eventually(got_first, timeout=5)
+        # kill our subscription connection from the server side
+        clients = await redis_client.client_list()
+        for client in clients:
+            if client.get("cmd", "").startswith(("subscribe", "ping")) or "sub=1" in str(client):
+                await redis_client.client_kill_filter(_id=client["id"])
+
+        async def reconnected() -> None:
+            assert None in received and subscriber.reconnects >= 1 and subscriber.connected
+
+        await eventually(reconnected, timeout=10)
+        await redis_client.publish("cms:purge", "entry:b")
+
+        async def got_second() -> None:
+            assert ["entry:b"] in received
+
+        await eventually(got_second, timeout=5)
+    finally:
+        await subscriber.stop()
+
+
+async def test_two_relays_never_double_enqueue_or_double_apply(site: Any, hosts: Hosts) -> None:
+    config = fast_config(reenqueue_after=60.0)
+    host = await hosts.start(config=config, relay=False)
+    relays = [Relay(site.database_url, host.queue, config) for _ in range(2)]
+    for relay in relays:
+        await relay.start()
+    try:
+        sem = asyncio.Semaphore(8)
+
+        async def one(i: int) -> str:
+            async with sem:
+                return await new_entry(site, "article", {"title": f"Concurrent {i}", "rank": i})
+
+        ids = await asyncio.gather(*(one(i) for i in range(40)))
+        await settle(site.database_url)
+    finally:
+        for relay in relays:
+            await relay.stop()
+    assert all(relay.relayed > 0 for relay in relays), [relay.relayed for relay in relays]
+    conn = await connect(site.database_url)
+    try:
+        steps = await conn.fetch(
+            "SELECT s.event_id, s.status, count(*) OVER (PARTITION BY s.event_id) AS n "
+            "FROM outbox_steps s JOIN outbox_events e ON e.id = s.event_id WHERE e.type = 'entry.published'"
+        )
+        assert len(steps) == 40 and all(r["n"] == 1 and r["status"] == "done" for r in steps)
+        assert await conn.fetchval("SELECT count(*) FROM outbox_steps") == 40
+        delivered = await conn.fetch(
+            "SELECT payload->>'source_event' AS source, count(*) AS n FROM outbox_events "
+            "WHERE type = 'entry.delivered' GROUP BY 1"
+        )
+        assert len(delivered) == 40 and all(r["n"] == 1 for r in delivered)
+        assert await conn.fetchval("SELECT count(*) FROM outbox_events WHERE relayed_at IS NULL") == 0
+    finally:
+        await conn.close()
+    assert host.queue.sent == 40  # one message per step: no relay (or sweeper) sent one twice
+    store = LocalObjectStore(site.settings.objects_dir)
+    assert {k.rsplit("/", 1)[1][:-5] for k in store.list("entries/article/en/") if "by-slug" not in k} == {*ids, "index"}
+
+
+async def test_republish_restores_and_cleans_up(site: Any, hosts: Hosts, services: Any) -> None:
+    store = LocalObjectStore(site.settings.objects_dir)
+    host = await hosts.start()
+    article = await new_entry(site, "article", {"title": "Keep Me"})
+    await settle(site.database_url)
+    await host.stop()
+    hosts.started.remove(host)
+
+    original = store.get(f"entries/article/en/{article}.json")
+    assert original is not None
+    store.delete(f"entries/article/en/{article}.json")
+    store.put("entries/article/en/by-slug/stale.json", b"{}", content_type="application/json",
+              cache_control="x", surrogate_keys=["entry:gone"], version=1)
+    store.put("entries/article/en/ghost.json", b"{}", content_type="application/json",
+              cache_control="x", surrogate_keys=["entry:ghost"], version=1)
+    store.put("entries/gone_type/en/index.json", b"{}", content_type="application/json",
+              cache_control="x", surrogate_keys=["type:gone_type"])
+    settings = load_settings({
+        "CMS_DATA_DIR": str(site.settings.data_dir), "CMS_DATABASE_URL": site.database_url,
+        "CMS_REDIS_URL": services.redis_url,
+    })
+    progress: list[tuple[int, int]] = []
+    assert await asyncio.to_thread(republish, settings, lambda done, total: progress.append((done, total))) == 0
+    assert progress and progress[-1][0] == progress[-1][1]
+    restored = store.get(f"entries/article/en/{article}.json")
+    assert restored is not None and restored.body == original.body and restored.version == original.version
+    assert store.get("entries/article/en/by-slug/stale.json") is None
+    assert store.get("entries/article/en/ghost.json") is None
+    assert store.get("entries/gone_type/en/index.json") is None
+    assert store.get("entries/article/en/by-slug/keep-me.json") is not None
+
+    # a second run finds everything right: nothing is rewritten, removed or purged
+    pool = await create_pool(site.database_url, min_size=1, max_size=2)
+    try:
+        again = await republish_all(pool, Publisher(store, settings, only_changed=True))
+    finally:
+        await pool.close()
+    assert again.entries == 1 and again.changes.keys == [] and again.changes.tags == []
+    assert len(again.changes.kept) == 2 * 2 + 3 * 2  # entry + by-slug per locale, 3 indexes per locale
+
+
+async def test_sweeper_finds_exactly_the_steps_that_need_a_message(db: Any) -> None:
+    from cms.workers import pipeline
+
+    config = PipelineConfig(reenqueue_after=10, reenqueue_busy_after=60, max_attempts=3)
+    cases = {
+        # name: (status, attempts, enqueued_at offset s, lease_until offset s, next_attempt_at offset s)
+        "never-sent": ("pending", 0, None, None, 0),
+        "just-sent": ("pending", 0, -1, None, 0),
+        "sent-20s-ago": ("pending", 0, -20, None, 0),
+        "sent-90s-ago": ("pending", 0, -90, None, 0),
+        "retry-not-due": ("pending", 1, None, None, 30),
+        "running-leased": ("running", 1, -40, 20, 0),
+        "running-expired": ("running", 1, -40, -5, 0),
+        "running-expired-resent": ("running", 1, -2, -5, 0),
+        "running-expired-last-try": ("running", 3, -40, -5, 0),
+        "done": ("done", 1, -40, None, 0),
+    }
+    async with db.acquire() as conn:
+        for name, (status, attempts, enqueued, lease, due) in cases.items():
+            await conn.execute("INSERT INTO outbox_events (id, type, payload) VALUES ($1, 'entry.published', '{}')", name)
+            await conn.execute(
+                "INSERT INTO outbox_steps (event_id, step, status, attempts, enqueued_at, lease_until, next_attempt_at) "
+                "VALUES ($1, 'deliver', $2, $3, now() + make_interval(secs => $4), now() + make_interval(secs => $5), "
+                "now() + make_interval(secs => $6))",
+                name, status, attempts, enqueued, lease, due,
+            )
+        async with conn.transaction():
+            busy = await pipeline.due_steps(conn, config, queue_idle=False)
+        assert busy.failed == 1
+        assert sorted(e for e, _ in busy.due) == ["never-sent", "running-expired", "sent-90s-ago"]
+        async with conn.transaction():
+            idle = await pipeline.due_steps(conn, config, queue_idle=True)
+        assert sorted(e for e, _ in idle.due) == ["sent-20s-ago"]  # the others were just sent
+        assert await conn.fetchval(
+            "SELECT status FROM outbox_steps WHERE event_id = 'running-expired-last-try'"
+        ) == "failed"
+        # a duplicate message for a step that is leased, done or not due yet claims nothing
+        for name in ("running-leased", "done", "retry-not-due"):
+            assert await pipeline.claim(db, name, "deliver", config) is None
+        claimed = await pipeline.claim(db, "running-expired", "deliver", config)
+        assert claimed is not None and claimed.attempt == 2
+        async with conn.transaction():
+            await pipeline.complete(conn, claimed)
+        stale = pipeline.Claim(claimed.event, "deliver", 1)  # the worker that lost the lease
+        with pytest.raises(pipeline.LostLease):
+            async with conn.transaction():
+                await pipeline.complete(conn, stale)

@@ -1,0 +1,186 @@
+"""The outbox relay and the step sweeper (both run in every worker process).
+
+Relay: reads unrelayed `outbox_events` in batches (`FOR UPDATE SKIP LOCKED`, so any number of
+relays can run at once without sharing an event), inserts the steps each event needs and marks it
+relayed in one transaction, commits, and only then sends the step messages. It wakes on
+`LISTEN cms_outbox` (a dedicated connection; `emit` NOTIFYs at commit) and also every
+`relay_interval` seconds, so a lost notification (or a lost LISTEN connection) delays nothing for
+long. If the broker refuses a message, the step is left for the sweeper.
+
+Sweeper: every `sweep_interval` seconds sends a message again for every step that is due and has
+none (see `pipeline.due_steps`), e.g. after a worker was killed while holding steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+
+from cms.app.db.pool import create_pool
+from cms.app.events.outbox import OUTBOX_CHANNEL
+from cms.workers import pipeline
+from cms.workers.broker import StepQueue
+
+log = logging.getLogger("cms.workers.relay")
+
+
+class _Loop:
+    """A background task with start/stop; `pool` is shared or owned."""
+
+    name = "loop"
+
+    def __init__(self, database_url: str, queue: StepQueue, config: pipeline.PipelineConfig, pool: Any = None):
+        self.database_url = database_url
+        self.queue = queue
+        self.config = config
+        self.pool = pool
+        self._owns_pool = pool is None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        if self.pool is None:
+            self.pool = await create_pool(self.database_url, min_size=1, max_size=2)
+        self._tasks = [asyncio.create_task(coro, name=f"cms-{self.name}") for coro in self._coroutines()]
+
+    def _coroutines(self) -> list[Any]:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._owns_pool and self.pool is not None:
+            try:
+                await asyncio.wait_for(self.pool.close(), 5)
+            except Exception:
+                self.pool.terminate()
+            self.pool = None
+
+    async def _send(self, steps: list[tuple[str, str]]) -> None:
+        if not steps:
+            return
+        failed = await asyncio.to_thread(self.queue.send_many, steps)
+        if failed:
+            await pipeline.mark_unsent(self.pool, failed)
+
+
+class Relay(_Loop):
+    name = "relay"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake = asyncio.Event()
+        self.relayed = 0
+        self.listening = asyncio.Event()
+
+    def _coroutines(self) -> list[Any]:
+        return [self._listen(), self._run()]
+
+    def _on_notify(self, *_args: Any) -> None:
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        backoff = 0.2
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.database_url)
+                await conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
+                self.listening.set()
+                self._wake.set()  # catch up on whatever was committed while we were not listening
+                backoff = 0.2
+                while not conn.is_closed():
+                    await asyncio.sleep(5)
+                    await conn.execute("SELECT 1")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relay LISTEN connection lost: %s", exc)
+            finally:
+                self.listening.clear()
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), 2)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.relay_interval)
+            self._wake.clear()
+            try:
+                while await self.relay_batch() >= self.config.relay_batch:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relay pass failed: %s", exc)
+                await asyncio.sleep(min(self.config.relay_interval, 1))
+
+    async def relay_batch(self) -> int:
+        """Relay up to `relay_batch` events; returns how many were relayed."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, type FROM outbox_events WHERE relayed_at IS NULL ORDER BY seq LIMIT $1 "
+                "FOR UPDATE SKIP LOCKED",
+                self.config.relay_batch,
+            )
+            if not rows:
+                return 0
+            wanted = [(r["id"], step) for r in rows for step in pipeline.steps_for(r["type"])]
+            inserted = []
+            if wanted:
+                inserted = await conn.fetch(
+                    "INSERT INTO outbox_steps (event_id, step, enqueued_at) "
+                    "SELECT event_id, step, now() FROM unnest($1::text[], $2::text[]) AS u(event_id, step) "
+                    "ON CONFLICT DO NOTHING RETURNING event_id, step",
+                    [e for e, _ in wanted], [s for _, s in wanted],
+                )
+            await conn.execute(
+                "UPDATE outbox_events SET relayed_at = now() WHERE id = ANY($1::text[])", [r["id"] for r in rows]
+            )
+        # Committed: the steps exist whatever happens next. Now (and only now) tell the workers.
+        await self._send([(r["event_id"], r["step"]) for r in inserted])
+        self.relayed += len(rows)
+        return len(rows)
+
+
+class Sweeper(_Loop):
+    name = "sweeper"
+
+    def _coroutines(self) -> list[Any]:
+        return [self._run()]
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval)
+            try:
+                await self.sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("sweep failed: %s", exc)
+
+    async def sweep_once(self) -> int:
+        """Send messages for the steps that need one; returns how many were sent."""
+        try:
+            idle = await asyncio.to_thread(self.queue.waiting) == 0
+        except Exception as exc:  # the broker is away: sending would fail too
+            log.debug("broker unavailable for the sweep: %s", exc)
+            return 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            result = await pipeline.due_steps(conn, self.config, queue_idle=idle)
+        if result.failed:
+            log.error("%d step(s) failed for good: their lease ran out on the last attempt", result.failed)
+        if result.due:
+            log.info("re-enqueueing %d step(s)", len(result.due))
+            await self._send(result.due)
+        return len(result.due)

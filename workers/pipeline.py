@@ -33,8 +33,11 @@ log = logging.getLogger("cms.pipeline")
 DELIVER = "deliver"
 ENTRY_EVENTS = ("entry.published", "entry.unpublished", "entry.deleted")
 
+# Schema changes re-render documents in the database; their files follow through the same step.
+SCHEMA_EVENTS = ("content_type.saved", "locale.saved", "locale.deleted")
+
 # Which steps an outbox event needs. Events not listed need none: the relay only marks them relayed.
-STEPS: dict[str, tuple[str, ...]] = {event: (DELIVER,) for event in ENTRY_EVENTS}
+STEPS: dict[str, tuple[str, ...]] = {event: (DELIVER,) for event in (*ENTRY_EVENTS, *SCHEMA_EVENTS)}
 
 
 def steps_for(event_type: str) -> tuple[str, ...]:

@@ -553,3 +553,29 @@ async def test_sweeper_finds_exactly_the_steps_that_need_a_message(db: Any) -> N
         with pytest.raises(pipeline.LostLease):
             async with conn.transaction():
                 await pipeline.complete(conn, stale)
+
+
+async def test_content_type_change_rewrites_files_without_republish(site: Any, hosts: Hosts) -> None:
+    """A removed or added field reaches the prerendered files (also of entries that include one)."""
+    from tests.conftest import ARTICLE
+
+    store = LocalObjectStore(site.settings.objects_dir)
+    await hosts.start()
+    author = await new_entry(site, "author", {"name": "Ada"})
+    article = await new_entry(site, "article", {"title": "T", "rank": 3, "author": {"id": author}})
+    await settle(site.database_url)
+    assert b'"rank":3' in store.get(f"entries/article/en/{article}.json").body
+
+    reduced = {**ARTICLE, "fields": [f for f in ARTICLE["fields"] if f["id"] != "rank"]}
+    assert (await site.management.put("/v1/content-types/article", json=reduced)).status_code == 200
+    r = await site.management.put("/v1/content-types/author", json={"name": "Author", "fields": [
+        {"id": "name", "type": "text", "required": True}, {"id": "bio", "type": "text"}]})
+    assert r.status_code == 200, r.text
+    await settle(site.database_url)
+    for locale in ("en", "de"):
+        stored = store.get(f"entries/article/{locale}/{article}.json")
+        expected = await api(site, f"/api/v1/entries/article/{article}?locale={locale}&include=*")
+        assert stored is not None and stored.body == expected.content
+        assert b'"rank"' not in stored.body and b'"bio":null' in stored.body
+    index = store.get("entries/article/en/index.json")
+    assert index is not None and index.body == (await api(site, "/api/v1/entries/article?locale=en&limit=100")).content

@@ -271,25 +271,33 @@ class Republished:
 
 
 async def republish_all(
-    pool: Any, publisher: Publisher, progress: Callable[[int, int], None] | None = None
+    pool: Any, publisher: Publisher, progress: Callable[[int, int], None] | None = None,
+    only_type: str | None = None,
 ) -> Republished:
-    """Re-render every published entry's files and every index, and remove files nothing owns."""
+    """Re-render every published entry's files and every index (of one type, or all), and remove
+    files nothing owns."""
     result = Republished()
     changes = result.changes
     async with pool.acquire() as conn:
         types = await load_types(conn)
         locales = await load_locales(conn)
         rows = await conn.fetch(
-            "SELECT id, type FROM entries WHERE published_version IS NOT NULL ORDER BY type, id"
+            # The type's entries, and entries of any type whose files include one of them.
+            "SELECT id, type FROM entries WHERE published_version IS NOT NULL AND ($1::text IS NULL OR type = $1 "
+            "OR id IN (SELECT r.source_id FROM entry_references r JOIN entries t ON t.id = r.target_id "
+            "WHERE t.type = $1)) ORDER BY type, id",
+            only_type,
         )
-        total = len(rows) + len(types) + 1
+        # Render with every type (includes cross types); write indexes only for the ones asked for.
+        index_types = [t for t in types if only_type is None or t == only_type]
+        total = len(rows) + len(index_types) + 1
         done = 0
         for row in rows:
             await publisher.sync_entry(conn, types, locales.codes, row["id"], row["type"], changes)
             done += 1
             if progress:
                 progress(done, total)
-        for type_id in types:
+        for type_id in index_types:
             await publisher.write_indexes(conn, types, locales.codes, type_id, changes)
             done += 1
             if progress:
@@ -298,8 +306,8 @@ async def republish_all(
         # that is gone): let the same rules decide.
         touched = {*changes.written, *changes.kept}
         touched |= {entry_key(r["type"], c, r["id"]) for r in rows for c in locales.codes}
-        touched |= {index_key(t, c) for t in types for c in locales.codes}
-        for key in await publisher.files.list("entries/"):
+        touched |= {index_key(t, c) for t in index_types for c in locales.codes}
+        for key in await publisher.files.list(f"entries/{only_type}/" if only_type else "entries/"):
             if key in touched:
                 continue
             parts = key.split("/")
@@ -331,7 +339,15 @@ async def deliver_step(runtime: Any, event_id: str) -> str:
 
     async def work(claim: pipeline.Claim) -> Any:
         event = claim.event
-        if event.type not in pipeline.ENTRY_EVENTS or not isinstance(event.payload, dict):
+        if not isinstance(event.payload, dict):
+            return None
+        if event.type in pipeline.SCHEMA_EVENTS:
+            # A field or locale change altered every document of the type (or of all types).
+            only = event.payload.get("id") if event.type == "content_type.saved" else None
+            republished = await republish_all(runtime.pool, runtime.publisher, only_type=only)
+            await runtime.purge.send(republished.changes.tags, republished.changes.keys, reference=event.id)
+            return None
+        if event.type not in pipeline.ENTRY_EVENTS:
             return None
         changes = Changes()
         async with runtime.pool.acquire() as conn:

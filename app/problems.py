@@ -192,7 +192,7 @@ def _database_exceptions() -> dict[Any, Any]:
         asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.LockNotAvailableError,
         asyncpg.QueryCanceledError, asyncpg.PostgresConnectionError, asyncpg.TooManyConnectionsError,
         asyncpg.OperatorInterventionError, asyncpg.ConnectionDoesNotExistError,
-        asyncpg.ObjectNotInPrerequisiteStateError, ConnectionError,
+        asyncpg.ObjectNotInPrerequisiteStateError, asyncpg.InternalClientError, ConnectionError,
     )
     return dict.fromkeys(kinds, database_handler)
 

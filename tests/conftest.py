@@ -52,8 +52,9 @@ def services() -> Iterator[TestServices]:
         # One Valkey per test session: parallel sessions must not share a pid file.
         run_dir = TEST_DATA_DIR / f"run-{os.getpid()}"
         redis_url, stop = start_embedded_valkey(run_dir)
-        stops.append(stop)
+        # Stops run in reverse: the server first (it needs its pid file), then its directory.
         stops.append(lambda: shutil.rmtree(run_dir, ignore_errors=True))
+        stops.append(stop)
     svc = TestServices(db_url, redis_url)
 
     async def make_template() -> None:

@@ -214,6 +214,32 @@ def test_cms_up_serves_publishes_and_survives_restart(cms_env: dict[str, str], s
         assert got.json()["data"]["fields"]["title"] == "Hello World"
         assert got.headers.get("etag") and got.headers.get("x-request-id")
 
+        # The worker `cms up` runs writes the prerendered file: the same bytes as the API (include=*).
+        api = http.get(f"{cms.delivery}/api/v1/entries/article/{entry_id}?locale=en&include=*", headers=reader)
+        cdn_url = f"{cms.delivery}/cdn/entries/article/en/by-slug/hello-world.json"
+        deadline = time.monotonic() + 60
+        while True:
+            cdn = http.get(cdn_url)
+            if cdn.status_code == 200 and cdn.content == api.content:
+                break
+            assert time.monotonic() < deadline, f"no prerendered file: {cdn.status_code} {cms.logs()[-2000:]}"
+            time.sleep(0.2)
+
+        # A scheduled unpublish fires (the scheduler runs too) and the worker removes the file.
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
+        scheduled = http.post(
+            f"{cms.management}/v1/scheduled-actions", headers=admin,
+            json={"action": "unpublish", "entry": {"type": "article", "id": entry_id}, "at": at},
+        )
+        assert scheduled.status_code == 201, scheduled.text
+        deadline = time.monotonic() + 60
+        while http.get(cdn_url).status_code != 404:
+            assert time.monotonic() < deadline, cms.logs()[-2000:]
+            time.sleep(0.2)
+        assert http.get(url, headers=reader).status_code == 404
+        republished = http.post(f"{cms.management}/v1/entries/article/{entry_id}/publish", headers=admin)
+        assert republished.status_code == 200
+
     assert cms.interrupt() == 0
     assert_embedded_services_stopped(Path(env["CMS_DATA_DIR"]))
 

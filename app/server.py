@@ -68,9 +68,12 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
 class CmsApp(Litestar):
     """Litestar with request ids and metrics around everything, unmatched routes included."""
 
-    def __init__(self, *args: Any, name: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, name: str, fast_path: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._outer = RequestContextMiddleware(super().__call__, name)
+        inner = super().__call__
+        if fast_path is not None:
+            inner = fast_path(self, inner)
+        self._outer = RequestContextMiddleware(inner, name)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self._outer(scope, receive, send)
@@ -83,11 +86,13 @@ def _openapi(title: str) -> OpenAPIConfig:
 
 
 def create_delivery_app(settings: Settings, database_url: str, redis_url: str) -> Litestar:
+    from .content.delivery_fast import DeliveryFastPath
     from .content.delivery_routes import DELIVERY_ROUTES
     from .content.sync import SYNC_ROUTES
 
     return CmsApp(
         name="delivery",
+        fast_path=DeliveryFastPath,
         route_handlers=[*PLATFORM_ROUTES, *DELIVERY_ROUTES, *SYNC_ROUTES],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=True)],
         state=State({"settings": settings, "app_name": "delivery"}),

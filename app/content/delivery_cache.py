@@ -43,6 +43,13 @@ class DeliveryCache:
         self.hits += 1
         return item
 
+    def peek(self, key: str) -> CachedResponse | None:
+        """get() for the hot path: no LRU reordering, no counters; expired entries count as absent."""
+        item = self._items.get(key)
+        if item is None or time.monotonic() - item.stored_at > self.MAX_AGE:
+            return None
+        return item
+
     def put(self, key: str, body: bytes, etag: str, tags: tuple[str, ...], generation: int) -> None:
         if generation != self.generation:
             return

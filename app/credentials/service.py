@@ -134,11 +134,13 @@ class _Cached(msgspec.Struct):
     credential: Credential | None
     key_id: str | None
     fetched: float
+    expires: float  # epoch seconds; inf when the key never expires
 
 
 class CredentialResolver:
     """Secret → Credential with a short in-process cache.
 
+    Keyed by the presented secret itself, so a repeat costs one dict lookup (no hashing).
     Revocations arrive by the invalidation listener (tag key:{id}) and clear the entry at once;
     the TTL bounds staleness even if a notification is lost.
     """
@@ -148,7 +150,7 @@ class CredentialResolver:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._cache: dict[bytes, _Cached] = {}
+        self._cache: dict[str, _Cached] = {}
         self._touched: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -158,36 +160,46 @@ class CredentialResolver:
             return
         ids = {t[4:] for t in tags if t.startswith("key:")}
         if ids:
-            for h, cached in list(self._cache.items()):
+            for secret, cached in list(self._cache.items()):
                 if cached.key_id in ids:
-                    del self._cache[h]
+                    del self._cache[secret]
+
+    def cached(self, secret: str) -> Credential | None:
+        """The credential for `secret` if known without any I/O and still valid, else None."""
+        item = self._cache.get(secret)
+        if item is None or item.credential is None:
+            return None
+        now = time.monotonic()
+        if now - item.fetched > self.TTL or time.time() >= item.expires:
+            return None
+        self._touch(item.credential.id, now)
+        return item.credential
 
     async def resolve(self, secret: str, allow_bootstrap: bool) -> Credential | None:
-        if not keys.well_formed(secret) and not (allow_bootstrap and len(secret) >= 32):
-            return None
-        digest = keys.hash_secret(secret)
         now = time.monotonic()
-        cached = self._cache.get(digest)
+        cached = self._cache.get(secret)
         if cached is None or now - cached.fetched > self.TTL:
-            row = await repository.find_by_hash(self.pool, digest)
+            if not keys.well_formed(secret) and not (allow_bootstrap and len(secret) >= 32):
+                return None
+            row = await repository.find_by_hash(self.pool, keys.hash_secret(secret))
             credential = None
             key_id = None
+            expires = float("inf")
             if row is not None and row["revoked_at"] is None:
                 key_id = row["id"]
-                expires = [t for t in (row["expires_at"], row["secret_expires_at"]) if t is not None]
+                limits = [t for t in (row["expires_at"], row["secret_expires_at"]) if t is not None]
                 credential = Credential(
                     id=row["id"], kind=row["kind"], name=row["name"], scopes=frozenset(row["scopes"]),
                     content_types=frozenset(row["content_types"]) if row["content_types"] is not None else None,
-                    expires_at=min(expires) if expires else None, rate_limit=row["rate_limit"],
+                    expires_at=min(limits) if limits else None, rate_limit=row["rate_limit"],
                 )
+                expires = min(limits).timestamp() if limits else float("inf")
             if len(self._cache) >= self.MAX_ENTRIES:
                 self._cache.clear()
-            cached = _Cached(credential=credential, key_id=key_id, fetched=now)
-            self._cache[digest] = cached
+            cached = _Cached(credential=credential, key_id=key_id, fetched=now, expires=expires)
+            self._cache[secret] = cached
         credential = cached.credential
-        if credential is None:
-            return None
-        if credential.expires_at is not None and credential.expires_at <= datetime.now(UTC):
+        if credential is None or time.time() >= cached.expires:
             return None
         self._touch(credential.id, now)
         return credential

@@ -256,3 +256,38 @@ async def test_content_type_restricted_keys(blog) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     assert (await d.get("/api/v1/entries/author", headers=headers)).status_code == 200
     assert (await d.get("/api/v1/entries/article", headers=headers)).status_code == 403
+
+
+async def test_cached_answers_keep_every_rule(blog) -> None:
+    """The hot path serves cache hits before the full app: same bytes and headers, same refusals."""
+    seeded = await _seed(blog, 1)
+    m = blog.management
+    d = blog.delivery
+    r = await m.post("/v1/keys", json={"name": "k", "kind": "delivery"})
+    key = r.json()["data"]
+    auth = {"Authorization": f"Bearer {key['secret']}"}
+    url = f"/api/v1/entries/article/{seeded['articles'][0]}?include=author"
+    first = await d.get(url, headers=auth)
+    cache = blog.delivery._transport.app.state.cache
+    hits = cache.hits
+    second = await d.get(url, headers={"X-API-Key": key["secret"]})
+    assert cache.hits == hits  # not through the full app's get(): answered by the fast path's peek()
+    assert second.content == first.content
+    for header in ("etag", "cache-control", "surrogate-key", "cache-tag", "content-type"):
+        assert second.headers[header] == first.headers[header], header
+    assert second.headers["x-request-id"] != first.headers["x-request-id"]
+    assert (await d.get(url, headers={**auth, "If-None-Match": first.headers["etag"]})).status_code == 304
+    # no credential, a wrong one, a restricted one: refused although the answer is cached
+    assert (await d.get(url)).status_code == 401
+    assert (await d.get(url, headers={"Authorization": "Bearer cms_dk_wrong"})).status_code == 401
+    limited = await blog.key("delivery", content_types=["author"])
+    assert (await d.get(url, headers={"Authorization": f"Bearer {limited}"})).status_code == 403
+    management = await blog.key("management", scopes=["content:read"])
+    assert (await d.get(url, headers={"Authorization": f"Bearer {management}"})).status_code == 401
+    # revoked: refused at once, cache or not
+    assert (await m.delete(f"/v1/keys/{key['id']}")).status_code == 204
+
+    async def refused() -> None:
+        assert (await d.get(url, headers=auth)).status_code == 401
+
+    await eventually(refused, timeout=1.0)

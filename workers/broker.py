@@ -65,7 +65,7 @@ class WorkerRuntime:
         self.publisher = publish.Publisher(self.store, settings)
         self.pool: Any = None
         self.redis: Any = None
-        self.purge: PurgeSender = PurgeSender(None, self.purger, s3_prefix=settings.s3_prefix if settings.s3_bucket else "")
+        self.purge: PurgeSender = PurgeSender.for_settings(None, self.purger, settings)
         self.error: BaseException | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 

@@ -144,7 +144,7 @@ async def _republish(settings: Settings, progress: Callable[[int, int], None] | 
         publisher = Publisher(object_store_from_settings(settings), settings, only_changed=True)
         result = await republish_all(pool, publisher, progress)
         changes = result.changes
-        purge = PurgeSender(redis, purger_from_settings(settings), s3_prefix=settings.s3_prefix if settings.s3_bucket else "")
+        purge = PurgeSender.for_settings(redis, purger_from_settings(settings), settings)
         keys = changes.keys  # only what changed: unchanged files are neither rewritten nor purged
         reference = f"republish-{int(time.time())}"
         if keys:

@@ -376,8 +376,9 @@ async def test_purges_reach_the_cdn_and_delivery_processes(site: Any, hosts: Hos
         paths = {path for method, path, _ in recorder.snapshot() if method == "PURGE" and path != "/"}
         for locale in ("en", "de"):
             assert {
-                f"/entries/article/{locale}/{article}.json", f"/entries/article/{locale}/by-slug/purge-me.json",
-                f"/entries/article/{locale}/index.json",
+                # the embedded store is served by delivery at /cdn/: that is the path a CDN caches
+                f"/cdn/entries/article/{locale}/{article}.json", f"/cdn/entries/article/{locale}/by-slug/purge-me.json",
+                f"/cdn/entries/article/{locale}/index.json",
             } <= paths
 
         # a change of the author purges the article (its document includes the author)
@@ -386,7 +387,7 @@ async def test_purges_reach_the_cdn_and_delivery_processes(site: Any, hosts: Hos
         await site.management.post(f"/v1/entries/author/{author}/publish")
         await settle(site.database_url)
         assert f"entry:{article}" in tags_for(author)
-        assert f"/entries/article/en/{article}.json" in {p for _, p, _ in recorder.snapshot()}
+        assert f"/cdn/entries/article/en/{article}.json" in {p for _, p, _ in recorder.snapshot()}
 
         async def subscriber_got_them() -> None:
             seen = {tag for tags in received if tags for tag in tags}

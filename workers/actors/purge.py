@@ -21,14 +21,19 @@ MAX_MESSAGE_TAGS = 1000  # tags per pub/sub message
 
 
 class PurgeSender:
-    def __init__(self, redis: Any | None, purger: CdnPurger | None, *, s3_prefix: str = "") -> None:
+    def __init__(self, redis: Any | None, purger: CdnPurger | None, *, path_prefix: str = "") -> None:
         self.redis = redis  # redis.asyncio client, or None (no delivery processes to tell)
         self.purger = purger or NoPurger()
-        self.s3_prefix = s3_prefix
+        self.path_prefix = path_prefix
+
+    @classmethod
+    def for_settings(cls, redis: Any | None, purger: CdnPurger | None, settings: Any) -> PurgeSender:
+        # A bucket serves keys under CMS_S3_PREFIX; the embedded store is served by delivery at /cdn/.
+        return cls(redis, purger, path_prefix=settings.s3_prefix if settings.s3_bucket else "cdn/")
 
     def path_of(self, key: str) -> str:
         """The URL path of an object as the bucket (and the CDN in front of it) serves it."""
-        return "/" + self.s3_prefix + key
+        return "/" + self.path_prefix + key
 
     async def send(self, tags: Iterable[str], keys: Iterable[str], reference: str) -> None:
         unique_tags = list(dict.fromkeys(t for t in tags if t))

@@ -663,12 +663,8 @@ async def _update_entry(
 ) -> dict[str, Any]:
     given = _fields_input(body)
     async with conn.transaction():
-        await _lock_schema_shared(conn)
-        ct = await _type_for_write(conn, type_id)
-        locales = await load_locales(conn)
+        ct, locales, existing = await _locked_entry(conn, type_id, entry_id, if_match)
         code = resolve_locale(locales, locale)
-        existing = await _entry_of_type(conn, type_id, entry_id, for_update=True)
-        check_precondition(if_match, existing["version"])
         if patch:
             current = management_entry(existing, ct, code, locales)["fields"]
             merged = {}
@@ -695,6 +691,19 @@ async def _update_entry(
         await ctx.audit(conn, "entry.update", f"entry:{type_id}/{entry_id}")
         await emit(conn, "entry.updated", entry_event(row, ct, locales))
         return management_entry(row, ct, code, locales)
+
+
+async def _locked_entry(
+    conn: asyncpg.Connection, type_id: str, entry_id: str, if_match: str | None
+) -> tuple[ContentType, Locales, Any]:
+    """The start of every change to an existing entry, inside its transaction: schema changes held
+    off, the entry row locked, If-Match checked against its version."""
+    await _lock_schema_shared(conn)
+    ct = await _type_for_write(conn, type_id)
+    locales = await load_locales(conn)
+    existing = await _entry_of_type(conn, type_id, entry_id, for_update=True)
+    check_precondition(if_match, existing["version"])
+    return ct, locales, existing
 
 
 async def _entry_of_type(conn: asyncpg.Connection, type_id: str, entry_id: str, *, for_update: bool = False) -> Any:
@@ -761,11 +770,7 @@ async def publish_entry(
     conn: asyncpg.Connection, type_id: str, entry_id: str, ctx: WriteContext, assets_url: str, if_match: str | None
 ) -> dict[str, Any]:
     async with conn.transaction():
-        await _lock_schema_shared(conn)
-        ct = await _type_for_write(conn, type_id)
-        locales = await load_locales(conn)
-        existing = await _entry_of_type(conn, type_id, entry_id, for_update=True)
-        check_precondition(if_match, existing["version"])
+        ct, locales, existing = await _locked_entry(conn, type_id, entry_id, if_match)
         problems = await validate_for_publish(conn, ct, existing["data"], locales)
         problems.raise_if_any()
         row = await repo.mark_published(conn, entry_id)
@@ -780,10 +785,7 @@ async def unpublish_entry(
     conn: asyncpg.Connection, type_id: str, entry_id: str, ctx: WriteContext, if_match: str | None
 ) -> dict[str, Any]:
     async with conn.transaction():
-        ct = await _type_for_write(conn, type_id)
-        locales = await load_locales(conn)
-        existing = await _entry_of_type(conn, type_id, entry_id, for_update=True)
-        check_precondition(if_match, existing["version"])
+        ct, locales, existing = await _locked_entry(conn, type_id, entry_id, if_match)
         if existing["published_version"] is None:
             return management_entry(existing, ct, locales.default, locales)
         row = await repo.mark_unpublished(conn, entry_id)
@@ -799,10 +801,7 @@ async def delete_entry(
     conn: asyncpg.Connection, type_id: str, entry_id: str, force: bool, ctx: WriteContext, if_match: str | None
 ) -> None:
     async with conn.transaction():
-        ct = await _type_for_write(conn, type_id)
-        locales = await load_locales(conn)
-        existing = await _entry_of_type(conn, type_id, entry_id, for_update=True)
-        check_precondition(if_match, existing["version"])
+        ct, locales, existing = await _locked_entry(conn, type_id, entry_id, if_match)
         if existing["published_version"] is not None and not force:
             raise conflict("the entry is published; unpublish it first or use ?force=true")
         await repo.delete_entry(conn, entry_id)
@@ -830,11 +829,7 @@ async def restore_version(
     conn: asyncpg.Connection, type_id: str, entry_id: str, version: int, ctx: WriteContext, if_match: str | None
 ) -> dict[str, Any]:
     async with conn.transaction():
-        await _lock_schema_shared(conn)
-        ct = await _type_for_write(conn, type_id)
-        locales = await load_locales(conn)
-        existing = await _entry_of_type(conn, type_id, entry_id, for_update=True)
-        check_precondition(if_match, existing["version"])
+        ct, locales, existing = await _locked_entry(conn, type_id, entry_id, if_match)
         old = await repo.get_version(conn, entry_id, version)
         if old is None:
             raise not_found("version")

@@ -11,6 +11,8 @@ from typing import Any
 
 import boto3
 import pytest
+from moto.server import ThreadedMotoServer
+
 from cms.app.config import ConfigError, load_settings
 from cms.storage.cdn import (
     CdnPurgeError,
@@ -22,7 +24,6 @@ from cms.storage.cdn import (
     NoPurger,
     purger_from_settings,
 )
-from moto.server import ThreadedMotoServer
 
 
 class Recorded:

@@ -114,7 +114,7 @@ async def test_locales_fallback_cycles_and_default(apps) -> None:
     assert (await m.delete("/v1/locales/en")).status_code == 409
     r = await m.put("/v1/locales/de", json={"name": "Deutsch", "fallback": None, "default": True})
     assert r.status_code == 200 and r.json()["data"]["default"] is True
-    codes = {l["code"]: l["default"] for l in (await m.get("/v1/locales")).json()["data"]}
+    codes = {loc["code"]: loc["default"] for loc in (await m.get("/v1/locales")).json()["data"]}
     assert codes == {"de": True, "en": False, "de-AT": False}
     assert (await m.delete("/v1/locales/en")).status_code == 204
 

@@ -10,6 +10,9 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from cms.app.content.query import (
     DeliverySource,
     DraftSource,
@@ -24,8 +27,6 @@ from cms.app.content.query import (
 )
 from cms.app.content.schemas import ContentType, Field
 from cms.app.problems import ProblemError
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 AUTHOR = ContentType(
     id="author", name="Author", description=None, display_field="name",

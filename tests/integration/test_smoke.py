@@ -1,4 +1,3 @@
-from tests.conftest import eventually
 
 
 async def test_create_publish_deliver(blog) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import boto3
 import pytest
+from moto.server import ThreadedMotoServer
+
 from cms.app.config import load_settings
 from cms.storage.objects import (
     AsyncObjectStore,
@@ -25,7 +27,6 @@ from cms.storage.objects import (
     s3_client,
     validate_key,
 )
-from moto.server import ThreadedMotoServer
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON = "application/json"

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from cms.app import cli
 
 CMS_SCRIPT = Path(sys.executable).parent / "cms"

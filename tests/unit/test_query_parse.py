@@ -8,6 +8,9 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from cms.app.content.query import (
     RANK,
     DeliverySource,
@@ -22,8 +25,6 @@ from cms.app.content.query import (
 )
 from cms.app.content.schemas import ContentType, Field
 from cms.app.problems import ProblemError
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 AUTHOR = ContentType(
     id="author", name="Author", description=None, display_field="name",

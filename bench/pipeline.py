@@ -59,7 +59,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -252,7 +251,9 @@ class Cpu:
 
     def snap(self) -> dict[str, Any]:
         s = cpuacct.snap(pids_env("BENCH_ROOTS"), pids_env("BENCH_SERVER_PIDS") or None)
-        s["components"] = {name: cpuacct.ours([pid]) for name, pid in components().items()}
+        # management_worker is inside management's tree (it is there for py-spy only)
+        s["components"] = {name: cpuacct.ours([pid]) for name, pid in components().items()
+                           if name != "management_worker"}
         return s
 
     def diff(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -473,6 +474,13 @@ class Bench:
                 purge_ms.append((tp - t0) / 1e6)
             if tpp is not None:
                 path_ms.append((tpp - t0) / 1e6)
+        # Per publish (for plots and debugging): offset of t0 from the start, file and purge ms.
+        samples = [[round((t0 - start) / 1e6, 2), ids[i],
+                    round((tf - t0) / 1e6, 2) if (tf := Records.first_after(self.rec.files.get(f"{ids[i]}.json"), t0)) else None,
+                    round((tp - t0) / 1e6, 2) if (tp := Records.first_after(self.rec.purges.get(ids[i]), t0)) else None]
+                   for i, (_, t0, _, _) in enumerate(sends)]
+        (self.outdir / f"{name}.samples.json").write_text(json.dumps(
+            {"columns": ["t0_ms_from_start", "id", "file_ms", "purge_ms"], "rows": samples}))
         t0s = sorted(s[1] for s in sends if s[1])
         achieved = (len(t0s) - 1) / ((t0s[-1] - t0s[0]) / 1e9) if len(t0s) > 1 and t0s[-1] > t0s[0] else None
         result = {
@@ -565,40 +573,52 @@ class Bench:
     # -- cross-check through the events feed ---------------------------------------------------
 
     async def events(self) -> dict[str, Any]:
-        published: dict[str, tuple[str, float]] = {}  # event id -> (entry id, created_at)
-        delivered: dict[str, float] = {}              # source event id -> created_at
+        """entry.published -> entry.delivered per run, from PostgreSQL (and how much GET /v1/events shows)."""
+        import asyncpg
+
+        pid_file = self.objects.parent / "postgres" / "postmaster.pid"
+        lines = pid_file.read_text().splitlines()
+        conn = await asyncpg.connect(host=lines[4], port=int(lines[3]), user="postgres", database="cms")
+        try:
+            rows = await conn.fetch(
+                """SELECT p.payload->>'id' AS entry_id, p.created_at AS published, p.relayed_at AS relayed,
+                          s.done_at AS done, d.created_at AS delivered
+                     FROM outbox_events p
+                     LEFT JOIN outbox_steps s ON s.event_id = p.id AND s.step = 'deliver'
+                     LEFT JOIN outbox_events d ON d.type = 'entry.delivered' AND d.payload->>'source_event' = p.id
+                    WHERE p.type = 'entry.published'""")
+            db_total = await conn.fetchval("SELECT count(*) FROM outbox_events")
+        finally:
+            await conn.close()
+        by_entry = {r["entry_id"]: r for r in rows}
+        out: dict[str, Any] = {"source": "PostgreSQL outbox_events/outbox_steps (created_at = transaction start)"}
+        for name, ids in self.ids_of.items():
+            got = [by_entry[i] for i in ids if i in by_entry]
+
+            def ms(col: str, got: list[Any] = got) -> list[float]:
+                return [(r[col] - r["published"]).total_seconds() * 1000 for r in got if r[col] is not None]
+
+            item: dict[str, Any] = {
+                "published_events": len(got), "delivered_events": sum(1 for r in got if r["delivered"]),
+                "relayed_minus_published_ms": stats(ms("relayed")), "step_done_minus_published_ms": stats(ms("done")),
+                "delivered_minus_published_ms": stats(ms("delivered")),
+            }
+            if got and all(r["delivered"] for r in got):
+                item["first_published_to_last_delivered_s"] = round(
+                    (max(r["delivered"] for r in got) - min(r["published"] for r in got)).total_seconds(), 3)
+            out[name] = item
+        # The same events through the API feed, paged from the start: does it show them all?
+        seen = 0
         cursor = None
-        pages = 0
         while True:
-            q = "/v1/events?limit=100" + (f"&after={cursor}" if cursor else "")
-            page = await self.call("GET", q)
-            pages += 1
-            for ev in page["data"]:
-                ts = datetime.fromisoformat(ev["created_at"].replace("Z", "+00:00")).timestamp()
-                if ev["type"] == "entry.published":
-                    published[ev["id"]] = (ev["data"]["id"], ts)
-                elif ev["type"] == "entry.delivered":
-                    delivered.setdefault(ev["data"].get("source_event"), ts)
+            page = await self.call("GET", "/v1/events?limit=100" + (f"&after={cursor}" if cursor else ""))
+            seen += len(page["data"])
             if not page["data"]:
                 break
             cursor = page["meta"]["next_cursor"]
-        by_entry = {eid: (ev_id, ts) for ev_id, (eid, ts) in published.items()}
-        out: dict[str, Any] = {"pages": pages}
-        for name, ids in self.ids_of.items():
-            deltas, pub_ts, del_ts = [], [], []
-            for i in ids:
-                if i not in by_entry:
-                    continue
-                ev_id, ts = by_entry[i]
-                pub_ts.append(ts)
-                if ev_id in delivered:
-                    deltas.append((delivered[ev_id] - ts) * 1000)
-                    del_ts.append(delivered[ev_id])
-            item = {"published_events": len(pub_ts), "delivered_events": len(deltas),
-                    "delivered_minus_published_ms": stats(deltas)}
-            if del_ts and pub_ts:
-                item["first_published_to_last_delivered_s"] = round(max(del_ts) - min(pub_ts), 3)
-            out[name] = item
+        out["feed_api"] = {"events_in_db": db_total, "events_seen_paging_get_v1_events": seen}
+        if seen < db_total:
+            log(f"GET /v1/events showed {seen} of {db_total} events when paged from the start")
         return out
 
     # -- profiling (optional, after the measurements) -----------------------------------------
@@ -663,6 +683,10 @@ def fmt(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def cores(v: Any) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
 def noisy(cpu: dict[str, Any]) -> str:
     o = cpu.get("others_cores", 0)
     return f"{o:.2f}" + (" (noisy)" if o >= 0.3 else "")
@@ -687,7 +711,7 @@ def report(doc: dict[str, Any]) -> str:
                 f"| {p['rate']:g} → {fmt(p['achieved_rate'])} | {p['publishes']} | {fmt(a.get('p50'))} / {fmt(a.get('p99'))} "
                 f"| {fmt(f.get('p50'))} / {fmt(f.get('p95'))} / {fmt(f.get('p99'))} / {fmt(f.get('max'))} "
                 f"| {fmt(pu.get('p50'))} / {fmt(pu.get('p95'))} / {fmt(pu.get('p99'))} / {fmt(pu.get('max'))} "
-                f"| {fmt(ev.get('p50'))} / {fmt(ev.get('p99'))} | {fmt(p['cpu'].get('server_cores'))} "
+                f"| {fmt(ev.get('p50'))} / {fmt(ev.get('p99'))} | {cores(p['cpu'].get('server_cores'))} "
                 f"| {noisy(p['cpu'])} | {'✓' if worst < 300 and not miss else '✗'}"
                 f"{f' ({miss} missing/errors)' if miss else ''} |")
     b = doc["phases"].get("bulk")
@@ -699,7 +723,7 @@ def report(doc: dict[str, Any]) -> str:
             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|",
             f"| {b['entries']:,} entries | {b['requests']} × {b['actions_per_request']} | {fmt(b['api_s'])} "
             f"| {fmt(b['api_entries_per_s'])} | {fmt(b['end_to_end_s'])} | {fmt(b['end_to_end_entries_per_s'])} "
-            f"| {fmt(b['after_last_response_s'])} | {fmt(b['last_purge_s'])} | {fmt(b['cpu'].get('server_cores'))} "
+            f"| {fmt(b['after_last_response_s'])} | {fmt(b['last_purge_s'])} | {cores(b['cpu'].get('server_cores'))} "
             f"| {noisy(b['cpu'])} "
             f"| {'✓' if (b['end_to_end_entries_per_s'] or 0) >= 1000 else '✗'}{'' if b['complete'] else ' (incomplete)'} |",
         ]
@@ -709,7 +733,7 @@ def report(doc: dict[str, Any]) -> str:
         lines += ["", "CPU by component (cores, averaged over each run including its drain):", "",
                   "| run | " + " | ".join(names) + " |", "|---|" + "--:|" * len(names)]
         for k, c in comp:
-            lines.append(f"| {k} | " + " | ".join(fmt(c.get(n)) for n in names) + " |")
+            lines.append(f"| {k} | " + " | ".join(cores(c.get(n)) for n in names) + " |")
     return "\n".join(lines)
 
 

@@ -37,21 +37,21 @@ START = Position(0, 0)
 
 
 def _position(row: Any) -> Position:
-    return Position(int(row["txid"]), int(row["seq"]))
+    return Position(int(row["txid_text"]), int(row["seq"]))
 
 
 async def position_of(conn: asyncpg.Connection, event_id: str) -> Position | None:
     """Where an event sits in the feed (None for an unknown id)."""
     if not EVENT_ID.fullmatch(event_id):
         return None
-    row = await conn.fetchrow("SELECT txid::text AS txid, seq FROM outbox_events WHERE id = $1", event_id)
+    row = await conn.fetchrow("SELECT txid::text AS txid_text, seq FROM outbox_events WHERE id = $1", event_id)
     return _position(row) if row is not None else None
 
 
 async def head(conn: asyncpg.Connection) -> Position:
     """The last visible position: every event a reader can see now is at or before it."""
     row = await conn.fetchrow(
-        f"SELECT txid::text AS txid, seq FROM outbox_events WHERE txid < {_XMIN} "
+        f"SELECT txid::text AS txid_text, seq FROM outbox_events WHERE txid < {_XMIN} "
         "ORDER BY txid DESC, seq DESC LIMIT 1"
     )
     return _position(row) if row is not None else START
@@ -67,7 +67,7 @@ async def read(
     """
     allowed = sorted(content_types) if content_types is not None else None
     return await conn.fetch(
-        f"""SELECT id, type, payload, created_at, txid::text AS txid, seq
+        f"""SELECT id, type, payload, created_at, txid::text AS txid_text, seq
               FROM outbox_events
              WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
                AND txid < {_XMIN}
@@ -94,7 +94,7 @@ async def entry_changes(
 ) -> list[EntryChange]:
     """Visible publish/unpublish/delete events of one content type after a position, in feed order."""
     rows = await conn.fetch(
-        f"""SELECT txid::text AS txid, seq, payload->>'id' AS entry_id
+        f"""SELECT txid::text AS txid_text, seq, payload->>'id' AS entry_id
               FROM outbox_events
              WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
                AND txid < {_XMIN}

@@ -215,3 +215,27 @@ async def test_type_limited_key_sees_only_its_types(blog) -> None:
         assert seen == [("content_type.saved", "author"), ("entry.created", author), ("asset.created", "as1")]
 
     await eventually(limited, WAIT)
+
+
+async def test_feed_orders_transaction_ids_numerically(apps) -> None:
+    """Transaction ids compared as text put 10 before 9 and made pollers skip events: numbers only."""
+    from cms.app.db.pool import connect
+    from cms.app.events import feed
+
+    conn = await connect(apps.database_url)
+    try:
+        await conn.execute("DELETE FROM outbox_events")
+        # Old, finished transaction ids whose text order ("10" < "9") differs from their number order.
+        for txid, seq in ((9, 1), (10, 2), (100, 3)):
+            await conn.execute(
+                "INSERT INTO outbox_events (id, seq, type, payload, txid) VALUES ($1, $2, 'x.y', '{}', $3::text::xid8)",
+                f"ev{txid}", seq, str(txid),
+            )
+        start = feed.Position(0, 0)
+        assert [r["id"] for r in await feed.read(conn, start, 10)] == ["ev9", "ev10", "ev100"]
+        after_first = await feed.position_of(conn, "ev9")
+        assert after_first is not None and after_first.txid == 9
+        assert [r["id"] for r in await feed.read(conn, after_first, 1)] == ["ev10"]
+        assert (await feed.head(conn)).txid >= 100
+    finally:
+        await conn.close()

@@ -79,7 +79,7 @@ class PipelineConfig:
     relay_interval: float = 1.0  # CMS_RELAY_INTERVAL_SECONDS: periodic sweep of unrelayed events
     relay_batch: int = 200  # CMS_RELAY_BATCH
     worker_threads: int = 8  # CMS_WORKER_THREADS: concurrent steps per worker process
-    poll_ms: int = 1000  # CMS_WORKER_POLL_MS: Dramatiq's idle poll of the queue (latency when idle)
+    poll_ms: int = 100  # CMS_WORKER_POLL_MS: Dramatiq's idle poll of the queue (latency when idle)
     namespace: str = "cms"  # CMS_BROKER_NAMESPACE: prefix of the broker's Redis keys
     sweep_batch: int = 1000
 

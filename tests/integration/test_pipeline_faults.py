@@ -31,7 +31,6 @@ import pytest
 import redis
 from asgi_lifespan import LifespanManager
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from cms.app.config import load_settings
 from cms.app.content import delivery
@@ -415,17 +414,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
 
-@pytest.fixture(scope="module")
-def moto_server() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 async def test_s3_errors_are_retried_until_the_files_are_right(
-    apps: Apps, services: Any, database_url: str, moto_server: str, monkeypatch: pytest.MonkeyPatch
+    apps: Apps, services: Any, database_url: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -438,9 +428,9 @@ async def test_s3_errors_are_retried_until_the_files_are_right(
         assert (await m.put(f"/v1/content-types/{type_id}", json=body)).status_code == 201
 
     bucket = f"cms-faults-{uuid.uuid4().hex[:10]}"
-    raw = boto3.session.Session(region_name="us-east-1").client("s3", endpoint_url=moto_server)
+    raw = boto3.session.Session(region_name="us-east-1").client("s3", endpoint_url=moto_endpoint)
     raw.create_bucket(Bucket=bucket)
-    host_, port = moto_server.removeprefix("http://").split(":")
+    host_, port = moto_endpoint.removeprefix("http://").split(":")
     proxy = FailingProxy((host_, int(port)), failures=16)
     thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -469,7 +459,7 @@ async def test_s3_errors_are_retried_until_the_files_are_right(
             assert await conn.fetchval("SELECT count(*) FROM (SELECT s.* FROM outbox_steps s JOIN outbox_events e ON e.id = s.event_id WHERE e.type LIKE 'entry.%') AS outbox_steps WHERE status = 'done'") == len(ids)
         finally:
             await conn.close()
-        direct = S3ObjectStore(bucket, moto_server, prefix="site", client=raw)
+        direct = S3ObjectStore(bucket, moto_endpoint, prefix="site", client=raw)
         await check_files(database_url, direct)
         assert raw.head_object(Bucket=bucket, Key=f"site/entries/article/en/{ids[0]}.json")["Metadata"]["cms-version"] == "1"
     finally:

@@ -594,10 +594,17 @@ async def _type_for_write(conn: asyncpg.Connection, type_id: str) -> ContentType
     return content_type_from_row(row)
 
 
+class EntryExists(ProblemError):
+    """create_entry found the id taken by an entry of the same type (PUT then replaces it)."""
+
+    def __init__(self, entry_id: str) -> None:
+        super().__init__(409, "conflict", f"an entry with id {entry_id!r} already exists")
+
+
 async def create_entry(
     conn: asyncpg.Connection, type_id: str, entry_id: str | None, locale: str | None, body: Any, ctx: WriteContext
 ) -> tuple[dict[str, Any], bool]:
-    """POST (entry_id None) or PUT: create, or replace the locale's fields. Returns (ENTRY, created)."""
+    """Create an entry (POST: server id; PUT: the client's id). Returns (ENTRY, True)."""
     given = _fields_input(body)
     if entry_id is not None and not RESOURCE_ID.fullmatch(entry_id):
         raise invalid("/id", "ids match [A-Za-z0-9_-]{1,64}")
@@ -609,44 +616,39 @@ async def create_entry(
         errors = FieldErrorsProblem()
         values = _validate_fields(ct, given, errors)
         errors.raise_if_any()
-        existing = await repo.get_entry(conn, entry_id, for_update=True) if entry_id else None
-        if existing is not None and existing["type"] != type_id:
-            raise conflict(f"the id {entry_id!r} is used by an entry of type {existing['type']!r}")
-        if existing is None:
-            new_id = entry_id or str(ULID())
-            data = _apply({}, ct, values, code)
-            await _fill_slugs(conn, ct, data, code, new_id, locales)
-            try:
-                async with conn.transaction():
-                    row = await repo.insert_entry(conn, new_id, type_id, data)
-            except asyncpg.UniqueViolationError:
-                raise conflict(f"an entry with id {new_id!r} already exists") from None
-            await _save_unique(conn, ct, data, new_id)
-            await repo.insert_version(conn, new_id, 1, data, "create", ctx.actor.actor())
-            await ctx.audit(conn, "entry.create", f"entry:{type_id}/{new_id}")
-            await emit(conn, "entry.created", entry_event(row, ct, locales))
-            return management_entry(row, ct, code, locales), True
-        raise _Replace(existing, ct, locales, code, values)
-
-
-class _Replace(Exception):
-    def __init__(self, existing: Any, ct: ContentType, locales: Locales, code: str, values: dict[str, Any]) -> None:
-        self.args = (existing, ct, locales, code, values)
+        new_id = entry_id or str(ULID())
+        data = _apply({}, ct, values, code)
+        await _fill_slugs(conn, ct, data, code, new_id, locales)
+        try:
+            async with conn.transaction():
+                row = await repo.insert_entry(conn, new_id, type_id, data)
+        except asyncpg.UniqueViolationError:
+            taken_by = await repo.get_entry(conn, new_id)
+            if taken_by is not None and taken_by["type"] != type_id:
+                raise conflict(f"the id {new_id!r} is used by an entry of type {taken_by['type']!r}") from None
+            raise EntryExists(new_id) from None
+        await _save_unique(conn, ct, data, new_id)
+        await repo.insert_version(conn, new_id, 1, data, "create", ctx.actor.actor())
+        await ctx.audit(conn, "entry.create", f"entry:{type_id}/{new_id}")
+        await emit(conn, "entry.created", entry_event(row, ct, locales))
+        return management_entry(row, ct, code, locales), True
 
 
 async def put_entry(
     conn: asyncpg.Connection, type_id: str, entry_id: str, locale: str | None, body: Any, ctx: WriteContext,
     if_match: str | None,
 ) -> tuple[dict[str, Any], bool]:
-    try:
+    """PUT: create with the client's id, or replace the locale's fields of the existing entry."""
+    existing = await repo.get_entry(conn, entry_id) if RESOURCE_ID.fullmatch(entry_id) else None
+    if existing is None:
         if if_match is not None:
-            # A conditional PUT never creates: there is no version to match.
-            row = await repo.get_entry(conn, entry_id)
-            if row is None:
-                check_precondition(if_match, None)
-        return await create_entry(conn, type_id, entry_id, locale, body, ctx)
-    except _Replace:
-        pass
+            check_precondition(if_match, None)  # a conditional PUT never creates: nothing to match
+        try:
+            return await create_entry(conn, type_id, entry_id, locale, body, ctx)
+        except EntryExists:
+            pass  # created concurrently a moment ago: replace it like any existing entry
+    elif existing["type"] != type_id:
+        raise conflict(f"the id {entry_id!r} is used by an entry of type {existing['type']!r}")
     return await _update_entry(conn, type_id, entry_id, locale, body, ctx, if_match, patch=False), False
 
 

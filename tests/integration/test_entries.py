@@ -217,3 +217,16 @@ async def test_management_list_filters_sort_and_paging(blog) -> None:
     assert [e["fields"]["rank"] for e in body["data"]] == [2, 3] and body["meta"]["total"] == 3
     r = await m.get(f"/v1/entries/article?filter[rank][gte]=2&sort=rank&limit=2&cursor={body['meta']['next_cursor']}")
     assert [e["fields"]["rank"] for e in r.json()["data"]] == [4] and r.json()["meta"]["next_cursor"] is None
+
+
+async def test_concurrent_puts_of_a_new_id_create_once_and_replace(blog) -> None:
+    m = blog.management
+    results = await asyncio.gather(*[
+        m.put("/v1/entries/article/same-id", json={"fields": {"title": f"T{i}"}}) for i in range(5)
+    ])
+    codes = sorted(r.status_code for r in results)
+    assert codes.count(201) == 1 and set(codes) <= {200, 201}, [r.text for r in results]
+    entry = (await m.get("/v1/entries/article/same-id")).json()["data"]
+    assert entry["fields"]["title"] in {f"T{i}" for i in range(5)}
+    versions = (await m.get("/v1/entries/article/same-id/versions")).json()["meta"]["total"]
+    assert versions == entry["version"]

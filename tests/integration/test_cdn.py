@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
@@ -23,67 +20,14 @@ from cms.storage.cdn import (
     NoPurger,
     purger_from_settings,
 )
-
-
-class Recorded:
-    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
-        self.method = method
-        self.path = path
-        self.headers = headers
-        self.body = body
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Recorder(ThreadingHTTPServer):
-    """Records every request; answers ``status`` with ``reply`` (JSON)."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), RecordingHandler)
-        self.requests: list[Recorded] = []
-        self.status = 200
-        self.reply: Any = {"status": "ok"}
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class RecordingHandler(BaseHTTPRequestHandler):
-    server: Recorder
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _handle(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        with self.server.lock:
-            self.server.requests.append(
-                Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            )
-        payload = json.dumps(self.server.reply).encode()
-        self.send_response(self.server.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_PURGE = do_BAN = _handle
+from tests.support import Recorder
 
 
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
-    server = Recorder()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    server = Recorder(reply={"status": "ok"}).start()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def tags(n: int) -> list[str]:
@@ -158,9 +102,7 @@ def test_cloudflare_success_false_raises(recorder: Recorder) -> None:
 
 @pytest.mark.parametrize("method", ["PURGE", "BAN"])
 def test_http_purge_and_ban(recorder: Recorder, method: str) -> None:
-    second = Recorder()
-    thread = threading.Thread(target=second.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    second = Recorder(reply={"status": "ok"}).start()
     try:
         purger = purger_from_settings(
             load_settings(
@@ -187,8 +129,7 @@ def test_http_purge_and_ban(recorder: Recorder, method: str) -> None:
             assert tag_request.headers["surrogate-key"] == "entry:1 type:article"
             assert tag_request.headers["x-cache-tags"] == "entry:1,type:article"
     finally:
-        second.shutdown()
-        second.server_close()
+        second.stop()
 
 
 def test_http_tags_are_batched(recorder: Recorder) -> None:

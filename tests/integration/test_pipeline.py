@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from cms.workers.main import WorkerHost, republish
 from cms.workers.pipeline import PipelineConfig
 from cms.workers.relay import Relay
 from tests.conftest import eventually
+from tests.support import Recorder
 
 SETTLE_TIMEOUT = 30.0
 
@@ -120,51 +119,11 @@ async def site(blog: Any) -> Any:
     return blog
 
 
-class Recorder(ThreadingHTTPServer):
-    """A CDN stand-in: records every PURGE request."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _RecordingHandler)
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def snapshot(self) -> list[tuple[str, str, dict[str, str]]]:
-        with self.lock:
-            return list(self.requests)
-
-
-class _RecordingHandler(BaseHTTPRequestHandler):
-    server: Recorder
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _handle(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        with self.server.lock:
-            self.server.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    do_PURGE = do_BAN = do_GET = do_POST = _handle
-
-
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
-    server = Recorder()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    server = Recorder().start()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def make_bucket(endpoint: str) -> str:
@@ -347,12 +306,12 @@ async def test_purges_reach_the_cdn_and_delivery_processes(site: Any, hosts: Hos
 
         def tags_for(entry_id: str) -> list[str]:
             return [
-                tag for method, path, headers in recorder.snapshot() if method == "PURGE" and path == "/"
-                for tag in headers["surrogate-key"].split() if f"entry:{entry_id}" in headers["surrogate-key"]
+                tag for r in recorder.snapshot() if r.method == "PURGE" and r.path == "/"
+                for tag in r.headers["surrogate-key"].split() if f"entry:{entry_id}" in r.headers["surrogate-key"]
             ]
 
         assert {f"entry:{article}", "type:article"} <= set(tags_for(article))
-        paths = {path for method, path, _ in recorder.snapshot() if method == "PURGE" and path != "/"}
+        paths = {r.path for r in recorder.snapshot() if r.method == "PURGE" and r.path != "/"}
         for locale in ("en", "de"):
             assert {
                 # the embedded store is served by delivery at /cdn/: that is the path a CDN caches
@@ -366,7 +325,7 @@ async def test_purges_reach_the_cdn_and_delivery_processes(site: Any, hosts: Hos
         await site.management.post(f"/v1/entries/author/{author}/publish")
         await settle(site.database_url)
         assert f"entry:{article}" in tags_for(author)
-        assert f"/cdn/entries/article/en/{article}.json" in {p for _, p, _ in recorder.snapshot()}
+        assert f"/cdn/entries/article/en/{article}.json" in {r.path for r in recorder.snapshot()}
 
         async def subscriber_got_them() -> None:
             seen = {tag for tags in received if tags for tag in tags}

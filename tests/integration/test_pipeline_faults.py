@@ -5,23 +5,20 @@ version, with the bytes the delivery API answers, and no unpublished entry has f
 
 Durations are kept short for CI with environment variables:
 - CMS_TEST_KILL_ENTRIES (default 500): entries created and published while the worker is killed;
-- CMS_TEST_REDIS_OUTAGE_SECONDS (default 10; the issue asks for 30 in a long run): how long Valkey is down.
+- CMS_TEST_REDIS_OUTAGE_SECONDS (default 30, as the issue asks): how long Valkey is down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import os
 import random
 import socket
 import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +37,13 @@ from cms.app.db.pool import connect
 from cms.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
 from cms.workers.main import WorkerHost
 from tests.conftest import ADMIN_SECRET, ARTICLE, AUTHOR, TAG, Apps
+from tests.support import FailingProxy
 
 from .test_pipeline import fast_config, settle
 
 ROOT = Path(__file__).resolve().parents[2]
 KILL_ENTRIES = int(os.environ.get("CMS_TEST_KILL_ENTRIES", "500"))
-REDIS_OUTAGE_SECONDS = float(os.environ.get("CMS_TEST_REDIS_OUTAGE_SECONDS", "10"))
+REDIS_OUTAGE_SECONDS = float(os.environ.get("CMS_TEST_REDIS_OUTAGE_SECONDS", "30"))
 RECOVERY_TIMEOUT = 90.0
 
 
@@ -337,83 +335,6 @@ async def test_valkey_outage_loses_nothing(database_url: str, own_valkey: Any, t
 # 3. S3 answering 500 / 503
 
 
-class FailingProxy(ThreadingHTTPServer):
-    """Answers 500 and 503 (alternately) to the first `failures` requests, then forwards to `upstream`."""
-
-    daemon_threads = True
-
-    def __init__(self, upstream: tuple[str, int], failures: int) -> None:
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
-        self.upstream = upstream
-        self.failures = failures
-        self.failed = 0
-        self.forwarded = 0
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _ProxyHandler(BaseHTTPRequestHandler):
-    server: FailingProxy
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            data = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return data
-                data += self.rfile.read(size)
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def _handle(self) -> None:
-        body = self._body()
-        with self.server.lock:
-            fail = self.server.failed < self.server.failures
-            if fail:
-                self.server.failed += 1
-                status = 500 if self.server.failed % 2 else 503
-            else:
-                self.server.forwarded += 1
-        if fail:
-            code = b"InternalError" if status == 500 else b"ServiceUnavailable"
-            payload = b"" if self.command == "HEAD" else b"<Error><Code>" + code + b"</Code><Message>x</Message></Error>"
-            self.send_response(status)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-            return
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "content-length")}
-        headers["Content-Length"] = str(len(body))
-        conn = http.client.HTTPConnection(*self.server.upstream, timeout=30)
-        try:
-            conn.request(self.command, self.path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        finally:
-            conn.close()
-        self.send_response(response.status)
-        for name, value in response.getheaders():
-            if name.lower() not in ("transfer-encoding", "content-length", "connection", "server", "date"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
-
-
 async def test_s3_errors_are_retried_until_the_files_are_right(
     apps: Apps, services: Any, database_url: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -431,9 +352,7 @@ async def test_s3_errors_are_retried_until_the_files_are_right(
     raw = boto3.session.Session(region_name="us-east-1").client("s3", endpoint_url=moto_endpoint)
     raw.create_bucket(Bucket=bucket)
     host_, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = FailingProxy((host_, int(port)), failures=16)
-    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    proxy = FailingProxy((host_, int(port)), failures=16, statuses=(500, 503)).start()
     try:
         # few boto3 retries (1), so the failures reach the pipeline and it has to retry the step
         client = boto3.session.Session(region_name="us-east-1").client(
@@ -463,8 +382,7 @@ async def test_s3_errors_are_retried_until_the_files_are_right(
         await check_files(database_url, direct)
         assert raw.head_object(Bucket=bucket, Key=f"site/entries/article/en/{ids[0]}.json")["Metadata"]["cms-version"] == "1"
     finally:
-        proxy.shutdown()
-        proxy.server_close()
+        proxy.stop()
 
 
 async def test_a_step_that_keeps_failing_ends_up_failed_and_visible(

@@ -27,31 +27,9 @@ from cms.app.content.query import (
 )
 from cms.app.content.schemas import ContentType, Field
 from cms.app.problems import ProblemError
+from tests.support import AUTHOR, TAG, article_type
 
-AUTHOR = ContentType(
-    id="author", name="Author", description=None, display_field="name",
-    fields=[Field(id="name", type="text", localized=True), Field(id="age", type="integer")],
-)
-TAG = ContentType(id="tag", name="Tag", description=None, display_field=None, fields=[Field(id="label", type="text")])
-ARTICLE = ContentType(
-    id="article", name="Article", description=None, display_field="title",
-    fields=[
-        Field(id="title", type="text", localized=True),
-        Field(id="slug", type="slug", from_="title"),
-        Field(id="body", type="long_text"),
-        Field(id="rich", type="rich_text"),
-        Field(id="rank", type="integer"),
-        Field(id="score", type="number"),
-        Field(id="flag", type="boolean"),
-        Field(id="day", type="date"),
-        Field(id="at", type="datetime"),
-        Field(id="kind", type="enum", values=["news", "blog"]),
-        Field(id="meta", type="json"),
-        Field(id="author", type="reference", to=["author"]),
-        Field(id="tags", type="reference", to=["tag"], list=True),
-        Field(id="cover", type="asset"),
-    ],
-)
+ARTICLE = article_type()
 TYPES = {"author": AUTHOR, "tag": TAG, "article": ARTICLE}
 CHAINS = {"en": ["en"], "de": ["de", "en"]}
 SEARCHABLE = {"text", "long_text", "rich_text"}

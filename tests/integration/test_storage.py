@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import http.client
 import subprocess
 import sys
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from cms.storage.objects import (
     s3_client,
     validate_key,
 )
+from tests.support import FailingProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON = "application/json"
@@ -358,90 +356,11 @@ def test_s3_version_guard_is_compare_and_swap(moto_endpoint: str, bucket: str, s
     assert other.get("k.json").body == b"v8"  # type: ignore[union-attr]
 
 
-class FlakyProxy(ThreadingHTTPServer):
-    """Answers 503 to the first ``failures`` requests, then forwards to ``upstream``."""
-
-    daemon_threads = True
-
-    def __init__(self, upstream: tuple[str, int], failures: int) -> None:
-        super().__init__(("127.0.0.1", 0), FlakyHandler)
-        self.upstream = upstream
-        self.failures = failures
-        self.seen: list[tuple[str, str, int]] = []
-        self.lock = threading.Lock()
-
-
-class FlakyHandler(BaseHTTPRequestHandler):
-    server: FlakyProxy
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            data = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return data
-                data += self.rfile.read(size)
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def _handle(self) -> None:
-        body = self._body()
-        with self.server.lock:
-            fail = len([s for s in self.server.seen if s[2] == 503]) < self.server.failures
-            self.server.seen.append((self.command, self.path, 503 if fail else 0))
-        if fail:
-            payload = (
-                b""
-                if self.command == "HEAD"
-                else (
-                    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code>'
-                    b"<Message>Please reduce your request rate.</Message></Error>"
-                )
-            )
-            self.send_response(503)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
-            return
-        headers = {
-            k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "content-length")
-        }
-        headers["Content-Length"] = str(len(body))
-        conn = http.client.HTTPConnection(*self.server.upstream, timeout=30)
-        try:
-            conn.request(self.command, self.path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        finally:
-            conn.close()
-        self.send_response(response.status)
-        for name, value in response.getheaders():
-            if name.lower() not in ("transfer-encoding", "content-length", "connection", "server", "date"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
-
-
 def test_s3_5xx_is_retried(moto_endpoint: str, bucket: str, aws_env: None) -> None:
     host, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = FlakyProxy((host, int(port)), failures=3)
-    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    proxy = FailingProxy((host, int(port)), failures=3).start()
     try:
-        store = S3ObjectStore(bucket, f"http://127.0.0.1:{proxy.server_address[1]}", prefix="p")
+        store = S3ObjectStore(bucket, proxy.url, prefix="p")
         assert put(store, "entries/a/en/1.json", b"survived", 1)
         assert [s[2] for s in proxy.seen].count(503) == 3
         assert any(method == "PUT" and status == 0 for method, _, status in proxy.seen)
@@ -454,5 +373,4 @@ def test_s3_5xx_is_retried(moto_endpoint: str, bucket: str, aws_env: None) -> No
         assert [s[2] for s in proxy.seen].count(503) == 5
         assert store.delete("entries/a/en/1.json", version=1)
     finally:
-        proxy.shutdown()
-        proxy.server_close()
+        proxy.stop()

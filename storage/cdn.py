@@ -14,7 +14,7 @@ invalidations are keyed by ``reference``, the event id).
   and ``Authorization: Bearer <token>``.
 - ``http`` (tags and paths): ``PURGE`` or ``BAN`` to every Varnish/nginx base URL: one request per
   ≤ 256 tags with ``Surrogate-Key`` (space-separated) and ``X-Cache-Tags`` (comma-separated), then
-  one request per path (``{base}{path}``).
+  one request per path (``{base}{path}``), up to 8 at once.
 
 Tag-based providers ignore ``paths`` and CloudFront ignores ``tags`` (it cannot purge by tag).
 """
@@ -22,6 +22,7 @@ Tag-based providers ignore ``paths`` and CloudFront ignores ``tags`` (it cannot 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
@@ -36,6 +37,7 @@ CLOUDFRONT_MAX_PATHS = 3000
 FASTLY_MAX_KEYS = 256
 CLOUDFLARE_MAX_TAGS = 100
 HTTP_MAX_TAGS = 256
+HTTP_PATH_CONCURRENCY = 8  # path purges in flight at once per call
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
@@ -227,8 +229,15 @@ class HttpPurger(_HttpPurger):
                     f"{base}/",
                     headers={"Surrogate-Key": " ".join(batch), "X-Cache-Tags": ",".join(batch)},
                 )
-            for path in unique_paths:
-                self._send(self.method, f"{base}{path}", ok_statuses=(404,))
+        # One request per path: several in flight at once (httpx.Client is thread-safe), so a batch of
+        # files costs a few round trips of the cache, not one per file.
+        urls = [f"{base}{path}" for base in self.base_urls for path in unique_paths]
+        if len(urls) <= 1:
+            for url in urls:
+                self._send(self.method, url, ok_statuses=(404,))
+            return
+        with ThreadPoolExecutor(max_workers=min(HTTP_PATH_CONCURRENCY, len(urls))) as pool:
+            list(pool.map(lambda url: self._send(self.method, url, ok_statuses=(404,)), urls))
 
 
 def purger_from_settings(settings: Settings) -> CdnPurger:

@@ -31,9 +31,9 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
@@ -170,6 +170,7 @@ class LocalObjectStore:
 
     META_DIR = ".meta"
     TMP_DIR = ".tmp"
+    parallel_io = False  # local files: many small operations are cheapest one after another
 
     def __init__(self, root: Path | str, *, fsync: bool = False) -> None:
         self.root = Path(root)
@@ -351,6 +352,7 @@ class S3ObjectStore:
     """
 
     CAS_ATTEMPTS = 8
+    parallel_io = True  # network round trips: run many at once
 
     def __init__(
         self,
@@ -487,11 +489,34 @@ class S3ObjectStore:
 # ---------------------------------------------------------------------------------------------
 
 
+T = TypeVar("T")
+
+
 class AsyncObjectStore:
     """The same operations as coroutines, each run in a worker thread (``asyncio.to_thread``)."""
 
+    CONCURRENCY = 16  # operations in flight at once in `run_all` on a network store
+
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
+
+    async def run_all(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """Run many store operations (closures over `store`); results in order, the first error raised.
+
+        A network store (S3) gets up to `CONCURRENCY` at once; a local store runs them one after
+        another in a single thread, which costs one thread hand-off instead of one per operation.
+        """
+        if not calls:
+            return []
+        if not getattr(self.store, "parallel_io", True):
+            return await asyncio.to_thread(lambda: [call() for call in calls])
+        limit = asyncio.Semaphore(self.CONCURRENCY)
+
+        async def one(call: Callable[[], T]) -> T:
+            async with limit:
+                return await asyncio.to_thread(call)
+
+        return list(await asyncio.gather(*(one(call) for call in calls)))
 
     async def put(
         self,

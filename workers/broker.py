@@ -125,30 +125,40 @@ class RuntimeMiddleware(Middleware):
 
 
 class StepQueue:
-    """Sends step messages: one actor per step name."""
+    """Sends step messages: one actor per step name; a message names up to `batch` events."""
 
-    def __init__(self, broker: RedisBroker, actors: dict[str, dramatiq.Actor[Any, Any]]) -> None:
+    def __init__(self, broker: RedisBroker, actors: dict[str, dramatiq.Actor[Any, Any]], batch: int = 1) -> None:
         self.broker = broker
         self.actors = actors
-        self.sent = 0  # messages sent (tests check that nothing is sent twice)
+        self.batch = max(1, batch)
+        self.sent = 0  # steps sent (tests check that nothing is sent twice)
 
-    def send(self, event_id: str, step: str) -> None:
-        self.actors[step].send(event_id)
-        self.sent += 1
+    def send(self, event_ids: list[str], step: str) -> None:
+        self.actors[step].send(event_ids)
+        self.sent += len(event_ids)
 
     def send_many(self, steps: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """Send each (event_id, step); returns those the broker refused (e.g. Redis is down)."""
+        """Send each (event_id, step), `batch` events per message; returns those the broker refused
+        (e.g. Redis is down)."""
+        by_step: dict[str, list[str]] = {}
+        for event_id, step in steps:
+            by_step.setdefault(step, []).append(event_id)
+        chunks = [
+            (step, ids[start : start + self.batch]) for step, ids in by_step.items()
+            for start in range(0, len(ids), self.batch)
+        ]
         failed: list[tuple[str, str]] = []
-        for index, (event_id, step) in enumerate(steps):
+        for index, (step, ids) in enumerate(chunks):
             try:
-                self.send(event_id, step)
+                self.send(ids, step)
             except redis.RedisError as exc:
-                log.warning("broker unavailable, %d step message(s) left for the sweeper: %s", len(steps) - index, exc)
-                failed.extend(steps[index:])
+                left = [(e, s) for s, chunk in chunks[index:] for e in chunk]
+                log.warning("broker unavailable, %d step message(s) left for the sweeper: %s", len(left), exc)
+                failed.extend(left)
                 break
             except Exception:
-                log.exception("could not send %s of %s", step, event_id)
-                failed.append((event_id, step))
+                log.exception("could not send %s of %s", step, ids)
+                failed.extend((e, step) for e in ids)
         return failed
 
     def waiting(self) -> int:

@@ -49,7 +49,7 @@ class WorkerHost:
         self.broker = make_broker(redis_url, self.config.namespace)
         self.runtime = WorkerRuntime(settings, database_url, redis_url, self.config, **runtime_options)
         self.broker.add_middleware(RuntimeMiddleware(self.runtime))
-        self.queue = StepQueue(self.broker, declare_actors(self.broker, self.runtime))
+        self.queue = StepQueue(self.broker, declare_actors(self.broker, self.runtime), self.config.deliver_batch)
         self.worker: Worker | None = None
         self.pool: Any = None
         self.relay: Relay | None = None

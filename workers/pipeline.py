@@ -79,6 +79,7 @@ class PipelineConfig:
     relay_interval: float = 1.0  # CMS_RELAY_INTERVAL_SECONDS: periodic sweep of unrelayed events
     relay_batch: int = 200  # CMS_RELAY_BATCH
     worker_threads: int = 8  # CMS_WORKER_THREADS: concurrent steps per worker process
+    deliver_batch: int = 100  # CMS_DELIVER_BATCH: most deliver steps one run takes from a backlog
     poll_ms: int = 100  # CMS_WORKER_POLL_MS: Dramatiq's idle poll of the queue (latency when idle)
     namespace: str = "cms"  # CMS_BROKER_NAMESPACE: prefix of the broker's Redis keys
     sweep_batch: int = 1000
@@ -96,6 +97,7 @@ class PipelineConfig:
             "relay_interval": _float(env, "CMS_RELAY_INTERVAL_SECONDS", cls.relay_interval, 0.05, 60),
             "relay_batch": _int(env, "CMS_RELAY_BATCH", cls.relay_batch, 1, 10000),
             "worker_threads": _int(env, "CMS_WORKER_THREADS", cls.worker_threads, 1, 256),
+            "deliver_batch": _int(env, "CMS_DELIVER_BATCH", cls.deliver_batch, 1, 1000),
             "poll_ms": _int(env, "CMS_WORKER_POLL_MS", cls.poll_ms, 10, 60000),
         }
         if raw := env.get("CMS_STEP_BACKOFF"):
@@ -128,8 +130,10 @@ def lock_key(namespace: str, name: str) -> int:
 
 async def xact_locks(conn: asyncpg.Connection, namespace: str, names: list[str]) -> None:
     """Take transaction-scoped advisory locks in key order (so two takers never deadlock)."""
-    for key in sorted({lock_key(namespace, name) for name in names}):
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+    keys = sorted({lock_key(namespace, name) for name in names})
+    if keys:
+        # One round trip; the sorted subquery (never flattened: it has ORDER BY) fixes the order.
+        await conn.execute("SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest($1::bigint[]) AS k ORDER BY 1) AS s", keys)
 
 
 async def lock_timeouts(conn: asyncpg.Connection, seconds: float) -> None:
@@ -161,45 +165,79 @@ class LostLease(Exception):
     """The step was taken over by another worker (our lease expired); our result is discarded."""
 
 
+# The requested steps (when due), plus up to $5 other due pending steps: a worker that finds a
+# backlog takes a batch of it, so one step run (one set of round trips) serves many events.
 _CLAIM = """
-UPDATE outbox_steps
-   SET status = 'running', attempts = attempts + 1, lease_until = now() + make_interval(secs => $3)
- WHERE event_id = $1 AND step = $2 AND attempts < $4
-   AND ((status = 'pending' AND next_attempt_at <= now()) OR (status = 'running' AND lease_until < now()))
-RETURNING attempts
+WITH asked AS (
+    SELECT event_id FROM outbox_steps
+     WHERE event_id = ANY($1::text[]) AND step = $2 AND attempts < $4
+       AND ((status = 'pending' AND next_attempt_at <= now()) OR (status = 'running' AND lease_until < now()))
+       FOR UPDATE SKIP LOCKED
+), more AS (
+    SELECT event_id FROM outbox_steps
+     WHERE status = 'pending' AND step = $2 AND next_attempt_at <= now() AND attempts < $4
+       AND NOT (event_id = ANY($1::text[]))
+     ORDER BY next_attempt_at
+     LIMIT $5
+       FOR UPDATE SKIP LOCKED
+), picked AS (SELECT event_id FROM asked UNION ALL SELECT event_id FROM more)
+UPDATE outbox_steps s
+   SET status = 'running', attempts = s.attempts + 1, lease_until = now() + make_interval(secs => $3)
+  FROM picked p JOIN outbox_events e ON e.id = p.event_id
+ WHERE s.event_id = p.event_id AND s.step = $2
+RETURNING s.event_id, s.attempts, e.seq, e.type, e.payload
 """
 
 
+async def claim_batch(pool: Any, event_ids: list[str], step: str, config: PipelineConfig, more: int = 0) -> list[Claim]:
+    """Take the due ones of `event_ids`' steps, and up to `more` other due steps, for `lease_seconds`.
+
+    Steps that are done, failed, not due or someone else's are left alone (a duplicate message
+    claims nothing). The claims come back in event order.
+    """
+    rows = await pool.fetch(_CLAIM, event_ids, step, config.lease_seconds, config.max_attempts, more)
+    claims = [Claim(Event(r["event_id"], r["seq"], r["type"], r["payload"]), step, r["attempts"]) for r in rows]
+    return sorted(claims, key=lambda c: c.event.seq)
+
+
 async def claim(pool: Any, event_id: str, step: str, config: PipelineConfig) -> Claim | None:
-    """Take the step for `lease_seconds`; None when it is done, failed, not due or someone else's."""
-    async with pool.acquire() as conn:
-        attempt = await conn.fetchval(_CLAIM, event_id, step, config.lease_seconds, config.max_attempts)
-        if attempt is None:
-            return None
-        row = await conn.fetchrow("SELECT id, seq, type, payload FROM outbox_events WHERE id = $1", event_id)
-    assert row is not None  # outbox_steps references outbox_events
-    return Claim(Event(row["id"], row["seq"], row["type"], row["payload"]), step, attempt)
+    """Take one step for `lease_seconds`; None when it is done, failed, not due or someone else's."""
+    claims = await claim_batch(pool, [event_id], step, config)
+    return claims[0] if claims else None
 
 
-async def renew(pool: Any, c: Claim, config: PipelineConfig) -> bool:
-    return (
-        await pool.fetchval(
-            "UPDATE outbox_steps SET lease_until = now() + make_interval(secs => $4) "
-            "WHERE event_id = $1 AND step = $2 AND status = 'running' AND attempts = $3 RETURNING true",
-            c.event.id, c.step, c.attempt, config.lease_seconds,
-        )
-        is True
+def _fence(claims: list[Claim]) -> tuple[list[str], list[str], list[int]]:
+    return [c.event.id for c in claims], [c.step for c in claims], [c.attempt for c in claims]
+
+
+async def renew(pool: Any, claims: list[Claim], config: PipelineConfig) -> set[str]:
+    """Extend the leases still ours; returns the event ids renewed."""
+    rows = await pool.fetch(
+        "UPDATE outbox_steps s SET lease_until = now() + make_interval(secs => $4) "
+        "FROM unnest($1::text[], $2::text[], $3::int[]) AS u(event_id, step, attempts) "
+        "WHERE s.event_id = u.event_id AND s.step = u.step AND s.status = 'running' AND s.attempts = u.attempts "
+        "RETURNING s.event_id",
+        *_fence(claims), config.lease_seconds,
     )
+    return {r["event_id"] for r in rows}
+
+
+async def complete_many(conn: asyncpg.Connection, claims: list[Claim]) -> set[str]:
+    """Mark the steps done (inside the transaction recording their outcome); returns the event ids
+    completed. A step missing from the result was taken over by another worker (our lease ran out)."""
+    rows = await conn.fetch(
+        "UPDATE outbox_steps s SET status = 'done', done_at = now(), lease_until = NULL, last_error = NULL "
+        "FROM unnest($1::text[], $2::text[], $3::int[]) AS u(event_id, step, attempts) "
+        "WHERE s.event_id = u.event_id AND s.step = u.step AND s.status = 'running' AND s.attempts = u.attempts "
+        "RETURNING s.event_id",
+        *_fence(claims),
+    )
+    return {r["event_id"] for r in rows}
 
 
 async def complete(conn: asyncpg.Connection, c: Claim) -> None:
-    """Mark the step done (call inside the transaction that records its outcome); LostLease if not ours."""
-    done = await conn.fetchval(
-        "UPDATE outbox_steps SET status = 'done', done_at = now(), lease_until = NULL, last_error = NULL "
-        "WHERE event_id = $1 AND step = $2 AND status = 'running' AND attempts = $3 RETURNING true",
-        c.event.id, c.step, c.attempt,
-    )
-    if done is not True:
+    """Mark one step done; LostLease if it is no longer ours."""
+    if not await complete_many(conn, [c]):
         raise LostLease(f"{c.step} of {c.event.id}: attempt {c.attempt} no longer holds the lease")
 
 
@@ -216,58 +254,103 @@ async def fail(pool: Any, c: Claim, error: str, config: PipelineConfig) -> str |
     )
 
 
-StepWork = Callable[[Claim], Awaitable[Callable[[asyncpg.Connection], Awaitable[None]] | None]]
+# What a step run returns: None, or a coroutine function that runs in the completing transaction
+# with the claims that were completed (e.g. to emit a follow-up event for each).
+OnComplete = Callable[[asyncpg.Connection, list[Claim]], Awaitable[None]]
+StepWork = Callable[[list[Claim]], Awaitable[OnComplete | None]]
 
 
-async def execute(pool: Any, event_id: str, step: str, config: PipelineConfig, work: StepWork) -> str:
-    """Claim, run `work`, then complete or fail. Returns "skipped", "done", "retry", "failed" or "lost".
+async def execute(
+    pool: Any, event_ids: list[str], step: str, config: PipelineConfig, work: StepWork, *, more: int = 0,
+) -> dict[str, str]:
+    """Claim the steps (and up to `more` other due ones), run `work` on them together, then complete
+    or fail them. Returns {event_id: "done" | "pending" (retried later) | "failed" | "lost"} for the
+    steps claimed.
 
-    `work` may return a coroutine function that runs in the completing transaction (e.g. emitting
-    a follow-up event), so the follow-up is recorded exactly once, together with the completion.
+    A follow-up that `work` returns runs in the completing transaction, so it is recorded exactly
+    once, together with the completion. When a batch fails, its steps run again one by one, so
+    one bad event cannot hold back the others (nor use up their attempts).
     """
-    c = await claim(pool, event_id, step, config)
-    if c is None:
-        return "skipped"
-    renewer = asyncio.create_task(_keep_lease(pool, c, config), name=f"lease-{step}-{event_id}")
+    claims = await claim_batch(pool, event_ids, step, config, more)
+    if not claims:
+        return {}
+    renewer = asyncio.create_task(_keep_leases(pool, claims, config), name=f"lease-{step}-{claims[0].event.id}")
     try:
-        on_complete = await work(c)
-        async with pool.acquire() as conn, conn.transaction():
-            await complete(conn, c)
-            if on_complete is not None:
-                await on_complete(conn)
-        return "done"
-    except LostLease as exc:
-        log.warning("%s", exc)
-        return "lost"
+        if len(claims) == 1:
+            return await _run(pool, claims, config, work)
+        try:
+            return await _attempt(pool, claims, work)
+        except (asyncio.CancelledError, LostLease):
+            raise
+        except Exception as exc:
+            log.warning("%s: a batch of %d failed (%s: %s); running its steps one by one", step, len(claims),
+                        type(exc).__name__, exc)
+        outcomes: dict[str, str] = {}
+        for c in claims:
+            outcomes.update(await _run(pool, [c], config, work))
+        return outcomes
     except asyncio.CancelledError:
         # Dramatiq's time limit (or shutdown) interrupted us: record it if we can, quickly.
         with contextlib.suppress(BaseException):
-            await asyncio.wait_for(asyncio.shield(fail(pool, c, "interrupted (time limit or shutdown)", config)), 1)
+            await asyncio.wait_for(
+                asyncio.shield(asyncio.gather(*(fail(pool, c, "interrupted (time limit or shutdown)", config)
+                                                for c in claims))), 2)
         raise
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        status = await fail(pool, c, error, config)
-        level = logging.ERROR if status == "failed" else logging.WARNING
-        log.log(level, "%s of %s (%s) attempt %d failed, now %s: %s", step, event_id, c.event.type, c.attempt,
-                status, error, exc_info=status == "failed")
-        return status or "lost"
     finally:
         renewer.cancel()
         with contextlib.suppress(BaseException):
             await renewer
 
 
-async def _keep_lease(pool: Any, c: Claim, config: PipelineConfig) -> None:
+async def _attempt(pool: Any, claims: list[Claim], work: StepWork) -> dict[str, str]:
+    on_complete = await work(claims)
+    async with pool.acquire() as conn, conn.transaction():
+        done = await complete_many(conn, claims)
+        ours = [c for c in claims if c.event.id in done]
+        if on_complete is not None and ours:
+            await on_complete(conn, ours)
+    for c in claims:
+        if c.event.id not in done:
+            log.warning("%s of %s: attempt %d no longer holds the lease; its result is discarded",
+                        c.step, c.event.id, c.attempt)
+    return {c.event.id: "done" if c.event.id in done else "lost" for c in claims}
+
+
+async def _run(pool: Any, claims: list[Claim], config: PipelineConfig, work: StepWork) -> dict[str, str]:
+    """One attempt of a single step: done, or failed with a backoff (or for good)."""
+    (c,) = claims
+    try:
+        return await _attempt(pool, claims, work)
+    except LostLease as exc:
+        log.warning("%s", exc)
+        return {c.event.id: "lost"}
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        status = await fail(pool, c, error, config)
+        level = logging.ERROR if status == "failed" else logging.WARNING
+        log.log(level, "%s of %s (%s) attempt %d failed, now %s: %s", c.step, c.event.id, c.event.type, c.attempt,
+                status, error, exc_info=status == "failed")
+        return {c.event.id: status or "lost"}
+
+
+async def _keep_leases(pool: Any, claims: list[Claim], config: PipelineConfig) -> None:
     while True:
         await asyncio.sleep(config.lease_seconds / 3)
         try:
-            if not await renew(pool, c, config):
-                log.warning("%s of %s: lease lost (attempt %d)", c.step, c.event.id, c.attempt)
-                return
+            renewed = await renew(pool, claims, config)
+            lost = [c for c in claims if c.event.id not in renewed]
+            if lost:
+                log.warning("%s: lease lost for %d step(s), e.g. %s (attempt %d)", lost[0].step, len(lost),
+                            lost[0].event.id, lost[0].attempt)
+                claims = [c for c in claims if c.event.id in renewed]
+                if not claims:
+                    return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the next renewal may work; the lease has room for two misses
-            log.warning("%s of %s: lease renewal failed: %s", c.step, c.event.id, exc)
+            log.warning("%s of %s: lease renewal failed: %s", claims[0].step, claims[0].event.id, exc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,7 +420,7 @@ async def mark_unsent(conn: Any, steps: list[tuple[str, str]]) -> None:
         )
 
 
-async def other_step_pending(conn: asyncpg.Connection, step: str, event_id: str, type_id: str) -> bool:
+async def other_step_pending(conn: asyncpg.Connection, step: str, event_ids: list[str], type_id: str) -> bool:
     """Is another `step` for an entry event of content type `type_id` still waiting to run (soon)?
 
     Used to coalesce index rewrites: a pending step has not read anything yet, so it will see every
@@ -348,10 +431,10 @@ async def other_step_pending(conn: asyncpg.Connection, step: str, event_id: str,
         await conn.fetchval(
             """SELECT EXISTS (
                  SELECT 1 FROM outbox_steps s JOIN outbox_events e ON e.id = s.event_id
-                  WHERE s.status = 'pending' AND s.step = $1 AND s.event_id <> $2
+                  WHERE s.status = 'pending' AND s.step = $1 AND NOT (s.event_id = ANY($2::text[]))
                     AND s.next_attempt_at <= now() + interval '5 seconds'
                     AND e.type = ANY($3::text[]) AND e.payload->>'type' = $4)""",
-            step, event_id, list(ENTRY_EVENTS), type_id,
+            step, event_ids, list(ENTRY_EVENTS), type_id,
         )
     )
 

@@ -15,3 +15,16 @@ async def record(
         "INSERT INTO audit_log (actor, action, target, request_id, ip, outcome) VALUES ($1, $2, $3, $4, $5, $6)",
         actor, action, target, request_id, ip, outcome,
     )
+
+
+async def record_many(
+    conn: asyncpg.Connection, *, actor: dict[str, Any], writes: list[tuple[str, str]], request_id: str | None,
+    ip: str | None,
+) -> None:
+    """`record` for many successful writes (action, target) by one actor, in one statement."""
+    if writes:
+        await conn.execute(
+            "INSERT INTO audit_log (actor, action, target, request_id, ip, outcome) "
+            "SELECT $1::jsonb, u.action, u.target, $4, $5, 'success' FROM unnest($2::text[], $3::text[]) AS u(action, target)",
+            actor, [w[0] for w in writes], [w[1] for w in writes], request_id, ip,
+        )

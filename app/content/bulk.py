@@ -1,8 +1,9 @@
 """POST /v1/bulk: up to 1000 upserts, publishes, unpublishes and deletes in one request.
 
-Atomic: every action inside one outer transaction (each service call becomes a SAVEPOINT); any
-failure rolls everything back and answers 422 with the errors of every failing action, their
-pointers prefixed with /actions/{i}. Not atomic: each action is its own transaction and its
+Atomic: all or nothing; any failure answers 422 with the errors of every failing action, their
+pointers prefixed with /actions/{i}. Atomic requests are applied as sets (bulk_sets.py: a constant
+number of statements per request); the few it does not cover run every action through the
+single-entry service inside one outer transaction (each call a SAVEPOINT). Not atomic: each action is its own transaction and its
 outcome, success or problem, is reported in `results`.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from ..problems import TITLES, FieldErrorsProblem, ProblemError, forbidden
-from . import service
+from . import bulk_sets, service
 from .schemas import RESOURCE_ID, TYPE_ID
 
 MAX_ACTIONS = 1000
@@ -154,6 +155,10 @@ async def run_bulk(conn: asyncpg.Connection, body: Any, ctx: service.WriteContex
                 f"/actions/{denied[0][0].index}: {denied[0][1].detail}); nothing was applied",
                 errors=[{"pointer": f"/actions/{a.index}", "detail": p.detail} for a, p in denied],
             )
+        async with conn.transaction():
+            types, locales = await bulk_sets.load(conn, actions)
+            if not bulk_sets.needs_per_action_path(actions, types):
+                return await bulk_sets.apply(conn, actions, types, locales, ctx, assets_url)
         results: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         failed = 0

@@ -261,22 +261,22 @@ async def all_published_entries(conn: Conn) -> list[asyncpg.Record]:
 
 async def document(conn: Conn, type_id: str, locale: str, entry_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT body, etag FROM published_documents WHERE entry_id = $1 AND locale = $2 AND type = $3",
+        "SELECT entry_id, type, body, etag FROM published_documents WHERE entry_id = $1 AND locale = $2 AND type = $3",
         entry_id, locale, type_id,
     )
 
 
 async def document_by_slug(conn: Conn, type_id: str, locale: str, slug: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT entry_id, body, etag FROM published_documents WHERE type = $1 AND locale = $2 AND slug = $3 "
-        "ORDER BY published_at LIMIT 1",
+        "SELECT entry_id, type, body, etag FROM published_documents WHERE type = $1 AND locale = $2 AND slug = $3 "
+        "ORDER BY published_at, entry_id LIMIT 1",
         type_id, locale, slug,
     )
 
 
 async def documents_for(conn: Conn, ids: list[str], locale: str) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT entry_id, body FROM published_documents WHERE entry_id = ANY($1::text[]) AND locale = $2",
+        "SELECT entry_id, type, body, etag FROM published_documents WHERE entry_id = ANY($1::text[]) AND locale = $2",
         ids, locale,
     )
 
@@ -293,10 +293,96 @@ async def replace_references(conn: Conn, source_id: str, target_ids: list[str]) 
         )
 
 
-async def dependents_of(conn: Conn, target_id: str) -> list[asyncpg.Record]:
-    """Published entries whose documents include target_id (directly)."""
+async def dependents_of(conn: Conn, target_ids: list[str]) -> list[asyncpg.Record]:
+    """Published entries whose documents include one of target_ids (directly)."""
     return await conn.fetch(
-        "SELECT e.id, e.type FROM entry_references r JOIN entries e ON e.id = r.source_id "
-        "WHERE r.target_id = $1 AND e.published_version IS NOT NULL ORDER BY e.id",
-        target_id,
+        "SELECT DISTINCT e.id, e.type FROM entry_references r JOIN entries e ON e.id = r.source_id "
+        "WHERE r.target_id = ANY($1::text[]) AND e.published_version IS NOT NULL ORDER BY e.id",
+        target_ids,
     )
+
+
+async def slug_owners(conn: Conn, slugs: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+    """(type, locale, slug) -> the published entry `document_by_slug` answers with (same ordering)."""
+    if not slugs:
+        return {}
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (d.type, d.locale, d.slug) d.type, d.locale, d.slug, d.entry_id "
+        "FROM published_documents d JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(type, locale, slug) "
+        "ON d.type = u.type AND d.locale = u.locale AND d.slug = u.slug "
+        "ORDER BY d.type, d.locale, d.slug, d.published_at, d.entry_id",
+        [t for t, _, _ in slugs], [loc for _, loc, _ in slugs], [s for _, _, s in slugs],
+    )
+    return {(r["type"], r["locale"], r["slug"]): r["entry_id"] for r in rows}
+
+
+# --- many rows at once (atomic bulk requests) ------------------------------------------------------
+
+
+async def upsert_entries(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
+    """rows: (id, type, data, version, published_version, published_data, first_published_at,
+    published_at, created_at, updated_at), inserted or replacing the existing row."""
+    columns = list(zip(*rows, strict=True))
+    await conn.execute(
+        """INSERT INTO entries (id, type, data, version, published_version, published_data, first_published_at,
+                                published_at, created_at, updated_at)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::int[], $6::jsonb[],
+                                $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])
+           ON CONFLICT (id) DO UPDATE SET
+               data = excluded.data, version = excluded.version, published_version = excluded.published_version,
+               published_data = excluded.published_data, first_published_at = excluded.first_published_at,
+               published_at = excluded.published_at, updated_at = excluded.updated_at""",
+        *[list(c) for c in columns],
+    )
+
+
+async def insert_versions(conn: Conn, rows: list[tuple[str, int, dict[str, Any], str]], actor: dict[str, Any]) -> None:
+    """rows: (entry id, version, data, action)."""
+    await conn.execute(
+        "INSERT INTO entry_versions (entry_id, version, data, action, actor) "
+        "SELECT u.*, $5::jsonb FROM unnest($1::text[], $2::int[], $3::jsonb[], $4::text[]) AS u",
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], actor,
+    )
+
+
+async def replace_unique_values_many(
+    conn: Conn, entry_ids: list[str], rows: list[tuple[str, str, str, str, str]]
+) -> None:
+    """rows: (type, field, locale, value, entry id) replacing every value of entry_ids."""
+    await conn.execute("DELETE FROM entry_unique_values WHERE entry_id = ANY($1::text[])", entry_ids)
+    if rows:
+        await conn.execute(
+            "INSERT INTO entry_unique_values (type, field, locale, value, entry_id) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
+            *[list(c) for c in zip(*rows, strict=True)],
+        )
+
+
+async def replace_documents_many(conn: Conn, entry_ids: list[str], docs: list[tuple[Any, ...]]) -> None:
+    """docs: (entry id, locale, type, version, slug, body, etag, vals, search_text, published_at,
+    updated_at, created_at), replacing every document of entry_ids."""
+    await conn.execute("DELETE FROM published_documents WHERE entry_id = ANY($1::text[])", entry_ids)
+    if docs:
+        await conn.execute(
+            """INSERT INTO published_documents
+                 (entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at, created_at)
+               SELECT u.entry_id, u.locale, u.type, u.version, u.slug, u.body, u.etag, u.vals,
+                      to_tsvector('simple', u.search), u.published_at, u.updated_at, u.created_at
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bytea[], $7::text[],
+                             $8::jsonb[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[])
+                   AS u(entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at,
+                        created_at)""",
+            *[list(c) for c in zip(*docs, strict=True)],
+        )
+
+
+async def replace_references_many(conn: Conn, source_ids: list[str], rows: list[tuple[str, str]]) -> None:
+    """rows: (source id, target id), replacing every reference of source_ids."""
+    await conn.execute("DELETE FROM entry_references WHERE source_id = ANY($1::text[])", source_ids)
+    if rows:
+        await conn.execute(
+            "INSERT INTO entry_references (source_id, target_id) SELECT * FROM unnest($1::text[], $2::text[]) "
+            "ON CONFLICT DO NOTHING",
+            [r[0] for r in rows], [r[1] for r in rows],
+        )
+

@@ -23,6 +23,20 @@ async def emit(conn: asyncpg.Connection, event_type: str, payload: dict[str, Any
     return event_id
 
 
+async def emit_many(conn: asyncpg.Connection, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """`emit` for many events in one round trip (one notification wakes the relay for all)."""
+    if not events:
+        return []
+    ids = [str(ULID()) for _ in events]
+    await conn.execute(
+        "WITH e AS (INSERT INTO outbox_events (id, type, payload) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[]) RETURNING id) "
+        "SELECT pg_notify($4, max(id)) FROM e",
+        ids, [t for t, _ in events], [p for _, p in events], OUTBOX_CHANNEL,
+    )
+    return ids
+
+
 async def invalidate(conn: asyncpg.Connection, *tags: str) -> None:
     """Tell every process (after commit) to drop cached things carrying these tags."""
     if not tags:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import asyncpg
@@ -242,3 +243,141 @@ async def test_thousand_action_atomic_upsert_and_publish(blog) -> None:
     assert r.status_code == 200
     assert [x["status"] for x in r.json()["data"]["results"]] == [200] * 500 + [201] * 500
     print(f"1000-action atomic bulk (500 replaces + 500 creates): {elapsed:.2f} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# the set-based path (bulk_sets.py) against the per-action path: same request, same outcome
+
+
+async def _snapshot(apps, prefix: str, since_seq: int) -> str:
+    """Everything a bulk request writes, for the entries whose ids start with `prefix`, as JSON text
+    with the prefix replaced and the timestamps left out (the two paths run at different times)."""
+    from cms.app import render
+
+    conn = await asyncpg.connect(apps.database_url)
+    like = prefix + "%"
+    try:
+        state = {
+            "entries": [dict(r) for r in await conn.fetch(
+                "SELECT id, type, data::text, version, published_version, published_data::text, "
+                "first_published_at IS NULL AS never_published, published_at IS NULL AS unpublished "
+                "FROM entries WHERE id LIKE $1 ORDER BY id", like)],
+            "versions": [dict(r) for r in await conn.fetch(
+                "SELECT entry_id, version, data::text, action FROM entry_versions WHERE entry_id LIKE $1 "
+                "ORDER BY entry_id, version", like)],
+            "documents": [
+                {**dict(r), "body": {k: v for k, v in render.decode(r["body"]).items() if not k.endswith("_at")}}
+                for r in await conn.fetch(
+                    "SELECT entry_id, locale, type, version, slug, body, vals::text, search::text "
+                    "FROM published_documents WHERE entry_id LIKE $1 ORDER BY entry_id, locale", like)
+            ],
+            "unique": [dict(r) for r in await conn.fetch(
+                "SELECT type, field, locale, value, entry_id FROM entry_unique_values WHERE entry_id LIKE $1 "
+                "ORDER BY type, field, locale, value", like)],
+            "references": [dict(r) for r in await conn.fetch(
+                "SELECT source_id, target_id FROM entry_references WHERE source_id LIKE $1 ORDER BY 1, 2", like)],
+            "events": [dict(r) for r in await conn.fetch(
+                "SELECT type, payload::text FROM outbox_events WHERE seq > $1 AND payload->>'id' LIKE $2 ORDER BY seq",
+                since_seq, like)],
+            "audit": [dict(r) for r in await conn.fetch(
+                "SELECT action, target, outcome FROM audit_log WHERE target LIKE $1 ORDER BY id", f"entry:%/{like}")],
+        }
+    finally:
+        await conn.close()
+    return json.dumps(state, sort_keys=True, default=str).replace(prefix, "ID")
+
+
+async def _both_paths(apps, monkeypatch, script) -> tuple[tuple[int, dict, str], tuple[int, dict, str]]:
+    """Run script(prefix) -> bulk body through the set path, then the per-action path."""
+    from cms.app.content import bulk_sets
+
+    outcomes = []
+    for prefix, per_action in (("zzs", False), ("zzp", True)):
+        if per_action:
+            monkeypatch.setattr(bulk_sets, "needs_per_action_path", lambda actions, types: True)
+        since = await _fetchval(apps, "SELECT coalesce(max(seq), 0) FROM outbox_events")
+        body = await script(prefix)
+        r = await apps.management.post("/v1/bulk", json=body)
+        assert r.status_code in (200, 422), r.text
+        text = r.text.replace(prefix, "ID")
+        answer = json.loads(text)
+        answer.pop("request_id", None)  # a problem's own request id differs, of course
+        outcomes.append((r.status_code, answer, await _snapshot(apps, prefix, since)))
+    return outcomes[0], outcomes[1]
+
+
+async def test_set_path_writes_what_the_per_action_path_writes(blog, monkeypatch) -> None:
+    m = blog.management
+    assert (await m.put("/v1/locales/de", json={"name": "Deutsch", "fallback": "en"})).status_code == 201
+
+    async def script(p: str) -> dict:
+        for path, fields in ((f"author/{p}-old", {"name": "Old"}), (f"tag/{p}-t1", {"label": "T"}),
+                             (f"article/{p}-keep", {"title": "Keep", "slug": f"{p}-keep"}),
+                             (f"article/{p}-gone", {"title": "Gone", "slug": f"{p}-gone"})):
+            assert (await m.put(f"/v1/entries/{path}", json={"fields": fields})).status_code == 201
+        for path in (f"author/{p}-old", f"tag/{p}-t1", f"article/{p}-keep"):
+            assert (await m.post(f"/v1/entries/{path}/publish")).status_code == 200
+        author, tag = {"id": f"{p}-a1", "type": "author"}, {"id": f"{p}-t1", "type": "tag"}
+        art = "article"
+        return {"atomic": True, "actions": [
+            {"op": "upsert", "type": "author", "id": f"{p}-a1", "fields": {"name": "Ada"}},
+            {"op": "publish", "type": "author", "id": f"{p}-a1"},
+            {"op": "upsert", "type": art, "id": f"{p}-x1", "fields": {
+                "title": "One", "slug": f"{p}-one", "author": author, "tags": [tag], "rank": 1, "body": "*b*"}},
+            {"op": "upsert", "type": art, "id": f"{p}-x1", "locale": "de", "fields": {
+                "title": "Eins", "slug": f"{p}-eins", "author": author, "tags": [tag], "rank": 2}},
+            {"op": "publish", "type": art, "id": f"{p}-x1"},
+            {"op": "upsert", "type": art, "id": f"{p}-keep", "fields": {
+                "title": "Keep 2", "slug": f"{p}-keep", "author": {"id": f"{p}-old", "type": "author"}}},
+            {"op": "upsert", "type": art, "id": f"{p}-keep", "fields": {
+                "title": "Keep 2", "slug": f"{p}-keep", "author": {"id": f"{p}-old", "type": "author"}}},  # no change
+            {"op": "publish", "type": art, "id": f"{p}-keep"},
+            {"op": "upsert", "type": art, "id": f"{p}-x2", "fields": {"title": "Two", "slug": f"{p}-two"}},
+            {"op": "publish", "type": art, "id": f"{p}-x2"},
+            {"op": "unpublish", "type": art, "id": f"{p}-x2"},
+            {"op": "unpublish", "type": art, "id": f"{p}-x2"},  # already unpublished: no event
+            {"op": "delete", "type": art, "id": f"{p}-gone"},
+            {"op": "upsert", "type": art, "id": f"{p}-x1", "fields": {"title": "One again", "slug": f"{p}-one", "rank": 3}},
+        ]}
+
+    (set_status, set_body, set_state), (per_status, per_body, per_state) = await _both_paths(blog, monkeypatch, script)
+    assert set_status == per_status == 200
+    assert set_body == per_body
+    assert [x["status"] for x in set_body["data"]["results"]] == [201, 200, 201, 200, 200, 200, 200, 200, 201, 200, 200, 200, 204, 200]
+    assert set_state == per_state
+    # and delivery serves the set path's documents
+    reader = await blog.reader()
+    doc = (await reader.get("/api/v1/entries/article/by-slug/zzs-eins?locale=de&include=author")).json()["data"]
+    assert doc["fields"]["title"] == "Eins" and doc["fields"]["author"]["fields"]["name"] == "Ada"
+
+
+async def test_set_path_reports_the_errors_the_per_action_path_reports(blog, monkeypatch) -> None:
+    m = blog.management
+
+    async def script(p: str) -> dict:
+        assert (await m.put(f"/v1/entries/article/{p}-taken", json={"fields": {"title": "T", "slug": f"{p}-taken"}})).status_code == 201
+        art = "article"
+        return {"atomic": True, "actions": [
+            {"op": "upsert", "type": art, "id": f"{p}-ok", "fields": {"title": "Fine", "slug": f"{p}-ok"}},
+            {"op": "upsert", "type": art, "id": f"{p}-bad", "fields": {"title": 7, "slug": f"{p}-bad", "nope": 1}},
+            {"op": "upsert", "type": art, "id": f"{p}-dup", "fields": {"title": "Dup", "slug": f"{p}-taken"}},
+            {"op": "upsert", "type": art, "id": f"{p}-ref", "fields": {
+                "title": "Ref", "slug": f"{p}-ref", "author": {"id": f"{p}-nobody", "type": "author"}}},
+            {"op": "publish", "type": art, "id": f"{p}-ref"},
+            {"op": "upsert", "type": art, "id": f"{p}-notitle", "fields": {"slug": f"{p}-notitle"}},
+            {"op": "publish", "type": art, "id": f"{p}-notitle"},
+            {"op": "publish", "type": art, "id": f"{p}-missing"},
+            {"op": "upsert", "type": "author", "id": f"{p}-ok", "fields": {"name": "Wrong type"}},
+            {"op": "upsert", "type": art, "locale": "xx", "fields": {"title": "Bad locale", "slug": f"{p}-loc"}},
+        ]}
+
+    (set_status, set_body, set_state), (per_status, per_body, per_state) = await _both_paths(blog, monkeypatch, script)
+    assert set_status == per_status == 422
+    assert set_body == per_body
+    pointers = [e["pointer"] for e in set_body["errors"]]
+    assert pointers == [
+        "/actions/1/fields/title", "/actions/1/fields/nope", "/actions/2/fields/slug", "/actions/4/fields/author",
+        "/actions/6/fields/title", "/actions/7", "/actions/8", "/actions/9/locale",
+    ], pointers
+    assert set_state == per_state  # nothing but the entry created before the request
+    assert await _fetchval(blog, "SELECT count(*) FROM entries WHERE id LIKE 'zzs-%'") == 1

@@ -522,3 +522,87 @@ async def test_content_type_change_rewrites_files_without_republish(site: Any, h
         assert b'"rank"' not in stored.body and b'"bio":null' in stored.body
     index = store.get("entries/article/en/index.json")
     assert index is not None and index.body == (await api(site, "/api/v1/entries/article?locale=en&limit=100")).content
+
+
+# ---------------------------------------------------------------------------------------------
+# batched deliver steps
+
+
+async def _pending_deliver_steps(db: Any) -> list[str]:
+    """Give every unrelayed entry event its deliver step (what the relay does), without messages."""
+    async with db.acquire() as conn:
+        rows = await conn.fetch(
+            "INSERT INTO outbox_steps (event_id, step) SELECT id, 'deliver' FROM outbox_events "
+            "WHERE relayed_at IS NULL AND type IN ('entry.published', 'entry.unpublished', 'entry.deleted') "
+            "ORDER BY seq RETURNING event_id"
+        )
+        await conn.execute("UPDATE outbox_events SET relayed_at = now() WHERE relayed_at IS NULL")
+    return [r["event_id"] for r in rows]
+
+
+async def _deliver_once(site: Any, db: Any, event_ids: list[str], batch: int) -> tuple[dict[str, str], list[str]]:
+    """One deliver run on this loop (the actor's own function); returns its outcomes and its SQL."""
+    from types import SimpleNamespace
+
+    from cms.app.db.pool import QUERY_LOG
+    from cms.workers.actors.publish import deliver_step
+    from cms.workers.actors.purge import PurgeSender
+
+    runtime = SimpleNamespace(
+        pool=db, config=fast_config(deliver_batch=batch), publisher=Publisher(LocalObjectStore(site.settings.objects_dir), site.settings),
+        purge=PurgeSender(None, None),
+    )
+    log: list[str] = []
+    token = QUERY_LOG.set(log)
+    try:
+        outcomes = await deliver_step(runtime, event_ids)
+    finally:
+        QUERY_LOG.reset(token)
+    return outcomes, log
+
+
+async def test_one_deliver_run_takes_the_backlog_with_a_constant_number_of_queries(site: Any, db: Any) -> None:
+    """A worker that finds a backlog delivers it in one run: the SQL it runs does not grow with
+    the number of entries, and every entry gets its files and its own entry.delivered."""
+    store = LocalObjectStore(site.settings.objects_dir)
+    author = await new_entry(site, "author", {"name": "Ada"})
+    await _pending_deliver_steps(db)
+    await _deliver_once(site, db, [], batch=100)  # the author first: included by every article
+
+    statements: dict[int, int] = {}
+    for n in (3, 12):
+        ids = [await new_entry(site, "article", {"title": f"Batch {n} {i}", "author": {"id": author}}) for i in range(n)]
+        events = await _pending_deliver_steps(db)
+        assert len(events) == n
+        outcomes, log = await _deliver_once(site, db, events[:1], batch=100)
+        assert outcomes == {event: "done" for event in events}  # asked for one, took all n
+        statements[n] = len(log)
+        for entry_id in ids:
+            stored = store.get(f"entries/article/en/{entry_id}.json")
+            assert stored is not None
+            expected = await api(site, f"/api/v1/entries/article/{entry_id}?include=*")
+            assert stored.body == expected.content  # byte-identical to the API, author inlined
+            assert b'"Ada"' in stored.body
+        delivered = await db.fetch(
+            "SELECT payload->>'source_event' AS source FROM outbox_events WHERE type = 'entry.delivered' "
+            "AND payload->>'source_event' = ANY($1::text[])", events,
+        )
+        assert sorted(r["source"] for r in delivered) == sorted(events)  # exactly one each
+    assert statements[3] == statements[12], statements
+
+
+async def test_a_bad_event_in_a_batch_fails_alone(site: Any, db: Any) -> None:
+    store = LocalObjectStore(site.settings.objects_dir)
+    good = [await new_entry(site, "author", {"name": f"Good {i}"}) for i in range(3)]
+    async with db.acquire() as conn:  # an event the deliver step cannot handle (no entry id)
+        await conn.execute(
+            "INSERT INTO outbox_events (id, type, payload) VALUES ('bad-event', 'entry.published', '{\"type\": \"author\"}')"
+        )
+    events = await _pending_deliver_steps(db)
+    outcomes, _ = await _deliver_once(site, db, events, batch=100)
+    assert outcomes.pop("bad-event") == "pending"  # retried after its backoff
+    assert set(outcomes.values()) == {"done"} and len(outcomes) == 3
+    for entry_id in good:
+        assert store.get(f"entries/author/en/{entry_id}.json") is not None
+    row = await db.fetchrow("SELECT status, attempts, last_error FROM outbox_steps WHERE event_id = 'bad-event'")
+    assert (row["status"], row["attempts"]) == ("pending", 1) and "KeyError" in row["last_error"]

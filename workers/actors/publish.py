@@ -19,10 +19,12 @@ type is still pending (that one will write it).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -35,7 +37,7 @@ from cms.app.content import repository as repo
 from cms.app.content.query import parse_list_query
 from cms.app.content.schemas import ContentType
 from cms.app.content.service import load_locales, load_types
-from cms.app.events.outbox import emit
+from cms.app.events.outbox import emit_many
 from cms.storage.objects import AsyncObjectStore, ObjectStore, StoredObject
 from cms.workers import pipeline
 
@@ -45,6 +47,7 @@ JSON = "application/json"
 SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 SURROGATE_BUDGET = 1500  # bytes of surrogate keys kept in object metadata (S3 allows 2 KB in all)
 LOCK_WAIT_SECONDS = 120.0
+REPUBLISH_BATCH = 100  # entries rendered and written per transaction by republish
 
 
 def entry_key(type_id: str, locale: str, entry_id: str) -> str:
@@ -121,45 +124,69 @@ class Changes:
         return list(dict.fromkeys([*self.written, *self.deleted]))
 
 
+@dataclass(frozen=True)
+class _EntryFile:
+    """One entry file to bring in line: its key, the body to store (None: remove), what is stored."""
+
+    type_id: str
+    locale: str
+    key: str
+    body: delivery.Body | None
+    version: int | None
+    stored: StoredObject | None
+    old_slug: str | None
+    new_slug: str | None
+
+
 class Publisher:
     """Makes the object store match the published state in PostgreSQL."""
 
     def __init__(self, store: ObjectStore, settings: Settings, *, only_changed: bool = False) -> None:
+        self.store = store
         self.files = AsyncObjectStore(store)
         self.cache_control = settings.cache_control
         # republish: compare with the stored object first and skip identical writes (and purges)
         self.only_changed = only_changed
 
-    # -- object operations ------------------------------------------------------------------
+    # -- object operations (synchronous: they run in the object store's threads) ----------------
 
-    async def _put(self, key: str, body: delivery.Body, version: int | None, changes: Changes,
-                   stored: StoredObject | None = None, known: bool = False) -> bool:
+    def _put_now(self, key: str, body: delivery.Body, version: int | None, stored: StoredObject | None = None,
+                 known: bool = False) -> str:
+        """"written", "kept" (only_changed: already right) or "refused" (a newer version is stored)."""
         keys = surrogate_keys(body.tags)
         if self.only_changed:
             if not known:
-                stored = await self.files.get(key)
+                stored = self.store.get(key)
             if (
                 stored is not None and stored.body == body.body and stored.version == version
                 and stored.content_type == JSON and stored.cache_control == self.cache_control
                 and stored.surrogate_keys == keys
             ):
-                changes.kept.append(key)
-                return True
-        written = await self.files.put(
-            key, body.body, content_type=JSON, cache_control=self.cache_control, surrogate_keys=keys,
-            version=version,
+                return "kept"
+        written = self.store.put(
+            key, body.body, content_type=JSON, cache_control=self.cache_control, surrogate_keys=keys, version=version,
         )
-        if written:
+        return "written" if written else "refused"
+
+    def _delete_now(self, key: str, exists: bool | None = None) -> bool:
+        if exists is False:
+            return False
+        if self.only_changed and exists is None and self.store.get(key) is None:
+            return False
+        self.store.delete(key)
+        return True
+
+    @staticmethod
+    def _record(changes: Changes, key: str, outcome: str | bool) -> None:
+        if outcome == "written":
             changes.written.append(key)
-        return written
+        elif outcome == "kept":
+            changes.kept.append(key)
+        elif outcome is True:
+            changes.deleted.append(key)
 
     async def _delete(self, key: str, changes: Changes, *, exists: bool | None = None) -> None:
-        if exists is False:
-            return
-        if self.only_changed and exists is None and await self.files.get(key) is None:
-            return
-        await self.files.delete(key)
-        changes.deleted.append(key)
+        self._record(changes, key, await asyncio.to_thread(self._delete_now, key, exists))
 
     # -- entries ----------------------------------------------------------------------------
 
@@ -168,60 +195,104 @@ class Publisher:
         type_id: str, changes: Changes,
     ) -> None:
         """Make `entry_id`'s files (every locale) and the slug files they touch match the database."""
-        ct = types.get(type_id)
+        await self.sync_entries(conn, types, locales, [(entry_id, type_id)], changes)
+
+    async def sync_entries(
+        self, conn: asyncpg.Connection, types: dict[str, ContentType], locales: list[str],
+        entries: list[tuple[str, str]], changes: Changes,
+    ) -> None:
+        """`sync_entry` for many (entry id, type id) at once, with a constant number of queries."""
+        entries = list(dict.fromkeys(entries))
+        if not entries:
+            return
+        ids = [entry_id for entry_id, _ in entries]
         async with conn.transaction():
             await pipeline.lock_timeouts(conn, LOCK_WAIT_SECONDS)
-            await pipeline.xact_locks(conn, "entry", [entry_id])
-            plan = []
+            await pipeline.xact_locks(conn, "entry", ids)
+            rendered: dict[tuple[str, str], delivery.Body] = {}
             for locale in locales:
-                body = None
-                if ct is not None:
-                    body = await delivery.published_entry(
-                        conn, types, ct, locale, entry_id=entry_id, include=["*"], depth=1
-                    )
+                bodies = await delivery.published_entries(conn, types, locale, ids, include=["*"], depth=1)
+                rendered.update(((locale, entry_id), body) for entry_id, body in bodies.items())
+            keys = [(entry_id, type_id, locale) for entry_id, type_id in entries for locale in locales]
+            stored_objects = await self.files.run_all(
+                [partial(self.store.get, entry_key(type_id, locale, entry_id)) for entry_id, type_id, locale in keys]
+            )
+            plan: list[_EntryFile] = []
+            for (entry_id, type_id, locale), stored in zip(keys, stored_objects, strict=True):
+                ct = types.get(type_id)
+                body = rendered.get((locale, entry_id)) if ct is not None else None
                 document = _document(body.body) if body is not None else None
-                key = entry_key(type_id, locale, entry_id)
-                stored = await self.files.get(key)
-                old_slug = slug_of(_document(stored.body), ct) if stored is not None else None
-                plan.append((locale, key, body, document, stored, old_slug, slug_of(document, ct)))
-            slugs = {(locale, s) for locale, *_, old, new in plan for s in (old, new) if s}
-            await pipeline.xact_locks(conn, "slug", [f"{type_id}/{loc}/{s}" for loc, s in slugs])
-            synced: set[tuple[str, str]] = set()
-            for locale, key, body, document, stored, old_slug, new_slug in plan:
-                # Slug files first, the entry file last: if we crash in between, the retry still
-                # finds the old slug in the old entry file.
-                for slug in (old_slug, new_slug):
-                    if slug and (locale, slug) not in synced:
-                        synced.add((locale, slug))
-                        assert ct is not None
-                        await self.sync_slug(conn, types, ct, locale, slug, changes)
-                if body is not None and document is not None:
-                    if not await self._put(key, body, document.get("version"), changes, stored, known=True):
-                        log.warning("%s: a newer version is already stored; left as is", key)
-                else:
-                    await self._delete(key, changes, exists=stored is not None)
+                if document is None or document.get("type") != type_id:
+                    body = document = None
+                plan.append(_EntryFile(
+                    type_id, locale, entry_key(type_id, locale, entry_id), body,
+                    document.get("version") if document is not None else None, stored,
+                    slug_of(_document(stored.body), ct) if stored is not None else None, slug_of(document, ct),
+                ))
+            slugs = list(dict.fromkeys(
+                (f.type_id, f.locale, slug) for f in plan for slug in (f.old_slug, f.new_slug) if slug
+            ))
+            await pipeline.xact_locks(conn, "slug", [f"{t}/{loc}/{slug}" for t, loc, slug in slugs])
+            # Slug files first, entry files last: if we crash in between, the retry still finds
+            # the old slug in the old entry file.
+            await self._sync_slugs(conn, types, slugs, rendered, changes)
+            outcomes = await self.files.run_all([
+                partial(self._put_now, f.key, f.body, f.version, f.stored, True) if f.body is not None
+                else partial(self._delete_now, f.key, f.stored is not None)
+                for f in plan
+            ])
+            for f, outcome in zip(plan, outcomes, strict=True):
+                if outcome == "refused":
+                    log.warning("%s: a newer version is already stored; left as is", f.key)
+                self._record(changes, f.key, outcome)
 
     async def sync_slug(
         self, conn: asyncpg.Connection, types: dict[str, ContentType], ct: ContentType, locale: str, slug: str,
         changes: Changes,
     ) -> None:
         """Make by-slug/{slug}.json what `GET by-slug/{slug}` answers now (caller holds the slug lock)."""
-        key = slug_key(ct.id, locale, slug)
-        body = await delivery.published_entry(conn, types, ct, locale, slug=slug, include=["*"], depth=1)
-        document = _document(body.body) if body is not None else None
-        if body is None or document is None:
-            await self._delete(key, changes)
+        await self._sync_slugs(conn, types, [(ct.id, locale, slug)], {}, changes)
+
+    async def _sync_slugs(
+        self, conn: asyncpg.Connection, types: dict[str, ContentType], slugs: list[tuple[str, str, str]],
+        rendered: dict[tuple[str, str], delivery.Body], changes: Changes,
+    ) -> None:
+        """Make each by-slug file what `GET by-slug/{slug}` answers now (the caller holds the slug locks).
+
+        The by-slug answer is the by-id answer of the slug's owner, so bodies rendered for the
+        entries themselves are reused; the owners not among them are rendered in one batch.
+        """
+        slugs = [s for s in slugs if s[0] in types]
+        if not slugs:
             return
-        version = document.get("version")
-        if await self._put(key, body, version, changes):
-            return
-        # Refused as older: fine if it is a newer copy of the same entry; if the slug now belongs
-        # to another entry (whose versions are unrelated), replace it.
-        stored = await self.files.get(key)
-        owner = (_document(stored.body) or {}).get("id") if stored is not None else None
-        if owner != document.get("id"):
-            await self.files.delete(key)
-            await self._put(key, body, version, changes)
+        owners = await repo.slug_owners(conn, slugs)
+        missing: dict[str, list[str]] = {}
+        for (_, locale, _), owner in owners.items():
+            if (locale, owner) not in rendered:
+                missing.setdefault(locale, []).append(owner)
+        for locale, owner_ids in missing.items():
+            bodies = await delivery.published_entries(conn, types, locale, owner_ids, include=["*"], depth=1)
+            rendered = {**rendered, **{(locale, i): b for i, b in bodies.items()}}
+        work: list[tuple[str, delivery.Body | None, dict[str, Any] | None]] = []
+        for type_id, locale, slug in slugs:
+            owner = owners.get((type_id, locale, slug))
+            body = rendered.get((locale, owner)) if owner is not None else None
+            document = _document(body.body) if body is not None else None
+            work.append((slug_key(type_id, locale, slug), body if document is not None else None, document))
+        outcomes = await self.files.run_all([
+            partial(self._put_now, key, body, (document or {}).get("version")) if body is not None
+            else partial(self._delete_now, key)
+            for key, body, document in work
+        ])
+        for (key, body, document), outcome in zip(work, outcomes, strict=True):
+            if outcome == "refused" and body is not None and document is not None:
+                # Refused as older: fine if it is a newer copy of the same entry; if the slug now
+                # belongs to another entry (whose versions are unrelated), replace it.
+                stored = await self.files.get(key)
+                if stored is not None and (_document(stored.body) or {}).get("id") != document.get("id"):
+                    await self.files.delete(key)
+                    outcome = await asyncio.to_thread(self._put_now, key, body, document.get("version"))
+            self._record(changes, key, outcome)
 
     # -- indexes ----------------------------------------------------------------------------
 
@@ -233,35 +304,41 @@ class Publisher:
         async with conn.transaction():
             await pipeline.lock_timeouts(conn, LOCK_WAIT_SECONDS)
             await pipeline.xact_locks(conn, "index", [type_id])
+            calls: list[Callable[[], str | bool]] = []
             for locale in locales:
                 key = index_key(type_id, locale)
                 if ct is None:
-                    await self._delete(key, changes)
+                    calls.append(partial(self._delete_now, key))
                     continue
                 query = parse_list_query({"limit": "100"}, ct, types, locale=locale, default_sort="-published_at")
                 body = await delivery.published_list(conn, types, ct, query)
-                await self._put(key, body, None, changes)
+                calls.append(partial(self._put_now, key, body, None))
+            for locale, outcome in zip(locales, await self.files.run_all(calls), strict=True):
+                self._record(changes, index_key(type_id, locale), outcome)
         changes.tags.append(f"type:{type_id}")
 
     # -- the step ---------------------------------------------------------------------------
 
-    async def deliver(self, conn: asyncpg.Connection, event: pipeline.Event, changes: Changes) -> None:
-        """Files of the event's entry, of the entries that include it, and its type's index."""
-        entry_id, type_id = event.payload["id"], event.payload["type"]
+    async def deliver(self, conn: asyncpg.Connection, events: list[pipeline.Event], changes: Changes) -> None:
+        """Files of the events' entries, of the entries that include them, and their types' indexes."""
+        targets = list(dict.fromkeys((e.payload["id"], e.payload["type"]) for e in events))
         types = await load_types(conn)
         locales = await load_locales(conn)
-        codes = list(dict.fromkeys([*locales.codes, *(event.payload.get("locales") or [])]))
-        await self.sync_entry(conn, types, codes, entry_id, type_id, changes)
-        changes.tags += [f"entry:{entry_id}", f"type:{type_id}"]
-        for dependent in await repo.dependents_of(conn, entry_id):
-            if dependent["id"] == entry_id:
-                continue
-            await self.sync_entry(conn, types, locales.codes, dependent["id"], dependent["type"], changes)
-            changes.tags.append(f"entry:{dependent['id']}")
-        if await pipeline.other_step_pending(conn, pipeline.DELIVER, event.id, type_id):
-            log.debug("index of %s left to a later step (%s)", type_id, event.id)
-        else:
-            await self.write_indexes(conn, types, locales.codes, type_id, changes)
+        # Locales named by the events too: a deleted locale's files are removed with the entry's.
+        codes = list(dict.fromkeys([*locales.codes, *(c for e in events for c in e.payload.get("locales") or [])]))
+        target_ids = {entry_id for entry_id, _ in targets}
+        dependents = [
+            (d["id"], d["type"]) for d in await repo.dependents_of(conn, sorted(target_ids)) if d["id"] not in target_ids
+        ]
+        await self.sync_entries(conn, types, codes, [*targets, *dependents], changes)
+        changes.tags += [f"entry:{entry_id}" for entry_id, _ in [*targets, *dependents]]
+        changes.tags += [f"type:{type_id}" for type_id in dict.fromkeys(t for _, t in targets)]
+        event_ids = [e.id for e in events]
+        for type_id in dict.fromkeys(t for _, t in targets):
+            if await pipeline.other_step_pending(conn, pipeline.DELIVER, event_ids, type_id):
+                log.debug("index of %s left to a later step", type_id)
+            else:
+                await self.write_indexes(conn, types, locales.codes, type_id, changes)
 
 
 @dataclass
@@ -292,9 +369,10 @@ async def republish_all(
         index_types = [t for t in types if only_type is None or t == only_type]
         total = len(rows) + len(index_types) + 1
         done = 0
-        for row in rows:
-            await publisher.sync_entry(conn, types, locales.codes, row["id"], row["type"], changes)
-            done += 1
+        for start in range(0, len(rows), REPUBLISH_BATCH):
+            batch = rows[start : start + REPUBLISH_BATCH]
+            await publisher.sync_entries(conn, types, locales.codes, [(r["id"], r["type"]) for r in batch], changes)
+            done += len(batch)
             if progress:
                 progress(done, total)
         for type_id in index_types:
@@ -331,45 +409,51 @@ async def republish_all(
 # the actor (thin: claim, run the service, record the outcome)
 
 
-async def deliver_step(runtime: Any, event_id: str) -> str:
-    """Run the deliver step of `event_id` with `runtime` (see workers.broker.WorkerRuntime)."""
+async def deliver_step(runtime: Any, event_ids: list[str]) -> dict[str, str]:
+    """Run the deliver steps of `event_ids`, and of up to `deliver_batch` others that are due, together."""
     config: pipeline.PipelineConfig = runtime.config
     if runtime.pool is None:
         raise RuntimeError("the worker runtime is not open (no database pool)")
 
-    async def work(claim: pipeline.Claim) -> Any:
-        event = claim.event
-        if not isinstance(event.payload, dict):
-            return None
-        if event.type in pipeline.SCHEMA_EVENTS:
+    async def work(claims: list[pipeline.Claim]) -> Any:
+        events = [c.event for c in claims if isinstance(c.event.payload, dict)]
+        schema_events = [e for e in events if e.type in pipeline.SCHEMA_EVENTS]
+        entry_events = [e for e in events if e.type in pipeline.ENTRY_EVENTS]
+        if schema_events:
             # A field or locale change altered every document of the type (or of all types).
-            only = event.payload.get("id") if event.type == "content_type.saved" else None
-            republished = await republish_all(runtime.pool, runtime.publisher, only_type=only)
-            await runtime.purge.send(republished.changes.tags, republished.changes.keys, reference=event.id)
-            return None
-        if event.type not in pipeline.ENTRY_EVENTS:
+            scopes = {e.payload.get("id") if e.type == "content_type.saved" else None for e in schema_events}
+            for only in [None] if None in scopes else sorted(str(s) for s in scopes):
+                republished = await republish_all(runtime.pool, runtime.publisher, only_type=only)
+                await runtime.purge.send(republished.changes.tags, republished.changes.keys,
+                                         reference=schema_events[0].id)
+        if not entry_events:
             return None
         changes = Changes()
         async with runtime.pool.acquire() as conn:
-            await runtime.publisher.deliver(conn, event, changes)
-        await runtime.purge.send(changes.tags, changes.keys, reference=event.id)
+            await runtime.publisher.deliver(conn, entry_events, changes)
+        await runtime.purge.send(changes.tags, changes.keys, reference=entry_events[0].id)
 
-        async def delivered(conn: asyncpg.Connection) -> None:
-            # In the transaction that completes the step: exactly once, after files and purges.
-            await emit(conn, "entry.delivered", {**event.payload, "source_event": event.id})
+        async def delivered(conn: asyncpg.Connection, completed: list[pipeline.Claim]) -> None:
+            # In the transaction that completes the steps: exactly once, after files and purges.
+            await emit_many(conn, [
+                ("entry.delivered", {**c.event.payload, "source_event": c.event.id})
+                for c in completed if c.event.type in pipeline.ENTRY_EVENTS and isinstance(c.event.payload, dict)
+            ])
 
         return delivered
 
-    outcome = await pipeline.execute(runtime.pool, event_id, pipeline.DELIVER, config, work)
-    log.debug("deliver %s: %s", event_id, outcome)
-    return outcome
+    outcomes = await pipeline.execute(
+        runtime.pool, event_ids, pipeline.DELIVER, config, work, more=max(0, config.deliver_batch - len(event_ids)),
+    )
+    log.debug("deliver %s: %s", event_ids, outcomes)
+    return outcomes
 
 
 def register(broker: dramatiq.Broker, runtime: Any) -> dramatiq.Actor[Any, Any]:
     """Declare the `deliver` actor on `broker`, bound to `runtime`."""
 
-    async def deliver(event_id: str) -> None:
-        await deliver_step(runtime, event_id)
+    async def deliver(event_ids: list[str] | str) -> None:
+        await deliver_step(runtime, [event_ids] if isinstance(event_ids, str) else list(event_ids))
 
     declare = dramatiq.actor(
         broker=broker,

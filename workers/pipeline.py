@@ -77,6 +77,7 @@ class PipelineConfig:
     reenqueue_after: float = 10.0  # CMS_REENQUEUE_AFTER_SECONDS: a message older than this may be lost...
     reenqueue_busy_after: float = 60.0  # CMS_REENQUEUE_BUSY_SECONDS: ...even while the queue has a backlog
     relay_interval: float = 1.0  # CMS_RELAY_INTERVAL_SECONDS: periodic sweep of unrelayed events
+    relay_min_gap: float = 0.02  # CMS_RELAY_MIN_GAP_MS: a busy relay gathers the events of this long into one pass
     relay_batch: int = 200  # CMS_RELAY_BATCH
     worker_threads: int = 8  # CMS_WORKER_THREADS: concurrent steps per worker process
     deliver_batch: int = 100  # CMS_DELIVER_BATCH: most deliver steps one run takes from a backlog
@@ -96,6 +97,7 @@ class PipelineConfig:
             "reenqueue_busy_after": _float(env, "CMS_REENQUEUE_BUSY_SECONDS", cls.reenqueue_busy_after, 0.1, 86400),
             "relay_interval": _float(env, "CMS_RELAY_INTERVAL_SECONDS", cls.relay_interval, 0.05, 60),
             "relay_batch": _int(env, "CMS_RELAY_BATCH", cls.relay_batch, 1, 10000),
+            "relay_min_gap": _float(env, "CMS_RELAY_MIN_GAP_MS", cls.relay_min_gap * 1000, 0, 1000) / 1000,
             "worker_threads": _int(env, "CMS_WORKER_THREADS", cls.worker_threads, 1, 256),
             "deliver_batch": _int(env, "CMS_DELIVER_BATCH", cls.deliver_batch, 1, 1000),
             "poll_ms": _int(env, "CMS_WORKER_POLL_MS", cls.poll_ms, 10, 60000),

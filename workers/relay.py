@@ -5,7 +5,9 @@ relays can run at once without sharing an event), inserts the steps each event n
 relayed in one transaction, commits, and only then sends the step messages. It wakes on
 `LISTEN cms_outbox` (a dedicated connection; `emit` NOTIFYs at commit) and also every
 `relay_interval` seconds, so a lost notification (or a lost LISTEN connection) delays nothing for
-long. If the broker refuses a message, the step is left for the sweeper.
+long. Under a stream of events it makes at most one pass per `relay_min_gap` (20 ms), so a busy
+relay handles many events per transaction and per message. If the broker refuses a message, the
+step is left for the sweeper.
 
 Sweeper: every `sweep_interval` seconds sends a message again for every step that is due and has
 none (see `pipeline.due_steps`), e.g. after a worker was killed while holding steps.
@@ -79,6 +81,7 @@ class Relay(_Loop):
         self._wake = asyncio.Event()
         self.relayed = 0
         self.listening = asyncio.Event()
+        self._last_pass = 0.0
 
     def _coroutines(self) -> list[Any]:
         return [self._listen(), self._run()]
@@ -115,6 +118,12 @@ class Relay(_Loop):
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.relay_interval)
+            # The first event after a quiet spell goes at once; while events keep coming, one
+            # pass per `relay_min_gap` takes all of them (one transaction, one message).
+            since = asyncio.get_running_loop().time() - self._last_pass
+            if since < self.config.relay_min_gap:
+                await asyncio.sleep(self.config.relay_min_gap - since)
+            self._last_pass = asyncio.get_running_loop().time()
             self._wake.clear()
             try:
                 while await self.relay_batch() >= self.config.relay_batch:

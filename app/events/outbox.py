@@ -23,16 +23,30 @@ async def emit(conn: asyncpg.Connection, event_type: str, payload: dict[str, Any
     return event_id
 
 
-async def emit_many(conn: asyncpg.Connection, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """`emit` for many events in one round trip (one notification wakes the relay for all)."""
+async def emit_many(
+    conn: asyncpg.Connection, events: list[tuple[str, dict[str, Any]]], *, relayed: bool = False
+) -> list[str]:
+    """`emit` for many events in one round trip (one notification wakes the relay for all).
+
+    relayed=True: events no pipeline step consumes (the caller knows) are stored as already relayed,
+    without waking the relay; the events feed and sync read them all the same.
+    """
     if not events:
         return []
     ids = [str(ULID()) for _ in events]
+    args = [ids, [t for t, _ in events], [p for _, p in events]]
+    if relayed:
+        await conn.execute(
+            "INSERT INTO outbox_events (id, type, payload, relayed_at) "
+            "SELECT u.*, now() FROM unnest($1::text[], $2::text[], $3::jsonb[]) AS u",
+            *args,
+        )
+        return ids
     await conn.execute(
         "WITH e AS (INSERT INTO outbox_events (id, type, payload) "
         "SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[]) RETURNING id) "
         "SELECT pg_notify($4, max(id)) FROM e",
-        ids, [t for t, _ in events], [p for _, p in events], OUTBOX_CHANNEL,
+        *args, OUTBOX_CHANNEL,
     )
     return ids
 

@@ -19,7 +19,6 @@ type is still pending (that one will write it).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -186,7 +185,7 @@ class Publisher:
             changes.deleted.append(key)
 
     async def _delete(self, key: str, changes: Changes, *, exists: bool | None = None) -> None:
-        self._record(changes, key, await asyncio.to_thread(self._delete_now, key, exists))
+        self._record(changes, key, await self.files.call(self._delete_now, key, exists))
 
     # -- entries ----------------------------------------------------------------------------
 
@@ -291,7 +290,7 @@ class Publisher:
                 stored = await self.files.get(key)
                 if stored is not None and (_document(stored.body) or {}).get("id") != document.get("id"):
                     await self.files.delete(key)
-                    outcome = await asyncio.to_thread(self._put_now, key, body, document.get("version"))
+                    outcome = await self.files.call(self._put_now, key, body, document.get("version"))
             self._record(changes, key, outcome)
 
     # -- indexes ----------------------------------------------------------------------------
@@ -438,7 +437,7 @@ async def deliver_step(runtime: Any, event_ids: list[str]) -> dict[str, str]:
             await emit_many(conn, [
                 ("entry.delivered", {**c.event.payload, "source_event": c.event.id})
                 for c in completed if c.event.type in pipeline.ENTRY_EVENTS and isinstance(c.event.payload, dict)
-            ])
+            ], relayed=not pipeline.steps_for("entry.delivered"))
 
         return delivered
 

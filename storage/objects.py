@@ -27,10 +27,11 @@ import asyncio
 import builtins
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
@@ -177,6 +178,13 @@ class LocalObjectStore:
         self.fsync = fsync
         self._meta_root = self.root / self.META_DIR
         self._tmp_root = self.root / self.TMP_DIR
+        # Plain strings and a memo of the directories made: a put is a handful of system calls.
+        self._root_s = str(self.root)
+        self._meta_s = str(self._meta_root)
+        self._tmp_s = str(self._tmp_root)
+        self._dirs: set[str] = set()
+        self._tmp_names = itertools.count()
+        self._tmp_token = f"{os.getpid()}-{secrets.token_hex(4)}"  # hosts sharing the directory too
 
     def __repr__(self) -> str:
         return f"LocalObjectStore({str(self.root)!r})"
@@ -191,10 +199,14 @@ class LocalObjectStore:
     @contextlib.contextmanager
     def _locked(self, key: str, *, exclusive: bool) -> Iterator[bool]:
         """Hold the key's lock; yields False (without locking) for a read of a never-written key."""
-        lock_path = self._meta_root / f"{key}.lock"
+        lock_path = f"{self._meta_s}/{key}.lock"
         if exclusive:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._ensure_dir(os.path.dirname(lock_path))
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:  # its directory was removed behind our back
+                self._ensure_dir(os.path.dirname(lock_path), again=True)
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         else:
             try:
                 fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -209,7 +221,8 @@ class LocalObjectStore:
 
     def _read_sidecar(self, key: str) -> _Sidecar | None:
         try:
-            raw = self._meta_path(key).read_bytes()
+            with open(f"{self._meta_s}/{key}.meta.json", "rb") as handle:
+                raw = handle.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
         try:
@@ -218,18 +231,37 @@ class LocalObjectStore:
             log.warning("ignoring unreadable metadata for %s", key)
             return None
 
-    def _write_atomic(self, target: Path, data: bytes) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._tmp_root, prefix="put-", suffix=".tmp")
+    def _ensure_dir(self, directory: str, *, again: bool = False) -> None:
+        if again or directory not in self._dirs:
+            os.makedirs(directory, exist_ok=True)
+            self._dirs.add(directory)
+
+    def _write_atomic(self, target: str, data: bytes) -> None:
+        self._ensure_dir(self._tmp_s)
+        self._ensure_dir(os.path.dirname(target))
+        # Unique within the store (counter) and between stores (pid and a random token); O_EXCL
+        # guards the rest.
+        tmp = f"{self._tmp_s}/put-{self._tmp_token}-{next(self._tmp_names)}.tmp"
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            self._ensure_dir(self._tmp_s, again=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                os.fchmod(fd, 0o644)  # whatever the umask: the files are served to everyone
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
                 if self.fsync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.replace(tmp, target)
+            except FileNotFoundError:
+                self._ensure_dir(os.path.dirname(target), again=True)
+                os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -245,7 +277,7 @@ class LocalObjectStore:
         surrogate_keys: builtins.list[str],
         version: int | None = None,
     ) -> bool:
-        target = self.path_for(key)
+        target = f"{self._root_s}/{validate_key(key)}"
         sidecar = _Sidecar(content_type, cache_control, _metadata(surrogate_keys, version))
         with self._locked(key, exclusive=True):
             current = self._read_sidecar(key)
@@ -253,7 +285,7 @@ class LocalObjectStore:
                 return False
             # metadata first: after a crash between the two, the sidecar already carries the new
             # version, so an older write stays refused and the redelivered write restores the body
-            self._write_atomic(self._meta_path(key), _sidecar_encoder.encode(sidecar))
+            self._write_atomic(f"{self._meta_s}/{key}.meta.json", _sidecar_encoder.encode(sidecar))
             self._write_atomic(target, bytes(body))
         return True
 

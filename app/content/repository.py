@@ -235,14 +235,11 @@ async def slugs_like(conn: Conn, type_id: str, field: str, locale: str, base: st
 
 
 async def replace_documents(conn: Conn, entry_id: str, docs: list[tuple[Any, ...]]) -> None:
-    """docs: (locale, type, version, slug, body, etag, vals, search_text, published_at, updated_at, created_at)."""
-    await conn.execute("DELETE FROM published_documents WHERE entry_id = $1", entry_id)
-    await conn.executemany(
-        """INSERT INTO published_documents
-             (entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, to_tsvector('simple', $9), $10, $11, $12)""",
-        [(entry_id, *doc) for doc in docs],
-    )
+    """docs: (locale, type, version, slug, body, etag, vals, search_text, published_at, updated_at, created_at).
+
+    One statement: the rows of locales not in docs go, the others are inserted or replaced.
+    """
+    await replace_documents_many(conn, [entry_id], [(entry_id, *doc) for doc in docs])
 
 
 async def delete_documents(conn: Conn, entry_id: str) -> None:
@@ -285,12 +282,7 @@ async def documents_for(conn: Conn, ids: list[str], locale: str) -> list[asyncpg
 
 
 async def replace_references(conn: Conn, source_id: str, target_ids: list[str]) -> None:
-    await conn.execute("DELETE FROM entry_references WHERE source_id = $1", source_id)
-    if target_ids:
-        await conn.execute(
-            "INSERT INTO entry_references (source_id, target_id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
-            source_id, target_ids,
-        )
+    await replace_references_many(conn, [source_id], [(source_id, target) for target in target_ids])
 
 
 async def dependents_of(conn: Conn, target_ids: list[str]) -> list[asyncpg.Record]:
@@ -360,29 +352,43 @@ async def replace_unique_values_many(
 
 async def replace_documents_many(conn: Conn, entry_ids: list[str], docs: list[tuple[Any, ...]]) -> None:
     """docs: (entry id, locale, type, version, slug, body, etag, vals, search_text, published_at,
-    updated_at, created_at), replacing every document of entry_ids."""
-    await conn.execute("DELETE FROM published_documents WHERE entry_id = ANY($1::text[])", entry_ids)
-    if docs:
-        await conn.execute(
-            """INSERT INTO published_documents
+    updated_at, created_at), replacing every document of entry_ids, in one statement."""
+    columns: list[list[Any]] = [list(c) for c in zip(*docs, strict=True)] if docs else [[] for _ in range(12)]
+    # The DELETE touches only rows the INSERT does not write (other entries' locales), so the two
+    # parts of the statement never meet the same row.
+    await conn.execute(
+        """WITH u AS (
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bytea[],
+                                    $7::text[], $8::jsonb[], $9::text[], $10::timestamptz[], $11::timestamptz[],
+                                    $12::timestamptz[])
+                 AS u(entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at,
+                      created_at)
+           ), gone AS (
+               DELETE FROM published_documents d WHERE d.entry_id = ANY($13::text[])
+                  AND NOT EXISTS (SELECT 1 FROM u WHERE u.entry_id = d.entry_id AND u.locale = d.locale)
+           )
+           INSERT INTO published_documents
                  (entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at, created_at)
-               SELECT u.entry_id, u.locale, u.type, u.version, u.slug, u.body, u.etag, u.vals,
-                      to_tsvector('simple', u.search), u.published_at, u.updated_at, u.created_at
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bytea[], $7::text[],
-                             $8::jsonb[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[])
-                   AS u(entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at,
-                        created_at)""",
-            *[list(c) for c in zip(*docs, strict=True)],
-        )
+           SELECT u.entry_id, u.locale, u.type, u.version, u.slug, u.body, u.etag, u.vals,
+                  to_tsvector('simple', u.search), u.published_at, u.updated_at, u.created_at FROM u
+           ON CONFLICT (entry_id, locale) DO UPDATE SET
+               type = excluded.type, version = excluded.version, slug = excluded.slug, body = excluded.body,
+               etag = excluded.etag, vals = excluded.vals, search = excluded.search,
+               published_at = excluded.published_at, updated_at = excluded.updated_at,
+               created_at = excluded.created_at""",
+        *columns, entry_ids,
+    )
 
 
 async def replace_references_many(conn: Conn, source_ids: list[str], rows: list[tuple[str, str]]) -> None:
-    """rows: (source id, target id), replacing every reference of source_ids."""
-    await conn.execute("DELETE FROM entry_references WHERE source_id = ANY($1::text[])", source_ids)
-    if rows:
-        await conn.execute(
-            "INSERT INTO entry_references (source_id, target_id) SELECT * FROM unnest($1::text[], $2::text[]) "
-            "ON CONFLICT DO NOTHING",
-            [r[0] for r in rows], [r[1] for r in rows],
-        )
-
+    """rows: (source id, target id), replacing every reference of source_ids, in one statement."""
+    await conn.execute(
+        """WITH u AS (SELECT * FROM unnest($1::text[], $2::text[]) AS u(source_id, target_id)),
+                gone AS (
+                    DELETE FROM entry_references r WHERE r.source_id = ANY($3::text[])
+                       AND NOT EXISTS (SELECT 1 FROM u WHERE u.source_id = r.source_id AND u.target_id = r.target_id)
+                )
+           INSERT INTO entry_references (source_id, target_id) SELECT source_id, target_id FROM u
+           ON CONFLICT DO NOTHING""",
+        [r[0] for r in rows], [r[1] for r in rows], source_ids,
+    )

@@ -15,7 +15,7 @@ from unidecode import unidecode
 from .. import render
 from ..audit.service import record as audit
 from ..credentials.schemas import Credential
-from ..events.outbox import emit, invalidate
+from ..events.outbox import INVALIDATE_CHANNEL, OUTBOX_CHANNEL, emit, invalidate
 from ..problems import FieldErrorsProblem, ProblemError, conflict, invalid, malformed, not_found
 from . import repository as repo
 from .schemas import (
@@ -152,6 +152,28 @@ class WriteContext:
 
     async def audit(self, conn: asyncpg.Connection, action: str, target: str) -> None:
         await audit(conn, actor=self.actor.actor(), action=action, target=target, request_id=self.request_id, ip=self.ip)
+
+
+async def record_write(
+    conn: asyncpg.Connection, ctx: WriteContext, action: str, target: str, event_type: str,
+    payload: dict[str, Any], *tags: str,
+) -> None:
+    """The bookkeeping of an entry write, in one round trip: its audit row, its outbox event (and
+    the relay's wake-up) and the invalidation of delivery caches by `tags`, all at commit."""
+    invalidation = " ".join(tags)
+    if len(invalidation) > 7900:  # NOTIFY payload limit: let `invalidate` split it
+        await ctx.audit(conn, action, target)
+        await emit(conn, event_type, payload)
+        await invalidate(conn, *tags)
+        return
+    await conn.execute(
+        "WITH a AS (INSERT INTO audit_log (actor, action, target, request_id, ip, outcome) "
+        "           VALUES ($1, $2, $3, $4, $5, 'success')), "
+        "     e AS (INSERT INTO outbox_events (id, type, payload) VALUES ($6, $7, $8) RETURNING id) "
+        "SELECT pg_notify($9, e.id), CASE WHEN $10 <> '' THEN pg_notify($11, $10) END FROM e",
+        ctx.actor.actor(), action, target, ctx.request_id, ctx.ip, str(ULID()), event_type, payload,
+        OUTBOX_CHANNEL, invalidation, INVALIDATE_CHANNEL,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -629,8 +651,8 @@ async def create_entry(
             raise EntryExists(new_id) from None
         await _save_unique(conn, ct, data, new_id)
         await repo.insert_version(conn, new_id, 1, data, "create", ctx.actor.actor())
-        await ctx.audit(conn, "entry.create", f"entry:{type_id}/{new_id}")
-        await emit(conn, "entry.created", entry_event(row, ct, locales))
+        await record_write(conn, ctx, "entry.create", f"entry:{type_id}/{new_id}", "entry.created",
+                           entry_event(row, ct, locales))
         return management_entry(row, ct, code, locales), True
 
 
@@ -690,8 +712,8 @@ async def _update_entry(
         await _save_unique(conn, ct, data, entry_id)
         row = await repo.update_entry_data(conn, entry_id, data)
         await repo.insert_version(conn, entry_id, row["version"], data, "update", ctx.actor.actor())
-        await ctx.audit(conn, "entry.update", f"entry:{type_id}/{entry_id}")
-        await emit(conn, "entry.updated", entry_event(row, ct, locales))
+        await record_write(conn, ctx, "entry.update", f"entry:{type_id}/{entry_id}", "entry.updated",
+                           entry_event(row, ct, locales))
         return management_entry(row, ct, code, locales)
 
 
@@ -777,9 +799,8 @@ async def publish_entry(
         problems.raise_if_any()
         row = await repo.mark_published(conn, entry_id)
         await render_published(conn, row, ct, locales, assets_url)
-        await ctx.audit(conn, "entry.publish", f"entry:{type_id}/{entry_id}")
-        await emit(conn, "entry.published", entry_event(row, ct, locales, row["published_version"]))
-        await invalidate(conn, f"entry:{entry_id}", f"type:{type_id}")
+        await record_write(conn, ctx, "entry.publish", f"entry:{type_id}/{entry_id}", "entry.published",
+                           entry_event(row, ct, locales, row["published_version"]), f"entry:{entry_id}", f"type:{type_id}")
         return management_entry(row, ct, locales.default, locales)
 
 
@@ -793,9 +814,9 @@ async def unpublish_entry(
         row = await repo.mark_unpublished(conn, entry_id)
         await repo.delete_documents(conn, entry_id)
         await repo.replace_references(conn, entry_id, [])
-        await ctx.audit(conn, "entry.unpublish", f"entry:{type_id}/{entry_id}")
-        await emit(conn, "entry.unpublished", entry_event(row, ct, locales, existing["published_version"]))
-        await invalidate(conn, f"entry:{entry_id}", f"type:{type_id}")
+        await record_write(conn, ctx, "entry.unpublish", f"entry:{type_id}/{entry_id}", "entry.unpublished",
+                           entry_event(row, ct, locales, existing["published_version"]), f"entry:{entry_id}",
+                           f"type:{type_id}")
         return management_entry(row, ct, locales.default, locales)
 
 
@@ -807,9 +828,8 @@ async def delete_entry(
         if existing["published_version"] is not None and not force:
             raise conflict("the entry is published; unpublish it first or use ?force=true")
         await repo.delete_entry(conn, entry_id)
-        await ctx.audit(conn, "entry.delete", f"entry:{type_id}/{entry_id}")
-        await emit(conn, "entry.deleted", entry_event(existing, ct, locales))
-        await invalidate(conn, f"entry:{entry_id}", f"type:{type_id}")
+        await record_write(conn, ctx, "entry.delete", f"entry:{type_id}/{entry_id}", "entry.deleted",
+                           entry_event(existing, ct, locales), f"entry:{entry_id}", f"type:{type_id}")
 
 
 def version_fields(ct: ContentType, data: dict[str, Any], locales: Locales) -> dict[str, Any]:
@@ -854,8 +874,8 @@ async def restore_version(
         await _save_unique(conn, ct, data, entry_id)
         row = await repo.update_entry_data(conn, entry_id, data)
         await repo.insert_version(conn, entry_id, row["version"], data, "restore", ctx.actor.actor())
-        await ctx.audit(conn, "entry.restore", f"entry:{type_id}/{entry_id}")
-        await emit(conn, "entry.updated", entry_event(row, ct, locales))
+        await record_write(conn, ctx, "entry.restore", f"entry:{type_id}/{entry_id}", "entry.updated",
+                           entry_event(row, ct, locales))
         return management_entry(row, ct, locales.default, locales)
 
 

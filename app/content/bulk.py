@@ -116,6 +116,16 @@ def prefixed_errors(problem: ProblemError, index: int) -> list[dict[str, Any]]:
     return out
 
 
+def atomic_failure(errors: list[dict[str, Any]], failed: int, total: int) -> ProblemError:
+    """The 422 of an atomic request in which `failed` of `total` actions failed (nothing applied)."""
+    first = errors[0]
+    return ProblemError(
+        422, "validation",
+        f"{failed} of {total} actions failed (first: {first['pointer']}: {first['detail']}); nothing was applied",
+        errors=errors,
+    )
+
+
 def problem_object(problem: ProblemError, index: int) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": f"urn:cms:problem:{problem.code}", "title": TITLES.get(problem.code, problem.code),
@@ -171,13 +181,7 @@ async def run_bulk(conn: asyncpg.Connection, body: Any, ctx: service.WriteContex
                     failed += 1
                     errors.extend(prefixed_errors(exc, action.index))
             if errors:
-                first = errors[0]
-                raise ProblemError(
-                    422, "validation",
-                    f"{failed} of {len(actions)} actions failed (first: {first['pointer']}: {first['detail']}); "
-                    "nothing was applied",
-                    errors=errors,
-                )
+                raise atomic_failure(errors, failed, len(actions))
         return results
     results = []
     for action in actions:

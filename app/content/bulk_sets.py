@@ -101,7 +101,7 @@ async def apply(
     ctx: service.WriteContext, assets_url: str,
 ) -> list[dict[str, Any]]:
     """Apply the (already authorized) actions atomically; 422 with every failing action's errors."""
-    from .bulk import prefixed_errors  # the pointer rules of the per-action path
+    from .bulk import atomic_failure, prefixed_errors  # the per-action path's error rules
 
     now = await conn.fetchval("SELECT now()")
     plan = _Plan(now, types, locales)
@@ -125,13 +125,7 @@ async def apply(
     errors = sorted([*errors, *await _unique_conflicts(conn, plan)], key=lambda e: int(e["pointer"].split("/")[2]))
     failed = len({e["pointer"].split("/")[2] for e in errors})
     if errors:
-        first = errors[0]
-        raise ProblemError(
-            422, "validation",
-            f"{failed} of {len(actions)} actions failed (first: {first['pointer']}: {first['detail']}); "
-            "nothing was applied",
-            errors=errors,
-        )
+        raise atomic_failure(errors, failed, len(actions))
     await _write(conn, plan, ctx, assets_url)
     return results
 

@@ -419,7 +419,11 @@ async def test_a_step_over_its_time_limit_is_interrupted_and_retried(
     apps: Apps, services: Any, database_url: str
 ) -> None:
     class Slow(LocalObjectStore):
+        """A store whose first write hangs, like a network store that stopped answering (operations
+        of a network store run in threads; a local disk's run on the worker's event loop)."""
+
         calls = 0
+        parallel_io = True
 
         def put(self, *args: Any, **kwargs: Any) -> bool:
             Slow.calls += 1

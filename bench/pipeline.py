@@ -324,6 +324,10 @@ def article_fields(i: int, tag: str, author_id: str) -> dict[str, Any]:
             "author": {"id": author_id, "type": "author"}}
 
 
+class _Stale(ConnectionError):
+    """The connection was closed before an answer came."""
+
+
 class LeanPoster:
     """Body-less POSTs over kept-alive HTTP/1.1 connections, for the open-loop publisher.
 
@@ -341,10 +345,21 @@ class LeanPoster:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str) -> int:
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        while self.idle:
+            # A kept-alive connection the server closed meanwhile answers nothing: take the next.
+            conn = self.idle.pop()
+            try:
+                return await self._post(conn, path)
+            except (OSError, asyncio.IncompleteReadError):
+                conn[1].close()
+        return await self._post(await asyncio.open_connection(self.host, self.port), path)
+
+    async def _post(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str) -> int:
         reader, writer = conn
         writer.write(f"POST {path} HTTP/1.1\r\n{self.head}".encode())
         status_line = await reader.readline()
+        if not status_line:
+            raise _Stale()
         length, close = 0, False
         while (line := await reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode("latin-1").partition(":")
@@ -354,11 +369,11 @@ class LeanPoster:
                 close = True
         if length:
             await reader.readexactly(length)
-        if close or not status_line:
+        if close:
             writer.close()
         else:
             self.idle.append(conn)
-        return int(status_line.split()[1]) if status_line else 0
+        return int(status_line.split()[1])
 
     async def aclose(self) -> None:
         for _, writer in self.idle:

@@ -342,10 +342,11 @@ async def _keep_leases(pool: Any, claims: list[Claim], config: PipelineConfig) -
         await asyncio.sleep(config.lease_seconds / 3)
         try:
             renewed = await renew(pool, claims, config)
-            lost = [c for c in claims if c.event.id not in renewed]
-            if lost:
-                log.warning("%s: lease lost for %d step(s), e.g. %s (attempt %d)", lost[0].step, len(lost),
-                            lost[0].event.id, lost[0].attempt)
+            gone = [c for c in claims if c.event.id not in renewed]
+            if gone:
+                # Completed already (a failed batch runs its steps one by one), or taken over.
+                log.debug("%s: %d step(s) no longer ours to renew, e.g. %s (attempt %d)", gone[0].step, len(gone),
+                          gone[0].event.id, gone[0].attempt)
                 claims = [c for c in claims if c.event.id in renewed]
                 if not claims:
                     return

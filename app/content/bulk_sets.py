@@ -33,7 +33,7 @@ from ..events.outbox import emit_many, invalidate
 from ..problems import FieldErrorsProblem, ProblemError, conflict, not_found
 from . import repository as repo
 from . import service
-from .schemas import NON_LOCALIZED, ContentType
+from .schemas import LINK_TYPES, NON_LOCALIZED, ContentType
 
 
 @dataclass
@@ -137,24 +137,22 @@ def _linked_ids(
     up once, for the publish checks)."""
     entries: set[str] = set()
     assets: set[str] = set()
-
-    def add(ct: ContentType, values: dict[str, Any], per_locale: bool) -> None:
+    for action in actions:
+        # Raw input, not validated yet: take what looks like a link, validation judges the rest.
+        ct = types.get(action.type)
+        if action.op != "upsert" or ct is None or not isinstance(action.fields, dict):
+            continue
         for f in ct.fields:
-            if f.type not in ("reference", "asset"):
-                continue
-            raw = values.get(f.id)
-            for value in (raw.values() if per_locale and isinstance(raw, dict) else [raw]):
+            if f.type in LINK_TYPES:
+                value = action.fields.get(f.id)
                 for link in value if isinstance(value, list) else [value]:
                     if isinstance(link, dict) and isinstance(link.get("id"), str):
                         (entries if f.type == "reference" else assets).add(link["id"])
-
-    for action in actions:
-        ct = types.get(action.type)
-        if action.op == "upsert" and ct is not None and isinstance(action.fields, dict):
-            add(ct, action.fields, per_locale=False)
     for entry in loaded:
         if entry.type in types:
-            add(types[entry.type], entry.data, per_locale=True)
+            refs, asset_links = service._links(types[entry.type], entry.data)
+            entries |= {link["id"] for _, link in refs}
+            assets |= {asset_id for _, asset_id in asset_links}
     return entries, assets
 
 

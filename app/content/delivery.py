@@ -108,7 +108,8 @@ async def published_entry(
     )
     if row is None:
         return None
-    bodies = await _published_bodies(conn, {**types, ct.id: ct}, locale, [row], include, depth, fields)
+    known = types if types.get(ct.id) is ct else {**types, ct.id: ct}
+    bodies = await _published_bodies(conn, known, locale, [row], include, depth, fields)
     return bodies.get(row["entry_id"])
 
 

@@ -13,14 +13,7 @@ INVALIDATE_CHANNEL = "cms_invalidate"
 
 async def emit(conn: asyncpg.Connection, event_type: str, payload: dict[str, Any]) -> str:
     """Insert an outbox event; NOTIFY is transactional, so the relay wakes only after commit."""
-    event_id = str(ULID())
-    # One round trip: the row and its (transactional) notification.
-    await conn.execute(
-        "WITH e AS (INSERT INTO outbox_events (id, type, payload) VALUES ($1, $2, $3) RETURNING id) "
-        "SELECT pg_notify($4, id) FROM e",
-        event_id, event_type, payload, OUTBOX_CHANNEL,
-    )
-    return event_id
+    return (await emit_many(conn, [(event_type, payload)]))[0]
 
 
 async def emit_many(

@@ -181,10 +181,13 @@ async def test_database_outage_is_503_not_500(blog, services) -> None:
     name = blog.database_url.split("?")[0].rsplit("/", 1)[-1]
     conn = await asyncpg.connect(services.admin_url)
     try:
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name
-        )
+        # Refuse new connections first, then end the pool's: with a timeout, pg_terminate_backend
+        # waits until each backend has exited (without, a backend may still answer one query).
         await conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
         r = await m.get("/v1/content-types")
         _is_problem(r, 503, "unavailable")
         assert r.headers["retry-after"] == "1"

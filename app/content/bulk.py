@@ -166,7 +166,7 @@ async def run_bulk(conn: asyncpg.Connection, body: Any, ctx: service.WriteContex
                 errors=[{"pointer": f"/actions/{a.index}", "detail": p.detail} for a, p in denied],
             )
         async with conn.transaction():
-            types, locales = await bulk_sets.load(conn, actions)
+            types, locales = await bulk_sets.load(conn)
             if not bulk_sets.needs_per_action_path(actions, types):
                 return await bulk_sets.apply(conn, actions, types, locales, ctx, assets_url)
         results: list[dict[str, Any]] = []

@@ -90,9 +90,9 @@ def needs_per_action_path(actions: list[Any], types: dict[str, ContentType]) -> 
     return False
 
 
-async def load(conn: asyncpg.Connection, actions: list[Any]) -> tuple[dict[str, ContentType], service.Locales]:
+async def load(conn: asyncpg.Connection) -> tuple[dict[str, ContentType], service.Locales]:
     """Inside the request's transaction: hold off schema changes, read the types and locales."""
-    await conn.execute("SELECT pg_advisory_xact_lock_shared(7261002)")  # as service._lock_schema_shared
+    await service._lock_schema_shared(conn)
     return await service.load_types(conn), await service.load_locales(conn)
 
 
@@ -334,17 +334,9 @@ async def _write_published(conn: asyncpg.Connection, plan: _Plan, entries: list[
     docs: list[tuple[Any, ...]] = []
     references: list[tuple[str, str]] = []
     for e in entries:
-        if e.published_data is None:
-            continue
-        ct = plan.types[e.type]
-        for code in plan.locales.codes:
-            own = {a: assets[a] for a in render.asset_ids(ct, e.published_data) if a in assets}
-            rendered = render.render_entry(e, ct, code, plan.locales.chain(code), own)
-            docs.append((
-                e.id, code, ct.id, e.published_version, rendered.slug, rendered.body, rendered.etag, rendered.vals,
-                rendered.search_text, e.published_at, e.updated_at, e.created_at,
-            ))
-        refs, _ = service._links(ct, e.published_data)
-        references += [(e.id, target) for target in sorted({link["id"] for _, link in refs})]
+        if e.published_data is not None:
+            rows, targets = service.published_rows(e, plan.types[e.type], plan.locales, assets)
+            docs += [(e.id, *row) for row in rows]
+            references += [(e.id, target) for target in targets]
     await repo.replace_documents_many(conn, ids, docs)
     await repo.replace_references_many(conn, ids, references)

@@ -180,10 +180,11 @@ async def record_write(
 # publishing: the one place published_documents rows are written
 
 
-async def render_published(
-    conn: asyncpg.Connection, entry: Any, ct: ContentType, locales: Locales, assets_url: str
-) -> None:
-    assets = await _assets_for(conn, ct, entry["published_data"], assets_url)
+def published_rows(
+    entry: Any, ct: ContentType, locales: Locales, assets: dict[str, Any]
+) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """The published_documents rows (one per locale, without the entry id) and the referenced ids
+    of a published entry; `assets` holds at least the assets it links to."""
     docs = []
     for code in locales.codes:
         rendered = render.render_entry(entry, ct, code, locales.chain(code), assets)
@@ -191,9 +192,17 @@ async def render_published(
             code, ct.id, entry["published_version"], rendered.slug, rendered.body, rendered.etag, rendered.vals,
             rendered.search_text, entry["published_at"], entry["updated_at"], entry["created_at"],
         ))
-    await repo.replace_documents(conn, entry["id"], docs)
     refs, _ = _links(ct, entry["published_data"])
-    await repo.replace_references(conn, entry["id"], sorted({link["id"] for _, link in refs}))
+    return docs, sorted({link["id"] for _, link in refs})
+
+
+async def render_published(
+    conn: asyncpg.Connection, entry: Any, ct: ContentType, locales: Locales, assets_url: str
+) -> None:
+    assets = await _assets_for(conn, ct, entry["published_data"], assets_url)
+    docs, targets = published_rows(entry, ct, locales, assets)
+    await repo.replace_documents(conn, entry["id"], docs)
+    await repo.replace_references(conn, entry["id"], targets)
 
 
 async def _assets_for(conn: asyncpg.Connection, ct: ContentType, data: dict[str, Any], assets_url: str) -> dict[str, Any]:

@@ -37,10 +37,10 @@ publishes a few warm-up articles, then:
 
 Env knobs: RATES ["10:30 100:20"] (rate:seconds pairs), BULK_N [5000], BULK_ACTIONS [1000],
 BULK_CONCURRENCY [1], DRAIN_TIMEOUT_S [90], CREATE_CONCURRENCY [8], SETTLE_TIMEOUT_S [60],
-QUIET_MAX_CORES [0.3], QUIET_WAIT_S [60], PROFILE [""] (a subset of "rate100 bulk": after the
+QUIET_MAX_CORES [0.3], QUIET_WAIT_S [60], FS_SETTLE_S [35], PROFILE [""] (a subset of "rate100 bulk": after the
 measurements, run that phase again under `py-spy record` on the worker and the management app;
 not part of the results), PROFILE_RATE [100] PROFILE_S [20], PYSPY [/tmp/pyspy/bin/py-spy],
-PYSPY_ARGS [--gil]. Set by pipeline.sh: BENCH_ROOTS, BENCH_SERVER_PIDS, BENCH_COMPONENTS
+PYSPY_ARGS [--gil], PG_LOG_MIN_DURATION_MS [""] (PostgreSQL logs slower statements). Set by pipeline.sh: BENCH_ROOTS, BENCH_SERVER_PIDS, BENCH_COMPONENTS
 ("name=pid ..."), BENCH_STAMP, POLL_MS [3] (observer fallback only).
 """
 
@@ -285,8 +285,18 @@ def wait_quiet() -> float | None:
         log(f"others use {others} cores (>= {max_cores}): waiting for a quieter moment")
 
 
+def settle_filesystem() -> None:
+    """Wait until FS_SETTLE_S after pipeline.sh deleted the previous run's files (see pipeline.sh)."""
+    deleted_at = env_float("BENCH_DELETED_AT", 0)
+    wait = deleted_at + env_float("FS_SETTLE_S", 35) - time.time() if deleted_at else 0
+    if wait > 0:
+        log(f"waiting {wait:.0f} s for the filesystem to forget the previous run's deleted files")
+        time.sleep(wait)
+
+
 def settle() -> None:
     """Up to SETTLE_TIMEOUT_S, wait until the CMS is idle (< 0.1 cores over 2 s)."""
+    settle_filesystem()
     server = pids_env("BENCH_SERVER_PIDS")
     if not server:
         time.sleep(2)
@@ -629,13 +639,30 @@ class Bench:
 
     # -- cross-check through the events feed ---------------------------------------------------
 
-    async def events(self) -> dict[str, Any]:
-        """entry.published -> entry.delivered per run, from PostgreSQL (and how much GET /v1/events shows)."""
+    async def pg(self) -> Any:
+        """A superuser connection to the embedded PostgreSQL over its Unix socket."""
         import asyncpg
 
-        pid_file = self.objects.parent / "postgres" / "postmaster.pid"
-        lines = pid_file.read_text().splitlines()
-        conn = await asyncpg.connect(host=lines[4], port=int(lines[3]), user="postgres", database="cms")
+        lines = (self.objects.parent / "postgres" / "postmaster.pid").read_text().splitlines()
+        return await asyncpg.connect(host=lines[4], port=int(lines[3]), user="postgres", database="cms")
+
+    async def log_statements(self) -> None:
+        """PG_LOG_MIN_DURATION_MS (diagnosis): PostgreSQL logs every statement slower than that, with
+        its duration, to <data dir>/postgres/log (costs some CPU itself)."""
+        ms = os.environ.get("PG_LOG_MIN_DURATION_MS", "")
+        if not ms:
+            return
+        conn = await self.pg()
+        try:
+            await conn.execute(f"ALTER SYSTEM SET log_min_duration_statement = {int(ms)}")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+        log(f"PostgreSQL logs statements slower than {int(ms)} ms")
+
+    async def events(self) -> dict[str, Any]:
+        """entry.published -> entry.delivered per run, from PostgreSQL (and how much GET /v1/events shows)."""
+        conn = await self.pg()
         try:
             rows = await conn.fetch(
                 """SELECT p.payload->>'id' AS entry_id, p.created_at AS published, p.relayed_at AS relayed,
@@ -833,6 +860,7 @@ async def run(base: str, key: str, data_dir: str, outdir: str, records: str) -> 
                 raise SystemExit("pipeline: the observer did not start (no 'ready' record)")
             await asyncio.sleep(0.05)
         await b.setup()
+        await b.log_statements()
         for item in os.environ.get("RATES", "10:30 100:20").split():
             rate, _, secs = item.partition(":")
             await b.latency(f"rate{float(rate):g}".replace(".", "p"), float(rate), float(secs or 20))

@@ -15,10 +15,12 @@
 #   START_TIMEOUT_S [180]  RUN_TIMEOUT_S [1800] (the whole pipeline.py run)
 #   QUIET_MAX_CORES [0.3] QUIET_WAIT_S [60]: before each run, wait up to QUIET_WAIT_S for a 2 s
 #                    window in which other processes use < QUIET_MAX_CORES (0 = don't wait)
+#   FS_SETTLE_S [35]        before each run, wait until this long after deleting the previous data dir
 #   SETTLE_TIMEOUT_S [60]    before each run, wait for the CMS to be idle (< 0.1 cores)
 #   PROFILE [""]     subset of "rate100 bulk": after the measurements, run it again under
 #                    `py-spy record` (worker and management app); PROFILE_RATE [100] PROFILE_S [20]
 #   PYSPY [/tmp/pyspy/bin/py-spy]  PYSPY_ARGS [--gil]
+#   PG_LOG_MIN_DURATION_MS [""]   diagnosis: PostgreSQL logs statements slower than this (to its data dir)
 #   CMS_ENV [""]     extra VAR=value settings for `cms up` (e.g. "CMS_WORKER_POLL_MS=50")
 set -euo pipefail
 
@@ -108,7 +110,15 @@ OUTDIR="$RESULTS/pipeline-$BENCH_STAMP"
 mkdir -p "$OUTDIR"
 log "raw output in $OUTDIR"
 
-rm -rf "$BENCH_DATA_DIR"; mkdir -p "$BENCH_DATA_DIR"; touch "$BENCH_DATA_DIR/.cms-bench"
+if [[ -e "$BENCH_DATA_DIR" ]]; then
+  # The previous run's tens of thousands of files: on ext4 without a journal (this machine's root
+  # filesystem), inodes freed less than 30 s ago (5 min while their table block is dirty) are skipped
+  # by every new file's inode search, which made the worker's file writes several times slower right
+  # after this delete. `sync` cleans the blocks; pipeline.py waits FS_SETTLE_S after it.
+  rm -rf "$BENCH_DATA_DIR"; sync
+  export BENCH_DELETED_AT="$(date +%s)"
+fi
+mkdir -p "$BENCH_DATA_DIR"; touch "$BENCH_DATA_DIR/.cms-bench"
 RECORDS="$OUTDIR/observer.records"; : > "$RECORDS"
 WATCH_DIR="$BENCH_DATA_DIR/objects/entries/article/en"
 

@@ -9,7 +9,8 @@ Writes are version-guarded: an object carries its entry version in the metadata 
 greater than ``N`` (equal versions are overwritten, so a redelivered event or a re-render of a
 dependent entry at the same version is applied). ``version=None`` writes unconditionally.
 
-Metadata carried with every object (S3 user metadata, ``x-amz-meta-*``; a JSON sidecar locally):
+Metadata carried with every object (S3 user metadata, ``x-amz-meta-*``; locally an extended attribute of the file, or a JSON
+sidecar where the filesystem has none):
 
 - ``cms-version``: the entry version (absent when written with ``version=None``)
 - ``surrogate-key``: the surrogate keys, space-separated (CDNs read it, e.g. Fastly from
@@ -26,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import errno
 import fcntl
 import itertools
 import logging
 import os
 import re
 import secrets
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
@@ -157,23 +160,41 @@ _sidecar_encoder = msgspec.json.Encoder()
 _sidecar_decoder = msgspec.json.Decoder(_Sidecar)
 
 
+def _stored(body: bytes, meta: _Sidecar | None) -> StoredObject:
+    if meta is None:
+        return StoredObject(body, "application/octet-stream", "", {})
+    return StoredObject(body, meta.content_type, meta.cache_control, dict(meta.metadata))
+
+
 class LocalObjectStore:
-    """Files under ``root`` (served as-is at ``/cdn/``), metadata in ``root/.meta/<key>.meta.json``.
+    """Files under ``root`` (served as-is at ``/cdn/``); each file's metadata rides with it.
 
     Writes go to a temporary file in ``root/.tmp/`` and are moved into place with ``os.replace``, so
-    readers see the old or the new bytes, never a torn file. ``put``/``delete`` hold an exclusive
-    ``flock`` on ``root/.meta/<key>.lock`` while they check the version and write, which makes the
-    version guard safe between threads and processes on one host; ``get`` holds a shared lock so the
-    body and metadata it returns belong together. Anything serving ``root`` must not serve the
-    dot-directories (`validate_key` refuses keys that would reach them).
+    readers see the old or the new bytes, never a torn file. The metadata (content type, cache
+    control, version, surrogate keys) is an extended attribute (``user.cms``) set on the temporary
+    file before the move, so body and metadata are replaced together, with one new inode per write
+    and no lock needed to read them as a pair. On a filesystem without user extended attributes
+    (``metadata="sidecar"``, chosen automatically) the metadata is a JSON sidecar in
+    ``root/.meta/<key>.meta.json`` instead, written before the body, and ``get`` reads the pair
+    under a shared lock; sidecars left by that layout are read (and replaced) by the other one.
+    ``put``/``delete`` hold an exclusive ``flock`` on one of ``LOCK_STRIPES`` lock files in
+    ``root/.meta/locks/`` (chosen by the key's hash) while they check the version and write, which
+    makes the version guard safe between threads and processes on one host. Anything serving
+    ``root`` must not serve the dot-directories (`validate_key` refuses keys that would reach them).
     ``fsync=True`` also flushes every file to disk before it is moved into place.
     """
 
     META_DIR = ".meta"
     TMP_DIR = ".tmp"
+    XATTR = "user.cms"
+    # Per-key lock files cost an inode per key; stripes are created once. Only writers of keys
+    # on the same stripe wait for each other, for the few system calls of one write.
+    LOCK_STRIPES = 256
     parallel_io = False  # local files: many small operations are cheapest one after another
 
-    def __init__(self, root: Path | str, *, fsync: bool = False) -> None:
+    def __init__(self, root: Path | str, *, fsync: bool = False, metadata: str = "auto") -> None:
+        if metadata not in ("auto", "xattr", "sidecar"):
+            raise ValueError(f"metadata={metadata!r}: expected auto, xattr or sidecar")
         self.root = Path(root)
         self.fsync = fsync
         self._meta_root = self.root / self.META_DIR
@@ -182,9 +203,11 @@ class LocalObjectStore:
         self._root_s = str(self.root)
         self._meta_s = str(self._meta_root)
         self._tmp_s = str(self._tmp_root)
+        self._locks_s = f"{self._meta_s}/locks"
         self._dirs: set[str] = set()
         self._tmp_names = itertools.count()
         self._tmp_token = f"{os.getpid()}-{secrets.token_hex(4)}"  # hosts sharing the directory too
+        self._xattr: bool | None = None if metadata == "auto" else metadata == "xattr"
 
     def __repr__(self) -> str:
         return f"LocalObjectStore({str(self.root)!r})"
@@ -196,26 +219,36 @@ class LocalObjectStore:
     def _meta_path(self, key: str) -> Path:
         return self._meta_root / f"{key}.meta.json"
 
+    @property
+    def uses_xattr(self) -> bool:
+        """True when metadata is kept in extended attributes (probed once on this filesystem)."""
+        if self._xattr is None:
+            self._ensure_dir(self._tmp_s)
+            probe = f"{self._tmp_s}/probe-{self._tmp_token}-{next(self._tmp_names)}"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.setxattr(fd, self.XATTR, b"{}")
+                self._xattr = os.getxattr(fd, self.XATTR) == b"{}"
+            except OSError:
+                self._xattr = False
+                log.info("%s: no user extended attributes here; metadata goes to sidecar files", self.root)
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        return self._xattr
+
     @contextlib.contextmanager
-    def _locked(self, key: str, *, exclusive: bool) -> Iterator[bool]:
-        """Hold the key's lock; yields False (without locking) for a read of a never-written key."""
-        lock_path = f"{self._meta_s}/{key}.lock"
-        if exclusive:
-            self._ensure_dir(os.path.dirname(lock_path))
-            try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except FileNotFoundError:  # its directory was removed behind our back
-                self._ensure_dir(os.path.dirname(lock_path), again=True)
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        else:
-            try:
-                fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
-            except (FileNotFoundError, NotADirectoryError):
-                yield False
-                return
+    def _locked(self, key: str, *, exclusive: bool) -> Iterator[None]:
+        """Hold the lock of the key's stripe."""
+        lock_path = f"{self._locks_s}/{zlib.crc32(key.encode('utf-8', 'surrogatepass')) % self.LOCK_STRIPES}.lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:  # first use, or the directory was removed behind our back
+            self._ensure_dir(self._locks_s, again=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield True
+            yield
         finally:
             os.close(fd)  # closing releases the flock
 
@@ -225,18 +258,34 @@ class LocalObjectStore:
                 raw = handle.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        return self._decode_meta(key, raw)
+
+    def _decode_meta(self, key: str, raw: bytes) -> _Sidecar | None:
         try:
             return _sidecar_decoder.decode(raw)
         except msgspec.DecodeError:
             log.warning("ignoring unreadable metadata for %s", key)
             return None
 
+    def _stored_meta(self, key: str, target: str) -> tuple[_Sidecar | None, bool]:
+        """(the stored metadata, whether it is a sidecar file); the caller holds the key's lock."""
+        if self.uses_xattr:
+            try:
+                return self._decode_meta(key, os.getxattr(target, self.XATTR)), False
+            except (FileNotFoundError, NotADirectoryError):
+                pass  # no body: a sidecar may still guard the version (a crash between the two)
+            except OSError as exc:
+                if exc.errno != errno.ENODATA:
+                    raise
+        sidecar = self._read_sidecar(key)
+        return sidecar, sidecar is not None
+
     def _ensure_dir(self, directory: str, *, again: bool = False) -> None:
         if again or directory not in self._dirs:
             os.makedirs(directory, exist_ok=True)
             self._dirs.add(directory)
 
-    def _write_atomic(self, target: str, data: bytes) -> None:
+    def _write_atomic(self, target: str, data: bytes, xattr: bytes | None = None) -> None:
         self._ensure_dir(self._tmp_s)
         self._ensure_dir(os.path.dirname(target))
         # Unique within the store (counter) and between stores (pid and a random token); O_EXCL
@@ -253,6 +302,8 @@ class LocalObjectStore:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                if xattr is not None:
+                    os.setxattr(fd, self.XATTR, xattr)
                 if self.fsync:
                     os.fsync(fd)
             finally:
@@ -278,33 +329,57 @@ class LocalObjectStore:
         version: int | None = None,
     ) -> bool:
         target = f"{self._root_s}/{validate_key(key)}"
-        sidecar = _Sidecar(content_type, cache_control, _metadata(surrogate_keys, version))
+        meta = _sidecar_encoder.encode(_Sidecar(content_type, cache_control, _metadata(surrogate_keys, version)))
         with self._locked(key, exclusive=True):
-            current = self._read_sidecar(key)
+            current, in_sidecar = self._stored_meta(key, target)
             if current is not None and _is_newer(_parse_version(current.metadata.get(VERSION_META)), version):
                 return False
+            if self.uses_xattr:
+                self._write_atomic(target, bytes(body), meta)
+                if in_sidecar:  # an older layout's sidecar must not outlive the metadata it described
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self._meta_s}/{key}.meta.json")
+                return True
             # metadata first: after a crash between the two, the sidecar already carries the new
             # version, so an older write stays refused and the redelivered write restores the body
-            self._write_atomic(f"{self._meta_s}/{key}.meta.json", _sidecar_encoder.encode(sidecar))
+            self._write_atomic(f"{self._meta_s}/{key}.meta.json", meta)
             self._write_atomic(target, bytes(body))
         return True
 
     def get(self, key: str) -> StoredObject | None:
-        target = self.path_for(key)
+        target = str(self.path_for(key))
+        if self.uses_xattr:
+            # One open file is one inode: its bytes and its attribute always belong together.
+            try:
+                fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return None
+            try:
+                with open(fd, "rb", closefd=False) as handle:
+                    body = handle.read()
+                try:
+                    raw: bytes | None = os.getxattr(fd, self.XATTR)
+                except OSError as exc:
+                    if exc.errno != errno.ENODATA:
+                        raise
+                    raw = None
+            finally:
+                os.close(fd)
+            if raw is not None:
+                return _stored(body, self._decode_meta(key, raw))
+        # the sidecar layout (or a file it wrote): read the pair under the lock
         with self._locked(key, exclusive=False):
             try:
-                body = target.read_bytes()
+                body = Path(target).read_bytes()
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 return None
             sidecar = self._read_sidecar(key)
-        if sidecar is None:
-            return StoredObject(body, "application/octet-stream", "", {})
-        return StoredObject(body, sidecar.content_type, sidecar.cache_control, dict(sidecar.metadata))
+        return _stored(body, sidecar)
 
     def delete(self, key: str, *, version: int | None = None) -> bool:
         target = self.path_for(key)
         with self._locked(key, exclusive=True):
-            current = self._read_sidecar(key)
+            current, _ = self._stored_meta(key, str(target))
             if current is not None and _is_newer(_parse_version(current.metadata.get(VERSION_META)), version):
                 return False
             for path in (target, self._meta_path(key)):

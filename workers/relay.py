@@ -136,30 +136,39 @@ class Relay(_Loop):
 
     async def relay_batch(self) -> int:
         """Relay up to `relay_batch` events; returns how many were relayed."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, type FROM outbox_events WHERE relayed_at IS NULL ORDER BY seq LIMIT $1 "
-                "FOR UPDATE SKIP LOCKED",
-                self.config.relay_batch,
-            )
-            if not rows:
-                return 0
-            wanted = [(r["id"], step) for r in rows for step in pipeline.steps_for(r["type"])]
-            inserted = []
-            if wanted:
-                inserted = await conn.fetch(
-                    "INSERT INTO outbox_steps (event_id, step, enqueued_at) "
-                    "SELECT event_id, step, now() FROM unnest($1::text[], $2::text[]) AS u(event_id, step) "
-                    "ON CONFLICT DO NOTHING RETURNING event_id, step",
-                    [e for e, _ in wanted], [s for _, s in wanted],
-                )
-            await conn.execute(
-                "UPDATE outbox_events SET relayed_at = now() WHERE id = ANY($1::text[])", [r["id"] for r in rows]
-            )
+        # One statement (its own transaction): lock a batch of unrelayed events, mark them relayed
+        # and insert the steps their types need. Four round trips fewer than doing it step by step,
+        # which matters at one pass per `relay_min_gap`.
+        row = await self.pool.fetchrow(_RELAY, self.config.relay_batch, *_STEP_TABLE)
         # Committed: the steps exist whatever happens next. Now (and only now) tell the workers.
-        await self._send([(r["event_id"], r["step"]) for r in inserted])
-        self.relayed += len(rows)
-        return len(rows)
+        await self._send(list(zip(row["event_ids"], row["steps"], strict=True)))
+        self.relayed += row["relayed"]
+        return int(row["relayed"])
+
+
+# (event type, step) pairs of every event type that needs a step, as two parallel arrays.
+_STEP_TABLE = (
+    [event_type for event_type, steps in pipeline.STEPS.items() for _ in steps],
+    [step for steps in pipeline.STEPS.values() for step in steps],
+)
+
+_RELAY = """
+WITH picked AS (
+    SELECT id FROM outbox_events WHERE relayed_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE outbox_events e SET relayed_at = now() FROM picked p WHERE e.id = p.id RETURNING e.id, e.type, e.seq
+), inserted AS (
+    INSERT INTO outbox_steps (event_id, step, enqueued_at)
+    SELECT m.id, s.step, now()
+      FROM marked m JOIN unnest($2::text[], $3::text[]) AS s(event_type, step) ON s.event_type = m.type
+     ORDER BY m.seq
+    ON CONFLICT DO NOTHING
+    RETURNING event_id, step
+)
+SELECT (SELECT count(*) FROM marked) AS relayed,
+       coalesce((SELECT array_agg(event_id ORDER BY event_id, step) FROM inserted), '{}') AS event_ids,
+       coalesce((SELECT array_agg(step ORDER BY event_id, step) FROM inserted), '{}') AS steps
+"""
 
 
 class Sweeper(_Loop):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -81,10 +82,14 @@ def s3_store(bucket: str, endpoint: str, client: Any, prefix: str = "") -> S3Obj
     return S3ObjectStore(bucket, endpoint, prefix=prefix, client=client)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "local-sidecar", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
-        return LocalObjectStore(tmp_path / "objects")
+        local = LocalObjectStore(tmp_path / "objects")
+        assert local.uses_xattr  # the test machines' filesystems have user extended attributes
+        return local
+    if request.param == "local-sidecar":
+        return LocalObjectStore(tmp_path / "objects", metadata="sidecar")
     endpoint = request.getfixturevalue("moto_endpoint")
     client = request.getfixturevalue("store_client")
     return s3_store(request.getfixturevalue("bucket"), endpoint, client, prefix="site")
@@ -202,9 +207,10 @@ async def test_async_wrapper(store: ObjectStore) -> None:
 # local directory
 
 
-def test_local_files_are_served_bytes_and_metadata_is_hidden(tmp_path: Path) -> None:
+@pytest.mark.parametrize("metadata", ["xattr", "sidecar"])
+def test_local_files_are_served_bytes_and_metadata_is_hidden(tmp_path: Path, metadata: str) -> None:
     root = tmp_path / "objects"
-    store = LocalObjectStore(root)
+    store = LocalObjectStore(root, metadata=metadata)
     assert put(store, "entries/article/en/1.json", b'{"a":1}', 7)
     assert (root / "entries/article/en/1.json").read_bytes() == b'{"a":1}'
     assert store.path_for("entries/article/en/1.json") == root / "entries/article/en/1.json"
@@ -215,13 +221,50 @@ def test_local_files_are_served_bytes_and_metadata_is_hidden(tmp_path: Path) -> 
         if p.is_file() and not p.relative_to(root).parts[0].startswith(".")
     )
     assert visible == ["entries/article/en/1.json"]
-    assert (root / ".meta/entries/article/en/1.json.meta.json").is_file()
+    sidecar = root / ".meta/entries/article/en/1.json.meta.json"
+    if metadata == "xattr":
+        # body and metadata are one inode: replaced together, no sidecar file, no per-key lock file
+        assert b'"cms-version":"7"' in os.getxattr(root / "entries/article/en/1.json", LocalObjectStore.XATTR)
+        assert not sidecar.exists()
+    else:
+        assert sidecar.is_file()
+    assert not list((root / ".meta").rglob("*.json.lock"))
     assert list((root / ".tmp").iterdir()) == []
     assert store.list() == ["entries/article/en/1.json"]
 
 
-def test_local_concurrent_writers_keep_the_newest_version(tmp_path: Path) -> None:
-    store = LocalObjectStore(tmp_path / "objects")
+def test_local_sidecar_layout_is_read_and_replaced_by_the_xattr_layout(tmp_path: Path) -> None:
+    """A directory written with sidecars (older versions, or a filesystem without xattrs) keeps
+    its version guard and metadata when a store with extended attributes takes over."""
+    root = tmp_path / "objects"
+    old = LocalObjectStore(root, metadata="sidecar")
+    assert put(old, "entries/a.json", b"v5", 5, ["entry:a"])
+    sidecar = root / ".meta/entries/a.json.meta.json"
+    assert sidecar.is_file()
+    new = LocalObjectStore(root, metadata="xattr")
+    obj = new.get("entries/a.json")
+    assert obj is not None and obj.version == 5 and obj.surrogate_keys == ["entry:a"] and obj.body == b"v5"
+    assert put(new, "entries/a.json", b"v4", 4) is False  # the sidecar's version still guards
+    assert put(new, "entries/a.json", b"v6", 6, ["entry:a", "type:x"])
+    assert not sidecar.exists()  # it must not outlive the metadata it described
+    obj = new.get("entries/a.json")
+    assert obj is not None and obj.version == 6 and obj.surrogate_keys == ["entry:a", "type:x"]
+    # a body that vanished (crash between sidecar and body) is still guarded by its sidecar
+    assert put(old, "entries/b.json", b"v9", 9)
+    (root / "entries/b.json").unlink()
+    assert put(new, "entries/b.json", b"v8", 8) is False
+    assert new.delete("entries/b.json", version=8) is False
+    assert new.delete("entries/b.json", version=9) and not (root / ".meta/entries/b.json.meta.json").exists()
+
+
+def test_local_store_rejects_an_unknown_metadata_layout(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="metadata"):
+        LocalObjectStore(tmp_path, metadata="db")
+
+
+@pytest.mark.parametrize("metadata", ["xattr", "sidecar"])
+def test_local_concurrent_writers_keep_the_newest_version(tmp_path: Path, metadata: str) -> None:
+    store = LocalObjectStore(tmp_path / "objects", metadata=metadata)
     versions = list(range(60))
     versions.reverse()
     versions[10], versions[50] = versions[50], versions[10]
@@ -238,7 +281,7 @@ def test_local_concurrent_writers_keep_the_newest_version(tmp_path: Path) -> Non
 WRITER = """
 import random, sys
 from cms.storage.objects import LocalObjectStore
-store = LocalObjectStore(sys.argv[1])
+store = LocalObjectStore(sys.argv[1], metadata=sys.argv[3])
 versions = list(range(int(sys.argv[2]), 200, 4))
 random.shuffle(versions)
 for v in versions:
@@ -250,11 +293,12 @@ for v in versions:
 """
 
 
-def test_local_version_guard_holds_across_processes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("metadata", ["xattr", "sidecar"])
+def test_local_version_guard_holds_across_processes(tmp_path: Path, metadata: str) -> None:
     root = tmp_path / "objects"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(root), str(offset)], cwd=ROOT, stderr=subprocess.PIPE
+            [sys.executable, "-c", WRITER, str(root), str(offset), metadata], cwd=ROOT, stderr=subprocess.PIPE
         )
         for offset in range(4)
     ]

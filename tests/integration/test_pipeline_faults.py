@@ -374,7 +374,8 @@ async def test_s3_errors_are_retried_until_the_files_are_right(
         assert proxy.failed == 16 and proxy.forwarded > 0
         conn = await connect(database_url)
         try:
-            assert await conn.fetchval("SELECT max(attempts) FROM (SELECT s.* FROM outbox_steps s JOIN outbox_events e ON e.id = s.event_id WHERE e.type LIKE 'entry.%') AS outbox_steps") > 1  # the pipeline retried
+            # the pipeline retried (the failures may have hit the new types' index writes or the entries')
+            assert await conn.fetchval("SELECT max(attempts) FROM outbox_steps") > 1
             assert await conn.fetchval("SELECT count(*) FROM (SELECT s.* FROM outbox_steps s JOIN outbox_events e ON e.id = s.event_id WHERE e.type LIKE 'entry.%') AS outbox_steps WHERE status = 'done'") == len(ids)
         finally:
             await conn.close()

@@ -37,7 +37,7 @@ publishes a few warm-up articles, then:
 
 Env knobs: RATES ["10:30 100:20"] (rate:seconds pairs), BULK_N [5000], BULK_ACTIONS [1000],
 BULK_CONCURRENCY [1], DRAIN_TIMEOUT_S [90], CREATE_CONCURRENCY [8], SETTLE_TIMEOUT_S [60],
-QUIET_MAX_CORES [0.3], QUIET_WAIT_S [60], FS_SETTLE_S [35], PROFILE [""] (a subset of "rate100 bulk": after the
+QUIET_MAX_CORES [0.3], QUIET_WAIT_S [60], PROFILE [""] (a subset of "rate100 bulk": after the
 measurements, run that phase again under `py-spy record` on the worker and the management app;
 not part of the results), PROFILE_RATE [100] PROFILE_S [20], PYSPY [/tmp/pyspy/bin/py-spy],
 PYSPY_ARGS [--gil], PG_LOG_MIN_DURATION_MS [""] (PostgreSQL logs slower statements). Set by pipeline.sh: BENCH_ROOTS, BENCH_SERVER_PIDS, BENCH_COMPONENTS
@@ -285,18 +285,8 @@ def wait_quiet() -> float | None:
         log(f"others use {others} cores (>= {max_cores}): waiting for a quieter moment")
 
 
-def settle_filesystem() -> None:
-    """Wait until FS_SETTLE_S after pipeline.sh deleted the previous run's files (see pipeline.sh)."""
-    deleted_at = env_float("BENCH_DELETED_AT", 0)
-    wait = deleted_at + env_float("FS_SETTLE_S", 35) - time.time() if deleted_at else 0
-    if wait > 0:
-        log(f"waiting {wait:.0f} s for the filesystem to forget the previous run's deleted files")
-        time.sleep(wait)
-
-
 def settle() -> None:
     """Up to SETTLE_TIMEOUT_S, wait until the CMS is idle (< 0.1 cores over 2 s)."""
-    settle_filesystem()
     server = pids_env("BENCH_SERVER_PIDS")
     if not server:
         time.sleep(2)

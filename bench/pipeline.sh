@@ -10,12 +10,14 @@
 #   RATES ["10:30 100:20"]   publishes/s : seconds, one latency run each, in order
 #   BULK_N [5000] BULK_ACTIONS [1000] BULK_CONCURRENCY [1]   (BULK_N=0: no bulk run)
 #   DRAIN_TIMEOUT_S [90]     after a run, wait at most this long for the last file and purge
-#   BENCH_DATA_DIR [/tmp/cms-bench-pipeline]   (CMS_DATA_DIR; deleted and recreated every run)
+#   BENCH_DATA_ROOT [/tmp/cms-bench-pipeline]  every run gets its own CMS_DATA_DIR below it,
+#                    BENCH_DATA_DIR [$BENCH_DATA_ROOT/run-<UTC stamp>] (a new directory); earlier runs'
+#                    directories are kept (see bench/README.md: deleting them right before a run
+#                    slows file creation on this machine for minutes), delete them yourself
 #   DELIVERY_PORT [18100]  MANAGEMENT_PORT [18101]  CDN_PORT [18102]
 #   START_TIMEOUT_S [180]  RUN_TIMEOUT_S [1800] (the whole pipeline.py run)
 #   QUIET_MAX_CORES [0.3] QUIET_WAIT_S [60]: before each run, wait up to QUIET_WAIT_S for a 2 s
 #                    window in which other processes use < QUIET_MAX_CORES (0 = don't wait)
-#   FS_SETTLE_S [35]        before each run, wait until this long after deleting the previous data dir
 #   SETTLE_TIMEOUT_S [60]    before each run, wait for the CMS to be idle (< 0.1 cores)
 #   PROFILE [""]     subset of "rate100 bulk": after the measurements, run it again under
 #                    `py-spy record` (worker and management app); PROFILE_RATE [100] PROFILE_S [20]
@@ -29,7 +31,7 @@ ROOT="$(cd "$HERE/.." && pwd)"
 PY="$ROOT/.venv/bin/python"
 CMS="$ROOT/.venv/bin/cms"
 
-BENCH_DATA_DIR="${BENCH_DATA_DIR:-/tmp/cms-bench-pipeline}"
+BENCH_DATA_ROOT="${BENCH_DATA_ROOT:-/tmp/cms-bench-pipeline}"
 DELIVERY_PORT="${DELIVERY_PORT:-18100}"
 MANAGEMENT_PORT="${MANAGEMENT_PORT:-18101}"
 CDN_PORT="${CDN_PORT:-18102}"
@@ -47,8 +49,6 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 [[ -x "$PY" && -x "$CMS" ]] || die "no $ROOT/.venv with the cms command: run 'make up' once (or make the venv)"
-[[ -f "$BENCH_DATA_DIR/.cms-bench" || ! -e "$BENCH_DATA_DIR" ]] \
-  || die "$BENCH_DATA_DIR exists and was not made by this script; set BENCH_DATA_DIR"
 
 # --- processes this script started: stopped by PID only (as in run.sh) ----------------------
 STARTED_PIDS=()
@@ -105,18 +105,19 @@ wait_http() { # url timeout_s [pid]: 200 within the time, and pid (if given) sti
 }
 
 export BENCH_STAMP="$(date -u +%Y-%m-%d_%H%M%SZ)"
+BENCH_DATA_DIR="${BENCH_DATA_DIR:-$BENCH_DATA_ROOT/run-$BENCH_STAMP}"
+[[ ! -e "$BENCH_DATA_DIR" ]] || die "$BENCH_DATA_DIR exists; set BENCH_DATA_DIR to a new directory"
 RESULTS="$HERE/results"
 OUTDIR="$RESULTS/pipeline-$BENCH_STAMP"
 mkdir -p "$OUTDIR"
 log "raw output in $OUTDIR"
 
-if [[ -e "$BENCH_DATA_DIR" ]]; then
-  # The previous run's tens of thousands of files: on ext4 without a journal (this machine's root
-  # filesystem), inodes freed less than 30 s ago (5 min while their table block is dirty) are skipped
-  # by every new file's inode search, which made the worker's file writes several times slower right
-  # after this delete. `sync` cleans the blocks; pipeline.py waits FS_SETTLE_S after it.
-  rm -rf "$BENCH_DATA_DIR"; sync
-  export BENCH_DELETED_AT="$(date +%s)"
+# A new directory for every run, and nothing deleted: on ext4 without a journal (this machine's
+# root filesystem) every new file's inode search skips the inodes freed in the last 30 s to 5 min,
+# and deleting the previous run's ~12,000 files right before this one made the worker's file writes
+# several times slower (perf: a quarter of all CPU in the kernel's recently_deleted()).
+if compgen -G "$BENCH_DATA_ROOT/run-*" > /dev/null; then
+  log "earlier runs' data under $BENCH_DATA_ROOT: $(du -sh "$BENCH_DATA_ROOT" 2>/dev/null | cut -f1) (delete them when no benchmark is about to run)"
 fi
 mkdir -p "$BENCH_DATA_DIR"; touch "$BENCH_DATA_DIR/.cms-bench"
 RECORDS="$OUTDIR/observer.records"; : > "$RECORDS"

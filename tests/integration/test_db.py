@@ -72,3 +72,34 @@ async def test_concurrent_migrators_apply_each_migration_once(services) -> None:
 
     results = await asyncio.gather(*[run() for _ in range(4)])
     assert sorted(v for r in results for v in r) == [v for v, _, _ in available_migrations()]
+
+
+async def test_documents_of_a_few_kilobytes_are_stored_uncompressed(db) -> None:
+    """toast_tuple_target: a 2 KB document is neither compressed (CPU on every write and every
+    cache-miss read) nor moved out of line; a value larger than a page still is."""
+    async with db.acquire() as conn:
+        for table in ("published_documents", "entries", "entry_versions"):
+            options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = $1", table)
+            assert "toast_tuple_target=8160" in options, table
+        body = ("lorem ipsum dolor sit amet " * 100).encode()  # 2.7 KB, compresses well
+        await conn.execute("INSERT INTO content_types (id, name, fields) VALUES ('t', 'T', '[]')")
+        await conn.execute(
+            "INSERT INTO entries (id, type, data, version) SELECT id, 't', '{}', 1 FROM unnest($1::text[]) AS id",
+            ["small", "large"],
+        )
+        await conn.execute(
+            "INSERT INTO published_documents (entry_id, locale, type, version, body, etag, vals, search, "
+            "published_at, updated_at, created_at) VALUES ($1, 'en', 't', 1, $2, 'e', '{}', ''::tsvector, "
+            "now(), now(), now())", "small", body,
+        )
+        await conn.execute(
+            "INSERT INTO published_documents (entry_id, locale, type, version, body, etag, vals, search, "
+            "published_at, updated_at, created_at) VALUES ($1, 'en', 't', 1, $2, 'e', '{}', ''::tsvector, "
+            "now(), now(), now())", "large", body * 10,
+        )
+        rows = {r["entry_id"]: r for r in await conn.fetch(
+            "SELECT entry_id, pg_column_compression(body) AS method, pg_column_size(body) AS size "
+            "FROM published_documents WHERE entry_id IN ('small', 'large')"
+        )}
+        assert rows["small"]["method"] is None and rows["small"]["size"] >= len(body)
+        assert rows["large"]["method"] == "pglz" and rows["large"]["size"] < len(body)

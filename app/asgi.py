@@ -10,6 +10,7 @@ from __future__ import annotations
 from litestar import Litestar
 
 from .config import Settings, load_settings
+from .runtime import tune_gc
 from .server import create_delivery_app, create_management_app
 
 
@@ -25,9 +26,13 @@ def _settings() -> tuple[Settings, str, str]:
 
 def delivery() -> Litestar:
     settings, database_url, redis_url = _settings()
-    return create_delivery_app(settings, database_url, redis_url)
+    app = create_delivery_app(settings, database_url, redis_url)
+    tune_gc()
+    return app
 
 
 def management() -> Litestar:
     settings, database_url, redis_url = _settings()
-    return create_management_app(settings, database_url, redis_url)
+    app = create_management_app(settings, database_url, redis_url)
+    tune_gc()
+    return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -132,3 +133,13 @@ async def resolve_services(settings: Settings) -> Services:
         services.redis_url = url
         services.handles.append(stop)
     return services
+
+
+def tune_gc() -> None:
+    """For a long-running server process, once it is set up: what exists now (modules, the app,
+    pools) lives as long as the process, so move it out of the cyclic collector's sight, and collect
+    the young generation every 20,000 allocations instead of 700. With the defaults the collector
+    took about 2% of the machine during a bulk import."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)

@@ -101,7 +101,7 @@ def run_worker(settings: Settings) -> int:
 
 
 async def _run_worker(settings: Settings) -> int:
-    from cms.app.runtime import resolve_services
+    from cms.app.runtime import resolve_services, tune_gc
 
     config = PipelineConfig.from_env()
     services = await resolve_services(settings)
@@ -112,6 +112,7 @@ async def _run_worker(settings: Settings) -> int:
     host = WorkerHost(settings, services.database_url, services.redis_url, config)
     try:
         await host.start()
+        tune_gc()
         await stop.wait()
         log.info("stopping")
         return 0

@@ -13,8 +13,15 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
 
 
-def _encode_json(value: Any) -> str:
-    return _encode(value).decode()
+# Binary format: the bytes go as they are (no str round trip), and arrays of json/jsonb (the bulk
+# writes' unnest($n::jsonb[])) travel in the binary array format instead of a text array literal
+# that both sides must escape and unescape character by character.
+def _encode_jsonb(value: Any) -> bytes:
+    return b"\x01" + _encode(value)  # jsonb's binary format: a version byte, then the JSON text
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return _decode(memoryview(data)[1:])
 
 
 # Tests count the SQL statements a request runs (CMS_COUNT_QUERIES=1): a request sets a list
@@ -31,8 +38,10 @@ def _log_query(record: Any) -> None:
 async def _init_connection(conn: asyncpg.Connection) -> None:
     if os.environ.get("CMS_COUNT_QUERIES") == "1":
         conn.add_query_logger(_log_query)
-    for name in ("json", "jsonb"):
-        await conn.set_type_codec(name, encoder=_encode_json, decoder=_decode, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=_encode, decoder=_decode, schema="pg_catalog", format="binary")
+    await conn.set_type_codec(
+        "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"
+    )
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

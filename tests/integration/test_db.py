@@ -103,3 +103,15 @@ async def test_documents_of_a_few_kilobytes_are_stored_uncompressed(db) -> None:
         )}
         assert rows["small"]["method"] is None and rows["small"]["size"] >= len(body)
         assert rows["large"]["method"] == "pglz" and rows["large"]["size"] < len(body)
+
+
+async def test_json_values_round_trip_through_the_binary_codecs(db) -> None:
+    """json/jsonb travel in binary format, arrays of them too (the bulk writes' unnest($n::jsonb[]))."""
+    values = [{"q": 'say "hi"', "b": "back\\slash", "u": "Zürich ✓", "n": None, "l": [1, 2.5, True]}, "text", 3, None]
+    async with db.acquire() as conn:
+        assert await conn.fetchval("SELECT $1::jsonb", values[0]) == values[0]
+        assert await conn.fetchval("SELECT $1::json", values[0]) == values[0]
+        rows = await conn.fetch("SELECT v, jsonb_typeof(v) AS t FROM unnest($1::jsonb[]) AS v", values)
+        assert [r["v"] for r in rows] == values
+        assert [r["t"] for r in rows] == ["object", "string", "number", None]  # None is SQL NULL
+        assert await conn.fetchval("SELECT $1::jsonb->>'u'", values[0]) == "Zürich ✓"

@@ -27,7 +27,7 @@ publishes a few warm-up articles, then:
   `entry:{id}`. Then it waits (up to DRAIN_TIMEOUT_S) until every file and purge has been seen.
 - Bulk (BULK_N entries, default 5,000): `POST /v1/bulk` with BULK_ACTIONS (1,000) actions per
   request, atomic, each entry an `upsert` (with its id and fields) followed by a `publish` of the
-  same id, BULK_CONCURRENCY (1) requests in flight. Bodies are encoded before the clock starts.
+  same id, BULK_CONCURRENCY (2) requests in flight. Bodies are encoded before the clock starts.
   Times from the first request to the last response (API) and to the last file seen (end to end).
 - Cross-check: reads `GET /v1/events` from the start and matches each `entry.published` with its
   `entry.delivered` (by `source_event`): delivered.created_at - published.created_at, as the
@@ -36,7 +36,7 @@ publishes a few warm-up articles, then:
   by the CMS as a whole and per component (worker, management, delivery, PostgreSQL, Valkey).
 
 Env knobs: RATES ["10:30 100:20"] (rate:seconds pairs), BULK_N [5000], BULK_ACTIONS [1000],
-BULK_CONCURRENCY [1], DRAIN_TIMEOUT_S [90], CREATE_CONCURRENCY [8], SETTLE_TIMEOUT_S [60],
+BULK_CONCURRENCY [2], DRAIN_TIMEOUT_S [90], CREATE_CONCURRENCY [8], SETTLE_TIMEOUT_S [60],
 QUIET_MAX_CORES [0.3], QUIET_WAIT_S [60], PROFILE [""] (a subset of "rate100 bulk": after the
 measurements, run that phase again under `py-spy record` on the worker and the management app;
 not part of the results), PROFILE_RATE [100] PROFILE_S [20], PYSPY [/tmp/pyspy/bin/py-spy],
@@ -562,7 +562,7 @@ class Bench:
     async def bulk(self, name: str = "bulk") -> dict[str, Any]:
         n = env_int("BULK_N", 5000)
         per = max(1, env_int("BULK_ACTIONS", 1000) // 2)
-        conc = env_int("BULK_CONCURRENCY", 1)
+        conc = env_int("BULK_CONCURRENCY", 2)
         tag = f"{name}-{os.environ.get('BENCH_STAMP', 'x')[-7:-1].lower()}"
         ids = [f"{tag}-{i:05d}" for i in range(n)]
         self.ids_of[name] = ids

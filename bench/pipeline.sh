@@ -8,7 +8,7 @@
 #
 # Env knobs (defaults in brackets):
 #   RATES ["10:30 100:20"]   publishes/s : seconds, one latency run each, in order
-#   BULK_N [5000] BULK_ACTIONS [1000] BULK_CONCURRENCY [1]   (BULK_N=0: no bulk run)
+#   BULK_N [5000] BULK_ACTIONS [1000] BULK_CONCURRENCY [2]   (BULK_N=0: no bulk run)
 #   DRAIN_TIMEOUT_S [90]     after a run, wait at most this long for the last file and purge
 #   BENCH_DATA_ROOT [/tmp/cms-bench-pipeline]  every run gets its own CMS_DATA_DIR below it,
 #                    BENCH_DATA_DIR [$BENCH_DATA_ROOT/run-<UTC stamp>] (a new directory); earlier runs'
@@ -39,7 +39,7 @@ START_TIMEOUT_S="${START_TIMEOUT_S:-180}"
 RUN_TIMEOUT_S="${RUN_TIMEOUT_S:-1800}"
 CMS_ENV="${CMS_ENV:-}"
 export RATES="${RATES:-10:30 100:20}" BULK_N="${BULK_N:-5000}" BULK_ACTIONS="${BULK_ACTIONS:-1000}"
-export BULK_CONCURRENCY="${BULK_CONCURRENCY:-1}" DRAIN_TIMEOUT_S="${DRAIN_TIMEOUT_S:-90}"
+export BULK_CONCURRENCY="${BULK_CONCURRENCY:-2}" DRAIN_TIMEOUT_S="${DRAIN_TIMEOUT_S:-90}"
 export QUIET_MAX_CORES="${QUIET_MAX_CORES:-0.3}" QUIET_WAIT_S="${QUIET_WAIT_S:-60}"
 export SETTLE_TIMEOUT_S="${SETTLE_TIMEOUT_S:-60}" PROFILE="${PROFILE:-}"
 # A fixed bench-only management key (CMS_BOOTSTRAP_KEY, >= 32 chars; loopback only).

@@ -33,8 +33,10 @@ log = logging.getLogger("cms.pipeline")
 DELIVER = "deliver"
 ENTRY_EVENTS = ("entry.published", "entry.unpublished", "entry.deleted")
 
-# Schema changes re-render documents in the database; their files follow through the same step.
-SCHEMA_EVENTS = ("content_type.saved", "locale.saved", "locale.deleted")
+# Schema changes re-render documents in the database; their files follow through the same step
+# (a deleted type's files, i.e. its index.json, are removed the same way).
+SCHEMA_EVENTS = ("content_type.saved", "content_type.deleted", "locale.saved", "locale.deleted")
+TYPE_EVENTS = ("content_type.saved", "content_type.deleted")  # scoped to one type (payload "id")
 
 # Which steps an outbox event needs. Events not listed need none: the relay only marks them relayed.
 STEPS: dict[str, tuple[str, ...]] = {event: (DELIVER,) for event in (*ENTRY_EVENTS, *SCHEMA_EVENTS)}

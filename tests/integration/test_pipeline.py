@@ -290,6 +290,12 @@ async def test_slug_change_and_delete_leave_no_stale_files(site: Any, hosts: Hos
     assert [k for k in store.list("entries/article/") if not k.endswith("index.json")] == []
     assert json.loads(store.get("entries/article/en/index.json").body)["data"] == []
 
+    # the type itself goes: so do its (empty) index files, in every locale
+    assert (await site.management.delete("/v1/content-types/article")).status_code == 204
+    await settle(site.database_url)
+    assert store.list("entries/article/") == []
+    assert store.get("entries/author/en/index.json") is not None  # other types keep theirs
+
 
 async def test_purges_reach_the_cdn_and_delivery_processes(site: Any, hosts: Hosts, recorder: Recorder) -> None:
     received: list[list[str] | None] = []

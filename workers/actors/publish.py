@@ -420,7 +420,7 @@ async def deliver_step(runtime: Any, event_ids: list[str]) -> dict[str, str]:
         entry_events = [e for e in events if e.type in pipeline.ENTRY_EVENTS]
         if schema_events:
             # A field or locale change altered every document of the type (or of all types).
-            scopes = {e.payload.get("id") if e.type == "content_type.saved" else None for e in schema_events}
+            scopes = {e.payload.get("id") if e.type in pipeline.TYPE_EVENTS else None for e in schema_events}
             for only in [None] if None in scopes else sorted(str(s) for s in scopes):
                 republished = await republish_all(runtime.pool, runtime.publisher, only_type=only)
                 await runtime.purge.send(republished.changes.tags, republished.changes.keys,

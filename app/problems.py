@@ -28,6 +28,7 @@ TITLES = {
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",
     "conflict": "Conflict",
+    "gone": "Gone",
     "precondition-failed": "Precondition failed",
     "payload-too-large": "Payload too large",
     "unsupported-media-type": "Unsupported media type",
@@ -45,6 +46,7 @@ STATUS_CODES = {
     404: "not-found",
     405: "method-not-allowed",
     409: "conflict",
+    410: "gone",
     412: "precondition-failed",
     413: "payload-too-large",
     415: "unsupported-media-type",
@@ -82,6 +84,10 @@ def malformed(parameter: str, detail: str) -> ProblemError:
 
 def invalid(pointer: str, detail: str, status: int = 422, code: str = "validation") -> ProblemError:
     return ProblemError(status, code, f"{pointer}: {detail}", errors=[{"pointer": pointer, "detail": detail}])
+
+
+def gone(detail: str) -> ProblemError:
+    return ProblemError(410, "gone", detail)
 
 
 def not_found(what: str = "resource") -> ProblemError:

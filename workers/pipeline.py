@@ -86,6 +86,8 @@ class PipelineConfig:
     poll_ms: int = 100  # CMS_WORKER_POLL_MS: Dramatiq's idle poll of the queue (latency when idle)
     namespace: str = "cms"  # CMS_BROKER_NAMESPACE: prefix of the broker's Redis keys
     sweep_batch: int = 1000
+    retention_days: float = 30.0  # CMS_OUTBOX_RETENTION_DAYS: events (and their steps) older are pruned; 0 keeps all
+    prune_interval: float = 3600.0  # CMS_OUTBOX_PRUNE_INTERVAL_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> PipelineConfig:
@@ -103,6 +105,8 @@ class PipelineConfig:
             "worker_threads": _int(env, "CMS_WORKER_THREADS", cls.worker_threads, 1, 256),
             "deliver_batch": _int(env, "CMS_DELIVER_BATCH", cls.deliver_batch, 1, 1000),
             "poll_ms": _int(env, "CMS_WORKER_POLL_MS", cls.poll_ms, 10, 60000),
+            "retention_days": _float(env, "CMS_OUTBOX_RETENTION_DAYS", cls.retention_days, 0, 36500),
+            "prune_interval": _float(env, "CMS_OUTBOX_PRUNE_INTERVAL_SECONDS", cls.prune_interval, 0.05, 86400),
         }
         if raw := env.get("CMS_STEP_BACKOFF"):
             try:

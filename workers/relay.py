@@ -23,11 +23,14 @@ from typing import Any
 import asyncpg
 
 from cms.app.db.pool import create_pool
+from cms.app.events import feed
 from cms.app.events.outbox import OUTBOX_CHANNEL
 from cms.workers import pipeline
 from cms.workers.broker import StepQueue
 
 log = logging.getLogger("cms.workers.relay")
+
+PRUNE_BATCH = 5000
 
 
 class _Loop:
@@ -175,7 +178,33 @@ class Sweeper(_Loop):
     name = "sweeper"
 
     def _coroutines(self) -> list[Any]:
-        return [self._run()]
+        return [self._run(), self._prune_loop()]
+
+    async def _prune_loop(self) -> None:
+        if self.config.retention_days <= 0:
+            return
+        while True:
+            try:
+                pruned = await self.prune_once()
+                if pruned:
+                    log.info("pruned %d outbox event(s) older than %g days", pruned, self.config.retention_days)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox pruning failed: %s", exc)
+            await asyncio.sleep(self.config.prune_interval)
+
+    async def prune_once(self) -> int:
+        """Delete the events (and steps) older than the retention, a batch per transaction; returns
+        how many. Several workers may prune at once: the batches lock nothing they wait for."""
+        total = 0
+        while True:
+            async with self.pool.acquire() as conn:
+                n = await feed.prune(conn, self.config.retention_days * 86400, PRUNE_BATCH)
+            total += n
+            if n < PRUNE_BATCH:
+                return total
+            await asyncio.sleep(0.05)  # let the write path in between batches
 
     async def _run(self) -> None:
         while True:

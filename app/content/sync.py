@@ -26,7 +26,7 @@ from .. import render
 from ..credentials.auth import current, delivery_guard, require_type_access
 from ..events import feed
 from ..http import JSON, query_int
-from ..problems import malformed, not_found
+from ..problems import gone, malformed, not_found
 from .schemas import LOCALE_CODE, RESOURCE_ID, TYPE_ID
 from .service import resolve_locale
 
@@ -142,6 +142,10 @@ async def _initial_page(conn: asyncpg.Connection, cursor: SyncCursor, limit: int
 
 async def _delta_page(conn: asyncpg.Connection, cursor: SyncCursor, limit: int) -> SyncPage:
     position = cursor.position
+    if position < (await feed.pruned(conn)).position:
+        # Changes after the cursor were pruned with the outbox: deltas would silently miss them.
+        raise gone("the cursor is older than the change history (CMS_OUTBOX_RETENTION_DAYS); start a new sync "
+                   "without a cursor")
     changed: dict[str, None] = {}  # distinct entry ids, in feed order
     full = False
     for _ in range(MAX_EVENT_BATCHES):

@@ -13,9 +13,11 @@ the feed back until it ends. Nothing is skipped; events just show up later.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import asyncpg
+from ulid import ULID
 
 from ..content.schemas import iso
 
@@ -54,7 +56,69 @@ async def head(conn: asyncpg.Connection) -> Position:
         f"SELECT txid::text AS txid_text, seq FROM outbox_events WHERE txid < {_XMIN} "
         "ORDER BY txid DESC, seq DESC LIMIT 1"
     )
-    return _position(row) if row is not None else START
+    # An outbox pruned empty still has a place: where the pruning stopped.
+    return _position(row) if row is not None else (await pruned(conn)).position
+
+
+class Pruned(NamedTuple):
+    position: Position  # every event at or before it is gone (START: nothing was pruned)
+    created_at: datetime | None  # the newest pruned event's created_at
+
+
+async def pruned(conn: asyncpg.Connection) -> Pruned:
+    row = await conn.fetchrow("SELECT txid::text AS txid_text, seq, created_at FROM outbox_pruned")
+    return Pruned(_position(row), row["created_at"]) if row is not None else Pruned(START, None)
+
+
+async def was_pruned(conn: asyncpg.Connection, event_id: str) -> bool:
+    """Could this (unknown) id be an event that pruning removed? Event ids are ULIDs, which sort by
+    creation time: one at or below the greatest pruned id is taken to be gone."""
+    try:
+        ULID.from_str(event_id)
+    except ValueError:
+        return False
+    greatest = await conn.fetchval("SELECT max_id FROM outbox_pruned")
+    return greatest is not None and event_id.upper() <= greatest
+
+
+# One batch of pruning: the first `$2` events in feed order, cut before the first one that must
+# stay (younger than the retention, not relayed yet, not visible to every reader yet, or with a
+# step still to run), so what goes is always a prefix of the feed and the watermark says exactly
+# what is missing. Steps go with their events (ON DELETE CASCADE).
+_PRUNE = f"""
+WITH head AS (
+    SELECT e.id, e.txid, e.seq, e.created_at,
+           (e.created_at < now() - make_interval(secs => $1) AND e.relayed_at IS NOT NULL
+            AND e.txid < {_XMIN}
+            AND NOT EXISTS (SELECT 1 FROM outbox_steps s
+                             WHERE s.event_id = e.id AND s.status IN ('pending', 'running'))) AS prunable
+      FROM outbox_events e
+     ORDER BY e.txid, e.seq
+     LIMIT $2
+), cut AS (
+    SELECT h.id, h.txid, h.seq, h.created_at FROM head h
+     WHERE h.prunable
+       AND NOT EXISTS (SELECT 1 FROM head k WHERE NOT k.prunable AND (k.txid, k.seq) < (h.txid, h.seq))
+), gone AS (
+    DELETE FROM outbox_events e USING cut WHERE e.id = cut.id RETURNING cut.id, cut.txid, cut.seq, cut.created_at
+), last AS (
+    SELECT txid, seq, (SELECT max(created_at) FROM gone) AS created_at, (SELECT max(id) FROM gone) AS max_id,
+           (SELECT count(*) FROM gone) AS n
+      FROM gone ORDER BY txid DESC, seq DESC LIMIT 1
+)
+UPDATE outbox_pruned p
+   SET txid = CASE WHEN (last.txid, last.seq) > (p.txid, p.seq) THEN last.txid ELSE p.txid END,
+       seq = CASE WHEN (last.txid, last.seq) > (p.txid, p.seq) THEN last.seq ELSE p.seq END,
+       created_at = greatest(p.created_at, last.created_at), max_id = greatest(p.max_id, last.max_id),
+       events = p.events + last.n, pruned_at = now()
+  FROM last
+RETURNING last.n
+"""
+
+
+async def prune(conn: asyncpg.Connection, retention_seconds: float, batch: int = 5000) -> int:
+    """Delete one batch of events older than the retention (a prefix of the feed); returns how many."""
+    return int(await conn.fetchval(_PRUNE, retention_seconds, batch) or 0)
 
 
 async def read(

@@ -8,7 +8,7 @@ from litestar import Request, Response, get
 
 from ..credentials.auth import current, management_guard
 from ..http import many, query_int
-from ..problems import malformed
+from ..problems import gone, malformed
 from . import feed
 
 Req = Request[Any, Any, Any]
@@ -39,6 +39,9 @@ async def list_events(request: Req) -> Response[bytes]:
         if after is not None:
             found = await feed.position_of(conn, after)
             if found is None:
+                if await feed.was_pruned(conn, after):
+                    raise gone(f"event {after} was pruned (events are kept CMS_OUTBOX_RETENTION_DAYS days); "
+                               "start again without after")
                 raise malformed("after" if "after" in request.query_params else "cursor", "is not the id of an event")
             position = found
         rows = await feed.read(conn, position, limit, content_types=credential.content_types)

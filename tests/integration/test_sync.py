@@ -8,7 +8,7 @@ from typing import Any
 
 from cms.app.content import service
 from cms.app.credentials.schemas import SYSTEM
-from cms.app.db.pool import connect
+from cms.app.db.pool import connect, create_pool
 from tests.conftest import eventually
 
 # The test cluster is shared: a transaction open elsewhere delays visibility of new events.
@@ -239,3 +239,57 @@ async def test_empty_type_and_errors(blog) -> None:
     limited = await blog.key("delivery", content_types=["author"])
     r = await blog.delivery.get("/api/v1/sync", params={"type": "article"}, headers={"Authorization": f"Bearer {limited}"})
     assert r.status_code == 403
+
+
+async def test_pruned_history_answers_410_and_new_readers_start_after_it(blog) -> None:
+    """CMS_OUTBOX_RETENTION_DAYS: the worker prunes old events (a prefix of the feed). A sync cursor
+    or an events cursor from before the cut cannot be served without missing changes: 410 gone."""
+    from cms.workers.pipeline import PipelineConfig
+    from cms.workers.relay import Sweeper
+
+    m = blog.management
+    old = await _publish_many(blog, 3, prefix="Old")
+    await _feed_caught_up(blog)
+    d = await blog.reader()
+    _, sync_cursor, _ = await _sync_all(d, type="article", locale="en")
+    first_event = (await m.get("/v1/events", params={"limit": 1})).json()["data"][0]["id"]
+    mid = await _publish_many(blog, 2, prefix="Mid")  # after the cursor, and pruned below
+    await _feed_caught_up(blog)
+    conn = await connect(blog.database_url)
+    try:
+        # Age everything written so far past the retention, as if relayed and delivered long ago.
+        await conn.execute("UPDATE outbox_events SET relayed_at = now(), created_at = now() - interval '40 days'")
+        kept = await _publish_many(blog, 2, prefix="New")  # younger: stays, and so does all after it
+        await _feed_caught_up(blog)
+        before = await conn.fetchval("SELECT count(*) FROM outbox_events")
+        sweeper = Sweeper(blog.database_url, None, PipelineConfig(retention_days=30))  # type: ignore[arg-type]
+        sweeper.pool = await create_pool(blog.database_url, max_size=2)
+        try:
+            pruned = await sweeper.prune_once()
+            again = await sweeper.prune_once()
+        finally:
+            await sweeper.pool.close()
+        assert pruned > 0 and await conn.fetchval("SELECT count(*) FROM outbox_events") == before - pruned
+        assert await conn.fetchval("SELECT count(*) FROM outbox_events WHERE created_at < now() - interval '30 days'") == 0
+        assert again == 0  # nothing more is old enough
+        row = await conn.fetchrow("SELECT events, created_at FROM outbox_pruned")
+        assert row["events"] == pruned and row["created_at"] is not None
+    finally:
+        await conn.close()
+
+    # The saved sync cursor sits before the cut (the Mid events are gone): deltas would miss them,
+    # so 410 and a clear problem.
+    r = await d.get("/api/v1/sync", params={"cursor": sync_cursor})
+    assert r.status_code == 410 and r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["type"] == "urn:cms:problem:gone" and "start a new sync" in r.json()["detail"]
+    # ...and so does an events cursor naming a pruned event; a made-up id is still a 400.
+    r = await m.get("/v1/events", params={"after": first_event})
+    assert r.status_code == 410 and "pruned" in r.json()["detail"]
+    assert (await m.get("/v1/events", params={"after": "01ZZZZZZZZZZZZZZZZZZZZZZZZ"})).status_code == 400
+    # A new reader starts after the cut and sees everything still published.
+    items, cursor, _ = await _sync_all(d, type="article", locale="en")
+    assert {i["entry"]["id"] for i in items} == {*old, *mid, *kept}
+    r = await d.get("/api/v1/sync", params={"cursor": cursor})
+    assert r.status_code == 200 and r.json()["data"] == []
+    events = (await m.get("/v1/events", params={"limit": 100})).json()["data"]
+    assert first_event not in [e["id"] for e in events] and events

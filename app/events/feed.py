@@ -95,10 +95,12 @@ WITH head AS (
       FROM outbox_events e
      ORDER BY e.txid, e.seq
      LIMIT $2
+), stop AS (
+    SELECT txid, seq FROM head WHERE NOT prunable ORDER BY txid, seq LIMIT 1
 ), cut AS (
     SELECT h.id, h.txid, h.seq, h.created_at FROM head h
      WHERE h.prunable
-       AND NOT EXISTS (SELECT 1 FROM head k WHERE NOT k.prunable AND (k.txid, k.seq) < (h.txid, h.seq))
+       AND (NOT EXISTS (SELECT 1 FROM stop) OR (h.txid, h.seq) < (SELECT s.txid, s.seq FROM stop s))
 ), gone AS (
     DELETE FROM outbox_events e USING cut WHERE e.id = cut.id RETURNING cut.id, cut.txid, cut.seq, cut.created_at
 ), last AS (

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 import re
 from datetime import UTC, date, datetime
 from typing import Any
 
 import msgspec
+import regex
 
 from ..problems import FieldErrorsProblem as FieldErrors
 
@@ -31,6 +33,15 @@ UNIQUE_TYPES = {"text", "slug", "integer", "number", "date", "datetime", "enum"}
 SEARCHABLE_TYPES = {"text", "long_text", "rich_text"}
 FIELD_KEYS = {"id", "type", "required", "unique", "localized", "indexed", "validations", "to", "list", "from", "values", "name"}
 VALIDATION_KEYS = {"min_length", "max_length", "pattern", "min", "max"}
+
+# A schema author's `pattern` runs against every value written: `regex` (re-compatible syntax) stops
+# a catastrophically backtracking one after this long instead of pinning a CPU (ReDoS).
+PATTERN_TIMEOUT = 0.05
+
+
+@functools.lru_cache(maxsize=512)
+def user_pattern(pattern: str) -> regex.Pattern[str]:
+    return regex.compile(pattern)
 NON_LOCALIZED = "_"
 INT64 = (-(2**63), 2**63 - 1)
 
@@ -253,8 +264,8 @@ def _parse_field(raw: Any, at: str, errors: FieldErrors, known_types: set[str]) 
                 errors.add(vat, "must be a regular expression of at most 500 characters")
             else:
                 try:
-                    re.compile(value)
-                except re.error as exc:
+                    user_pattern(value)
+                except regex.error as exc:
                     errors.add(vat, f"invalid regular expression: {exc}")
         elif key in ("min", "max"):
             if ftype not in NUMBER_TYPES and not (ftype in LINK_TYPES and flags["list"]):
@@ -331,8 +342,15 @@ def check_value(field: Field, value: Any, at: str, errors: FieldErrors) -> Any:
             errors.add(at, f"must be at least {v['min_length']} characters")
         if "max_length" in v and len(value) > v["max_length"]:
             errors.add(at, f"must be at most {v['max_length']} characters")
-        if "pattern" in v and not re.search(v["pattern"], value):
-            errors.add(at, f"must match the pattern {v['pattern']}")
+        if "pattern" in v:
+            try:
+                matched = user_pattern(v["pattern"]).search(value, timeout=PATTERN_TIMEOUT) is not None
+            except TimeoutError:
+                errors.add(at, f"could not be checked against the pattern {v['pattern']} in time; "
+                               "the pattern backtracks too much for this value")
+            else:
+                if not matched:
+                    errors.add(at, f"must match the pattern {v['pattern']}")
         return value
     if ftype == "integer":
         if not _is_int(value) and not (isinstance(value, float) and value.is_integer()):

@@ -200,3 +200,30 @@ async def test_database_outage_is_503_not_500(blog, services) -> None:
         assert (await m.get("/v1/content-types")).status_code == 200
 
     await eventually(recovered, timeout=10)
+
+
+async def test_a_backtracking_pattern_cannot_pin_a_cpu(blog) -> None:
+    """A schema author's `pattern` that backtracks catastrophically (ReDoS) on a crafted value:
+    the write answers 422 within the time limit instead of hanging the server."""
+    import time
+
+    m = blog.management
+    body = {"name": "Code", "fields": [
+        {"id": "code", "name": "Code", "type": "text", "validations": {"pattern": "^(a|a)*$"}},
+    ]}
+    assert (await m.put("/v1/content-types/code", json=body)).status_code == 201
+    ok = await m.post("/v1/entries/code", json={"fields": {"code": "aaaa"}})
+    assert ok.status_code == 201, ok.text
+    started = time.monotonic()
+    r = await m.post("/v1/entries/code", json={"fields": {"code": "a" * 60 + "!"}})
+    assert time.monotonic() - started < 5  # Python's re needs hours for this one
+    _is_problem(r, 422)
+    assert r.json()["errors"][0]["pointer"] == "/fields/code"
+    assert "in time" in r.json()["errors"][0]["detail"]
+    bad = await m.post("/v1/entries/code", json={"fields": {"code": "b"}})
+    _is_problem(bad, 422)
+    assert "must match the pattern" in bad.json()["errors"][0]["detail"]
+    # a pattern that is not a regular expression is refused when the type is saved
+    body["fields"][0]["validations"]["pattern"] = "(unclosed"
+    r = await m.put("/v1/content-types/code", json=body)
+    _is_problem(r, 422)

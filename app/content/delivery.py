@@ -13,7 +13,7 @@ from .. import render
 from . import query as q
 from . import repository as repo
 from .schemas import ContentType
-from .service import Locales, _assets_for
+from .service import Locales
 
 Fetch = Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]]
 
@@ -33,16 +33,18 @@ def _fetch_published(conn: Any, locale: str) -> Fetch:
 
 def _fetch_drafts(conn: Any, types: dict[str, ContentType], locales: Locales, locale: str, assets_url: str) -> Fetch:
     async def fetch(ids: list[str]) -> dict[str, dict[str, Any]]:
-        out = {}
-        for row in await repo.get_entries(conn, ids):
-            ct = types.get(row["type"])
-            if ct is None:
-                continue
-            assets = await _assets_for(conn, ct, row["data"], assets_url)
-            out[row["id"]] = render.decode(
-                render.render_entry(row, ct, locale, locales.chain(locale), assets, draft=True).body
-            )
-        return out
+        rows = [row for row in await repo.get_entries(conn, ids) if row["type"] in types]
+        # Every asset the drafts link to, in one query (not one per draft).
+        asset_ids = sorted({a for row in rows for a in render.asset_ids(types[row["type"]], row["data"])})
+        assets = {
+            row["id"]: render.asset_json(row, assets_url) for row in await repo.get_assets(conn, asset_ids)
+        } if asset_ids else {}
+        return {
+            row["id"]: render.decode(render.render_entry(
+                row, types[row["type"]], locale, locales.chain(locale), assets, draft=True
+            ).body)
+            for row in rows
+        }
 
     return fetch
 

@@ -291,3 +291,43 @@ async def test_cached_answers_keep_every_rule(blog) -> None:
         assert (await d.get(url, headers=auth)).status_code == 401
 
     await eventually(refused, timeout=1.0)
+
+
+async def test_preview_list_reads_the_drafts_assets_in_one_query(blog) -> None:
+    """Drafts are rendered on the fly; their assets come from one query for the page, not one per draft."""
+    from cms.app.db.pool import connect
+
+    m = blog.management
+    body = {"name": "Gallery", "fields": [{"id": "title", "type": "text"}, {"id": "image", "type": "asset"}]}
+    assert (await m.put("/v1/content-types/gallery", json=body)).status_code == 201
+    conn = await connect(blog.database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO assets (id, filename, content_type, size, sha256, alt) "
+            "SELECT 'img' || i, 'img' || i || '.png', 'image/png', 100 + i, repeat('0', 64), 'Image ' || i "
+            "FROM generate_series(0, 9) AS i"
+        )
+    finally:
+        await conn.close()
+    for i in range(10):
+        r = await m.post("/v1/entries/gallery", json={"fields": {"title": f"G{i}", "image": {"id": f"img{i}"}}})
+        assert r.status_code == 201, r.text
+    d = blog.delivery
+    headers = {"Authorization": f"Bearer {await blog.key('preview')}"}
+    await d.get("/preview/v1/entries/gallery?limit=1", headers=headers)  # warm up: key lookup, types
+
+    async def count(limit: int) -> tuple[int, dict]:
+        log: list[str] = []
+        token = QUERY_LOG.set(log)
+        try:
+            r = await d.get(f"/preview/v1/entries/gallery?limit={limit}&sort=title", headers=headers)
+        finally:
+            QUERY_LOG.reset(token)
+        assert r.status_code == 200, r.text
+        return len(log), r.json()
+
+    small, _ = await count(2)
+    large, page = await count(10)
+    assert small == large, (small, large)
+    images = {e["fields"]["title"]: e["fields"]["image"] for e in page["data"]}
+    assert len(images) == 10 and images["G3"]["id"] == "img3" and images["G3"]["alt"] == "Image 3"

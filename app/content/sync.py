@@ -5,7 +5,9 @@ see) and pages through published_documents by entry id. When those pages are don
 switches to delta mode from the captured position: visible entry.published / entry.unpublished /
 entry.deleted events of the type after it, collapsed to distinct entries, each answered with its
 state now (the stored ENTRY bytes, or a delete). An entry that changed during the initial pages
-simply comes again in the first delta: at least once, always the latest state.
+simply comes again in the first delta: at least once, always the latest state. A schema change that
+re-rendered the type's documents (content_type.saved of the type, locale.saved/deleted) sends the
+cursor through the initial pages again, from that event's position.
 
 The cursor is opaque base64url JSON holding the mode, type, locale and position; nothing but a
 cursor this module wrote (byte for byte) is accepted.
@@ -151,6 +153,17 @@ async def _delta_page(conn: asyncpg.Connection, cursor: SyncCursor, limit: int) 
     for _ in range(MAX_EVENT_BATCHES):
         changes = await feed.entry_changes(conn, position, EVENT_BATCH, cursor.type)
         for change in changes:
+            if change.schema:
+                # Every document of the type was re-rendered (a field or locale change). First send
+                # what changed before it; then page through all of them again from its position,
+                # and go on with deltas from there (so nothing deleted since is missed).
+                if changed:
+                    full = True
+                    break
+                repass = msgspec.structs.replace(
+                    cursor, mode=INITIAL, after=None, txid=change.position.txid, seq=change.position.seq
+                )
+                return await _initial_page(conn, repass, limit)
             if change.entry_id is not None and change.entry_id not in changed:
                 if len(changed) == limit:
                     full = True

@@ -153,21 +153,27 @@ def event_json(row: Any) -> dict[str, Any]:
 class EntryChange(NamedTuple):
     position: Position
     entry_id: str | None
+    schema: bool = False  # a content-type or locale change: every document of the type was re-rendered
+
+
+SCHEMA_CHANGE_EVENTS = ("locale.saved", "locale.deleted")  # and content_type.saved of the type itself
 
 
 async def entry_changes(
     conn: asyncpg.Connection, after: Position, limit: int, type_id: str
 ) -> list[EntryChange]:
-    """Visible publish/unpublish/delete events of one content type after a position, in feed order."""
+    """Visible publish/unpublish/delete events of one content type after a position, in feed order,
+    and the schema changes that re-rendered all of its documents."""
     rows = await conn.fetch(
-        f"""SELECT txid::text AS txid_text, seq, payload->>'id' AS entry_id
+        f"""SELECT txid::text AS txid_text, seq, payload->>'id' AS entry_id, type NOT LIKE 'entry.%' AS schema
               FROM outbox_events
              WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
                AND txid < {_XMIN}
-               AND type = ANY($4::text[])
-               AND payload->>'type' = $5
+               AND ((type = ANY($4::text[]) AND payload->>'type' = $5)
+                    OR (type = 'content_type.saved' AND payload->>'id' = $5)
+                    OR type = ANY($6::text[]))
              ORDER BY txid, seq
              LIMIT $3""",
-        str(after.txid), after.seq, limit, list(ENTRY_CHANGE_EVENTS), type_id,
+        str(after.txid), after.seq, limit, list(ENTRY_CHANGE_EVENTS), type_id, list(SCHEMA_CHANGE_EVENTS),
     )
-    return [EntryChange(_position(r), r["entry_id"]) for r in rows]
+    return [EntryChange(_position(r), None if r["schema"] else r["entry_id"], r["schema"]) for r in rows]

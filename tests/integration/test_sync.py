@@ -293,3 +293,39 @@ async def test_pruned_history_answers_410_and_new_readers_start_after_it(blog) -
     assert r.status_code == 200 and r.json()["data"] == []
     events = (await m.get("/v1/events", params={"limit": 100})).json()["data"]
     assert first_event not in [e["id"] for e in events] and events
+
+
+async def test_a_schema_change_sends_every_entry_again_then_deltas_go_on(blog) -> None:
+    from tests.conftest import ARTICLE
+
+    m = blog.management
+    ids = await _publish_many(blog, 5)
+    await _feed_caught_up(blog)
+    d = await blog.reader()
+    _, cursor, _ = await _sync_all(d, type="article", locale="en")
+
+    # Before the schema change: one entry changes. The change: `rank` removed (every stored document
+    # is re-rendered without it). After it: one entry is unpublished.
+    await m.patch(f"/v1/entries/article/{ids[0]}", json={"fields": {"title": "Before"}})
+    assert (await m.post(f"/v1/entries/article/{ids[0]}/publish")).status_code == 200
+    body = {**ARTICLE, "fields": [f for f in ARTICLE["fields"] if f["id"] != "rank"]}
+    assert (await m.put("/v1/content-types/article", json=body)).status_code == 200
+    assert (await m.post(f"/v1/entries/article/{ids[1]}/unpublish")).status_code == 200
+    await _feed_caught_up(blog)
+
+    items, cursor, sizes = await _sync_all(d, cursor=cursor, limit=2)
+    # first what changed before the schema change, alone on its page...
+    assert sizes[0] == 1 and items[0]["op"] == "upsert" and items[0]["entry"]["id"] == ids[0]
+    assert items[0]["entry"]["fields"]["title"] == "Before"
+    # ...then every published entry again, in pages, as stored now (without `rank`)
+    repass = items[1:]
+    assert sizes[1:] == [2, 2]
+    assert all(i["op"] == "upsert" and "rank" not in i["entry"]["fields"] for i in repass)
+    assert {i["entry"]["id"] for i in repass} == {ids[0], *ids[2:]}
+    # and the deltas go on from the schema change: the unpublish after it is not lost
+    r = await d.get("/api/v1/sync", params={"cursor": cursor})
+    assert r.status_code == 200
+    assert r.json()["data"] == [{"op": "delete", "id": ids[1], "type": "article"}]
+    assert r.json()["meta"]["has_more"] is False
+    r = await d.get("/api/v1/sync", params={"cursor": r.json()["meta"]["next_cursor"]})
+    assert r.json()["data"] == []

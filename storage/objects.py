@@ -223,13 +223,21 @@ class LocalObjectStore:
     def uses_xattr(self) -> bool:
         """True when metadata is kept in extended attributes (probed once on this filesystem)."""
         if self._xattr is None:
+            if not hasattr(os, "setxattr"):  # not Linux (e.g. macOS): no os.*xattr functions
+                self._xattr = False
+                return False
             self._ensure_dir(self._tmp_s)
             probe = f"{self._tmp_s}/probe-{self._tmp_token}-{next(self._tmp_names)}"
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
                 os.setxattr(fd, self.XATTR, b"{}")
                 self._xattr = os.getxattr(fd, self.XATTR) == b"{}"
-            except OSError:
+            except OSError as exc:
+                # Only "not supported here" decides the layout; anything else (a full disk, a
+                # quota) must not silently switch this process to sidecars, whose readers would
+                # not see the versions other processes keep in attributes.
+                if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
                 self._xattr = False
                 log.info("%s: no user extended attributes here; metadata goes to sidecar files", self.root)
             finally:
@@ -355,8 +363,11 @@ class LocalObjectStore:
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 return None
             try:
-                with open(fd, "rb", closefd=False) as handle:
-                    body = handle.read()
+                try:
+                    with open(fd, "rb", closefd=False) as handle:
+                        body = handle.read()
+                except IsADirectoryError:  # a key that names a directory of other keys
+                    return None
                 try:
                     raw: bytes | None = os.getxattr(fd, self.XATTR)
                 except OSError as exc:

@@ -345,6 +345,9 @@ def check_value(field: Field, value: Any, at: str, errors: FieldErrors) -> Any:
         if "pattern" in v:
             try:
                 matched = user_pattern(v["pattern"]).search(value, timeout=PATTERN_TIMEOUT) is not None
+            except regex.error as exc:  # saved before patterns were checked with `regex`
+                errors.add(at, f"the type's pattern {v['pattern']} is not a valid regular expression ({exc}); "
+                               "fix the content type")
             except TimeoutError:
                 errors.add(at, f"could not be checked against the pattern {v['pattern']} in time; "
                                "the pattern backtracks too much for this value")

@@ -121,6 +121,10 @@ async def sync_page(
     if cursor is None:
         start = await feed.head(conn)
         cursor = SyncCursor(v=CURSOR_VERSION, mode=INITIAL, type=type_id, locale=locale, txid=start.txid, seq=start.seq)
+    elif cursor.position < (await feed.pruned(conn)).position:
+        # Changes after the cursor were pruned with the outbox: deltas would silently miss them.
+        raise gone("the cursor is older than the change history (CMS_OUTBOX_RETENTION_DAYS); start a new sync "
+                   "without a cursor")
     if cursor.mode == INITIAL:
         return await _initial_page(conn, cursor, limit)
     return await _delta_page(conn, cursor, limit)
@@ -144,10 +148,6 @@ async def _initial_page(conn: asyncpg.Connection, cursor: SyncCursor, limit: int
 
 async def _delta_page(conn: asyncpg.Connection, cursor: SyncCursor, limit: int) -> SyncPage:
     position = cursor.position
-    if position < (await feed.pruned(conn)).position:
-        # Changes after the cursor were pruned with the outbox: deltas would silently miss them.
-        raise gone("the cursor is older than the change history (CMS_OUTBOX_RETENTION_DAYS); start a new sync "
-                   "without a cursor")
     changed: dict[str, None] = {}  # distinct entry ids, in feed order
     full = False
     for _ in range(MAX_EVENT_BATCHES):
@@ -174,6 +174,11 @@ async def _delta_page(conn: asyncpg.Connection, cursor: SyncCursor, limit: int) 
             break
     else:
         full = True  # many events for few entries: stop here, the next page goes on
+    if not full:
+        # Read to the end: nothing of this type up to the head, so the cursor may move there (same
+        # snapshot). A quiet type's cursor thus keeps up with the feed, and pruning other types'
+        # old events never makes it look older than the kept history.
+        position = max(position, await feed.head(conn))
     ids = list(changed)
     bodies: dict[str, bytes] = {}
     if ids:

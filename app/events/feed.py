@@ -63,11 +63,12 @@ async def head(conn: asyncpg.Connection) -> Position:
 class Pruned(NamedTuple):
     position: Position  # every event at or before it is gone (START: nothing was pruned)
     created_at: datetime | None  # the newest pruned event's created_at
+    max_id: str | None  # the greatest pruned event id
 
 
 async def pruned(conn: asyncpg.Connection) -> Pruned:
-    row = await conn.fetchrow("SELECT txid::text AS txid_text, seq, created_at FROM outbox_pruned")
-    return Pruned(_position(row), row["created_at"]) if row is not None else Pruned(START, None)
+    row = await conn.fetchrow("SELECT txid::text AS txid_text, seq, created_at, max_id FROM outbox_pruned")
+    return Pruned(_position(row), row["created_at"], row["max_id"]) if row is not None else Pruned(START, None, None)
 
 
 async def was_pruned(conn: asyncpg.Connection, event_id: str) -> bool:

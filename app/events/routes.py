@@ -34,15 +34,22 @@ async def list_events(request: Req) -> Response[bytes]:
     limit = query_int(request, "limit", 20, 1, 100)
     after = _after(request)
     credential = current(request)
-    async with request.app.state.pool.acquire() as conn:
+    pool = request.app.state.pool
+    # One snapshot: a prune committing between finding `after` and reading on must not skip events.
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         position = feed.START
         if after is not None:
             found = await feed.position_of(conn, after)
             if found is None:
-                if await feed.was_pruned(conn, after):
+                pruned = await feed.pruned(conn)
+                if after.upper() == pruned.max_id:
+                    found = pruned.position  # the last event pruned: nothing after it is missing
+                elif await feed.was_pruned(conn, after):
                     raise gone(f"event {after} was pruned (events are kept CMS_OUTBOX_RETENTION_DAYS days); "
                                "start again without after")
-                raise malformed("after" if "after" in request.query_params else "cursor", "is not the id of an event")
+                else:
+                    raise malformed("after" if "after" in request.query_params else "cursor",
+                                    "is not the id of an event")
             position = found
         rows = await feed.read(conn, position, limit, content_types=credential.content_types)
     data = [feed.event_json(r) for r in rows]

@@ -126,6 +126,7 @@ def test_put_get_roundtrip(store: ObjectStore) -> None:
     assert obj.metadata == {"cms-version": "3", "surrogate-key": "entry:1 type:article"}
     assert obj.version == 3
     assert obj.surrogate_keys == ["entry:1", "type:article"]
+    assert store.get("entries/article/en") is None  # a "directory" of keys is not an object
 
 
 def test_version_guard_on_put(store: ObjectStore) -> None:

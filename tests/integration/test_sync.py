@@ -252,11 +252,17 @@ async def test_pruned_history_answers_410_and_new_readers_start_after_it(blog) -
     await _feed_caught_up(blog)
     d = await blog.reader()
     _, sync_cursor, _ = await _sync_all(d, type="article", locale="en")
+    _, author_cursor, _ = await _sync_all(d, type="author", locale="en")  # a type nothing happens to
     first_event = (await m.get("/v1/events", params={"limit": 1})).json()["data"][0]["id"]
     mid = await _publish_many(blog, 2, prefix="Mid")  # after the cursor, and pruned below
     await _feed_caught_up(blog)
+    # A client polling the quiet type keeps up with the feed: its cursor moves to the head.
+    r = await d.get("/api/v1/sync", params={"cursor": author_cursor})
+    assert r.status_code == 200 and r.json()["data"] == []
+    author_cursor = r.json()["meta"]["next_cursor"]
     conn = await connect(blog.database_url)
     try:
+        last_old = await conn.fetchval("SELECT id FROM outbox_events ORDER BY txid DESC, seq DESC LIMIT 1")
         # Age everything written so far past the retention, as if relayed and delivered long ago.
         await conn.execute("UPDATE outbox_events SET relayed_at = now(), created_at = now() - interval '40 days'")
         kept = await _publish_many(blog, 2, prefix="New")  # younger: stays, and so does all after it
@@ -285,6 +291,12 @@ async def test_pruned_history_answers_410_and_new_readers_start_after_it(blog) -
     # ...and so does an events cursor naming a pruned event; a made-up id is still a 400.
     r = await m.get("/v1/events", params={"after": first_event})
     assert r.status_code == 410 and "pruned" in r.json()["detail"]
+    # A poller that had read everything up to the cut (its cursor is the last pruned event) missed
+    # nothing: it goes on with what came after. So does the quiet type's sync client.
+    r = await m.get("/v1/events", params={"after": last_old, "limit": 100})
+    assert r.status_code == 200 and r.json()["data"] and first_event not in [e["id"] for e in r.json()["data"]]
+    r = await d.get("/api/v1/sync", params={"cursor": author_cursor})
+    assert r.status_code == 200 and r.json()["data"] == [], r.text
     assert (await m.get("/v1/events", params={"after": "01ZZZZZZZZZZZZZZZZZZZZZZZZ"})).status_code == 400
     # A new reader starts after the cut and sees everything still published.
     items, cursor, _ = await _sync_all(d, type="article", locale="en")

@@ -196,7 +196,8 @@ class Sweeper(_Loop):
 
     async def prune_once(self) -> int:
         """Delete the events (and steps) older than the retention, a batch per transaction; returns
-        how many. Several workers may prune at once: the batches lock nothing they wait for."""
+        how many. Several workers may run this: one prunes at a time (an advisory lock), the others
+        skip the round."""
         total = 0
         while True:
             async with self.pool.acquire() as conn:

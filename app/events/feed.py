@@ -82,18 +82,23 @@ async def was_pruned(conn: asyncpg.Connection, event_id: str) -> bool:
     return greatest is not None and event_id.upper() <= greatest
 
 
+PRUNE_LOCK = 7261101  # advisory lock key of the pruner
+
 # One batch of pruning: the first `$2` events in feed order, cut before the first one that must
 # stay (younger than the retention, not relayed yet, not visible to every reader yet, or with a
 # step still to run), so what goes is always a prefix of the feed and the watermark says exactly
 # what is missing. Steps go with their events (ON DELETE CASCADE).
 _PRUNE = f"""
-WITH head AS (
+WITH turn AS (  -- one pruner at a time; another one skips this round instead of waiting
+    SELECT pg_try_advisory_xact_lock({PRUNE_LOCK}) AS ours
+), head AS (
     SELECT e.id, e.txid, e.seq, e.created_at,
            (e.created_at < now() - make_interval(secs => $1) AND e.relayed_at IS NOT NULL
             AND e.txid < {_XMIN}
             AND NOT EXISTS (SELECT 1 FROM outbox_steps s
                              WHERE s.event_id = e.id AND s.status IN ('pending', 'running'))) AS prunable
       FROM outbox_events e
+     WHERE (SELECT ours FROM turn)
      ORDER BY e.txid, e.seq
      LIMIT $2
 ), stop AS (

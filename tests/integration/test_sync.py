@@ -268,6 +268,17 @@ async def test_pruned_history_answers_410_and_new_readers_start_after_it(blog) -
         kept = await _publish_many(blog, 2, prefix="New")  # younger: stays, and so does all after it
         await _feed_caught_up(blog)
         before = await conn.fetchval("SELECT count(*) FROM outbox_events")
+        # Another pruner's turn: this one skips the round at once instead of waiting for its locks.
+        from cms.app.events import feed
+
+        other = await connect(blog.database_url)
+        try:
+            async with other.transaction():
+                await other.execute("SELECT pg_advisory_xact_lock($1)", feed.PRUNE_LOCK)
+                assert await feed.prune(conn, 30 * 86400) == 0
+        finally:
+            await other.close()
+        assert await conn.fetchval("SELECT count(*) FROM outbox_events") == before
         sweeper = Sweeper(blog.database_url, None, PipelineConfig(retention_days=30))  # type: ignore[arg-type]
         sweeper.pool = await create_pool(blog.database_url, max_size=2)
         try:

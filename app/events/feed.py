@@ -71,15 +71,14 @@ async def pruned(conn: asyncpg.Connection) -> Pruned:
     return Pruned(_position(row), row["created_at"], row["max_id"]) if row is not None else Pruned(START, None, None)
 
 
-async def was_pruned(conn: asyncpg.Connection, event_id: str) -> bool:
+def was_pruned(event_id: str, cut: Pruned) -> bool:
     """Could this (unknown) id be an event that pruning removed? Event ids are ULIDs, which sort by
     creation time: one at or below the greatest pruned id is taken to be gone."""
     try:
         ULID.from_str(event_id)
     except ValueError:
         return False
-    greatest = await conn.fetchval("SELECT max_id FROM outbox_pruned")
-    return greatest is not None and event_id.upper() <= greatest
+    return cut.max_id is not None and event_id.upper() <= cut.max_id
 
 
 PRUNE_LOCK = 7261101  # advisory lock key of the pruner

@@ -41,10 +41,10 @@ async def list_events(request: Req) -> Response[bytes]:
         if after is not None:
             found = await feed.position_of(conn, after)
             if found is None:
-                pruned = await feed.pruned(conn)
-                if after.upper() == pruned.max_id:
-                    found = pruned.position  # the last event pruned: nothing after it is missing
-                elif await feed.was_pruned(conn, after):
+                cut = await feed.pruned(conn)
+                if after.upper() == cut.max_id:
+                    found = cut.position  # the last event pruned: nothing after it is missing
+                elif feed.was_pruned(after, cut):
                     raise gone(f"event {after} was pruned (events are kept CMS_OUTBOX_RETENTION_DAYS days); "
                                "start again without after")
                 else:

@@ -1,20 +1,39 @@
-"""HTTP plumbing shared by both apps: request ids, metrics, JSON bodies, envelopes."""
+"""HTTP plumbing shared by both apps: request ids, metrics, JSON bodies, envelopes, problem responses."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import time
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import ClientException
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    MethodNotAllowedException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
 from ulid import ULID
 
-from .problems import ProblemError, malformed
+from .problems import (
+    PROBLEM_JSON,
+    STATUS_CODES,
+    ProblemError,
+    forbidden,
+    malformed,
+    problem_body,
+    unauthorized,
+)
+
+log = logging.getLogger("cms.problems")
 
 JSON = "application/json"
 MAX_JSON_DEPTH = 64
@@ -149,10 +168,6 @@ def many(data: list[Any], meta: dict[str, Any], headers: dict[str, str] | None =
     return json_response({"data": data, "meta": meta}, 200, headers)
 
 
-def no_content() -> Response[bytes]:
-    return Response(content=b"", status_code=204)
-
-
 def query_int(request: Request[Any, Any, Any], name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -163,3 +178,95 @@ def query_int(request: Request[Any, Any, Any], name: str, default: int, low: int
     if not low <= value <= high:
         raise malformed(name, f"must be between {low} and {high}")
     return value
+
+
+# ---------------------------------------------------------------------------------------------
+# problem responses
+
+
+def problem_response(problem: ProblemError, request_id: str | None) -> Response[bytes]:
+    return Response(
+        content=problem_body(problem, request_id),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=problem.headers,
+    )
+
+
+def _request_id(request: Request[Any, Any, Any]) -> str | None:
+    return request.scope.get("state", {}).get("request_id")
+
+
+def _from_litestar(exc: HTTPException) -> ProblemError:
+    status = exc.status_code
+    if isinstance(exc, NotFoundException):
+        return ProblemError(404, "not-found", "no such route or resource")
+    if isinstance(exc, MethodNotAllowedException):
+        return ProblemError(405, "method-not-allowed", "method not allowed on this route", headers=dict(exc.headers or {}))
+    if isinstance(exc, NotAuthorizedException):
+        return unauthorized()
+    if isinstance(exc, PermissionDeniedException):
+        return forbidden(exc.detail or "forbidden")
+    if isinstance(exc, ValidationException):
+        errors = []
+        for item in exc.extra or []:
+            if isinstance(item, dict) and item.get("source") == "query":
+                errors.append({"parameter": str(item.get("key")), "detail": str(item.get("message"))})
+            elif isinstance(item, dict):
+                errors.append({"pointer": "/" + str(item.get("key") or ""), "detail": str(item.get("message"))})
+        return ProblemError(400, "malformed", "the request could not be read", errors=errors or None)
+    if status == 413:
+        return ProblemError(413, "payload-too-large", "the request body is too large")
+    if status == 415:
+        return ProblemError(415, "unsupported-media-type", exc.detail)
+    code = STATUS_CODES.get(status)
+    if code is None or status >= 500:
+        return ProblemError(500, "internal", "an internal error occurred")
+    return ProblemError(status, code, exc.detail)
+
+
+def problem_handler(request: Request[Any, Any, Any], exc: ProblemError) -> Response[bytes]:
+    return problem_response(exc, _request_id(request))
+
+
+def litestar_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    return problem_response(_from_litestar(exc), _request_id(request))
+
+
+def internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(ProblemError(500, "internal", "an internal error occurred"), _request_id(request))
+
+
+def database_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Contention and outages are the client's to retry, not server bugs."""
+    import asyncpg
+
+    if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError | asyncpg.LockNotAvailableError):
+        problem = ProblemError(409, "conflict", "a concurrent write touched the same data; retry the request")
+    elif isinstance(exc, asyncpg.QueryCanceledError):
+        problem = ProblemError(503, "unavailable", "the database took too long; retry later", headers={"Retry-After": "1"})
+    else:
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        problem = ProblemError(503, "unavailable", "the database is unavailable; retry later", headers={"Retry-After": "1"})
+    return problem_response(problem, _request_id(request))
+
+
+def _database_exceptions() -> dict[Any, Any]:
+    import asyncpg
+
+    kinds = (
+        asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.LockNotAvailableError,
+        asyncpg.QueryCanceledError, asyncpg.PostgresConnectionError, asyncpg.TooManyConnectionsError,
+        asyncpg.OperatorInterventionError, asyncpg.ConnectionDoesNotExistError,
+        asyncpg.ObjectNotInPrerequisiteStateError, asyncpg.InternalClientError, ConnectionError,
+    )
+    return dict.fromkeys(kinds, database_handler)
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    **_database_exceptions(),
+    ProblemError: problem_handler,
+    HTTPException: litestar_handler,
+    Exception: internal_handler,
+}

@@ -9,8 +9,8 @@ from litestar import Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .db.migrate import applied_version, latest_version
-from .http import json_response
-from .problems import ProblemError, problem_response
+from .http import json_response, problem_response
+from .problems import ProblemError
 
 
 @get("/healthz", include_in_schema=False, opt={"public": True})

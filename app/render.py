@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from .content.schemas import NON_LOCALIZED, SEARCHABLE_TYPES, ContentType, Field, iso
+from .schema.model import NON_LOCALIZED, SEARCHABLE_TYPES, ContentType, Field
+from .times import iso
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode

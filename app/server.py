@@ -13,13 +13,24 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from .bulk.routes import BULK_ROUTES
 from .config import Settings
+from .credentials.routes import CREDENTIAL_ROUTES
 from .credentials.service import CredentialResolver
 from .db.pool import create_pool
+from .delivery.cache import DeliveryCache
+from .delivery.fast_path import DeliveryFastPath
+from .delivery.purge import RedisPurgeSubscriber
+from .delivery.routes import DELIVERY_ROUTES
+from .entries.routes import ENTRY_ROUTES
 from .events.listener import InvalidationListener
-from .http import RequestContextMiddleware
+from .events.routes import EVENT_ROUTES
+from .http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from .platform import PLATFORM_ROUTES
-from .problems import EXCEPTION_HANDLERS
+from .releases.routes import RELEASE_ROUTES
+from .schedules.routes import SCHEDULE_ROUTES
+from .schema.registry import ContentTypeRegistry
+from .schema.routes import SCHEMA_ROUTES
 
 log = logging.getLogger("cms.server")
 
@@ -37,15 +48,9 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
         state.listener = InvalidationListener(database_url)
         state.listener.subscribe(state.credentials.invalidate)
         if delivery:
-            from .content.delivery_cache import DeliveryCache
-
-            state.cache = DeliveryCache(settings.delivery_cache_entries)
+            state.cache = DeliveryCache(settings.delivery_cache_entries, settings.cache_control)
             state.listener.subscribe(state.cache.invalidate)
-            from .content.delivery_purge import RedisPurgeSubscriber
-
             state.purge_subscriber = RedisPurgeSubscriber(redis_url, state.cache.invalidate)
-        from .content.service import ContentTypeRegistry
-
         state.types = ContentTypeRegistry(state.pool)
         state.listener.subscribe(state.types.invalidate)
         await state.listener.start()
@@ -86,14 +91,10 @@ def _openapi(title: str) -> OpenAPIConfig:
 
 
 def create_delivery_app(settings: Settings, database_url: str, redis_url: str) -> Litestar:
-    from .content.delivery_fast import DeliveryFastPath
-    from .content.delivery_routes import DELIVERY_ROUTES
-    from .content.sync import SYNC_ROUTES
-
     return CmsApp(
         name="delivery",
         fast_path=DeliveryFastPath,
-        route_handlers=[*PLATFORM_ROUTES, *DELIVERY_ROUTES, *SYNC_ROUTES],
+        route_handlers=[*PLATFORM_ROUTES, *DELIVERY_ROUTES],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=True)],
         state=State({"settings": settings, "app_name": "delivery"}),
         exception_handlers=EXCEPTION_HANDLERS,
@@ -104,14 +105,12 @@ def create_delivery_app(settings: Settings, database_url: str, redis_url: str) -
 
 
 def create_management_app(settings: Settings, database_url: str, redis_url: str) -> Litestar:
-    from .content.management_routes import MANAGEMENT_ROUTES
-    from .content.pipeline_routes import PIPELINE_ROUTES
-    from .credentials.routes import CREDENTIAL_ROUTES
-    from .events.routes import EVENT_ROUTES
-
     return CmsApp(
         name="management",
-        route_handlers=[*PLATFORM_ROUTES, *MANAGEMENT_ROUTES, *PIPELINE_ROUTES, *CREDENTIAL_ROUTES, *EVENT_ROUTES],
+        route_handlers=[
+            *PLATFORM_ROUTES, SCHEMA_ROUTES, ENTRY_ROUTES, RELEASE_ROUTES, SCHEDULE_ROUTES, *BULK_ROUTES,
+            CREDENTIAL_ROUTES, EVENT_ROUTES,
+        ],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=False)],
         state=State({"settings": settings, "app_name": "management"}),
         exception_handlers=EXCEPTION_HANDLERS,

@@ -9,7 +9,7 @@ from collections.abc import Collection, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from cms.app.content.schemas import ContentType, Field
+from cms.app.schema.model import ContentType, Field
 
 # ---------------------------------------------------------------------------------------------
 # local HTTP servers on 127.0.0.1 (an ephemeral port), served from a daemon thread

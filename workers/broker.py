@@ -26,9 +26,10 @@ from dramatiq.middleware import AsyncIO, Middleware
 
 from cms.app.config import Settings
 from cms.app.db.pool import create_pool
+from cms.app.publishing.files import Publisher
 from cms.storage.cdn import CdnPurger, purger_from_settings
 from cms.storage.objects import ObjectStore, object_store_from_settings
-from cms.workers.actors import publish
+from cms.workers.actors import deliver
 from cms.workers.actors.purge import PurgeSender
 from cms.workers.pipeline import DELIVER, PipelineConfig
 
@@ -62,7 +63,7 @@ class WorkerRuntime:
         self.config = config
         self.store = store if store is not None else object_store_from_settings(settings)
         self.purger = purger if purger is not None else purger_from_settings(settings)
-        self.publisher = publish.Publisher(self.store, settings)
+        self.publisher = Publisher(self.store, settings)
         self.pool: Any = None
         self.redis: Any = None
         self.purge: PurgeSender = PurgeSender.for_settings(None, self.purger, settings)
@@ -169,7 +170,7 @@ class StepQueue:
 
 def declare_actors(broker: RedisBroker, runtime: WorkerRuntime | None) -> dict[str, dramatiq.Actor[Any, Any]]:
     """Declare every step's actor on `broker`. `runtime` None: a sender only (it never runs them)."""
-    return {DELIVER: publish.register(broker, runtime if runtime is not None else _SenderOnly())}
+    return {DELIVER: deliver.register(broker, runtime if runtime is not None else _SenderOnly())}
 
 
 class _SenderOnly:

@@ -26,7 +26,7 @@ from dramatiq import Worker
 
 from cms.app.config import Settings
 from cms.app.db.pool import create_pool
-from cms.workers.actors.publish import Publisher, republish_all
+from cms.app.publishing.files import Publisher, republish_all
 from cms.workers.actors.purge import PurgeSender
 from cms.workers.broker import RuntimeMiddleware, StepQueue, WorkerRuntime, declare_actors, make_broker
 from cms.workers.pipeline import PipelineConfig

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,19 +26,16 @@ from typing import Any
 import asyncpg
 
 from cms.app.config import ConfigError
+from cms.app.events import types as events
 
 log = logging.getLogger("cms.pipeline")
 
 DELIVER = "deliver"
-ENTRY_EVENTS = ("entry.published", "entry.unpublished", "entry.deleted")
-
-# Schema changes re-render documents in the database; their files follow through the same step
-# (a deleted type's files, i.e. its index.json, are removed the same way).
-SCHEMA_EVENTS = ("content_type.saved", "content_type.deleted", "locale.saved", "locale.deleted")
-TYPE_EVENTS = ("content_type.saved", "content_type.deleted")  # scoped to one type (payload "id")
 
 # Which steps an outbox event needs. Events not listed need none: the relay only marks them relayed.
-STEPS: dict[str, tuple[str, ...]] = {event: (DELIVER,) for event in (*ENTRY_EVENTS, *SCHEMA_EVENTS)}
+# Schema changes re-render documents in the database; their files follow through the same step
+# (a deleted type's files, i.e. its index.json, are removed the same way).
+STEPS: dict[str, tuple[str, ...]] = {event: (DELIVER,) for event in (*events.ENTRY_CHANGES, *events.SCHEMA_CHANGES)}
 
 
 def steps_for(event_type: str) -> tuple[str, ...]:
@@ -126,28 +122,8 @@ class PipelineConfig:
         return self.backoff[min(max(attempts, 1), len(self.backoff)) - 1]
 
 
-# ---------------------------------------------------------------------------------------------
-# advisory locks (two-level keys would collide with nothing else; one bigint keeps it simple)
 
 
-def lock_key(namespace: str, name: str) -> int:
-    """A stable signed 64-bit advisory lock key for `namespace:name`."""
-    digest = hashlib.blake2b(f"cms:{namespace}:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-async def xact_locks(conn: asyncpg.Connection, namespace: str, names: list[str]) -> None:
-    """Take transaction-scoped advisory locks in key order (so two takers never deadlock)."""
-    keys = sorted({lock_key(namespace, name) for name in names})
-    if keys:
-        # One round trip; the sorted subquery (never flattened: it has ORDER BY) fixes the order.
-        await conn.execute("SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest($1::bigint[]) AS k ORDER BY 1) AS s", keys)
-
-
-async def lock_timeouts(conn: asyncpg.Connection, seconds: float) -> None:
-    """Inside a transaction: wait up to `seconds` for locks (the pool's defaults are 10 s / 30 s)."""
-    ms = str(int(seconds * 1000))
-    await conn.execute(f"SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,11 +419,8 @@ async def other_step_pending(conn: asyncpg.Connection, step: str, event_ids: lis
                   WHERE s.status = 'pending' AND s.step = $1 AND NOT (s.event_id = ANY($2::text[]))
                     AND s.next_attempt_at <= now() + interval '5 seconds'
                     AND e.type = ANY($3::text[]) AND e.payload->>'type' = $4)""",
-            step, event_ids, list(ENTRY_EVENTS), type_id,
+            step, event_ids, list(events.ENTRY_CHANGES), type_id,
         )
     )
 
 
-async def step_counts(conn: Any) -> dict[str, int]:
-    rows = await conn.fetch("SELECT status, count(*) AS n FROM outbox_steps GROUP BY status")
-    return {r["status"]: r["n"] for r in rows}

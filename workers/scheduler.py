@@ -20,15 +20,16 @@ from typing import Any
 
 import asyncpg
 
-from cms.app.content import schedules
-from cms.app.content.service import WriteContext
+from cms.app.audit.service import WriteContext
 from cms.app.credentials.schemas import SYSTEM
+from cms.app.db import locks
 from cms.app.db.pool import connect
 from cms.app.problems import ProblemError
+from cms.app.schedules import repository as schedules_repo
+from cms.app.schedules import service as schedules
 
 log = logging.getLogger("cms.scheduler")
 
-LEADER_LOCK = 7261003  # pg_try_advisory_lock key; 7261002 is the schema lock
 POLL_SECONDS = 0.5
 STANDBY_RETRY_SECONDS = 1.0
 BATCH = 100
@@ -55,7 +56,7 @@ async def run_due(conn: asyncpg.Connection, assets_url: str | None = None, *, li
     handled = 0
     while handled < limit:
         async with conn.transaction():
-            row = await schedules.claim_due(conn)
+            row = await schedules_repo.claim_due(conn)
             if row is None:
                 break
             status, error = "done", None
@@ -69,7 +70,7 @@ async def run_due(conn: asyncpg.Connection, assets_url: str | None = None, *, li
             except Exception as exc:  # a bug must not make the action fire again every poll
                 log.exception("scheduled action %s failed unexpectedly", row["id"])
                 status, error = "failed", f"internal error: {type(exc).__name__}"
-            await schedules.finish(conn, row["id"], status, error)
+            await schedules_repo.finish(conn, row["id"], status, error)
         handled += 1
         log.info("scheduled action %s (%s) %s%s", row["id"], row["action"], status, f": {error}" if error else "")
     return handled
@@ -119,20 +120,20 @@ class Scheduler:
         try:
             await conn.execute("SET lock_timeout = '10s'")
             while not stop.is_set():
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", locks.SCHEDULER_LEADER):
                     break
                 await self._sleep(stop, self.retry)
             if stop.is_set():
                 return
             self.is_leader = True
             log.info("scheduler is the leader")
-            await conn.add_listener(schedules.SCHEDULE_CHANNEL, self._notified)
+            await conn.add_listener(schedules_repo.SCHEDULE_CHANNEL, self._notified)
             while not stop.is_set():
                 self._wake.clear()
                 while await run_due(conn, self.assets_url) >= BATCH:
                     pass
                 delay = self.poll
-                upcoming = await schedules.next_due(conn)
+                upcoming = await schedules_repo.next_due(conn)
                 if upcoming is not None:
                     delay = max(0.05, min(delay, (upcoming - datetime.now(UTC)).total_seconds()))
                 await self._sleep(stop, delay, self._wake)

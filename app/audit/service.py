@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
+from ..credentials.schemas import Credential
 
 
 async def record(
@@ -28,3 +31,15 @@ async def record_many(
             "SELECT $1::jsonb, u.action, u.target, $4, $5, 'success' FROM unnest($2::text[], $3::text[]) AS u(action, target)",
             actor, [w[0] for w in writes], [w[1] for w in writes], request_id, ip,
         )
+
+
+@dataclass
+class WriteContext:
+    """Who makes a write, for its audit row: the credential, the request id and the client address."""
+
+    actor: Credential
+    request_id: str | None
+    ip: str | None
+
+    async def audit(self, conn: asyncpg.Connection, action: str, target: str) -> None:
+        await record(conn, actor=self.actor.actor(), action=action, target=target, request_id=self.request_id, ip=self.ip)

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Response, delete, get, post
+from litestar import Request, Response, Router, delete, get, post
 from litestar.params import FromPath
 
 from ..http import many, one, query_int, read_json
-from ..problems import malformed
+from ..problems import malformed, not_found
 from . import repository
-from .auth import client_ip, current, management_guard
+from .guards import client_ip, current, management_guard
 from .service import create_key, key_json, revoke
 
-SCOPE = {"scope": "credentials:manage"}
 
-
-@post("/v1/keys", guards=[management_guard], opt=SCOPE)
+@post("/")
 async def create_key_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await read_json(request)
     async with request.app.state.pool.acquire() as conn:
@@ -28,7 +26,7 @@ async def create_key_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     return one(data, 201, {"Location": f"/v1/keys/{row['id']}"})
 
 
-@get("/v1/keys", guards=[management_guard], opt=SCOPE)
+@get("/")
 async def list_keys_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     limit = query_int(request, "limit", 20, 1, 100)
     cursor = request.query_params.get("cursor")
@@ -45,21 +43,22 @@ async def list_keys_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-@get("/v1/keys/{key_id:str}", guards=[management_guard], opt=SCOPE)
+@get("/{key_id:str}")
 async def get_key_route(request: Request[Any, Any, Any], key_id: FromPath[str]) -> Response[bytes]:
     async with request.app.state.pool.acquire() as conn:
         row = await repository.get_key(conn, key_id)
     if row is None:
-        from ..problems import not_found
-
         raise not_found("key")
     return one(key_json(row))
 
 
-@delete("/v1/keys/{key_id:str}", guards=[management_guard], opt=SCOPE, status_code=204)
+@delete("/{key_id:str}", status_code=204)
 async def revoke_key_route(request: Request[Any, Any, Any], key_id: FromPath[str]) -> None:
     async with request.app.state.pool.acquire() as conn:
         await revoke(conn, key_id, current(request), request_id=request.scope["state"]["request_id"], ip=client_ip(request))
 
 
-CREDENTIAL_ROUTES = [create_key_route, list_keys_route, get_key_route, revoke_key_route]
+CREDENTIAL_ROUTES = Router(
+    "/v1/keys", guards=[management_guard], opt={"scope": "credentials:manage"},
+    route_handlers=[create_key_route, list_keys_route, get_key_route, revoke_key_route],
+)

@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 
+from ..problems import forbidden
+
 
 class Credential(msgspec.Struct, frozen=True, kw_only=True):
     id: str
@@ -23,6 +25,11 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
 
     def may_use_type(self, type_id: str) -> bool:
         return self.content_types is None or type_id in self.content_types
+
+    def require_type(self, type_id: str) -> None:
+        """403 unless this credential may use the content type."""
+        if not self.may_use_type(type_id):
+            raise forbidden(f"this credential may not use the content type {type_id!r}")
 
 
 ANONYMOUS = Credential(id="anonymous", kind="anonymous", name="anonymous")

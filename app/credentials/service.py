@@ -12,9 +12,9 @@ import msgspec
 from ulid import ULID
 
 from ..audit.service import record as audit
-from ..content.schemas import iso
 from ..events.outbox import invalidate
 from ..problems import FieldErrorsProblem, forbidden, not_found
+from ..times import iso, parse_rfc3339
 from . import keys, repository
 from .schemas import Credential
 
@@ -28,16 +28,6 @@ def key_json(row: asyncpg.Record) -> dict[str, Any]:
         "rate_limit": row["rate_limit"], "created_at": iso(row["created_at"]), "created_by": row["created_by"],
         "expires_at": iso(row["expires_at"]), "last_used_at": iso(row["last_used_at"]), "revoked_at": iso(row["revoked_at"]),
     }
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else None
 
 
 async def create_key(
@@ -72,7 +62,7 @@ async def create_key(
         problems.add("/content_types", "must be a list of content type ids")
         content_types = None
     expires_raw = body.get("expires_at")
-    expires_at = _parse_time(expires_raw) if expires_raw is not None else None
+    expires_at = parse_rfc3339(expires_raw) if expires_raw is not None else None
     if expires_raw is not None and expires_at is None:
         problems.add("/expires_at", "must be an RFC 3339 date-time with an offset")
     elif expires_at is not None and expires_at <= datetime.now(UTC):

@@ -7,7 +7,7 @@ from importlib import resources
 
 import asyncpg
 
-MIGRATIONS_LOCK = 7_261_001  # advisory lock key shared by every process that migrates
+from . import locks
 
 _CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -42,7 +42,7 @@ async def applied_version(conn: asyncpg.Connection) -> int:
 async def migrate(conn: asyncpg.Connection) -> list[int]:
     """Apply pending migrations; returns the versions applied by this call."""
     applied: list[int] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATIONS_LOCK)
+    await conn.execute("SELECT pg_advisory_lock($1)", locks.MIGRATIONS)
     try:
         await conn.execute(_CREATE_TABLE)
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
@@ -56,5 +56,5 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
                 )
             applied.append(version)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATIONS_LOCK)
+        await conn.execute("SELECT pg_advisory_unlock($1)", locks.MIGRATIONS)
     return applied

@@ -19,13 +19,14 @@ from typing import Any, NamedTuple
 import asyncpg
 from ulid import ULID
 
-from ..content.schemas import iso
+from ..db import locks
+from ..times import iso
+from . import types as events
 
 # An InitPlan: evaluated once per statement, and the (txid, seq) index stays usable.
 _XMIN = "(SELECT pg_snapshot_xmin(pg_current_snapshot()))"
 
 EVENT_ID = re.compile(r"[0-9A-Za-z]{1,64}")
-ENTRY_CHANGE_EVENTS = ("entry.published", "entry.unpublished", "entry.deleted")
 
 
 class Position(NamedTuple):
@@ -81,7 +82,6 @@ def was_pruned(event_id: str, cut: Pruned) -> bool:
     return cut.max_id is not None and event_id.upper() <= cut.max_id
 
 
-PRUNE_LOCK = 7261101  # advisory lock key of the pruner
 
 # One batch of pruning: the first `$2` events in feed order, cut before the first one that must
 # stay (younger than the retention, not relayed yet, not visible to every reader yet, or with a
@@ -89,7 +89,7 @@ PRUNE_LOCK = 7261101  # advisory lock key of the pruner
 # what is missing. Steps go with their events (ON DELETE CASCADE).
 _PRUNE = f"""
 WITH turn AS (  -- one pruner at a time; another one skips this round instead of waiting
-    SELECT pg_try_advisory_xact_lock({PRUNE_LOCK}) AS ours
+    SELECT pg_try_advisory_xact_lock({locks.OUTBOX_PRUNE}) AS ours
 ), head AS (
     SELECT e.id, e.txid, e.seq, e.created_at,
            (e.created_at < now() - make_interval(secs => $1) AND e.relayed_at IS NOT NULL
@@ -161,9 +161,6 @@ class EntryChange(NamedTuple):
     schema: bool = False  # a content-type or locale change: every document of the type was re-rendered
 
 
-SCHEMA_CHANGE_EVENTS = ("locale.saved", "locale.deleted")  # and content_type.saved of the type itself
-
-
 async def entry_changes(
     conn: asyncpg.Connection, after: Position, limit: int, type_id: str
 ) -> list[EntryChange]:
@@ -179,6 +176,6 @@ async def entry_changes(
                     OR type = ANY($6::text[]))
              ORDER BY txid, seq
              LIMIT $3""",
-        str(after.txid), after.seq, limit, list(ENTRY_CHANGE_EVENTS), type_id, list(SCHEMA_CHANGE_EVENTS),
+        str(after.txid), after.seq, limit, list(events.ENTRY_CHANGES), type_id, list(events.LOCALE_CHANGES),
     )
     return [EntryChange(_position(r), None if r["schema"] else r["entry_id"], r["schema"]) for r in rows]

@@ -7,6 +7,8 @@ from typing import Any
 import asyncpg
 from ulid import ULID
 
+from ..audit.service import WriteContext
+
 OUTBOX_CHANNEL = "cms_outbox"
 INVALIDATE_CHANNEL = "cms_invalidate"
 
@@ -57,3 +59,25 @@ async def invalidate(conn: asyncpg.Connection, *tags: str) -> None:
             cut = payload.rfind(" ", 0, 7900)
             chunk, payload = payload[:cut], payload[cut + 1 :]
         await conn.execute("SELECT pg_notify($1, $2)", INVALIDATE_CHANNEL, chunk)
+
+
+async def record_write(
+    conn: asyncpg.Connection, ctx: WriteContext, action: str, target: str, event_type: str,
+    payload: dict[str, Any], *tags: str,
+) -> None:
+    """The bookkeeping of an entry write, in one round trip: its audit row, its outbox event (and
+    the relay's wake-up) and the invalidation of delivery caches by `tags`, all at commit."""
+    invalidation = " ".join(tags)
+    if len(invalidation) > 7900:  # NOTIFY payload limit: let `invalidate` split it
+        await ctx.audit(conn, action, target)
+        await emit(conn, event_type, payload)
+        await invalidate(conn, *tags)
+        return
+    await conn.execute(
+        "WITH a AS (INSERT INTO audit_log (actor, action, target, request_id, ip, outcome) "
+        "           VALUES ($1, $2, $3, $4, $5, 'success')), "
+        "     e AS (INSERT INTO outbox_events (id, type, payload) VALUES ($6, $7, $8) RETURNING id) "
+        "SELECT pg_notify($9, e.id), CASE WHEN $10 <> '' THEN pg_notify($11, $10) END FROM e",
+        ctx.actor.actor(), action, target, ctx.request_id, ctx.ip, str(ULID()), event_type, payload,
+        OUTBOX_CHANNEL, invalidation, INVALIDATE_CHANNEL,
+    )

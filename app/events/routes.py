@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import Request, Response, Router, get
 
-from ..credentials.auth import current, management_guard
+from ..credentials.guards import current, management_guard
 from ..http import many, query_int
 from ..problems import gone, malformed
 from . import feed
@@ -29,7 +29,7 @@ def _after(request: Req) -> str | None:
     return value
 
 
-@get("/v1/events", guards=[management_guard], opt={"scope": "content:read"})
+@get("/", opt={"scope": "content:read"})
 async def list_events(request: Req) -> Response[bytes]:
     limit = query_int(request, "limit", 20, 1, 100)
     after = _after(request)
@@ -57,4 +57,4 @@ async def list_events(request: Req) -> Response[bytes]:
     return many(data, {"limit": limit, "next_cursor": data[-1]["id"] if data else after})
 
 
-EVENT_ROUTES = [list_events]
+EVENT_ROUTES = Router("/v1/events", guards=[management_guard], route_handlers=[list_events])

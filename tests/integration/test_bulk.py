@@ -289,7 +289,7 @@ async def _snapshot(apps, prefix: str, since_seq: int) -> str:
 
 async def _both_paths(apps, monkeypatch, script) -> tuple[tuple[int, dict, str], tuple[int, dict, str]]:
     """Run script(prefix) -> bulk body through the set path, then the per-action path."""
-    from cms.app.content import bulk_sets
+    from cms.app.bulk import sets as bulk_sets
 
     outcomes = []
     for prefix, per_action in (("zzs", False), ("zzp", True)):

@@ -19,10 +19,10 @@ import boto3
 import pytest
 
 from cms.app.config import Settings, load_settings
-from cms.app.content.delivery_purge import RedisPurgeSubscriber
 from cms.app.db.pool import connect, create_pool
+from cms.app.delivery.purge import RedisPurgeSubscriber
+from cms.app.publishing.files import Publisher, republish_all
 from cms.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore, object_store_from_settings
-from cms.workers.actors.publish import Publisher, republish_all
 from cms.workers.main import WorkerHost, republish
 from cms.workers.pipeline import PipelineConfig
 from cms.workers.relay import Relay
@@ -551,7 +551,7 @@ async def _deliver_once(site: Any, db: Any, event_ids: list[str], batch: int) ->
     from types import SimpleNamespace
 
     from cms.app.db.pool import QUERY_LOG
-    from cms.workers.actors.publish import deliver_step
+    from cms.workers.actors.deliver import deliver_step
     from cms.workers.actors.purge import PurgeSender
 
     runtime = SimpleNamespace(

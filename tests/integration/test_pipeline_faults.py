@@ -30,10 +30,10 @@ from asgi_lifespan import LifespanManager
 from botocore.config import Config
 
 from cms.app.config import load_settings
-from cms.app.content import delivery
-from cms.app.content.query import parse_list_query
-from cms.app.content.service import load_locales, load_types
 from cms.app.db.pool import connect
+from cms.app.delivery import documents as delivery
+from cms.app.query.parse import parse_list_query
+from cms.app.schema.registry import load_locales, load_types
 from cms.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
 from cms.workers.main import WorkerHost
 from tests.conftest import ADMIN_SECRET, ARTICLE, AUTHOR, TAG, Apps

@@ -13,20 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cms.app.content.query import (
-    DeliverySource,
-    DraftSource,
-    ListQuery,
-    Page,
-    Source,
-    encode_cursor,
-    fetch_page,
-    index_ddl,
-    parse_list_query,
-    query_fingerprint,
-)
-from cms.app.content.schemas import ContentType, Field
 from cms.app.problems import ProblemError
+from cms.app.query.parse import ListQuery, encode_cursor, parse_list_query, query_fingerprint
+from cms.app.query.sql import DeliverySource, DraftSource, Page, Source, fetch_page, index_ddl
+from cms.app.schema.model import ContentType, Field
 from tests.support import AUTHOR, TAG, article_type
 
 ARTICLE = article_type()
@@ -488,7 +478,7 @@ async def test_index_ddl_is_used(db: asyncpg.Pool) -> None:
         await conn.execute(ddl)
         await conn.execute(ddl)  # IF NOT EXISTS
         assert await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE indexname = 'pd_idx_article_rank'") == 1
-        from cms.app.content.query import build_sql
+        from cms.app.query.sql import build_sql
 
         q = query({"sort": "rank", "filter[rank][gt]": "1"})
         page_sql, _, values, _ = build_sql(q, DeliverySource(), "d.entry_id")

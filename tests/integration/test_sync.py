@@ -6,9 +6,10 @@ import base64
 import json
 from typing import Any
 
-from cms.app.content import service
+from cms.app.audit.service import WriteContext
 from cms.app.credentials.schemas import SYSTEM
 from cms.app.db.pool import connect, create_pool
+from cms.app.entries import service
 from tests.conftest import eventually
 
 # The test cluster is shared: a transaction open elsewhere delays visibility of new events.
@@ -17,7 +18,7 @@ WAIT = 15.0
 
 async def _publish_many(apps: Any, n: int, prefix: str = "Post") -> list[str]:
     """n published articles, written through the service on one connection (fast)."""
-    ctx = service.WriteContext(SYSTEM, None, None)
+    ctx = WriteContext(SYSTEM, None, None)
     conn = await connect(apps.database_url)
     ids = []
     try:
@@ -269,12 +270,13 @@ async def test_pruned_history_answers_410_and_new_readers_start_after_it(blog) -
         await _feed_caught_up(blog)
         before = await conn.fetchval("SELECT count(*) FROM outbox_events")
         # Another pruner's turn: this one skips the round at once instead of waiting for its locks.
+        from cms.app.db import locks
         from cms.app.events import feed
 
         other = await connect(blog.database_url)
         try:
             async with other.transaction():
-                await other.execute("SELECT pg_advisory_xact_lock($1)", feed.PRUNE_LOCK)
+                await other.execute("SELECT pg_advisory_xact_lock($1)", locks.OUTBOX_PRUNE)
                 assert await feed.prune(conn, 30 * 86400) == 0
         finally:
             await other.close()

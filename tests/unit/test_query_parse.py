@@ -11,20 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cms.app.content.query import (
+from cms.app.problems import ProblemError
+from cms.app.query.parse import (
     RANK,
-    DeliverySource,
-    DraftSource,
     ListQuery,
-    build_sql,
     decode_cursor,
     encode_cursor,
-    index_ddl,
     parse_list_query,
     query_fingerprint,
 )
-from cms.app.content.schemas import ContentType, Field
-from cms.app.problems import ProblemError
+from cms.app.query.sql import DeliverySource, DraftSource, build_sql, index_ddl
+from cms.app.schema.model import ContentType, Field
 from tests.support import AUTHOR, TAG, article_type
 
 ARTICLE = article_type(Field(id="gallery", type="asset", list=True))

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from cms.app.content.delivery_purge import PURGE_CHANNEL
+from cms.app.delivery.purge import PURGE_CHANNEL
 from cms.storage.cdn import CdnPurger, NoPurger
 
 log = logging.getLogger("cms.workers.purge")

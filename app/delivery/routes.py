@@ -1,0 +1,206 @@
+"""Delivery REST: published entries (and drafts under /preview), sync, content types, locales, /cdn/.
+
+Thin: parse the request, call documents.py / sync.py, answer with the caching rules of cache.py.
+Every route but /cdn/ sits behind `delivery_guard`, set once per router; a `type_id` path parameter
+is checked against the credential's content types there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+from pathlib import Path
+from typing import Any
+
+from litestar import Request, Response, Router, get
+from litestar.params import FromPath
+
+from .. import render
+from ..credentials.guards import current, delivery_guard
+from ..http import JSON, encode, query_int
+from ..problems import not_found
+from ..query import parse as q
+from ..schema.locales import locale_json
+from ..schema.model import RESOURCE_ID, ContentType, Locales
+from ..schema.registry import resolve_locale
+from . import documents, sync
+from .cache import answer_headers, cache_key, etag_matches
+
+Req = Request[Any, Any, Any]
+SINGLE_OPTIONS = ("fields", "include", "depth")
+
+
+def _respond(request: Req, body: bytes, etag: str, tags: tuple[str, ...], preview: bool) -> Response[bytes]:
+    cache_control = None if preview else request.app.state.settings.cache_control
+    headers = answer_headers(etag, tags, cache_control)
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(content=b"", status_code=304, headers=headers)
+    return Response(content=body, media_type=JSON, headers=headers)
+
+
+async def _schema(request: Req, type_id: str) -> tuple[ContentType, dict[str, ContentType], Locales, str]:
+    registry = request.app.state.types
+    ct = await registry.get(type_id)
+    if ct is None:
+        raise not_found("content type")
+    locales = await registry.locales(request.query_params.get("locale"))
+    locale = resolve_locale(locales, request.query_params.get("locale"))
+    return ct, await registry.types(), locales, locale
+
+
+def _single_options(request: Req, ct: ContentType, types: dict[str, ContentType], locale: str) -> q.ListQuery | None:
+    params = request.query_params
+    if not any(k in params for k in SINGLE_OPTIONS):
+        return None
+    return q.parse_list_query(
+        {k: v for k, v in params.items() if k in SINGLE_OPTIONS}, ct, types, locale=locale, default_sort="-published_at",
+    )
+
+
+async def _list(request: Req, type_id: str, preview: bool) -> Response[bytes]:
+    state = request.app.state
+    ct, types, locales, locale = await _schema(request, type_id)
+    cache = None if preview else state.cache
+    key = cache_key(request.scope["path"], request.scope["query_string"])
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return _respond(request, hit.body, hit.etag, hit.tags, preview)
+    generation = cache.generation if cache is not None else 0
+    query = q.parse_list_query(request.query_params, ct, types, locale=locale, default_sort="-published_at")
+    async with state.read_pool.acquire() as conn:
+        if preview:
+            result = await documents.draft_list(conn, types, ct, locales, query, state.settings.assets_url)
+        else:
+            result = await documents.published_list(conn, types, ct, query)
+    if cache is not None:
+        cache.put(key, result.body, result.etag, result.tags, generation)
+    return _respond(request, result.body, result.etag, result.tags, preview)
+
+
+async def _single(
+    request: Req, type_id: str, entry_id: str | None, slug: str | None, preview: bool
+) -> Response[bytes]:
+    state = request.app.state
+    ct, types, locales, locale = await _schema(request, type_id)
+    cache = None if preview else state.cache
+    key = cache_key(request.scope["path"], request.scope["query_string"])
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return _respond(request, hit.body, hit.etag, hit.tags, preview)
+    generation = cache.generation if cache is not None else 0
+    if entry_id is not None and not RESOURCE_ID.fullmatch(entry_id):
+        raise not_found("entry")
+    if slug is not None and (len(slug) > 200 or "\x00" in slug):
+        raise not_found("entry")
+    options = _single_options(request, ct, types, locale)
+    include = options.include if options else []
+    depth = options.depth if options else 1
+    fields = options.fields if options else None
+    async with state.read_pool.acquire() as conn:
+        if preview:
+            result = await documents.draft_entry(
+                conn, types, ct, locales, locale, state.settings.assets_url,
+                entry_id=entry_id, slug=slug, include=include, depth=depth, fields=fields,
+            )
+        else:
+            result = await documents.published_entry(
+                conn, types, ct, locale, entry_id=entry_id, slug=slug, include=include, depth=depth, fields=fields
+            )
+    if result is None:
+        raise not_found("entry")
+    if cache is not None:
+        cache.put(key, result.body, result.etag, result.tags, generation)
+    return _respond(request, result.body, result.etag, result.tags, preview)
+
+
+def _entry_routes(preview: bool) -> list[Any]:
+    """The three entry routes, published (/api/v1) or draft (/preview/v1): one set of handlers."""
+
+    @get("/entries/{type_id:str}")
+    async def list_entries(request: Req, type_id: FromPath[str]) -> Response[bytes]:
+        return await _list(request, type_id, preview)
+
+    @get("/entries/{type_id:str}/{entry_id:str}")
+    async def get_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
+        return await _single(request, type_id, entry_id, None, preview)
+
+    @get("/entries/{type_id:str}/by-slug/{slug:str}")
+    async def get_entry_by_slug(request: Req, type_id: FromPath[str], slug: FromPath[str]) -> Response[bytes]:
+        return await _single(request, type_id, None, slug, preview)
+
+    return [list_entries, get_entry, get_entry_by_slug]
+
+
+@get("/sync")
+async def sync_entries(request: Req) -> Response[bytes]:
+    state = request.app.state
+    limit = query_int(request, "limit", sync.PAGE, 1, sync.PAGE)
+    params = request.query_params
+    type_id, locale, cursor = await sync.resolve(
+        state.types, current(request), params.get("type") or None, params.get("locale") or None, params.get("cursor"),
+    )
+    async with state.read_pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        page = await sync.sync_page(conn, type_id, locale, cursor, limit)
+    # Cursors are per client: never cached, here or on the way.
+    return Response(content=page.body(limit), media_type=JSON, headers={"Cache-Control": "no-store"})
+
+
+@get("/content-types")
+async def list_content_types(request: Req) -> Response[bytes]:
+    types = await request.app.state.types.types()
+    credential = current(request)
+    data = [ct.to_json() for ct in types.values() if credential.may_use_type(ct.id)]
+    body = encode({"data": data, "meta": {"limit": len(data), "next_cursor": None, "total": len(data)}})
+    return _respond(request, body, render.etag_of(body), ("schema",), False)
+
+
+@get("/content-types/{type_id:str}")
+async def get_content_type(request: Req, type_id: FromPath[str]) -> Response[bytes]:
+    ct = await request.app.state.types.get(type_id)
+    if ct is None:
+        raise not_found("content type")
+    body = encode({"data": ct.to_json()})
+    return _respond(request, body, render.etag_of(body), (f"type:{type_id}",), False)
+
+
+@get("/locales")
+async def list_locales(request: Req) -> Response[bytes]:
+    locales = await request.app.state.types.locales()
+    data = [locale_json(row) for row in locales.rows.values()]
+    body = encode({"data": data, "meta": {"limit": len(data), "next_cursor": None, "total": len(data)}})
+    return _respond(request, body, render.etag_of(body), ("schema",), False)
+
+
+def _read_object(root: Path, relative: str) -> bytes | None:
+    """The file under root for a /cdn/ key, or None; never anything outside root or hidden."""
+    parts = relative.split("/")
+    if not relative or "\x00" in relative or any(p in ("", "..") or p.startswith(".") for p in parts):
+        return None
+    base = root.resolve()
+    target = (base / relative).resolve()
+    if base not in target.parents or not target.is_file():
+        return None
+    return target.read_bytes()
+
+
+@get("/cdn/{key:path}", opt={"public": True}, include_in_schema=False)
+async def cdn(request: Req, key: FromPath[str]) -> Response[bytes]:
+    """The embedded object store, served as a CDN would serve the bucket."""
+    relative = key.lstrip("/")
+    body = await asyncio.to_thread(_read_object, Path(request.app.state.settings.objects_dir), relative)
+    if body is None:
+        raise not_found("object")
+    media_type = mimetypes.guess_type(relative)[0] or "application/octet-stream"
+    etag = render.etag_of(body)
+    headers = {"ETag": f'"{etag}"', "Cache-Control": request.app.state.settings.cache_control}
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(content=b"", status_code=304, headers=headers)
+    return Response(content=body, media_type=media_type, headers=headers)
+
+
+DELIVERY_ROUTES = [
+    Router(
+        "/api/v1", guards=[delivery_guard],
+        route_handlers=[*_entry_routes(False), sync_entries, list_content_types, get_content_type, list_locales],
+    ),
+    Router("/preview/v1", guards=[delivery_guard], opt={"preview": True}, route_handlers=_entry_routes(True)),
+    cdn,
+]

@@ -1,0 +1,176 @@
+"""The rules of entry values, without I/O: field input, validation, merging into the stored
+per-locale form, links, what publishing requires, unique values, slugs, and the management
+representation. The single-entry service and atomic bulk requests both apply exactly these."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from unidecode import unidecode
+
+from .. import render
+from ..problems import FieldErrorsProblem, invalid
+from ..schema.model import (
+    LINK_TYPES,
+    NON_LOCALIZED,
+    SLUG_MAX,
+    UNIQUE_TYPES,
+    ContentType,
+    Locales,
+    check_value,
+    values_equal_for_unique,
+)
+from ..times import iso
+
+
+def slugify(text: str) -> str:
+    ascii_text = unidecode(text).lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")
+    return slug[:SLUG_MAX].rstrip("-")
+
+
+def fields_input(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise invalid("", "must be a JSON object with \"fields\"")
+    unknown = set(body) - {"fields", "id", "type", "locale", "version"}
+    if unknown:
+        raise invalid(f"/{sorted(unknown)[0]}", "unknown property")
+    fields = body.get("fields", {})
+    if not isinstance(fields, dict):
+        raise invalid("/fields", "must be an object")
+    return fields
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def validate_fields(
+    ct: ContentType, given: dict[str, Any], errors: FieldErrorsProblem
+) -> dict[str, Any]:
+    """Validated, stored form of the given field values (None = clear)."""
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        field = ct.field(key) if isinstance(key, str) else None
+        if field is None:
+            errors.add(f"/fields/{key}", "unknown field")
+            continue
+        if value is None or (field.list and value == []):
+            out[key] = None
+            continue
+        checked = check_value(field, value, f"/fields/{key}", errors)
+        if checked is not None:
+            out[key] = checked
+    return out
+
+
+def apply_values(data: dict[str, Any], ct: ContentType, values: dict[str, Any], locale: str) -> dict[str, Any]:
+    data = {k: dict(v) for k, v in data.items()}
+    for key, value in values.items():
+        field = ct.field(key)
+        assert field is not None
+        slot = locale if field.localized else NON_LOCALIZED
+        per_locale = data.setdefault(key, {})
+        if value is None or value == "":
+            per_locale.pop(slot, None)
+        else:
+            per_locale[slot] = value
+        if not per_locale:
+            data.pop(key)
+    return data
+
+
+def unique_rows(ct: ContentType, data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    for field in ct.fields:
+        if field.type not in UNIQUE_TYPES or not (field.unique or field.type == "slug"):
+            continue
+        for locale, value in (data.get(field.id) or {}).items():
+            rows.append((field.id, locale, values_equal_for_unique(value)))
+    return rows
+
+
+def publish_problems(ct: ContentType, data: dict[str, Any], default: str, at: str = "") -> FieldErrorsProblem:
+    problems = FieldErrorsProblem()
+    for field in ct.fields:
+        if not field.required:
+            continue
+        per_locale = data.get(field.id) or {}
+        value = per_locale.get(default if field.localized else NON_LOCALIZED)
+        if value is None or value == "" or value == []:
+            problems.add(f"{at}/fields/{field.id}", f"is required (in the default locale {default})")
+    return problems
+
+
+def links(ct: ContentType, data: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, str]]]:
+    refs: list[tuple[str, dict[str, Any]]] = []
+    assets: list[tuple[str, str]] = []
+    for field in ct.fields:
+        if field.type not in LINK_TYPES:
+            continue
+        for value in (data.get(field.id) or {}).values():
+            for link in value if isinstance(value, list) else [value]:
+                if field.type == "reference":
+                    refs.append((field.id, link))
+                else:
+                    assets.append((field.id, link["id"]))
+    return refs, assets
+
+
+def management_entry(row: Any, ct: ContentType, locale: str, locales: Locales) -> dict[str, Any]:
+    data = row["data"]
+    fields: dict[str, Any] = {}
+    for field in ct.fields:
+        per_locale = data.get(field.id) or {}
+        if locale == "*":
+            if field.localized:
+                fields[field.id] = dict(per_locale)
+            else:
+                value = per_locale.get(NON_LOCALIZED)
+                fields[field.id] = {locales.default: value} if value is not None else {}
+            continue
+        value = per_locale.get(locale if field.localized else NON_LOCALIZED)
+        fields[field.id] = value if value is not None else ([] if field.list else None)
+    if row["published_version"] is None:
+        status = "draft"
+    elif row["published_version"] == row["version"]:
+        status = "published"
+    else:
+        status = "changed"
+    document = render.entry_document(
+        entry_id=row["id"], type_id=row["type"], locale=locale, version=row["version"],
+        created_at=row["created_at"], updated_at=row["updated_at"], published_at=row["published_at"], fields=fields,
+    )
+    document.update(
+        status=status, published_version=row["published_version"], first_published_at=iso(row["first_published_at"])
+    )
+    return document
+
+
+def entry_event(row: Any, ct: ContentType, locales: Locales, version: int | None = None) -> dict[str, Any]:
+    return {"id": row["id"], "type": ct.id, "version": version or row["version"], "locales": locales.codes}
+
+
+def version_fields(ct: ContentType, data: dict[str, Any], locales: Locales) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for key, per_locale in data.items():
+        field = ct.field(key)
+        if field is not None and not field.localized:
+            fields[key] = {locales.default: per_locale.get(NON_LOCALIZED)}
+        else:
+            fields[key] = dict(per_locale)
+    return fields
+
+
+def version_json(row: Any) -> dict[str, Any]:
+    return {"version": row["version"], "created_at": iso(row["created_at"]), "actor": row["actor"], "action": row["action"]}

@@ -1,0 +1,393 @@
+"""Entry writes: create, replace, patch, publish, unpublish, delete and restore, each in one
+transaction with its version row, audit row, outbox event and cache invalidation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+from ulid import ULID
+
+from ..assets import repository as assets_repo
+from ..audit.service import WriteContext
+from ..db import locks
+from ..events import types as events
+from ..events.outbox import record_write
+from ..problems import FieldErrorsProblem, ProblemError, conflict, invalid, malformed, not_found
+from ..protection.preconditions import check_precondition
+from ..publishing import repository as documents_repo
+from ..publishing.documents import render_published
+from ..query.parse import parse_list_query
+from ..query.sql import DraftSource, fetch_page
+from ..schema import repository as schema_repo
+from ..schema.model import (
+    NON_LOCALIZED,
+    RESOURCE_ID,
+    SLUG_MAX,
+    ContentType,
+    Locales,
+    check_value,
+    content_type_from_row,
+)
+from ..schema.registry import load_locales, load_types, resolve_locale
+from . import repository as repo
+from .rules import (
+    apply_values,
+    entry_event,
+    fields_input,
+    links,
+    management_entry,
+    merge_patch,
+    publish_problems,
+    slugify,
+    unique_rows,
+    validate_fields,
+    version_fields,
+    version_json,
+)
+
+
+async def _fill_slugs(
+    conn: asyncpg.Connection, ct: ContentType, data: dict[str, Any], locale: str, entry_id: str, locales: Locales
+) -> None:
+    """Empty slug fields take their value from the `from` field, with -2, -3 … to stay unique."""
+    for field in ct.fields:
+        if field.type != "slug" or not field.from_:
+            continue
+        slot = locale if field.localized else NON_LOCALIZED
+        if (data.get(field.id) or {}).get(slot):
+            continue
+        source = ct.field(field.from_)
+        if source is None:
+            continue
+        source_value = (data.get(source.id) or {}).get(locale if source.localized else NON_LOCALIZED)
+        if source_value is None and not source.localized:
+            source_value = None
+        if source_value is None and source.localized:
+            source_value = (data.get(source.id) or {}).get(locales.default)
+        if not isinstance(source_value, str):
+            continue
+        base = slugify(source_value)
+        if not base:
+            continue
+        taken = await repo.slugs_like(conn, ct.id, field.id, slot, base, entry_id)
+        candidate, n = base, 1
+        while candidate in taken:
+            n += 1
+            suffix = f"-{n}"
+            candidate = base[: SLUG_MAX - len(suffix)].rstrip("-") + suffix
+        data.setdefault(field.id, {})[slot] = candidate
+
+
+
+
+async def _save_unique(conn: asyncpg.Connection, ct: ContentType, data: dict[str, Any], entry_id: str) -> None:
+    rows = unique_rows(ct, data)
+    taken = await repo.unique_taken(conn, ct.id, rows, entry_id)
+    if taken:
+        problems = FieldErrorsProblem()
+        for field, locale, value in taken:
+            where = "" if locale == NON_LOCALIZED else f" in {locale}"
+            problems.add(f"/fields/{field}", f"the value {value!r} is already used by another entry{where}")
+        problems.raise_if_any(409, "conflict")
+    try:
+        async with conn.transaction():
+            await repo.replace_unique_values(conn, entry_id, ct.id, rows)
+    except asyncpg.UniqueViolationError:
+        raise conflict("a unique value was taken by a concurrent write; retry") from None
+
+
+
+
+
+
+
+
+async def _type_for_write(conn: asyncpg.Connection, type_id: str) -> ContentType:
+    row = await schema_repo.get_type(conn, type_id)
+    if row is None:
+        raise not_found("content type")
+    return content_type_from_row(row)
+
+
+class EntryExists(ProblemError):
+    """create_entry found the id taken by an entry of the same type (PUT then replaces it)."""
+
+    def __init__(self, entry_id: str) -> None:
+        super().__init__(409, "conflict", f"an entry with id {entry_id!r} already exists")
+
+
+async def create_entry(
+    conn: asyncpg.Connection, type_id: str, entry_id: str | None, locale: str | None, body: Any, ctx: WriteContext
+) -> tuple[dict[str, Any], bool]:
+    """Create an entry (POST: server id; PUT: the client's id). Returns (ENTRY, True)."""
+    given = fields_input(body)
+    if entry_id is not None and not RESOURCE_ID.fullmatch(entry_id):
+        raise invalid("/id", "ids match [A-Za-z0-9_-]{1,64}")
+    async with conn.transaction():
+        await locks.lock_schema_shared(conn)
+        ct = await _type_for_write(conn, type_id)
+        locales = await load_locales(conn)
+        code = resolve_locale(locales, locale)
+        errors = FieldErrorsProblem()
+        values = validate_fields(ct, given, errors)
+        errors.raise_if_any()
+        new_id = entry_id or str(ULID())
+        data = apply_values({}, ct, values, code)
+        await _fill_slugs(conn, ct, data, code, new_id, locales)
+        try:
+            async with conn.transaction():
+                row = await repo.insert_entry(conn, new_id, type_id, data)
+        except asyncpg.UniqueViolationError:
+            taken_by = await repo.get_entry(conn, new_id)
+            if taken_by is not None and taken_by["type"] != type_id:
+                raise conflict(f"the id {new_id!r} is used by an entry of type {taken_by['type']!r}") from None
+            raise EntryExists(new_id) from None
+        await _save_unique(conn, ct, data, new_id)
+        await repo.insert_version(conn, new_id, 1, data, "create", ctx.actor.actor())
+        await record_write(conn, ctx, "entry.create", f"entry:{type_id}/{new_id}", events.ENTRY_CREATED,
+                           entry_event(row, ct, locales))
+        return management_entry(row, ct, code, locales), True
+
+
+async def put_entry(
+    conn: asyncpg.Connection, type_id: str, entry_id: str, locale: str | None, body: Any, ctx: WriteContext,
+    if_match: str | None,
+) -> tuple[dict[str, Any], bool]:
+    """PUT: create with the client's id, or replace the locale's fields of the existing entry."""
+    existing = await repo.get_entry(conn, entry_id) if RESOURCE_ID.fullmatch(entry_id) else None
+    if existing is None:
+        if if_match is not None:
+            check_precondition(if_match, None)  # a conditional PUT never creates: nothing to match
+        try:
+            return await create_entry(conn, type_id, entry_id, locale, body, ctx)
+        except EntryExists:
+            pass  # created concurrently a moment ago: replace it like any existing entry
+    elif existing["type"] != type_id:
+        raise conflict(f"the id {entry_id!r} is used by an entry of type {existing['type']!r}")
+    return await _update_entry(conn, type_id, entry_id, locale, body, ctx, if_match, patch=False), False
+
+
+async def patch_entry(
+    conn: asyncpg.Connection, type_id: str, entry_id: str, locale: str | None, body: Any, ctx: WriteContext,
+    if_match: str | None,
+) -> dict[str, Any]:
+    return await _update_entry(conn, type_id, entry_id, locale, body, ctx, if_match, patch=True)
+
+
+async def _update_entry(
+    conn: asyncpg.Connection, type_id: str, entry_id: str, locale: str | None, body: Any, ctx: WriteContext,
+    if_match: str | None, *, patch: bool,
+) -> dict[str, Any]:
+    given = fields_input(body)
+    async with conn.transaction():
+        ct, locales, existing = await _locked_entry(conn, type_id, entry_id, if_match)
+        code = resolve_locale(locales, locale)
+        if patch:
+            current = management_entry(existing, ct, code, locales)["fields"]
+            merged = {}
+            for key, value in given.items():
+                field = ct.field(key) if isinstance(key, str) else None
+                if field is not None and field.type == "json" and value is not None:
+                    merged[key] = merge_patch(current.get(key), value)
+                else:
+                    merged[key] = value
+            given = merged
+        else:
+            # PUT replaces this locale's localized fields and every non-localized field.
+            given = {**{f.id: None for f in ct.fields}, **given}
+        errors = FieldErrorsProblem()
+        values = validate_fields(ct, given, errors)
+        errors.raise_if_any()
+        data = apply_values(existing["data"], ct, values, code)
+        await _fill_slugs(conn, ct, data, code, entry_id, locales)
+        if data == existing["data"]:
+            return management_entry(existing, ct, code, locales)
+        await _save_unique(conn, ct, data, entry_id)
+        row = await repo.update_entry_data(conn, entry_id, data)
+        await repo.insert_version(conn, entry_id, row["version"], data, "update", ctx.actor.actor())
+        await record_write(conn, ctx, "entry.update", f"entry:{type_id}/{entry_id}", events.ENTRY_UPDATED,
+                           entry_event(row, ct, locales))
+        return management_entry(row, ct, code, locales)
+
+
+async def _locked_entry(
+    conn: asyncpg.Connection, type_id: str, entry_id: str, if_match: str | None
+) -> tuple[ContentType, Locales, Any]:
+    """The start of every change to an existing entry, inside its transaction: schema changes held
+    off, the entry row locked, If-Match checked against its version."""
+    await locks.lock_schema_shared(conn)
+    ct = await _type_for_write(conn, type_id)
+    locales = await load_locales(conn)
+    existing = await _entry_of_type(conn, type_id, entry_id, for_update=True)
+    check_precondition(if_match, existing["version"])
+    return ct, locales, existing
+
+
+async def _entry_of_type(conn: asyncpg.Connection, type_id: str, entry_id: str, *, for_update: bool = False) -> Any:
+    row = await repo.get_entry(conn, entry_id, for_update=for_update) if RESOURCE_ID.fullmatch(entry_id) else None
+    if row is None or row["type"] != type_id:
+        raise not_found("entry")
+    return row
+
+
+async def get_entry(conn: asyncpg.Connection, type_id: str, entry_id: str, locale: str | None) -> tuple[dict[str, Any], int]:
+    ct = await _type_for_write(conn, type_id)
+    locales = await load_locales(conn)
+    code = "*" if locale == "*" else resolve_locale(locales, locale)
+    row = await _entry_of_type(conn, type_id, entry_id)
+    return management_entry(row, ct, code, locales), row["version"]
+
+
+
+
+
+
+async def validate_for_publish(
+    conn: asyncpg.Connection, ct: ContentType, data: dict[str, Any], locales: Locales, at: str = ""
+) -> FieldErrorsProblem:
+    problems = publish_problems(ct, data, locales.default, at)
+    refs, asset_links = links(ct, data)
+    if refs:
+        found = await repo.existing_ids(conn, sorted({link["id"] for _, link in refs}))
+        for field_id, link in refs:
+            if found.get(link["id"]) != link["type"]:
+                problems.add(f"{at}/fields/{field_id}", f"references {link['type']} {link['id']!r}, which does not exist")
+    if asset_links:
+        found_assets = await assets_repo.existing_asset_ids(conn, sorted({a for _, a in asset_links}))
+        for field_id, asset_id in asset_links:
+            if asset_id not in found_assets:
+                problems.add(f"{at}/fields/{field_id}", f"asset {asset_id!r} does not exist")
+    return problems
+
+
+async def publish_entry(
+    conn: asyncpg.Connection, type_id: str, entry_id: str, ctx: WriteContext, assets_url: str, if_match: str | None
+) -> dict[str, Any]:
+    async with conn.transaction():
+        ct, locales, existing = await _locked_entry(conn, type_id, entry_id, if_match)
+        problems = await validate_for_publish(conn, ct, existing["data"], locales)
+        problems.raise_if_any()
+        row = await repo.mark_published(conn, entry_id)
+        await render_published(conn, row, ct, locales, assets_url)
+        await record_write(conn, ctx, "entry.publish", f"entry:{type_id}/{entry_id}", events.ENTRY_PUBLISHED,
+                           entry_event(row, ct, locales, row["published_version"]), f"entry:{entry_id}", f"type:{type_id}")
+        return management_entry(row, ct, locales.default, locales)
+
+
+async def unpublish_entry(
+    conn: asyncpg.Connection, type_id: str, entry_id: str, ctx: WriteContext, if_match: str | None
+) -> dict[str, Any]:
+    async with conn.transaction():
+        ct, locales, existing = await _locked_entry(conn, type_id, entry_id, if_match)
+        if existing["published_version"] is None:
+            return management_entry(existing, ct, locales.default, locales)
+        row = await repo.mark_unpublished(conn, entry_id)
+        await documents_repo.delete_documents(conn, entry_id)
+        await documents_repo.replace_references(conn, entry_id, [])
+        await record_write(conn, ctx, "entry.unpublish", f"entry:{type_id}/{entry_id}", events.ENTRY_UNPUBLISHED,
+                           entry_event(row, ct, locales, existing["published_version"]), f"entry:{entry_id}",
+                           f"type:{type_id}")
+        return management_entry(row, ct, locales.default, locales)
+
+
+async def delete_entry(
+    conn: asyncpg.Connection, type_id: str, entry_id: str, force: bool, ctx: WriteContext, if_match: str | None
+) -> None:
+    async with conn.transaction():
+        ct, locales, existing = await _locked_entry(conn, type_id, entry_id, if_match)
+        if existing["published_version"] is not None and not force:
+            raise conflict("the entry is published; unpublish it first or use ?force=true")
+        await repo.delete_entry(conn, entry_id)
+        await record_write(conn, ctx, "entry.delete", f"entry:{type_id}/{entry_id}", events.ENTRY_DELETED,
+                           entry_event(existing, ct, locales), f"entry:{entry_id}", f"type:{type_id}")
+
+
+
+
+
+
+async def restore_version(
+    conn: asyncpg.Connection, type_id: str, entry_id: str, version: int, ctx: WriteContext, if_match: str | None
+) -> dict[str, Any]:
+    async with conn.transaction():
+        ct, locales, existing = await _locked_entry(conn, type_id, entry_id, if_match)
+        old = await repo.get_version(conn, entry_id, version)
+        if old is None:
+            raise not_found("version")
+        # Values the current schema no longer has, or no longer accepts, are dropped.
+        data: dict[str, Any] = {}
+        for key, per_locale in old["data"].items():
+            field = ct.field(key)
+            if field is None:
+                continue
+            kept = {}
+            for code, value in per_locale.items():
+                scratch = FieldErrorsProblem()
+                checked = check_value(field, value, "", scratch)
+                if not scratch and checked is not None:
+                    kept[code] = checked
+            if kept:
+                data[key] = kept
+        if data == existing["data"]:
+            return management_entry(existing, ct, locales.default, locales)
+        await _save_unique(conn, ct, data, entry_id)
+        row = await repo.update_entry_data(conn, entry_id, data)
+        await repo.insert_version(conn, entry_id, row["version"], data, "restore", ctx.actor.actor())
+        await record_write(conn, ctx, "entry.restore", f"entry:{type_id}/{entry_id}", events.ENTRY_UPDATED,
+                           entry_event(row, ct, locales))
+        return management_entry(row, ct, locales.default, locales)
+
+
+
+
+
+
+async def list_entries(
+    conn: asyncpg.Connection, type_id: str, params: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`GET /v1/entries/{type}`: a page of latest drafts (management ENTRY) and its meta."""
+    types = await load_types(conn)
+    ct = types.get(type_id)
+    if ct is None:
+        raise not_found("content type")
+    locales = await load_locales(conn)
+    locale = resolve_locale(locales, params.get("locale"))
+    query = parse_list_query(params, ct, types, locale=locale, default_sort="-updated_at", allow_status=True)
+    page = await fetch_page(conn, query, DraftSource(locales.chain(locale)), "e.*")
+    data = []
+    for row in page.rows:
+        entry = management_entry(row, ct, locale, locales)
+        if query.fields is not None:
+            entry["fields"] = {k: v for k, v in entry["fields"].items() if k in query.fields}
+        data.append(entry)
+    return data, {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total}
+
+
+async def list_versions(
+    conn: asyncpg.Connection, type_id: str, entry_id: str, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """An entry's versions, newest first; the cursor is the last version of the previous page."""
+    if cursor is not None and not (cursor.isdigit() and len(cursor) < 10):
+        raise malformed("cursor", "is not a cursor from meta.next_cursor")
+    await _type_for_write(conn, type_id)
+    await _entry_of_type(conn, type_id, entry_id)
+    rows = await repo.list_versions(conn, entry_id, int(cursor) if cursor else None, limit + 1)
+    total = await repo.count_versions(conn, entry_id)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = str(rows[-1]["version"]) if more else None
+    return [version_json(r) for r in rows], {"limit": limit, "next_cursor": next_cursor, "total": total}
+
+
+async def get_version(conn: asyncpg.Connection, type_id: str, entry_id: str, version: int) -> dict[str, Any]:
+    """One version with its fields as locale maps."""
+    ct = await _type_for_write(conn, type_id)
+    await _entry_of_type(conn, type_id, entry_id)
+    row = await repo.get_version(conn, entry_id, version)
+    if row is None:
+        raise not_found("version")
+    data = version_json(row)
+    data["fields"] = version_fields(ct, row["data"], await load_locales(conn))
+    return data

@@ -1,0 +1,57 @@
+"""Published documents: the one place `published_documents` rows (and the reverse references that
+drive dependent re-renders) are written. `render.py` makes the bytes; this module stores them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from .. import render
+from ..assets import repository as assets_repo
+from ..entries.rules import links
+from ..schema.model import ContentType, Locales
+from ..schema.registry import load_locales, load_types
+from . import repository as repo
+
+
+def published_rows(
+    entry: Any, ct: ContentType, locales: Locales, assets: dict[str, Any]
+) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """The published_documents rows (one per locale, without the entry id) and the referenced ids
+    of a published entry; `assets` holds at least the assets it links to."""
+    docs = []
+    for code in locales.codes:
+        rendered = render.render_entry(entry, ct, code, locales.chain(code), assets)
+        docs.append((
+            code, ct.id, entry["published_version"], rendered.slug, rendered.body, rendered.etag, rendered.vals,
+            rendered.search_text, entry["published_at"], entry["updated_at"], entry["created_at"],
+        ))
+    refs, _ = links(ct, entry["published_data"])
+    return docs, sorted({link["id"] for _, link in refs})
+
+
+async def render_published(
+    conn: asyncpg.Connection, entry: Any, ct: ContentType, locales: Locales, assets_url: str
+) -> None:
+    assets = await assets_by_id(conn, render.asset_ids(ct, entry["published_data"]), assets_url)
+    docs, targets = published_rows(entry, ct, locales, assets)
+    await repo.replace_documents(conn, entry["id"], docs)
+    await repo.replace_references(conn, entry["id"], targets)
+
+
+async def assets_by_id(conn: asyncpg.Connection, ids: set[str], assets_url: str) -> dict[str, Any]:
+    """The delivery form of these assets (those that exist), in one query."""
+    if not ids:
+        return {}
+    return {row["id"]: render.asset_json(row, assets_url) for row in await assets_repo.get_assets(conn, sorted(ids))}
+
+
+async def rerender_all(conn: asyncpg.Connection, type_id: str | None, assets_url: str) -> int:
+    """Re-render published documents (after a schema or locale change)."""
+    types = await load_types(conn)
+    locales = await load_locales(conn)
+    rows = await (repo.published_entries_of_type(conn, type_id) if type_id else repo.all_published_entries(conn))
+    for row in rows:
+        await render_published(conn, row, types[row["type"]], locales, assets_url)
+    return len(rows)

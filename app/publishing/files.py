@@ -1,0 +1,411 @@
+"""Prerendered files: make the object store match the published state in PostgreSQL.
+
+The worker's `deliver` step (workers/actors/deliver.py) and `cms republish` call this. Every file is
+rendered by `delivery/documents.py` (the functions the delivery API answers with), so the files are
+byte-identical to the API:
+
+    entries/{type}/{locale}/{id}.json            GET /api/v1/entries/{type}/{id}?locale=..&include=*
+    entries/{type}/{locale}/by-slug/{slug}.json  GET /api/v1/entries/{type}/by-slug/{slug}?locale=..&include=*
+    entries/{type}/{locale}/index.json           GET /api/v1/entries/{type}?locale=..&limit=100
+
+Idempotent and version-safe: the step never renders the event's snapshot, it reads the entry's
+*current* state under a per-entry advisory lock and makes the files match it (write, or delete
+when the entry is no longer published). Redelivered, reordered or concurrent steps therefore
+converge on the latest state, and a late step cannot resurrect files of a deleted entry. The
+slug files are locked per (type, locale, slug) and always made to match what
+`GET by-slug/{slug}` answers now, which also removes the file of a slug an entry gave up.
+Index files are locked per type; their rewrite is skipped while another deliver step of the same
+type is still pending (that one will write it).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import asyncpg
+
+from cms.storage.objects import AsyncObjectStore, ObjectStore, StoredObject
+
+from .. import render
+from ..config import Settings
+from ..db import locks
+from ..delivery import documents as delivery
+from ..query.parse import parse_list_query
+from ..schema.model import ContentType
+from ..schema.registry import load_locales, load_types
+from . import repository as repo
+
+log = logging.getLogger("cms.publishing")
+
+JSON = "application/json"
+SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+SURROGATE_BUDGET = 1500  # bytes of surrogate keys kept in object metadata (S3 allows 2 KB in all)
+LOCK_WAIT_SECONDS = 120.0
+REPUBLISH_BATCH = 100  # entries rendered and written per transaction by republish
+
+
+def entry_key(type_id: str, locale: str, entry_id: str) -> str:
+    return f"entries/{type_id}/{locale}/{entry_id}.json"
+
+
+def slug_key(type_id: str, locale: str, slug: str) -> str:
+    return f"entries/{type_id}/{locale}/by-slug/{slug}.json"
+
+
+def index_key(type_id: str, locale: str) -> str:
+    return f"entries/{type_id}/{locale}/index.json"
+
+
+def surrogate_keys(tags: tuple[str, ...] | list[str]) -> list[str]:
+    """The body's tags, cut to fit object metadata: the first (the object's own) is always kept.
+
+    Cut tags lose nothing: a change of an included entry re-renders this file (dependents) and
+    purges it by its own tag and path.
+    """
+    kept: list[str] = []
+    size = 0
+    for tag in dict.fromkeys(tags):
+        if kept and size + len(tag) + 1 > SURROGATE_BUDGET:
+            break
+        kept.append(tag)
+        size += len(tag) + 1
+    return kept
+
+
+def _document(body: bytes) -> dict[str, Any] | None:
+    try:
+        decoded = render.decode(body)
+    except Exception:
+        return None
+    data = decoded.get("data") if isinstance(decoded, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def slug_of(document: dict[str, Any] | None, ct: ContentType | None) -> str | None:
+    """The slug delivery indexes a rendered entry under: its first slug field's value."""
+    if document is None or ct is None:
+        return None
+    fields = document.get("fields") or {}
+    for f in ct.fields:
+        if f.type == "slug":
+            value = fields.get(f.id)
+            return value if isinstance(value, str) and SLUG.fullmatch(value) and len(value) <= 200 else None
+    return None
+
+
+@dataclass
+class Changes:
+    """What one run wrote and deleted (object keys) and which tags to purge."""
+
+    written: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # only_changed: already right, not rewritten
+
+    def changed_tags(self) -> list[str]:
+        """Tags of the entry and index files written or deleted (republish purges only these)."""
+        tags = []
+        for key in self.keys:
+            parts = key.split("/")
+            if len(parts) == 4 and parts[3] == "index.json":
+                tags.append(f"type:{parts[1]}")
+            elif len(parts) == 4 and parts[3].endswith(".json"):
+                tags.append(f"entry:{parts[3][:-5]}")
+        return list(dict.fromkeys(tags))
+
+    @property
+    def keys(self) -> list[str]:
+        return list(dict.fromkeys([*self.written, *self.deleted]))
+
+
+@dataclass(frozen=True)
+class _EntryFile:
+    """One entry file to bring in line: its key, the body to store (None: remove), what is stored."""
+
+    type_id: str
+    locale: str
+    key: str
+    body: delivery.Body | None
+    version: int | None
+    stored: StoredObject | None
+    old_slug: str | None
+    new_slug: str | None
+
+
+class Publisher:
+    """Makes the object store match the published state in PostgreSQL."""
+
+    def __init__(self, store: ObjectStore, settings: Settings, *, only_changed: bool = False) -> None:
+        self.store = store
+        self.files = AsyncObjectStore(store)
+        self.cache_control = settings.cache_control
+        # republish: compare with the stored object first and skip identical writes (and purges)
+        self.only_changed = only_changed
+
+    # -- object operations (synchronous: they run in the object store's threads) ----------------
+
+    def _put_now(self, key: str, body: delivery.Body, version: int | None, stored: StoredObject | None = None,
+                 known: bool = False) -> str:
+        """"written", "kept" (only_changed: already right) or "refused" (a newer version is stored)."""
+        keys = surrogate_keys(body.tags)
+        if self.only_changed:
+            if not known:
+                stored = self.store.get(key)
+            if (
+                stored is not None and stored.body == body.body and stored.version == version
+                and stored.content_type == JSON and stored.cache_control == self.cache_control
+                and stored.surrogate_keys == keys
+            ):
+                return "kept"
+        written = self.store.put(
+            key, body.body, content_type=JSON, cache_control=self.cache_control, surrogate_keys=keys, version=version,
+        )
+        return "written" if written else "refused"
+
+    def _delete_now(self, key: str, exists: bool | None = None) -> bool:
+        if exists is False:
+            return False
+        if self.only_changed and exists is None and self.store.get(key) is None:
+            return False
+        self.store.delete(key)
+        return True
+
+    @staticmethod
+    def _record(changes: Changes, key: str, outcome: str | bool) -> None:
+        if outcome == "written":
+            changes.written.append(key)
+        elif outcome == "kept":
+            changes.kept.append(key)
+        elif outcome is True:
+            changes.deleted.append(key)
+
+    async def _delete(self, key: str, changes: Changes, *, exists: bool | None = None) -> None:
+        self._record(changes, key, await self.files.call(self._delete_now, key, exists))
+
+    # -- entries ----------------------------------------------------------------------------
+
+    async def sync_entry(
+        self, conn: asyncpg.Connection, types: dict[str, ContentType], locales: list[str], entry_id: str,
+        type_id: str, changes: Changes,
+    ) -> None:
+        """Make `entry_id`'s files (every locale) and the slug files they touch match the database."""
+        await self.sync_entries(conn, types, locales, [(entry_id, type_id)], changes)
+
+    async def sync_entries(
+        self, conn: asyncpg.Connection, types: dict[str, ContentType], locales: list[str],
+        entries: list[tuple[str, str]], changes: Changes,
+    ) -> None:
+        """`sync_entry` for many (entry id, type id) at once, with a constant number of queries."""
+        entries = list(dict.fromkeys(entries))
+        if not entries:
+            return
+        ids = [entry_id for entry_id, _ in entries]
+        async with conn.transaction():
+            await locks.lock_timeouts(conn, LOCK_WAIT_SECONDS)
+            await locks.xact_locks(conn, "entry", ids)
+            rendered: dict[tuple[str, str], delivery.Body] = {}
+            for locale in locales:
+                bodies = await delivery.published_entries(conn, types, locale, ids, include=["*"], depth=1)
+                rendered.update(((locale, entry_id), body) for entry_id, body in bodies.items())
+            keys = [(entry_id, type_id, locale) for entry_id, type_id in entries for locale in locales]
+            stored_objects = await self.files.run_all(
+                [partial(self.store.get, entry_key(type_id, locale, entry_id)) for entry_id, type_id, locale in keys]
+            )
+            plan: list[_EntryFile] = []
+            for (entry_id, type_id, locale), stored in zip(keys, stored_objects, strict=True):
+                ct = types.get(type_id)
+                body = rendered.get((locale, entry_id)) if ct is not None else None
+                document = _document(body.body) if body is not None else None
+                if document is None or document.get("type") != type_id:
+                    body = document = None
+                plan.append(_EntryFile(
+                    type_id, locale, entry_key(type_id, locale, entry_id), body,
+                    document.get("version") if document is not None else None, stored,
+                    slug_of(_document(stored.body), ct) if stored is not None else None, slug_of(document, ct),
+                ))
+            slugs = list(dict.fromkeys(
+                (f.type_id, f.locale, slug) for f in plan for slug in (f.old_slug, f.new_slug) if slug
+            ))
+            await locks.xact_locks(conn, "slug", [f"{t}/{loc}/{slug}" for t, loc, slug in slugs])
+            # Slug files first, entry files last: if we crash in between, the retry still finds
+            # the old slug in the old entry file.
+            await self._sync_slugs(conn, types, slugs, rendered, changes)
+            outcomes = await self.files.run_all([
+                partial(self._put_now, f.key, f.body, f.version, f.stored, True) if f.body is not None
+                else partial(self._delete_now, f.key, f.stored is not None)
+                for f in plan
+            ])
+            for f, outcome in zip(plan, outcomes, strict=True):
+                if outcome == "refused":
+                    log.warning("%s: a newer version is already stored; left as is", f.key)
+                self._record(changes, f.key, outcome)
+
+    async def sync_slug(
+        self, conn: asyncpg.Connection, types: dict[str, ContentType], ct: ContentType, locale: str, slug: str,
+        changes: Changes,
+    ) -> None:
+        """Make by-slug/{slug}.json what `GET by-slug/{slug}` answers now (caller holds the slug lock)."""
+        await self._sync_slugs(conn, types, [(ct.id, locale, slug)], {}, changes)
+
+    async def _sync_slugs(
+        self, conn: asyncpg.Connection, types: dict[str, ContentType], slugs: list[tuple[str, str, str]],
+        rendered: dict[tuple[str, str], delivery.Body], changes: Changes,
+    ) -> None:
+        """Make each by-slug file what `GET by-slug/{slug}` answers now (the caller holds the slug locks).
+
+        The by-slug answer is the by-id answer of the slug's owner, so bodies rendered for the
+        entries themselves are reused; the owners not among them are rendered in one batch.
+        """
+        slugs = [s for s in slugs if s[0] in types]
+        if not slugs:
+            return
+        owners = await repo.slug_owners(conn, slugs)
+        missing: dict[str, list[str]] = {}
+        for (_, locale, _), owner in owners.items():
+            if (locale, owner) not in rendered:
+                missing.setdefault(locale, []).append(owner)
+        for locale, owner_ids in missing.items():
+            bodies = await delivery.published_entries(conn, types, locale, owner_ids, include=["*"], depth=1)
+            rendered = {**rendered, **{(locale, i): b for i, b in bodies.items()}}
+        work: list[tuple[str, delivery.Body | None, dict[str, Any] | None]] = []
+        for type_id, locale, slug in slugs:
+            slug_owner = owners.get((type_id, locale, slug))
+            body = rendered.get((locale, slug_owner)) if slug_owner is not None else None
+            document = _document(body.body) if body is not None else None
+            work.append((slug_key(type_id, locale, slug), body if document is not None else None, document))
+        outcomes = await self.files.run_all([
+            partial(self._put_now, key, body, (document or {}).get("version")) if body is not None
+            else partial(self._delete_now, key)
+            for key, body, document in work
+        ])
+        for (key, body, document), outcome in zip(work, outcomes, strict=True):
+            if outcome == "refused" and body is not None and document is not None:
+                # Refused as older: fine if it is a newer copy of the same entry; if the slug now
+                # belongs to another entry (whose versions are unrelated), replace it.
+                stored = await self.files.get(key)
+                if stored is not None and (_document(stored.body) or {}).get("id") != document.get("id"):
+                    await self.files.delete(key)
+                    outcome = await self.files.call(self._put_now, key, body, document.get("version"))
+            self._record(changes, key, outcome)
+
+    # -- indexes ----------------------------------------------------------------------------
+
+    async def write_indexes(
+        self, conn: asyncpg.Connection, types: dict[str, ContentType], locales: list[str], type_id: str,
+        changes: Changes,
+    ) -> None:
+        ct = types.get(type_id)
+        async with conn.transaction():
+            await locks.lock_timeouts(conn, LOCK_WAIT_SECONDS)
+            await locks.xact_locks(conn, "index", [type_id])
+            calls: list[Callable[[], str | bool]] = []
+            for locale in locales:
+                key = index_key(type_id, locale)
+                if ct is None:
+                    calls.append(partial(self._delete_now, key))
+                    continue
+                query = parse_list_query({"limit": "100"}, ct, types, locale=locale, default_sort="-published_at")
+                body = await delivery.published_list(conn, types, ct, query)
+                calls.append(partial(self._put_now, key, body, None))
+            for locale, outcome in zip(locales, await self.files.run_all(calls), strict=True):
+                self._record(changes, index_key(type_id, locale), outcome)
+        changes.tags.append(f"type:{type_id}")
+
+    # -- what changed -----------------------------------------------------------------------
+
+    async def deliver(
+        self, conn: asyncpg.Connection, payloads: list[dict[str, Any]], changes: Changes,
+        index_left_to_later: Callable[[str], Awaitable[bool]],
+    ) -> None:
+        """Files of the changed entries (entry event payloads: id, type, locales), of the entries that
+        include them, and their types' indexes, unless `index_left_to_later(type)` says a later step
+        will write that index anyway."""
+        targets = list(dict.fromkeys((p["id"], p["type"]) for p in payloads))
+        types = await load_types(conn)
+        locales = await load_locales(conn)
+        # Locales named by the events too: a deleted locale's files are removed with the entry's.
+        codes = list(dict.fromkeys([*locales.codes, *(c for p in payloads for c in p.get("locales") or [])]))
+        target_ids = {entry_id for entry_id, _ in targets}
+        dependents = [
+            (d["id"], d["type"]) for d in await repo.dependents_of(conn, sorted(target_ids)) if d["id"] not in target_ids
+        ]
+        await self.sync_entries(conn, types, codes, [*targets, *dependents], changes)
+        changes.tags += [f"entry:{entry_id}" for entry_id, _ in [*targets, *dependents]]
+        changes.tags += [f"type:{type_id}" for type_id in dict.fromkeys(t for _, t in targets)]
+        for type_id in dict.fromkeys(t for _, t in targets):
+            if await index_left_to_later(type_id):
+                log.debug("index of %s left to a later step", type_id)
+            else:
+                await self.write_indexes(conn, types, locales.codes, type_id, changes)
+
+
+@dataclass
+class Republished:
+    entries: int = 0
+    changes: Changes = field(default_factory=Changes)
+
+
+async def republish_all(
+    pool: Any, publisher: Publisher, progress: Callable[[int, int], None] | None = None,
+    only_type: str | None = None,
+) -> Republished:
+    """Re-render every published entry's files and every index (of one type, or all), and remove
+    files nothing owns."""
+    result = Republished()
+    changes = result.changes
+    async with pool.acquire() as conn:
+        types = await load_types(conn)
+        locales = await load_locales(conn)
+        rows = await conn.fetch(
+            # The type's entries, and entries of any type whose files include one of them.
+            "SELECT id, type FROM entries WHERE published_version IS NOT NULL AND ($1::text IS NULL OR type = $1 "
+            "OR id IN (SELECT r.source_id FROM entry_references r JOIN entries t ON t.id = r.target_id "
+            "WHERE t.type = $1)) ORDER BY type, id",
+            only_type,
+        )
+        # Render with every type (includes cross types); write indexes only for the ones asked for.
+        index_types = [t for t in types if only_type is None or t == only_type]
+        total = len(rows) + len(index_types) + 1
+        done = 0
+        for start in range(0, len(rows), REPUBLISH_BATCH):
+            batch = rows[start : start + REPUBLISH_BATCH]
+            await publisher.sync_entries(conn, types, locales.codes, [(r["id"], r["type"]) for r in batch], changes)
+            done += len(batch)
+            if progress:
+                progress(done, total)
+        for type_id in index_types:
+            await publisher.write_indexes(conn, types, locales.codes, type_id, changes)
+            done += 1
+            if progress:
+                progress(done, total)
+        # Whatever is left under entries/ belongs to nothing published (or to a locale or type
+        # that is gone): let the same rules decide.
+        touched = {*changes.written, *changes.kept}
+        touched |= {entry_key(r["type"], c, r["id"]) for r in rows for c in locales.codes}
+        touched |= {index_key(t, c) for t in index_types for c in locales.codes}
+        for key in await publisher.files.list(f"entries/{only_type}/" if only_type else "entries/"):
+            if key in touched:
+                continue
+            parts = key.split("/")
+            if len(parts) == 5 and parts[3] == "by-slug" and parts[4].endswith(".json") and parts[1] in types:
+                async with conn.transaction():
+                    await locks.xact_locks(conn, "slug", [f"{parts[1]}/{parts[2]}/{parts[4][:-5]}"])
+                    await publisher.sync_slug(conn, types, types[parts[1]], parts[2], parts[4][:-5], changes)
+            elif len(parts) == 4 and parts[3].endswith(".json") and parts[3] != "index.json":
+                await publisher.sync_entry(conn, types, [parts[2]], parts[3][:-5], parts[1], changes)
+            else:
+                await publisher._delete(key, changes, exists=True)
+        done += 1
+        if progress:
+            progress(done, total)
+    result.entries = len(rows)
+    changes.tags = changes.changed_tags()
+    return result
+
+
+

@@ -1,0 +1,140 @@
+"""SQL for published documents (the rendered ENTRY bytes per locale) and the reverse references."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from ..db.rows import Conn
+from ..entries.repository import ENTRY_COLUMNS
+
+DOCUMENT_COLUMNS = "entry_id, type, body, etag"
+
+
+async def replace_documents(conn: Conn, entry_id: str, docs: list[tuple[Any, ...]]) -> None:
+    """docs: (locale, type, version, slug, body, etag, vals, search_text, published_at, updated_at, created_at).
+
+    One statement: the rows of locales not in docs go, the others are inserted or replaced.
+    """
+    await replace_documents_many(conn, [entry_id], [(entry_id, *doc) for doc in docs])
+
+
+async def delete_documents(conn: Conn, entry_id: str) -> None:
+    await conn.execute("DELETE FROM published_documents WHERE entry_id = $1", entry_id)
+
+
+async def published_entries_of_type(conn: Conn, type_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {ENTRY_COLUMNS} FROM entries WHERE type = $1 AND published_version IS NOT NULL", type_id
+    )
+
+
+async def all_published_entries(conn: Conn) -> list[asyncpg.Record]:
+    return await conn.fetch(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE published_version IS NOT NULL")
+
+
+async def document(conn: Conn, type_id: str, locale: str, entry_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {DOCUMENT_COLUMNS} FROM published_documents WHERE entry_id = $1 AND locale = $2 AND type = $3",
+        entry_id, locale, type_id,
+    )
+
+
+async def document_by_slug(conn: Conn, type_id: str, locale: str, slug: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {DOCUMENT_COLUMNS} FROM published_documents WHERE type = $1 AND locale = $2 AND slug = $3 "
+        "ORDER BY published_at, entry_id LIMIT 1",
+        type_id, locale, slug,
+    )
+
+
+async def documents_for(conn: Conn, ids: list[str], locale: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {DOCUMENT_COLUMNS} FROM published_documents WHERE entry_id = ANY($1::text[]) AND locale = $2",
+        ids, locale,
+    )
+
+
+async def documents_after(conn: Conn, type_id: str, locale: str, after_id: str, limit: int) -> list[asyncpg.Record]:
+    """A type's documents in one locale, by entry id, after `after_id` (sync's initial pages)."""
+    return await conn.fetch(
+        f"SELECT {DOCUMENT_COLUMNS} FROM published_documents WHERE type = $1 AND locale = $2 AND entry_id > $3 "
+        "ORDER BY entry_id LIMIT $4",
+        type_id, locale, after_id, limit,
+    )
+
+
+async def replace_references(conn: Conn, source_id: str, target_ids: list[str]) -> None:
+    await replace_references_many(conn, [source_id], [(source_id, target) for target in target_ids])
+
+
+async def dependents_of(conn: Conn, target_ids: list[str]) -> list[asyncpg.Record]:
+    """Published entries whose documents include one of target_ids (directly)."""
+    return await conn.fetch(
+        "SELECT DISTINCT e.id, e.type FROM entry_references r JOIN entries e ON e.id = r.source_id "
+        "WHERE r.target_id = ANY($1::text[]) AND e.published_version IS NOT NULL ORDER BY e.id",
+        target_ids,
+    )
+
+
+async def slug_owners(conn: Conn, slugs: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+    """(type, locale, slug) -> the published entry `document_by_slug` answers with (same ordering)."""
+    if not slugs:
+        return {}
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (d.type, d.locale, d.slug) d.type, d.locale, d.slug, d.entry_id "
+        "FROM published_documents d JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(type, locale, slug) "
+        "ON d.type = u.type AND d.locale = u.locale AND d.slug = u.slug "
+        "ORDER BY d.type, d.locale, d.slug, d.published_at, d.entry_id",
+        [t for t, _, _ in slugs], [loc for _, loc, _ in slugs], [s for _, _, s in slugs],
+    )
+    return {(r["type"], r["locale"], r["slug"]): r["entry_id"] for r in rows}
+
+
+async def replace_documents_many(conn: Conn, entry_ids: list[str], docs: list[tuple[Any, ...]]) -> None:
+    """docs: (entry id, locale, type, version, slug, body, etag, vals, search_text, published_at,
+    updated_at, created_at), replacing every document of entry_ids, in one statement."""
+    columns: list[list[Any]] = [list(c) for c in zip(*docs, strict=True)] if docs else [[] for _ in range(12)]
+    # The DELETE touches only rows the INSERT does not write (other entries' locales), so the two
+    # parts of the statement never meet the same row.
+    await conn.execute(
+        """WITH u AS (
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bytea[],
+                                    $7::text[], $8::jsonb[], $9::text[], $10::timestamptz[], $11::timestamptz[],
+                                    $12::timestamptz[])
+                 AS u(entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at,
+                      created_at)
+           ), gone AS (
+               DELETE FROM published_documents d WHERE d.entry_id = ANY($13::text[])
+                  AND NOT EXISTS (SELECT 1 FROM u WHERE u.entry_id = d.entry_id AND u.locale = d.locale)
+           )
+           INSERT INTO published_documents
+                 (entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at, created_at)
+           SELECT u.entry_id, u.locale, u.type, u.version, u.slug, u.body, u.etag, u.vals,
+                  to_tsvector('simple', u.search), u.published_at, u.updated_at, u.created_at FROM u
+           ON CONFLICT (entry_id, locale) DO UPDATE SET
+               type = excluded.type, version = excluded.version, slug = excluded.slug, body = excluded.body,
+               etag = excluded.etag, vals = excluded.vals, search = excluded.search,
+               published_at = excluded.published_at, updated_at = excluded.updated_at,
+               created_at = excluded.created_at""",
+        *columns, entry_ids,
+    )
+
+
+async def replace_references_many(conn: Conn, source_ids: list[str], rows: list[tuple[str, str]]) -> None:
+    """rows: (source id, target id), replacing every reference of source_ids, in one statement."""
+    await conn.execute(
+        """WITH u AS (SELECT * FROM unnest($1::text[], $2::text[]) AS u(source_id, target_id)),
+                gone AS (
+                    DELETE FROM entry_references r WHERE r.source_id = ANY($3::text[])
+                       AND NOT EXISTS (SELECT 1 FROM u WHERE u.source_id = r.source_id AND u.target_id = r.target_id)
+                )
+           INSERT INTO entry_references (source_id, target_id) SELECT source_id, target_id FROM u
+           ON CONFLICT DO NOTHING""",
+        [r[0] for r in rows], [r[1] for r in rows], source_ids,
+    )
+
+
+async def delete_locale_documents(conn: Conn, code: str) -> None:
+    await conn.execute("DELETE FROM published_documents WHERE locale = $1", code)

@@ -1,0 +1,426 @@
+"""A typed `ListQuery` → SQL over published documents (`DeliverySource`) or drafts (`DraftSource`):
+filters, sort, keyset cursors and full-text search. `fetch_page` runs exactly two statements: the
+page and the count of the whole filtered set.
+
+SQL safety: user input only ever reaches the database as bind parameters. The only things inlined
+into SQL text are field ids, content-type ids and locale codes, and each is checked against its
+identifier pattern right where it is inlined (`_ident`), so a quote can never get in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+import asyncpg
+import msgspec
+
+from ..problems import malformed
+from ..schema.model import FIELD_ID, LINK_TYPES, LOCALE_CODE, SEARCHABLE_TYPES, TYPE_ID, ContentType, Field
+from .parse import (
+    LIST_OPS,
+    RANGE_OPS,
+    RANK,
+    SYSTEM_FIELDS,
+    SYSTEM_TIMESTAMPS,
+    Filter,
+    ListQuery,
+    Target,
+    encode_cursor,
+    key_names,
+    query_fingerprint,
+)
+
+_CURSOR_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_CURSOR_NUMERIC = re.compile(r"-?\d{1,20}(\.\d{1,60})?")
+_encode = msgspec.json.Encoder().encode
+
+
+def _ident(value: str, pattern: re.Pattern[str]) -> str:
+    """A validated identifier, safe to inline between single quotes."""
+    if not pattern.fullmatch(value) or "'" in value:
+        raise ValueError(f"refusing to inline {value!r} into SQL")
+    return value
+
+
+class Source:
+    """Where rows come from and how field values read as SQL expressions."""
+
+    table: str
+    alias: str
+    inner_alias = "r"
+
+    def scope(self, query: ListQuery, params: Params) -> list[str]:
+        raise NotImplementedError
+
+    def value(self, field: Field, alias: str | None = None) -> str:
+        """jsonb expression of `field`'s value; 'null'::jsonb when there is none (never SQL NULL)."""
+        raise NotImplementedError
+
+    def id_column(self, alias: str | None = None) -> str:
+        raise NotImplementedError
+
+    def system(self, name: str, alias: str | None = None) -> str:
+        """The column of system field `name` (id or a timestamp) as used in filters."""
+        alias = alias or self.alias
+        if name == "id":
+            return self.id_column(alias)
+        if name not in SYSTEM_TIMESTAMPS:
+            raise ValueError(f"unknown system field {name!r}")
+        return f"{alias}.{name}"
+
+    def system_sort(self, name: str) -> str:
+        """The expression ordered by for a system timestamp; must never be SQL NULL."""
+        return self.system(name)
+
+    def search_match(self, ct: ContentType, q_ref: str) -> str:
+        raise NotImplementedError
+
+    def rank(self, ct: ContentType, q_ref: str) -> str:
+        raise NotImplementedError
+
+    def referenced(self, id_condition: Callable[[str], str], by_type: str) -> str:
+        """EXISTS over referenced rows (inner alias `r`) matching `id_condition(r's id column)`."""
+        raise NotImplementedError
+
+    def status(self, status: str) -> str:
+        raise malformed("status", "is not available here")
+
+
+class DeliverySource(Source):
+    """Published content: `published_documents d`, fallback-resolved values in `d.vals`."""
+
+    table = "published_documents"
+    alias = "d"
+
+    def scope(self, query: ListQuery, params: Params) -> list[str]:
+        # The type is inlined so partial indexes (`WHERE type = '…'`) of index_ddl() are usable.
+        return [f"d.type = '{_ident(query.type_id, TYPE_ID)}'", f"d.locale = {params.add(query.locale)}::text"]
+
+    def value(self, field: Field, alias: str | None = None) -> str:
+        return f"coalesce({alias or self.alias}.vals->'{_ident(field.id, FIELD_ID)}', 'null'::jsonb)"
+
+    def id_column(self, alias: str | None = None) -> str:
+        return f"{alias or self.alias}.entry_id"
+
+    def search_match(self, ct: ContentType, q_ref: str) -> str:
+        return f"d.search @@ websearch_to_tsquery('simple', {q_ref}::text)"
+
+    def rank(self, ct: ContentType, q_ref: str) -> str:
+        return f"ts_rank(d.search, websearch_to_tsquery('simple', {q_ref}::text))"
+
+    def referenced(self, id_condition: Callable[[str], str], by_type: str) -> str:
+        return (
+            f"EXISTS (SELECT 1 FROM published_documents r WHERE {id_condition('r.entry_id')}"  # noqa: S608
+            f" AND r.locale = d.locale AND ({by_type}))"
+        )
+
+
+class DraftSource(Source):
+    """Latest drafts: `entries e`; localized values fall back along `chain` (locale codes, first wins)."""
+
+    table = "entries"
+    alias = "e"
+
+    def __init__(self, chain: list[str]) -> None:
+        if not chain:
+            raise ValueError("a locale fallback chain needs at least one locale")
+        self.chain = [_ident(code, LOCALE_CODE) for code in chain]
+
+    def scope(self, query: ListQuery, params: Params) -> list[str]:
+        return [f"e.type = '{_ident(query.type_id, TYPE_ID)}'"]
+
+    def value(self, field: Field, alias: str | None = None) -> str:
+        base = f"{alias or self.alias}.data->'{_ident(field.id, FIELD_ID)}'"
+        if not field.localized:
+            return f"coalesce({base}->'_', 'null'::jsonb)"
+        parts = [f"{base}->'{code}'" for code in self.chain]
+        return f"coalesce({', '.join(parts)}, 'null'::jsonb)"
+
+    def id_column(self, alias: str | None = None) -> str:
+        return f"{alias or self.alias}.id"
+
+    def system_sort(self, name: str) -> str:
+        if name == "published_at":  # never-published drafts sort lowest, like fields with no value
+            return "coalesce(e.published_at, '-infinity'::timestamptz)"
+        return self.system(name)
+
+    def _vector(self, ct: ContentType) -> str:
+        texts = [f"({self.value(f)}) #>> '{{}}'" for f in ct.fields if f.type in SEARCHABLE_TYPES] or ["''"]
+        return f"to_tsvector('simple', concat_ws(' ', {', '.join(texts)}))"
+
+    def search_match(self, ct: ContentType, q_ref: str) -> str:
+        return f"{self._vector(ct)} @@ websearch_to_tsquery('simple', {q_ref}::text)"
+
+    def rank(self, ct: ContentType, q_ref: str) -> str:
+        return f"ts_rank({self._vector(ct)}, websearch_to_tsquery('simple', {q_ref}::text))"
+
+    def referenced(self, id_condition: Callable[[str], str], by_type: str) -> str:
+        return f"EXISTS (SELECT 1 FROM entries r WHERE {id_condition('r.id')} AND ({by_type}))"  # noqa: S608
+
+    def status(self, status: str) -> str:
+        return {
+            "draft": "e.published_version IS NULL",
+            "published": "e.published_version IS NOT NULL AND e.published_version = e.version",
+            "changed": "e.published_version IS NOT NULL AND e.published_version <> e.version",
+        }[status]
+
+
+def index_ddl(type_id: str, field_id: str) -> str:
+    """CREATE INDEX for sorting/filtering delivery lists of `type_id` on `field_id` (matches DeliverySource)."""
+    _ident(type_id, TYPE_ID)
+    _ident(field_id, FIELD_ID)
+    name = f"pd_idx_{type_id}_{field_id}"
+    if len(name) > 63:
+        digest = hashlib.sha256(f"{type_id}\x00{field_id}".encode()).hexdigest()[:12]
+        name = f"{name[:50]}_{digest}"
+    return (
+        f'CREATE INDEX IF NOT EXISTS "{name}" ON published_documents '
+        f"(locale, (coalesce(vals->'{field_id}', 'null'::jsonb)), entry_id) WHERE type = '{type_id}'"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# SQL building
+
+
+class Params:
+    """Bind parameters: add() returns the `$n` placeholder."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+    def json(self, value: Any) -> str:
+        return f"{self.add(_encode(value).decode())}::text::jsonb"
+
+    def json_list(self, values: list[Any]) -> str:
+        return f"{self.add([_encode(v).decode() for v in values])}::text[]::jsonb[]"
+
+
+_JSON_KIND = {"integer": "number", "number": "number", "boolean": "boolean"}
+_COMPARE = {"eq": "=", "ne": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+
+
+def _condition(source: Source, alias: str, target: Target, op: str, value: Any, p: Params) -> str:
+    field = target.field
+    if field is None:
+        column = source.system(target.name, alias)
+        if target.name == "id":
+            if op == "eq":
+                return f"{column} = {p.add(value)}::text"
+            if op == "ne":
+                return f"{column} <> {p.add(value)}::text"
+            array = f"{p.add(value)}::text[]"
+            return f"{column} = ANY({array})" if op == "in" else f"NOT ({column} = ANY({array}))"
+        if op == "exists":
+            return f"{column} IS NOT NULL" if value else f"{column} IS NULL"
+        if op == "ne":
+            return f"{column} IS DISTINCT FROM {p.add(value)}::timestamptz"
+        return f"{column} {_COMPARE[op]} {p.add(value)}::timestamptz"
+
+    v = source.value(field, alias)
+    if field.type in LINK_TYPES:
+        if field.list:
+            if op == "exists":
+                present = f"(jsonb_typeof({v}) = 'array' AND {v} <> '[]'::jsonb)"
+                return present if value else f"NOT {present}"
+            if op in ("eq", "ne"):
+                contains = f"{v} @> {p.json([{'id': value}])}"
+            else:
+                contains = f"{v} @> ANY({p.json_list([[{'id': item}] for item in value])})"
+            return contains if op in ("eq", "in") else f"NOT ({contains})"
+        link = f"({v}->>'id')"
+        if op == "exists":
+            return f"jsonb_typeof({v}) = 'object'" if value else f"jsonb_typeof({v}) <> 'object'"
+        if op == "eq":
+            return f"{link} = {p.add(value)}::text"
+        if op == "ne":
+            return f"{link} IS DISTINCT FROM {p.add(value)}::text"
+        array = f"{p.add(value)}::text[]"
+        return f"{link} = ANY({array})" if op == "in" else f"NOT coalesce({link} = ANY({array}), false)"
+
+    if op == "exists":
+        return f"{v} <> 'null'::jsonb" if value else f"{v} = 'null'::jsonb"
+    if op in ("eq", "ne"):
+        return f"{v} {_COMPARE[op]} {p.json(value)}"
+    if op in LIST_OPS:
+        any_of = f"{v} = ANY({p.json_list(value)})"
+        return any_of if op == "in" else f"NOT ({any_of})"
+    if op in RANGE_OPS:
+        kind = _JSON_KIND.get(field.type, "string")
+        return f"(jsonb_typeof({v}) = '{kind}' AND {v} {_COMPARE[op]} {p.json(value)})"
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped}%" if op == "contains" else f"{escaped}%"
+    return f"(jsonb_typeof({v}) = 'string' AND ({v} #>> '{{}}') ILIKE {p.add(pattern)}::text ESCAPE '\\')"
+
+
+def _filter_sql(source: Source, flt: Filter, p: Params) -> str:
+    if flt.via is None:
+        return _condition(source, source.alias, flt.target, flt.op, flt.value, p)
+    inner = source.inner_alias
+    by_type = " OR ".join(
+        f"({inner}.type = '{_ident(type_id, TYPE_ID)}' AND {_condition(source, inner, target, flt.op, flt.value, p)})"
+        for type_id, target in flt.targets
+    )
+    v = source.value(flt.via)
+    if flt.via.list:
+        elements = f"CASE WHEN jsonb_typeof({v}) = 'array' THEN {v} ELSE '[]'::jsonb END"
+
+        def id_condition(column: str) -> str:
+            return f"{column} IN (SELECT x->>'id' FROM jsonb_array_elements({elements}) x)"  # noqa: S608
+    else:
+
+        def id_condition(column: str) -> str:
+            return f"{column} = ({v}->>'id')"
+
+    return source.referenced(id_condition, by_type)
+
+
+class _Key(NamedTuple):
+    expr: str  # what ORDER BY and the keyset compare
+    text: str  # how it is selected into the cursor (text)
+    cast: str  # how the cursor text is bound back
+    kind: str  # jsonb | timestamp | id | numeric
+    desc: bool
+
+
+def _sort_keys(query: ListQuery, source: Source, q_ref: str | None) -> list[_Key]:
+    keys: list[_Key] = []
+    for name, desc in key_names(query.sort):
+        if name == RANK:
+            if q_ref is None:
+                raise ValueError("sorting by rank needs q")
+            # numeric (6 significant digits of the float4 rank) prints exactly, whatever extra_float_digits is
+            expr = f"({source.rank(query.content_type, q_ref)})::numeric"
+            keys.append(_Key(expr, f"{expr}::text", "::text::numeric", "numeric", desc))
+        elif name == "id":
+            expr = source.id_column()
+            keys.append(_Key(expr, expr, "::text", "id", desc))
+        elif name in SYSTEM_FIELDS:
+            expr = source.system_sort(name)
+            text = (
+                f"CASE WHEN isfinite({expr}) THEN to_char(({expr}) AT TIME ZONE 'UTC', "
+                f"'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') ELSE ({expr})::text END"
+            )
+            keys.append(_Key(expr, text, "::text::timestamptz", "timestamp", desc))
+        else:
+            field = query.content_type.field(name)
+            if field is None:
+                raise ValueError(f"unknown sort field {name!r}")
+            expr = source.value(field)
+            keys.append(_Key(expr, f"({expr})::text", "::text::jsonb", "jsonb", desc))
+    return keys
+
+
+def _check_key(kind: str, text: str) -> str:
+    """A cursor key that the database will accept for its cast (or a 400)."""
+    bad = malformed("cursor", "is not a valid cursor")
+    if kind == "jsonb":
+        try:
+            msgspec.json.decode(text)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise bad from None
+        if "\\u0000" in text:
+            raise bad  # PostgreSQL's jsonb cannot hold NUL
+        return text  # as PostgreSQL wrote it: re-encoding could round a long decimal
+    if kind == "timestamp":
+        if text in ("-infinity", "infinity"):
+            return text
+        if not _CURSOR_TS.fullmatch(text):
+            raise bad
+        try:
+            datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+        except ValueError:
+            raise bad from None
+        return text
+    if kind == "numeric":
+        if not _CURSOR_NUMERIC.fullmatch(text):
+            raise bad
+        return text
+    if len(text) > 1024:
+        raise bad
+    return text
+
+
+def _keyset(keys: list[_Key], values: list[str], p: Params) -> str:
+    refs = [f"{p.add(value)}{key.cast}" for key, value in zip(keys, values, strict=True)]
+    if len({key.desc for key in keys}) == 1:
+        op = "<" if keys[0].desc else ">"
+        return f"({', '.join(k.expr for k in keys)}) {op} ({', '.join(refs)})"
+    branches = []
+    for i, key in enumerate(keys):
+        equal = [f"{keys[j].expr} = {refs[j]}" for j in range(i)]
+        equal.append(f"{key.expr} {'<' if key.desc else '>'} {refs[i]}")
+        branches.append(f"({' AND '.join(equal)})")
+    return f"({' OR '.join(branches)})"
+
+
+class Executor(Protocol):
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]: ...
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+
+class Page(NamedTuple):
+    rows: list[asyncpg.Record]
+    next_cursor: str | None
+    total: int
+
+
+def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[str, str, list[Any], int]:
+    """(page SQL, count SQL, bind values, how many of them the count uses)."""
+    p = Params()
+    where = source.scope(query, p)
+    for flt in query.filters:
+        where.append(_filter_sql(source, flt, p))
+    if query.status is not None:
+        where.append(source.status(query.status))
+    q_ref = None
+    if query.q is not None:
+        q_ref = p.add(query.q)
+        where.append(source.search_match(query.content_type, q_ref))
+    count_params = len(p.values)
+    table = f"{source.table} {source.alias}"
+    count_sql = f"SELECT count(*) FROM {table} WHERE {' AND '.join(where)}"  # noqa: S608 - see module doc
+
+    keys = _sort_keys(query, source, q_ref)
+    page_where = list(where)
+    if query.cursor is not None:
+        if len(query.cursor.keys) != len(keys):
+            raise malformed("cursor", "is not a valid cursor")
+        values = [_check_key(key.kind, text) for key, text in zip(keys, query.cursor.keys, strict=True)]
+        page_where.append(_keyset(keys, values, p))
+    key_columns = ", ".join(f"{key.text} AS _cursor_k{i}" for i, key in enumerate(keys))
+    order = ", ".join(f"{key.expr} {'DESC' if key.desc else 'ASC'}" for key in keys)
+    limit_ref = p.add(query.limit + 1)
+    page_sql = (
+        f"SELECT {select_columns}, {key_columns} FROM {table} WHERE {' AND '.join(page_where)}"  # noqa: S608
+        f" ORDER BY {order} LIMIT {limit_ref}::int"
+    )
+    return page_sql, count_sql, p.values, count_params
+
+
+async def fetch_page(conn: Executor, query: ListQuery, source: Source, select_columns: str) -> Page:
+    """One page (keyset, LIMIT limit+1) and the count of the whole filtered set: two statements."""
+    page_sql, count_sql, values, count_params = build_sql(query, source, select_columns)
+    try:
+        rows = await conn.fetch(page_sql, *values)
+    except asyncpg.DataError as exc:
+        if query.cursor is None:
+            raise
+        raise malformed("cursor", "is not a valid cursor") from exc
+    total = await conn.fetchval(count_sql, *values[:count_params])
+    next_cursor = None
+    if len(rows) > query.limit:
+        rows = rows[: query.limit]
+        last = rows[-1]
+        key_count = len(key_names(query.sort))
+        next_cursor = encode_cursor(query_fingerprint(query), [last[f"_cursor_k{i}"] for i in range(key_count)])
+    return Page(rows=list(rows), next_cursor=next_cursor, total=int(total))

@@ -1,0 +1,80 @@
+"""Management routes for content types and locales (thin: parse, call the service, answer).
+
+Reading the schema needs any management credential; changing it needs `schema:write`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, Router, delete, get, put
+from litestar.params import FromPath
+
+from ..credentials.guards import management_guard
+from ..http import many, one, read_json
+from ..routing import assets_url, force_param, if_match, pool, version_etag, write_context
+from . import content_types, locales
+
+Req = Request[Any, Any, Any]
+WRITE = {"scope": "schema:write"}
+
+
+@get("/content-types")
+async def list_types(request: Req) -> Response[bytes]:
+    async with pool(request).acquire() as conn:
+        data = [ct.to_json() for ct in await content_types.list_content_types(conn)]
+    return many(data, {"limit": len(data), "next_cursor": None, "total": len(data)})
+
+
+@get("/content-types/{type_id:str}")
+async def get_type(request: Req, type_id: FromPath[str]) -> Response[bytes]:
+    async with pool(request).acquire() as conn:
+        ct = await content_types.get_content_type(conn, type_id)
+    return one(ct.to_json(), headers=version_etag(ct.version))
+
+
+@put("/content-types/{type_id:str}", opt=WRITE)
+async def put_type(request: Req, type_id: FromPath[str]) -> Response[bytes]:
+    body = await read_json(request)
+    async with pool(request).acquire() as conn:
+        ct, created = await content_types.put_content_type(
+            conn, type_id, body, write_context(request), assets_url(request), if_match(request)
+        )
+    headers = version_etag(ct.version)
+    if created:
+        headers["Location"] = f"/v1/content-types/{type_id}"
+    return one(ct.to_json(), 201 if created else 200, headers)
+
+
+@delete("/content-types/{type_id:str}", opt=WRITE, status_code=204)
+async def delete_type(request: Req, type_id: FromPath[str]) -> None:
+    async with pool(request).acquire() as conn:
+        await content_types.delete_content_type(conn, type_id, write_context(request))
+
+
+@get("/locales")
+async def list_locales(request: Req) -> Response[bytes]:
+    async with pool(request).acquire() as conn:
+        data = await locales.list_locales(conn)
+    return many(data, {"limit": len(data), "next_cursor": None, "total": len(data)})
+
+
+@put("/locales/{code:str}", opt=WRITE)
+async def put_locale(request: Req, code: FromPath[str]) -> Response[bytes]:
+    body = await read_json(request)
+    async with pool(request).acquire() as conn:
+        data, created = await locales.put_locale(conn, code, body, write_context(request), assets_url(request))
+    return one(data, 201 if created else 200)
+
+
+@delete("/locales/{code:str}", opt=WRITE, status_code=204)
+async def delete_locale(request: Req, code: FromPath[str]) -> None:
+    force = force_param(request)
+    async with pool(request).acquire() as conn:
+        await locales.delete_locale(conn, code, force, write_context(request), assets_url(request))
+
+
+SCHEMA_ROUTES = Router(
+    "/v1", guards=[management_guard],
+    route_handlers=[list_types, get_type, put_type, delete_type, list_locales, put_locale, delete_locale],
+)

@@ -25,14 +25,10 @@ import http.client
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 import httpx
-
-if TYPE_CHECKING:
-    from cms.app.config import Settings
-
 
 T = TypeVar("T")
 
@@ -286,52 +282,3 @@ class HttpPurger(_HttpPurger):
             )
             connections[base] = conn
         return conn
-
-
-def purger_from_settings(settings: Settings) -> CdnPurger:
-    """The purger for ``settings.cdn_provider``; ConfigError naming the variable if a setting is missing."""
-    from cms.app.config import ConfigError
-
-    provider = settings.cdn_provider
-
-    def need(value: str | None, variable: str) -> str:
-        if not value:
-            raise ConfigError(f"{variable}: required when CMS_CDN_PROVIDER={provider}")
-        return value
-
-    if provider == "none":
-        return NoPurger()
-    if provider == "cloudfront":
-        return CloudFrontPurger(
-            need(settings.cdn_distribution_id, "CMS_CDN_DISTRIBUTION_ID"),
-            endpoint_url=settings.cdn_endpoint_url,
-        )
-    if provider == "fastly":
-        return FastlyPurger(
-            need(settings.cdn_fastly_service_id, "CMS_CDN_FASTLY_SERVICE_ID"),
-            need(settings.cdn_fastly_token, "CMS_CDN_FASTLY_TOKEN"),
-            api_url=settings.cdn_fastly_api_url,
-        )
-    if provider == "cloudflare":
-        return CloudflarePurger(
-            need(settings.cdn_cloudflare_zone_id, "CMS_CDN_CLOUDFLARE_ZONE_ID"),
-            need(settings.cdn_cloudflare_token, "CMS_CDN_CLOUDFLARE_TOKEN"),
-            api_url=settings.cdn_cloudflare_api_url,
-        )
-    if provider == "http":
-        if not settings.cdn_http_urls:
-            raise ConfigError("CMS_CDN_HTTP_URLS: required when CMS_CDN_PROVIDER=http")
-        return HttpPurger(settings.cdn_http_urls, method=settings.cdn_http_method)
-    raise ConfigError(f"CMS_CDN_PROVIDER={provider!r}: unknown provider")
-
-
-__all__ = [
-    "CdnPurgeError",
-    "CdnPurger",
-    "CloudFrontPurger",
-    "CloudflarePurger",
-    "FastlyPurger",
-    "HttpPurger",
-    "NoPurger",
-    "purger_from_settings",
-]

@@ -37,12 +37,9 @@ import secrets
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
-
-if TYPE_CHECKING:
-    from cms.app.config import Settings
 
 log = logging.getLogger("cms.storage")
 
@@ -679,23 +676,3 @@ class AsyncObjectStore:
 
     async def list(self, prefix: str = "") -> builtins.list[str]:
         return await self.call(self.store.list, prefix)
-
-
-def object_store_from_settings(settings: Settings) -> ObjectStore:
-    """S3 when ``CMS_S3_BUCKET`` is set, else the local directory ``CMS_DATA_DIR/objects``."""
-    if settings.s3_bucket:
-        return S3ObjectStore(settings.s3_bucket, settings.s3_endpoint_url, settings.s3_prefix)
-    return LocalObjectStore(settings.objects_dir)
-
-
-__all__ = [
-    "AsyncObjectStore",
-    "ConcurrentWriteError",
-    "LocalObjectStore",
-    "ObjectStore",
-    "S3ObjectStore",
-    "StoredObject",
-    "object_store_from_settings",
-    "s3_client",
-    "validate_key",
-]

@@ -27,10 +27,11 @@ from dramatiq.middleware import AsyncIO, Middleware
 from cms.app.config import Settings
 from cms.app.db.pool import create_pool
 from cms.app.publishing.files import Publisher
-from cms.storage.cdn import CdnPurger, purger_from_settings
-from cms.storage.objects import ObjectStore, object_store_from_settings
+from cms.storage.cdn import CdnPurger
+from cms.storage.objects import ObjectStore
 from cms.workers.actors import deliver
 from cms.workers.actors.purge import PurgeSender
+from cms.workers.outputs import object_store_from_settings, purger_from_settings
 from cms.workers.pipeline import DELIVER, PipelineConfig
 
 log = logging.getLogger("cms.workers.broker")

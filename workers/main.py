@@ -135,8 +135,7 @@ async def _republish(settings: Settings, progress: Callable[[int, int], None] | 
     import redis.asyncio as aioredis
 
     from cms.app.runtime import resolve_services
-    from cms.storage.cdn import purger_from_settings
-    from cms.storage.objects import object_store_from_settings
+    from cms.workers.outputs import object_store_from_settings, purger_from_settings
 
     services = await resolve_services(settings)
     pool = await create_pool(services.database_url, min_size=1, max_size=2)

@@ -18,8 +18,8 @@ from cms.storage.cdn import (
     FastlyPurger,
     HttpPurger,
     NoPurger,
-    purger_from_settings,
 )
+from cms.workers.outputs import purger_from_settings
 from tests.support import Recorder
 
 

@@ -22,8 +22,9 @@ from cms.app.config import Settings, load_settings
 from cms.app.db.pool import connect, create_pool
 from cms.app.delivery.purge import RedisPurgeSubscriber
 from cms.app.publishing.files import Publisher, republish_all
-from cms.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore, object_store_from_settings
+from cms.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
 from cms.workers.main import WorkerHost, republish
+from cms.workers.outputs import object_store_from_settings
 from cms.workers.pipeline import PipelineConfig
 from cms.workers.relay import Relay
 from tests.conftest import eventually

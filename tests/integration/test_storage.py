@@ -19,10 +19,10 @@ from cms.storage.objects import (
     LocalObjectStore,
     ObjectStore,
     S3ObjectStore,
-    object_store_from_settings,
     s3_client,
     validate_key,
 )
+from cms.workers.outputs import object_store_from_settings
 from tests.support import FailingProxy
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -30,7 +30,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     s3_endpoint_url: str | None = None
     s3_prefix: str = ""
     cdn_provider: str = "none"
-    # CDN purge provider settings (CMS_CDN_*; see storage/cdn.py and workers/outputs.py)
+    # CDN purge provider settings (CMS_CDN_*; see storage/cdn/ and workers/outputs.py)
     cdn_distribution_id: str | None = None
     cdn_endpoint_url: str | None = None
     cdn_fastly_service_id: str | None = None

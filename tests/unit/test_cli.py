@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cms.app import cli
+from cms.app.cli import main as cli
 
 CMS_SCRIPT = Path(sys.executable).parent / "cms"
 CMS = [str(CMS_SCRIPT)] if CMS_SCRIPT.exists() else [sys.executable, "-m", "cms.app.cli"]

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .config import ConfigError, Settings, load_settings
+from ..config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("cms.cli")
 
@@ -60,7 +60,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 async def _connect(url: str) -> Any:
-    from .db.pool import connect
+    from ..db.pool import connect
 
     return await connect(url)
 
@@ -79,8 +79,8 @@ async def prepare_database(
     """Migrate and ensure CMS_BOOTSTRAP_KEY; counts the active management keys."""
     import asyncpg
 
-    from .credentials.service import ensure_bootstrap_key
-    from .db.migrate import migrate
+    from ..credentials.service import ensure_bootstrap_key
+    from ..db.migrate import migrate
 
     conn = await _connect(database_url)
     try:
@@ -107,7 +107,7 @@ async def _active_management_keys(conn: Any) -> int:
 
 async def first_admin_key(database_url: str) -> str | None:
     """On the first start (no active management key at all), make an admin key with every scope."""
-    from .credentials.service import create_admin_key
+    from ..credentials.service import create_admin_key
 
     conn = await _connect(database_url)
     try:
@@ -127,7 +127,7 @@ def database(settings: Settings) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
-    from .runtime import ensure_database, start_embedded_postgres
+    from ..runtime import ensure_database, start_embedded_postgres
 
     url, stop = start_embedded_postgres(settings.data_dir)
     try:
@@ -341,7 +341,7 @@ def _run_servers(
     settings: Settings, apps: list[tuple[str, int]], workers: int, *, admin_key: bool, migrate_schema: bool,
     bootstrap: bool, background: tuple[str, ...] = (),
 ) -> int:
-    from .runtime import resolve_services
+    from ..runtime import resolve_services
 
     for app, port in apps:
         check_port_free(settings.host, port, f"CMS_{app.upper()}_PORT")
@@ -493,7 +493,7 @@ BACKGROUND_PROCESSES: tuple[str, ...] = ("worker", "scheduler")
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from .db.migrate import applied_version, available_migrations, migrate
+    from ..db.migrate import applied_version, available_migrations, migrate
 
     names = {version: name for version, name, _ in available_migrations()}
 
@@ -515,8 +515,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cli_credential() -> Any:
-    from .credentials.keys import SCOPES
-    from .credentials.schemas import Credential
+    from ..credentials.keys import SCOPES
+    from ..credentials.schemas import Credential
 
     # Audited as {"kind": "system", "id": "system", "name": "cli"}; holds every scope.
     return Credential(id="system", kind="system", name="cli", scopes=frozenset(SCOPES))
@@ -528,9 +528,9 @@ def _problem_message(exc: Any) -> str:
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
-    from .credentials.keys import SCOPES
-    from .credentials.service import create_key
-    from .problems import ProblemError
+    from ..credentials.keys import SCOPES
+    from ..credentials.service import create_key
+    from ..problems import ProblemError
 
     scopes = list(SCOPES) if args.all_scopes else list(args.scope or [])
     body: dict[str, Any] = {"name": args.name, "kind": args.kind, "scopes": scopes}
@@ -542,7 +542,7 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
         body["rate_limit"] = args.rate_limit
 
     async def run(url: str) -> tuple[Any, str]:
-        from .db.migrate import migrate
+        from ..db.migrate import migrate
 
         conn = await _connect(url)
         try:
@@ -571,12 +571,12 @@ def _when(value: datetime | None) -> str:
 
 
 def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
-    from .credentials import repository
-    from .credentials.keys import SCOPES
-    from .credentials.service import key_json
+    from ..credentials import repository
+    from ..credentials.keys import SCOPES
+    from ..credentials.service import key_json
 
     async def run(url: str) -> list[Any]:
-        from .db.migrate import migrate
+        from ..db.migrate import migrate
 
         conn = await _connect(url)
         try:
@@ -612,11 +612,11 @@ def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    from .credentials.service import revoke
-    from .problems import ProblemError
+    from ..credentials.service import revoke
+    from ..problems import ProblemError
 
     async def run(url: str) -> None:
-        from .db.migrate import migrate
+        from ..db.migrate import migrate
 
         conn = await _connect(url)
         try:
@@ -718,7 +718,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), 1)
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cms.app.cli import main as cli
+from cms.app.cli import main, supervisor
 
 CMS_SCRIPT = Path(sys.executable).parent / "cms"
 CMS = [str(CMS_SCRIPT)] if CMS_SCRIPT.exists() else [sys.executable, "-m", "cms.app.cli"]
@@ -49,7 +49,7 @@ def test_bad_environment_exits_2_with_one_line(command: list[str]) -> None:
 
 def test_bad_environment_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("CMS_RATE_LIMIT_DELIVERY", "fast")
-    assert cli.main(["migrate"]) == 2
+    assert main.main(["migrate"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cms: error: CMS_RATE_LIMIT_DELIVERY="), err
 
@@ -89,7 +89,7 @@ def test_up_refuses_equal_ports(tmp_path: Path) -> None:
 
 
 def test_granian_command_serves_the_factory() -> None:
-    command = cli.granian_command("delivery", "127.0.0.1", 8123, 2)
+    command = supervisor.granian_command("delivery", "127.0.0.1", 8123, 2)
     assert command[:3] == [sys.executable, "-m", "granian"]
     assert command[-1] == "cms.app.asgi:delivery"
     for flag in ("--factory", "--interface", "asgi", "--host", "127.0.0.1", "--port", "8123", "--workers", "2"):
@@ -123,7 +123,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_supervisor_stops_children() -> None:
-    sup = cli.Supervisor()
+    sup = supervisor.Supervisor()
     sup.start("a", SLEEPER, dict(os.environ))
     sup.start("b", SLEEPER, dict(os.environ))
     pids = [p.pid for _, p in sup.children]
@@ -135,8 +135,8 @@ def test_supervisor_stops_children() -> None:
 
 
 def test_supervisor_kills_a_child_that_ignores_sigterm(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "STOP_TIMEOUT", 1.0)
-    sup = cli.Supervisor()
+    monkeypatch.setattr(supervisor, "STOP_TIMEOUT", 1.0)
+    sup = supervisor.Supervisor()
     proc = subprocess.Popen(STUBBORN, stdout=subprocess.PIPE, start_new_session=True)
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
     sup.children.append(("stubborn", proc))
@@ -145,7 +145,7 @@ def test_supervisor_kills_a_child_that_ignores_sigterm(monkeypatch: pytest.Monke
 
 
 def test_supervisor_reports_a_dead_child() -> None:
-    sup = cli.Supervisor()
+    sup = supervisor.Supervisor()
     sup.start("sleeper", SLEEPER, dict(os.environ))
     sup.start("crasher", [sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ))
     try:
@@ -156,7 +156,7 @@ def test_supervisor_reports_a_dead_child() -> None:
 
 
 def test_supervisor_run_returns_0_on_stop_request() -> None:
-    sup = cli.Supervisor()
+    sup = supervisor.Supervisor()
     sup.start("sleeper", SLEEPER, dict(os.environ))
     sup.stop_requested = True
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import msgspec
@@ -19,6 +20,33 @@ def _parse_rate(name: str, value: str) -> tuple[int, int]:
     if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
         raise ConfigError(f"{name}={value!r}: expected COUNT/SECONDS, e.g. 600/60")
     return int(match.group(1)), int(match.group(2))
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Lease, retry and polling settings of the worker process (`Settings.pipeline`)."""
+
+    lease_seconds: float = 30.0  # CMS_STEP_LEASE_SECONDS: a running step's lease (renewed while it runs)
+    max_attempts: int = 8  # CMS_STEP_MAX_ATTEMPTS: then the step is `failed` (visible, not retried)
+    backoff: tuple[float, ...] = (1, 2, 5, 15, 30, 60)  # CMS_STEP_BACKOFF: seconds before attempt n+1
+    time_limit_seconds: float = 600.0  # CMS_STEP_TIME_LIMIT_SECONDS: Dramatiq's time limit per message
+    sweep_interval: float = 5.0  # CMS_SWEEP_INTERVAL_SECONDS
+    reenqueue_after: float = 10.0  # CMS_REENQUEUE_AFTER_SECONDS: a message older than this may be lost...
+    reenqueue_busy_after: float = 60.0  # CMS_REENQUEUE_BUSY_SECONDS: ...even while the queue has a backlog
+    relay_interval: float = 1.0  # CMS_RELAY_INTERVAL_SECONDS: periodic sweep of unrelayed events
+    relay_min_gap: float = 0.02  # CMS_RELAY_MIN_GAP_MS: a busy relay gathers the events of this long into one pass
+    relay_batch: int = 200  # CMS_RELAY_BATCH
+    worker_threads: int = 8  # CMS_WORKER_THREADS: concurrent steps per worker process
+    deliver_batch: int = 100  # CMS_DELIVER_BATCH: most deliver steps one run takes from a backlog
+    poll_ms: int = 100  # CMS_WORKER_POLL_MS: Dramatiq's idle poll of the queue (latency when idle)
+    namespace: str = "cms"  # CMS_BROKER_NAMESPACE: prefix of the broker's Redis keys
+    sweep_batch: int = 1000
+    retention_days: float = 30.0  # CMS_OUTBOX_RETENTION_DAYS: events (and their steps) older are pruned; 0 keeps all
+    prune_interval: float = 3600.0  # CMS_OUTBOX_PRUNE_INTERVAL_SECONDS
+
+    def backoff_for(self, attempts: int) -> float:
+        """Seconds to wait after the `attempts`-th failed attempt."""
+        return self.backoff[min(max(attempts, 1), len(self.backoff)) - 1]
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
@@ -60,6 +88,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     cache_control: str = "public, max-age=60, stale-while-revalidate=300"
     delivery_cache_entries: int = 20000
     db_pool_size: int = 10
+    pipeline: PipelineConfig = msgspec.field(default_factory=PipelineConfig)
 
     @property
     def delivery_url(self) -> str:
@@ -156,6 +185,60 @@ def _load_cdn_settings(get: Callable[[str], str | None], kw: dict[str, object]) 
             raise ConfigError(f"{var}: required when CMS_CDN_PROVIDER={provider}")
 
 
+# (variable, field, low, high): the worker's numeric tunables; integers where the default is one.
+_PIPELINE_NUMBERS = (
+    ("CMS_STEP_LEASE_SECONDS", "lease_seconds", 1, 3600),
+    ("CMS_STEP_MAX_ATTEMPTS", "max_attempts", 1, 1000),
+    ("CMS_STEP_TIME_LIMIT_SECONDS", "time_limit_seconds", 1, 86400),
+    ("CMS_SWEEP_INTERVAL_SECONDS", "sweep_interval", 0.05, 3600),
+    ("CMS_REENQUEUE_AFTER_SECONDS", "reenqueue_after", 0.1, 86400),
+    ("CMS_REENQUEUE_BUSY_SECONDS", "reenqueue_busy_after", 0.1, 86400),
+    ("CMS_RELAY_INTERVAL_SECONDS", "relay_interval", 0.05, 60),
+    ("CMS_RELAY_BATCH", "relay_batch", 1, 10000),
+    ("CMS_WORKER_THREADS", "worker_threads", 1, 256),
+    ("CMS_DELIVER_BATCH", "deliver_batch", 1, 1000),
+    ("CMS_WORKER_POLL_MS", "poll_ms", 10, 60000),
+    ("CMS_OUTBOX_RETENTION_DAYS", "retention_days", 0, 36500),
+    ("CMS_OUTBOX_PRUNE_INTERVAL_SECONDS", "prune_interval", 0.05, 86400),
+)
+
+
+def _number(name: str, value: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: expected a number") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name}={value!r}: expected {low:g}..{high:g}")
+    return number
+
+
+def _seconds_list(name: str, value: str) -> tuple[float, ...]:
+    try:
+        seconds = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: expected comma-separated seconds") from None
+    if not seconds or any(not 0 <= s < float("inf") for s in seconds):
+        raise ConfigError(f"{name}={value!r}: expected non-negative seconds")
+    return seconds
+
+
+def _load_pipeline(get: Callable[[str], str | None]) -> PipelineConfig:
+    defaults = PipelineConfig()
+    kw: dict[str, object] = {}
+    for var, key, low, high in _PIPELINE_NUMBERS:
+        if (v := get(var)) is not None:
+            number = _number(var, v, low, high)
+            kw[key] = int(number) if isinstance(getattr(defaults, key), int) else number
+    if (v := get("CMS_RELAY_MIN_GAP_MS")) is not None:
+        kw["relay_min_gap"] = _number("CMS_RELAY_MIN_GAP_MS", v, 0, 1000) / 1000
+    if (v := get("CMS_STEP_BACKOFF")) is not None:
+        kw["backoff"] = _seconds_list("CMS_STEP_BACKOFF", v)
+    if (v := get("CMS_BROKER_NAMESPACE")) is not None:
+        kw["namespace"] = v
+    return replace(defaults, **kw)  # type: ignore[arg-type]
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read every CMS_* variable; raise ConfigError naming the first bad one."""
     env = os.environ if env is None else env
@@ -230,4 +313,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kw["cache_control"] = v
     if (v := get("CMS_DB_POOL_SIZE")) is not None:
         kw["db_pool_size"] = _int("CMS_DB_POOL_SIZE", v, 1, 500)
+    kw["pipeline"] = _load_pipeline(get)
     return Settings(**kw)  # type: ignore[arg-type]

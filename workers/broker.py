@@ -24,7 +24,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO, Middleware
 
-from cms.app.config import Settings
+from cms.app.config import PipelineConfig, Settings
 from cms.app.db.pool import create_pool
 from cms.app.publishing.files import Publisher
 from cms.storage.cdn import CdnPurger
@@ -32,7 +32,7 @@ from cms.storage.objects import ObjectStore
 from cms.workers.actors import deliver
 from cms.workers.actors.purge import PurgeSender
 from cms.workers.outputs import object_store_from_settings, purger_from_settings
-from cms.workers.pipeline import DELIVER, PipelineConfig
+from cms.workers.pipeline import DELIVER
 
 log = logging.getLogger("cms.workers.broker")
 

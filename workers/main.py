@@ -24,12 +24,11 @@ from typing import Any
 
 from dramatiq import Worker
 
-from cms.app.config import Settings
+from cms.app.config import PipelineConfig, Settings
 from cms.app.db.pool import create_pool
 from cms.app.publishing.files import Publisher, republish_all
 from cms.workers.actors.purge import PurgeSender
 from cms.workers.broker import RuntimeMiddleware, StepQueue, WorkerRuntime, declare_actors, make_broker
-from cms.workers.pipeline import PipelineConfig
 from cms.workers.relay import Relay, Sweeper
 
 log = logging.getLogger("cms.workers")
@@ -44,7 +43,7 @@ class WorkerHost:
         self, settings: Settings, database_url: str, redis_url: str, config: PipelineConfig | None = None, *,
         relay: bool = True, sweeper: bool = True, **runtime_options: Any,
     ) -> None:
-        self.config = config or PipelineConfig.from_env()
+        self.config = config or settings.pipeline
         self.database_url = database_url
         self.broker = make_broker(redis_url, self.config.namespace)
         self.runtime = WorkerRuntime(settings, database_url, redis_url, self.config, **runtime_options)
@@ -103,13 +102,12 @@ def run_worker(settings: Settings) -> int:
 async def _run_worker(settings: Settings) -> int:
     from cms.app.runtime import resolve_services, tune_gc
 
-    config = PipelineConfig.from_env()
     services = await resolve_services(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    host = WorkerHost(settings, services.database_url, services.redis_url, config)
+    host = WorkerHost(settings, services.database_url, services.redis_url)
     try:
         await host.start()
         tune_gc()

@@ -9,8 +9,8 @@ worker that lost its lease cannot complete a step someone else now owns) or reco
 message was lost, and running steps whose lease ran out (their worker died). Duplicated messages
 are harmless: a claim that matches no row is acknowledged and skipped.
 
-Tunables come from the environment (`PipelineConfig.from_env`), so tests and operators can shorten
-the lease and sweep intervals without touching code.
+Tunables are `Settings.pipeline` (app/config.py, CMS_STEP_* and friends), so tests and operators
+can shorten the lease and sweep intervals without touching code.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from cms.app.config import ConfigError
+from cms.app.config import PipelineConfig
 from cms.app.events import types as events
 
 log = logging.getLogger("cms.pipeline")
@@ -40,86 +39,6 @@ STEPS: dict[str, tuple[str, ...]] = {event: (DELIVER,) for event in (*events.ENT
 
 def steps_for(event_type: str) -> tuple[str, ...]:
     return STEPS.get(event_type, ())
-
-
-# ---------------------------------------------------------------------------------------------
-# configuration
-
-
-def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a number") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={raw!r}: expected {low:g}..{high:g}")
-    return value
-
-
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    return int(_float(env, name, default, low, high))
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Lease, retry and polling settings of the worker process (CMS_* environment variables)."""
-
-    lease_seconds: float = 30.0  # CMS_STEP_LEASE_SECONDS: a running step's lease (renewed while it runs)
-    max_attempts: int = 8  # CMS_STEP_MAX_ATTEMPTS: then the step is `failed` (visible, not retried)
-    backoff: tuple[float, ...] = (1, 2, 5, 15, 30, 60)  # CMS_STEP_BACKOFF: seconds before attempt n+1
-    time_limit_seconds: float = 600.0  # CMS_STEP_TIME_LIMIT_SECONDS: Dramatiq's time limit per message
-    sweep_interval: float = 5.0  # CMS_SWEEP_INTERVAL_SECONDS
-    reenqueue_after: float = 10.0  # CMS_REENQUEUE_AFTER_SECONDS: a message older than this may be lost...
-    reenqueue_busy_after: float = 60.0  # CMS_REENQUEUE_BUSY_SECONDS: ...even while the queue has a backlog
-    relay_interval: float = 1.0  # CMS_RELAY_INTERVAL_SECONDS: periodic sweep of unrelayed events
-    relay_min_gap: float = 0.02  # CMS_RELAY_MIN_GAP_MS: a busy relay gathers the events of this long into one pass
-    relay_batch: int = 200  # CMS_RELAY_BATCH
-    worker_threads: int = 8  # CMS_WORKER_THREADS: concurrent steps per worker process
-    deliver_batch: int = 100  # CMS_DELIVER_BATCH: most deliver steps one run takes from a backlog
-    poll_ms: int = 100  # CMS_WORKER_POLL_MS: Dramatiq's idle poll of the queue (latency when idle)
-    namespace: str = "cms"  # CMS_BROKER_NAMESPACE: prefix of the broker's Redis keys
-    sweep_batch: int = 1000
-    retention_days: float = 30.0  # CMS_OUTBOX_RETENTION_DAYS: events (and their steps) older are pruned; 0 keeps all
-    prune_interval: float = 3600.0  # CMS_OUTBOX_PRUNE_INTERVAL_SECONDS
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> PipelineConfig:
-        env = os.environ if env is None else env
-        kw: dict[str, Any] = {
-            "lease_seconds": _float(env, "CMS_STEP_LEASE_SECONDS", cls.lease_seconds, 1, 3600),
-            "max_attempts": _int(env, "CMS_STEP_MAX_ATTEMPTS", cls.max_attempts, 1, 1000),
-            "time_limit_seconds": _float(env, "CMS_STEP_TIME_LIMIT_SECONDS", cls.time_limit_seconds, 1, 86400),
-            "sweep_interval": _float(env, "CMS_SWEEP_INTERVAL_SECONDS", cls.sweep_interval, 0.05, 3600),
-            "reenqueue_after": _float(env, "CMS_REENQUEUE_AFTER_SECONDS", cls.reenqueue_after, 0.1, 86400),
-            "reenqueue_busy_after": _float(env, "CMS_REENQUEUE_BUSY_SECONDS", cls.reenqueue_busy_after, 0.1, 86400),
-            "relay_interval": _float(env, "CMS_RELAY_INTERVAL_SECONDS", cls.relay_interval, 0.05, 60),
-            "relay_batch": _int(env, "CMS_RELAY_BATCH", cls.relay_batch, 1, 10000),
-            "relay_min_gap": _float(env, "CMS_RELAY_MIN_GAP_MS", cls.relay_min_gap * 1000, 0, 1000) / 1000,
-            "worker_threads": _int(env, "CMS_WORKER_THREADS", cls.worker_threads, 1, 256),
-            "deliver_batch": _int(env, "CMS_DELIVER_BATCH", cls.deliver_batch, 1, 1000),
-            "poll_ms": _int(env, "CMS_WORKER_POLL_MS", cls.poll_ms, 10, 60000),
-            "retention_days": _float(env, "CMS_OUTBOX_RETENTION_DAYS", cls.retention_days, 0, 36500),
-            "prune_interval": _float(env, "CMS_OUTBOX_PRUNE_INTERVAL_SECONDS", cls.prune_interval, 0.05, 86400),
-        }
-        if raw := env.get("CMS_STEP_BACKOFF"):
-            try:
-                backoff = tuple(float(part) for part in raw.split(","))
-            except ValueError:
-                raise ConfigError(f"CMS_STEP_BACKOFF={raw!r}: expected comma-separated seconds") from None
-            if not backoff or any(b < 0 for b in backoff):
-                raise ConfigError(f"CMS_STEP_BACKOFF={raw!r}: expected non-negative seconds")
-            kw["backoff"] = backoff
-        if namespace := env.get("CMS_BROKER_NAMESPACE"):
-            kw["namespace"] = namespace
-        kw.update(overrides)
-        return cls(**kw)
-
-    def backoff_for(self, attempts: int) -> float:
-        """Seconds to wait after the `attempts`-th failed attempt."""
-        return self.backoff[min(max(attempts, 1), len(self.backoff)) - 1]
 
 
 

@@ -20,8 +20,8 @@ import contextlib
 import logging
 from typing import Any
 
-import asyncpg
-
+from cms.app.config import PipelineConfig
+from cms.app.db.listen import Listener
 from cms.app.db.pool import create_pool
 from cms.app.events import feed
 from cms.app.events.outbox import OUTBOX_CHANNEL
@@ -38,7 +38,7 @@ class _Loop:
 
     name = "loop"
 
-    def __init__(self, database_url: str, queue: StepQueue, config: pipeline.PipelineConfig, pool: Any = None):
+    def __init__(self, database_url: str, queue: StepQueue, config: PipelineConfig, pool: Any = None):
         self.database_url = database_url
         self.queue = queue
         self.config = config
@@ -83,39 +83,25 @@ class Relay(_Loop):
         super().__init__(*args, **kwargs)
         self._wake = asyncio.Event()
         self.relayed = 0
-        self.listening = asyncio.Event()
         self._last_pass = 0.0
+        # Woken at every commit of an event; on (re)connect, catch up on whatever was committed
+        # while nobody listened.
+        self._listener = Listener(
+            self.database_url, {OUTBOX_CHANNEL: lambda _payload: self._wake.set()}, name="relay-listener",
+            keepalive=5, on_connect=self._wake.set,
+        )
+        self.listening = self._listener.listening
+
+    async def start(self) -> None:
+        await super().start()
+        await self._listener.start()
+
+    async def stop(self) -> None:
+        await self._listener.stop()
+        await super().stop()
 
     def _coroutines(self) -> list[Any]:
-        return [self._listen(), self._run()]
-
-    def _on_notify(self, *_args: Any) -> None:
-        self._wake.set()
-
-    async def _listen(self) -> None:
-        backoff = 0.2
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(self.database_url)
-                await conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
-                self.listening.set()
-                self._wake.set()  # catch up on whatever was committed while we were not listening
-                backoff = 0.2
-                while not conn.is_closed():
-                    await asyncio.sleep(5)
-                    await conn.execute("SELECT 1")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("relay LISTEN connection lost: %s", exc)
-            finally:
-                self.listening.clear()
-                if conn is not None and not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), 2)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5)
+        return [self._run()]
 
     async def _run(self) -> None:
         while True:

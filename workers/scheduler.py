@@ -23,6 +23,7 @@ import asyncpg
 from cms.app.audit.service import WriteContext
 from cms.app.credentials.schemas import SYSTEM
 from cms.app.db import locks
+from cms.app.db.listen import reconnecting
 from cms.app.db.pool import connect
 from cms.app.problems import ProblemError
 from cms.app.schedules import repository as schedules_repo
@@ -104,15 +105,8 @@ class Scheduler:
                 waiter.cancel()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self._session(stop)
-            except _CONNECTION_ERRORS + (asyncpg.PostgresError,) as exc:
-                log.warning("scheduler: %s; reconnecting", exc)
-                await self._sleep(stop, self.retry)
-            except Exception:
-                log.exception("scheduler failed; restarting")
-                await self._sleep(stop, self.retry)
+        await reconnecting(lambda: self._session(stop), name="scheduler", first_delay=self.retry, max_delay=self.retry,
+                           stop=stop)
 
     async def _session(self, stop: asyncio.Event) -> None:
         conn = await connect(self.database_url)

@@ -18,6 +18,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ..db.listen import reconnecting
+
 log = logging.getLogger("cms.delivery.purge")
 
 PURGE_CHANNEL = "cms:purge"
@@ -42,6 +44,7 @@ class RedisPurgeSubscriber:
         self.reconnects = 0
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._subscribed_before = False
 
     async def start(self, wait: float = 2.0) -> None:
         """Start listening; waits up to `wait` seconds for the first subscription (never fails)."""
@@ -69,36 +72,25 @@ class RedisPurgeSubscriber:
             log.exception("purge callback failed")
 
     async def _run(self) -> None:
-        backoff = 0.2
-        first = True
-        while True:
-            client: Any = None
-            pubsub: Any = None
-            try:
-                client = aioredis.from_url(
-                    self.redis_url, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout,
-                )
-                pubsub = client.pubsub()
-                await pubsub.subscribe(self.channel)
-                if not first:
-                    self.reconnects += 1
-                    await self._dispatch(None)  # anything published while we were away is lost
-                first = False
-                self._ready.set()
-                backoff = 0.2
-                await self._listen(pubsub)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("purge subscription lost: %s; reconnecting in %.1f s", exc, backoff)
-            finally:
-                self._ready.clear()
-                for closing in (pubsub, client):
-                    if closing is not None:
-                        with contextlib.suppress(Exception):
-                            await asyncio.wait_for(closing.aclose(), 2)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+        await reconnecting(self._session, name="purge subscription", on_lost=self._ready.clear)
+
+    async def _session(self) -> None:
+        client = aioredis.from_url(
+            self.redis_url, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout,
+        )
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            if self._subscribed_before:
+                self.reconnects += 1
+                await self._dispatch(None)  # anything published while we were away is lost
+            self._subscribed_before = True
+            self._ready.set()
+            await self._listen(pubsub)
+        finally:
+            for closing in (pubsub, client):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(closing.aclose(), 2)
 
     async def _listen(self, pubsub: Any) -> None:
         loop = asyncio.get_running_loop()

@@ -169,3 +169,25 @@ def test_bootstrap_key_error_does_not_echo_the_secret() -> None:
 
 def test_unrelated_variables_are_ignored() -> None:
     assert load_settings({"CMS_UNKNOWN": "x", "PATH": "/bin"}) == Settings()
+
+
+def test_worker_tunables_are_settings() -> None:
+    """The worker's tunables are read with everything else (one config system), typed and bounded."""
+    s = load_settings({
+        "CMS_STEP_BACKOFF": "0.2,0.5,1", "CMS_WORKER_THREADS": "16", "CMS_RELAY_MIN_GAP_MS": "50",
+        "CMS_STEP_LEASE_SECONDS": "2.5", "CMS_BROKER_NAMESPACE": "bench",
+    })
+    p = s.pipeline
+    assert p.backoff == (0.2, 0.5, 1.0) and p.backoff_for(5) == 1.0
+    assert p.worker_threads == 16 and isinstance(p.worker_threads, int)
+    assert p.relay_min_gap == 0.05 and p.lease_seconds == 2.5 and p.namespace == "bench"
+    assert load_settings({}).pipeline == Settings().pipeline
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("CMS_STEP_BACKOFF", "1,x"), ("CMS_STEP_BACKOFF", "-1"), ("CMS_STEP_BACKOFF", "inf"),
+    ("CMS_WORKER_THREADS", "0"), ("CMS_STEP_MAX_ATTEMPTS", "many"), ("CMS_RELAY_MIN_GAP_MS", "5000"),
+])
+def test_invalid_worker_tunable_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name}"):
+        load_settings({name: value})

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -22,21 +21,11 @@ import redis.asyncio as aioredis
 
 from cms.app.db.migrate import migrate
 from cms.app.runtime import start_embedded_postgres, start_embedded_valkey
+from tests.support import ARTICLE, AUTHOR, TAG, TEMPLATE, Apps, TestServices, clone_database, open_apps
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("CMS_COUNT_QUERIES", "1")
 TEST_DATA_DIR = Path(os.environ.get("CMS_TEST_DATA_DIR", ROOT / ".cms" / "test"))
-TEMPLATE = f"cms_tmpl_{os.getpid()}"
-
-
-class TestServices:
-    def __init__(self, admin_url: str, redis_url: str) -> None:
-        self.admin_url = admin_url
-        self.redis_url = redis_url
-
-    def url_for(self, database: str) -> str:
-        parts = urlsplit(self.admin_url)
-        return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 @pytest.fixture(scope="session")
@@ -90,16 +79,6 @@ def services() -> Iterator[TestServices]:
         stop()
 
 
-async def clone_database(services: TestServices) -> str:
-    name = f"cms_t_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(services.admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
-    finally:
-        await conn.close()
-    return services.url_for(name)
-
-
 @pytest.fixture
 async def database_url(services: TestServices) -> AsyncIterator[str]:
     """A fresh, migrated database for this test."""
@@ -132,83 +111,10 @@ async def redis_client(services: TestServices) -> AsyncIterator[Any]:
 # ---------------------------------------------------------------------------------------------
 # the two apps, in-process over ASGI, on a fresh database
 
-ADMIN_SECRET = "test-bootstrap-admin-secret-0123456789abcdef"
-
-
-class Apps:
-    def __init__(self, management: Any, delivery: Any, settings: Any, database_url: str) -> None:
-        self.management = management  # httpx.AsyncClient with the admin key
-        self.delivery = delivery  # httpx.AsyncClient without credentials
-        self.settings = settings
-        self.database_url = database_url
-        self.delivery_key: str | None = None
-
-    async def key(self, kind: str = "delivery", **extra: Any) -> str:
-        response = await self.management.post("/v1/keys", json={"name": f"test {kind}", "kind": kind, **extra})
-        assert response.status_code == 201, response.text
-        return response.json()["data"]["secret"]
-
-    async def reader(self) -> Any:
-        """A delivery client authorised with a delivery key."""
-        if self.delivery_key is None:
-            self.delivery_key = await self.key("delivery")
-        self.delivery.headers["Authorization"] = f"Bearer {self.delivery_key}"
-        return self.delivery
-
-
 @pytest.fixture
 async def apps(database_url: str, services: TestServices, tmp_path: Path) -> AsyncIterator[Apps]:
-    import httpx
-    from asgi_lifespan import LifespanManager
-
-    from cms.app.config import load_settings
-    from cms.app.credentials.service import ensure_bootstrap_key
-    from cms.app.server import create_delivery_app, create_management_app
-
-    settings = load_settings({"CMS_DATA_DIR": str(tmp_path / "data")})
-    from cms.app.db.pool import connect
-
-    conn = await connect(database_url)
-    try:
-        await ensure_bootstrap_key(conn, ADMIN_SECRET)
-    finally:
-        await conn.close()
-    management_app = create_management_app(settings, database_url, services.redis_url)
-    delivery_app = create_delivery_app(settings, database_url, services.redis_url)
-    async with LifespanManager(management_app), LifespanManager(delivery_app):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(management_app), base_url="http://management",
-            headers={"Authorization": f"Bearer {ADMIN_SECRET}"},
-        ) as mc, httpx.AsyncClient(transport=httpx.ASGITransport(delivery_app), base_url="http://delivery") as dc:
-            yield Apps(mc, dc, settings, database_url)
-
-
-ARTICLE = {
-    "name": "Article",
-    "display_field": "title",
-    "fields": [
-        {"id": "title", "type": "text", "required": True, "localized": True, "validations": {"max_length": 200}},
-        {"id": "slug", "type": "slug", "from": "title", "unique": True},
-        {"id": "body", "type": "rich_text", "localized": True},
-        {"id": "rank", "type": "integer", "indexed": True},
-        {"id": "author", "type": "reference", "to": ["author"]},
-        {"id": "tags", "type": "reference", "to": ["tag"], "list": True},
-    ],
-}
-AUTHOR = {"name": "Author", "fields": [{"id": "name", "type": "text", "required": True}]}
-TAG = {"name": "Tag", "fields": [{"id": "label", "type": "text"}]}
-
-
-async def eventually(check: Any, timeout: float = 3.0) -> Any:
-    """Retry an async check until it stops raising AssertionError (for cache invalidation)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.02)
+    async with open_apps(database_url, services.redis_url, tmp_path / "data") as apps:
+        yield apps
 
 
 @pytest.fixture

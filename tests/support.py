@@ -1,15 +1,142 @@
-"""Helpers shared by several test modules: local HTTP servers and the query tests' content types."""
+"""Helpers shared by the test modules (fixtures stay in conftest.py): the test database services,
+the two apps as clients, request bodies of the usual content types, waiting for eventual effects,
+local HTTP servers on 127.0.0.1 and the query tests' content types."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import json
+import os
 import threading
-from collections.abc import Collection, Sequence
+import uuid
+from collections.abc import AsyncIterator, Collection, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
 
 from cms.app.schema.model import ContentType, Field
+
+# ---------------------------------------------------------------------------------------------
+# the test database services: one PostgreSQL cluster, a migrated template database per session
+
+TEMPLATE = f"cms_tmpl_{os.getpid()}"
+
+
+class TestServices:
+    def __init__(self, admin_url: str, redis_url: str) -> None:
+        self.admin_url = admin_url
+        self.redis_url = redis_url
+
+    def url_for(self, database: str) -> str:
+        parts = urlsplit(self.admin_url)
+        return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+async def clone_database(services: TestServices) -> str:
+    """A fresh database cloned from the migrated template; returns its URL."""
+    name = f"cms_t_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(services.admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    return services.url_for(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# the two apps, in-process over ASGI
+
+ADMIN_SECRET = "test-bootstrap-admin-secret-0123456789abcdef"
+BASE_URLS = {"management": "http://management", "delivery": "http://delivery"}
+
+
+class Apps:
+    def __init__(self, management_app: Any, delivery_app: Any, settings: Any, database_url: str) -> None:
+        self.management_app = management_app  # the Litestar apps (their state: caches, pools)
+        self.delivery_app = delivery_app
+        self.management = self.client("management", ADMIN_SECRET)  # with the admin key
+        self.delivery = self.client("delivery")  # without credentials
+        self.settings = settings
+        self.database_url = database_url
+        self.delivery_key: str | None = None
+
+    def client(self, app: str, secret: str | None = None) -> httpx.AsyncClient:
+        """Another client of one app, with this secret as its Bearer credential (None: none)."""
+        headers = {"Authorization": f"Bearer {secret}"} if secret is not None else {}
+        target = self.management_app if app == "management" else self.delivery_app
+        return httpx.AsyncClient(transport=httpx.ASGITransport(target), base_url=BASE_URLS[app], headers=headers)
+
+    async def key(self, kind: str = "delivery", **extra: Any) -> str:
+        response = await self.management.post("/v1/keys", json={"name": f"test {kind}", "kind": kind, **extra})
+        assert response.status_code == 201, response.text
+        return response.json()["data"]["secret"]
+
+    async def reader(self) -> Any:
+        """A delivery client authorised with a delivery key."""
+        if self.delivery_key is None:
+            self.delivery_key = await self.key("delivery")
+        self.delivery.headers["Authorization"] = f"Bearer {self.delivery_key}"
+        return self.delivery
+
+
+@contextlib.asynccontextmanager
+async def open_apps(database_url: str, redis_url: str, data_dir: Path) -> AsyncIterator[Apps]:
+    """Both apps, in-process with their lifespans, on this database (given the admin key) and Redis."""
+    from asgi_lifespan import LifespanManager
+
+    from cms.app.config import load_settings
+    from cms.app.credentials.service import ensure_bootstrap_key
+    from cms.app.db.pool import connect
+    from cms.app.server import create_delivery_app, create_management_app
+
+    settings = load_settings({"CMS_DATA_DIR": str(data_dir)})
+    conn = await connect(database_url)
+    try:
+        await ensure_bootstrap_key(conn, ADMIN_SECRET)
+    finally:
+        await conn.close()
+    management_app = create_management_app(settings, database_url, redis_url)
+    delivery_app = create_delivery_app(settings, database_url, redis_url)
+    async with LifespanManager(management_app), LifespanManager(delivery_app):
+        apps = Apps(management_app, delivery_app, settings, database_url)
+        async with apps.management, apps.delivery:
+            yield apps
+
+
+# Request bodies of the usual content types (the `blog` fixture creates them).
+ARTICLE = {
+    "name": "Article",
+    "display_field": "title",
+    "fields": [
+        {"id": "title", "type": "text", "required": True, "localized": True, "validations": {"max_length": 200}},
+        {"id": "slug", "type": "slug", "from": "title", "unique": True},
+        {"id": "body", "type": "rich_text", "localized": True},
+        {"id": "rank", "type": "integer", "indexed": True},
+        {"id": "author", "type": "reference", "to": ["author"]},
+        {"id": "tags", "type": "reference", "to": ["tag"], "list": True},
+    ],
+}
+AUTHOR = {"name": "Author", "fields": [{"id": "name", "type": "text", "required": True}]}
+TAG = {"name": "Tag", "fields": [{"id": "label", "type": "text"}]}
+
+
+async def eventually(check: Any, timeout: float = 3.0) -> Any:
+    """Retry an async check until it stops raising AssertionError (for cache invalidation)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+
 
 # ---------------------------------------------------------------------------------------------
 # local HTTP servers on 127.0.0.1 (an ephemeral port), served from a daemon thread
@@ -200,11 +327,11 @@ class _ProxyHandler(_QuietHandler):
 # ---------------------------------------------------------------------------------------------
 # content types for the list query tests (tests/unit/test_query_parse.py, tests/integration/test_query_engine.py)
 
-AUTHOR = ContentType(
+AUTHOR_TYPE = ContentType(
     id="author", name="Author", description=None, display_field="name",
     fields=[Field(id="name", type="text", localized=True), Field(id="age", type="integer")],
 )
-TAG = ContentType(id="tag", name="Tag", description=None, display_field=None, fields=[Field(id="label", type="text")])
+TAG_TYPE = ContentType(id="tag", name="Tag", description=None, display_field=None, fields=[Field(id="label", type="text")])
 
 
 def article_type(*extra: Field) -> ContentType:

@@ -194,7 +194,7 @@ async def test_database_outage_is_503_not_500(blog, services) -> None:
     finally:
         await conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
         await conn.close()
-    from tests.conftest import eventually
+    from tests.support import eventually
 
     async def recovered() -> None:
         assert (await m.get("/v1/content-types")).status_code == 200

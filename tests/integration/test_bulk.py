@@ -23,10 +23,7 @@ def _upsert(i: int, **fields) -> dict:
 
 async def _client(apps, **key) -> httpx.AsyncClient:
     secret = await apps.key("management", **key)
-    return httpx.AsyncClient(
-        transport=apps.management._transport, base_url="http://management",
-        headers={"Authorization": f"Bearer {secret}"},
-    )
+    return apps.client("management", secret)
 
 
 async def test_atomic_failure_rolls_back_everything_with_pointers(blog) -> None:

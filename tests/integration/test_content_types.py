@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import ARTICLE
+from tests.support import ARTICLE
 
 
 async def test_put_creates_then_replaces_with_versions(apps) -> None:

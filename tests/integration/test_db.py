@@ -25,7 +25,7 @@ async def test_readyz_is_503_until_migrations_are_current(services, tmp_path) ->
 
     from cms.app.config import load_settings
     from cms.app.server import create_management_app
-    from tests.conftest import clone_database
+    from tests.support import clone_database
 
     url = await clone_database(services)
     conn = await asyncpg.connect(url)
@@ -53,7 +53,7 @@ async def test_concurrent_migrators_apply_each_migration_once(services) -> None:
 
     import asyncpg
 
-    from tests.conftest import clone_database
+    from tests.support import clone_database
 
     url = await clone_database(services)
     conn = await asyncpg.connect(url)

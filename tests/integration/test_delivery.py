@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from cms.app.db.pool import QUERY_LOG
-from tests.conftest import eventually
+from tests.support import eventually
 
 
 async def _seed(blog, n: int = 3) -> dict:
@@ -218,7 +218,7 @@ async def test_preview_shows_drafts_without_caching(blog) -> None:
     delivery_key = await blog.key("delivery")
     r = await d.get(f"/preview/v1/entries/article/{entry_id}", headers={"Authorization": f"Bearer {delivery_key}"})
     assert r.status_code == 403
-    from tests.conftest import ADMIN_SECRET
+    from tests.support import ADMIN_SECRET
 
     r = await d.get(f"/preview/v1/entries/article/{entry_id}", headers={"Authorization": f"Bearer {ADMIN_SECRET}"})
     assert r.status_code == 200
@@ -268,7 +268,7 @@ async def test_cached_answers_keep_every_rule(blog) -> None:
     auth = {"Authorization": f"Bearer {key['secret']}"}
     url = f"/api/v1/entries/article/{seeded['articles'][0]}?include=author"
     first = await d.get(url, headers=auth)
-    cache = blog.delivery._transport.app.state.cache
+    cache = blog.delivery_app.state.cache
     hits = cache.hits
     second = await d.get(url, headers={"X-API-Key": key["secret"]})
     assert cache.hits == hits  # not through the full app's get(): answered by the fast path's peek()

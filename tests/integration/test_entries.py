@@ -164,7 +164,7 @@ async def test_unpublish_and_delete_rules(blog) -> None:
     async def gone() -> None:
         assert (await reader.get(f"/api/v1/entries/author/{author}")).status_code == 404
 
-    from tests.conftest import eventually
+    from tests.support import eventually
 
     await eventually(gone)
     assert (await m.delete(f"/v1/entries/author/{author}")).status_code == 204

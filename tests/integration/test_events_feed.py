@@ -6,7 +6,7 @@ from typing import Any
 
 from cms.app.db.pool import connect
 from cms.app.events.outbox import emit
-from tests.conftest import eventually
+from tests.support import eventually
 
 # Other databases share the test cluster and a transaction open anywhere holds the feed back:
 # wait for visibility rather than assume it.

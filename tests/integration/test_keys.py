@@ -7,7 +7,7 @@ import hashlib
 import asyncpg
 
 from cms.app.credentials.keys import well_formed
-from tests.conftest import eventually
+from tests.support import eventually
 
 
 async def test_create_key_secret_shown_once_and_stored_hashed(apps) -> None:

@@ -18,17 +18,15 @@ from typing import Any
 import boto3
 import pytest
 
-from cms.app.config import Settings, load_settings
+from cms.app.config import PipelineConfig, Settings, load_settings
 from cms.app.db.pool import connect, create_pool
 from cms.app.delivery.purge import RedisPurgeSubscriber
 from cms.app.publishing.files import Publisher, republish_all
 from cms.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
 from cms.workers.main import WorkerHost, republish
 from cms.workers.outputs import object_store_from_settings
-from cms.workers.pipeline import PipelineConfig
 from cms.workers.relay import Relay
-from tests.conftest import eventually
-from tests.support import Recorder
+from tests.support import Recorder, eventually
 
 SETTLE_TIMEOUT = 30.0
 
@@ -507,7 +505,7 @@ async def test_sweeper_finds_exactly_the_steps_that_need_a_message(db: Any) -> N
 
 async def test_content_type_change_rewrites_files_without_republish(site: Any, hosts: Hosts) -> None:
     """A removed or added field reaches the prerendered files (also of entries that include one)."""
-    from tests.conftest import ARTICLE
+    from tests.support import ARTICLE
 
     store = LocalObjectStore(site.settings.objects_dir)
     await hosts.start()

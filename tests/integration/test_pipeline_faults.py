@@ -23,10 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 import redis
-from asgi_lifespan import LifespanManager
 from botocore.config import Config
 
 from cms.app.config import load_settings
@@ -36,8 +34,7 @@ from cms.app.query.parse import parse_list_query
 from cms.app.schema.registry import load_locales, load_types
 from cms.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
 from cms.workers.main import WorkerHost
-from tests.conftest import ADMIN_SECRET, ARTICLE, AUTHOR, TAG, Apps
-from tests.support import FailingProxy
+from tests.support import ARTICLE, AUTHOR, TAG, Apps, FailingProxy, open_apps
 
 from .test_pipeline import fast_config, settle
 
@@ -54,27 +51,11 @@ RECOVERY_TIMEOUT = 90.0
 @contextlib.asynccontextmanager
 async def running_apps(database_url: str, redis_url: str, data_dir: Path) -> AsyncIterator[Apps]:
     """Management and delivery apps (in-process) on `redis_url`, with the blog types and locale de."""
-    from cms.app.credentials.service import ensure_bootstrap_key
-    from cms.app.server import create_delivery_app, create_management_app
-
-    settings = load_settings({"CMS_DATA_DIR": str(data_dir)})
-    conn = await connect(database_url)
-    try:
-        await ensure_bootstrap_key(conn, ADMIN_SECRET)
-    finally:
-        await conn.close()
-    management_app = create_management_app(settings, database_url, redis_url)
-    delivery_app = create_delivery_app(settings, database_url, redis_url)
-    async with LifespanManager(management_app), LifespanManager(delivery_app):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(management_app), base_url="http://management",
-            headers={"Authorization": f"Bearer {ADMIN_SECRET}"},
-        ) as mc, httpx.AsyncClient(transport=httpx.ASGITransport(delivery_app), base_url="http://delivery") as dc:
-            apps = Apps(mc, dc, settings, database_url)
-            for type_id, body in (("author", AUTHOR), ("tag", TAG), ("article", ARTICLE)):
-                assert (await mc.put(f"/v1/content-types/{type_id}", json=body)).status_code == 201
-            assert (await mc.put("/v1/locales/de", json={"name": "Deutsch", "fallback": "en"})).status_code == 201
-            yield apps
+    async with open_apps(database_url, redis_url, data_dir) as apps:
+        for type_id, body in (("author", AUTHOR), ("tag", TAG), ("article", ARTICLE)):
+            assert (await apps.management.put(f"/v1/content-types/{type_id}", json=body)).status_code == 201
+        assert (await apps.management.put("/v1/locales/de", json={"name": "Deutsch", "fallback": "en"})).status_code == 201
+        yield apps
 
 
 async def create_and_publish(apps: Apps, title: str) -> str:

@@ -17,10 +17,10 @@ from cms.app.problems import ProblemError
 from cms.app.query.parse import ListQuery, encode_cursor, parse_list_query, query_fingerprint
 from cms.app.query.sql import DeliverySource, DraftSource, Page, Source, fetch_page, index_ddl
 from cms.app.schema.model import ContentType, Field
-from tests.support import AUTHOR, TAG, article_type
+from tests.support import AUTHOR_TYPE, TAG_TYPE, article_type
 
 ARTICLE = article_type()
-TYPES = {"author": AUTHOR, "tag": TAG, "article": ARTICLE}
+TYPES = {"author": AUTHOR_TYPE, "tag": TAG_TYPE, "article": ARTICLE}
 CHAINS = {"en": ["en"], "de": ["de", "en"]}
 SEARCHABLE = {"text", "long_text", "rich_text"}
 
@@ -94,12 +94,12 @@ def ref(entry_id: str, type_id: str) -> dict[str, str]:
 
 async def seed(conn: Any) -> None:
     await conn.execute("INSERT INTO locales (code, name, fallback) VALUES ('de', 'Deutsch', 'en')")
-    await install_types(conn, AUTHOR, TAG, ARTICLE)
-    await put(conn, AUTHOR, "a1", {"name": {"en": "Ada"}, "age": 36}, published_at=T(1))
-    await put(conn, AUTHOR, "a2", {"name": {"en": "Linus"}, "age": 50}, published_at=T(1))
-    await put(conn, AUTHOR, "a3", {"name": {"en": "Ghost"}, "age": 99}, published=False)
-    await put(conn, TAG, "t1", {"label": "python"}, published_at=T(1))
-    await put(conn, TAG, "t2", {"label": "sql"}, published_at=T(1))
+    await install_types(conn, AUTHOR_TYPE, TAG_TYPE, ARTICLE)
+    await put(conn, AUTHOR_TYPE, "a1", {"name": {"en": "Ada"}, "age": 36}, published_at=T(1))
+    await put(conn, AUTHOR_TYPE, "a2", {"name": {"en": "Linus"}, "age": 50}, published_at=T(1))
+    await put(conn, AUTHOR_TYPE, "a3", {"name": {"en": "Ghost"}, "age": 99}, published=False)
+    await put(conn, TAG_TYPE, "t1", {"label": "python"}, published_at=T(1))
+    await put(conn, TAG_TYPE, "t2", {"label": "sql"}, published_at=T(1))
     t1, t2 = ref("t1", "tag"), ref("t2", "tag")
     articles: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         ("art1", {

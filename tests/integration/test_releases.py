@@ -23,10 +23,7 @@ async def _article(m, entry_id: str, **fields) -> None:
 
 async def _client(apps, **key) -> httpx.AsyncClient:
     secret = await apps.key("management", **key)
-    return httpx.AsyncClient(
-        transport=apps.management._transport, base_url="http://management",
-        headers={"Authorization": f"Bearer {secret}"},
-    )
+    return apps.client("management", secret)
 
 
 async def test_create_get_list_put_delete(blog) -> None:
@@ -189,7 +186,7 @@ async def test_scopes(blog) -> None:
         assert (await authors_only.post(f"/v1/releases/{rid}/publish")).status_code == 403
         assert (await authors_only.post("/v1/releases", json={"title": "x", "entries": [{"type": "article", "id": "e1"}]})).status_code == 403
         assert (await m.get("/v1/entries/article/e1")).json()["data"]["status"] == "draft"
-        no_key = httpx.AsyncClient(transport=blog.management._transport, base_url="http://management")
+        no_key = blog.client("management")
         async with no_key:
             assert (await no_key.get("/v1/releases")).status_code == 401
     finally:

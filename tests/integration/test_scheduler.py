@@ -8,7 +8,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import httpx
 
 from cms.app.db.pool import connect
 from cms.workers.scheduler import Scheduler, run_due
@@ -172,17 +171,13 @@ async def test_scopes(blog) -> None:
     secrets = [await blog.key("management", scopes=s) for s in (["content:read"], ["content:write", "content:read"])]
     body = {"action": "publish", "entry": {"type": "article", "id": "e1"}, "at": _at(100)}
     for secret in secrets:
-        async with httpx.AsyncClient(
-            transport=m._transport, base_url="http://management", headers={"Authorization": f"Bearer {secret}"},
-        ) as client:
+        async with blog.client("management", secret) as client:
             assert (await client.get("/v1/scheduled-actions")).status_code == 200
             assert (await client.get(f"/v1/scheduled-actions/{action['id']}")).status_code == 200
             assert (await client.post("/v1/scheduled-actions", json=body)).status_code == 403
             assert (await client.delete(f"/v1/scheduled-actions/{action['id']}")).status_code == 403
     secret = await blog.key("management", scopes=["content:publish"], content_types=["author"])
-    async with httpx.AsyncClient(
-        transport=m._transport, base_url="http://management", headers={"Authorization": f"Bearer {secret}"},
-    ) as client:
+    async with blog.client("management", secret) as client:
         assert (await client.post("/v1/scheduled-actions", json=body)).status_code == 403
 
 

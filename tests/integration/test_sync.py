@@ -10,7 +10,7 @@ from cms.app.audit.service import WriteContext
 from cms.app.credentials.schemas import SYSTEM
 from cms.app.db.pool import connect, create_pool
 from cms.app.entries import service
-from tests.conftest import eventually
+from tests.support import eventually
 
 # The test cluster is shared: a transaction open elsewhere delays visibility of new events.
 WAIT = 15.0
@@ -245,7 +245,7 @@ async def test_empty_type_and_errors(blog) -> None:
 async def test_pruned_history_answers_410_and_new_readers_start_after_it(blog) -> None:
     """CMS_OUTBOX_RETENTION_DAYS: the worker prunes old events (a prefix of the feed). A sync cursor
     or an events cursor from before the cut cannot be served without missing changes: 410 gone."""
-    from cms.workers.pipeline import PipelineConfig
+    from cms.app.config import PipelineConfig
     from cms.workers.relay import Sweeper
 
     m = blog.management
@@ -321,7 +321,7 @@ async def test_pruned_history_answers_410_and_new_readers_start_after_it(blog) -
 
 
 async def test_a_schema_change_sends_every_entry_again_then_deltas_go_on(blog) -> None:
-    from tests.conftest import ARTICLE
+    from tests.support import ARTICLE
 
     m = blog.management
     ids = await _publish_many(blog, 5)

@@ -22,10 +22,10 @@ from cms.app.query.parse import (
 )
 from cms.app.query.sql import DeliverySource, DraftSource, build_sql, index_ddl
 from cms.app.schema.model import ContentType, Field
-from tests.support import AUTHOR, TAG, article_type
+from tests.support import AUTHOR_TYPE, TAG_TYPE, article_type
 
 ARTICLE = article_type(Field(id="gallery", type="asset", list=True))
-TYPES = {"author": AUTHOR, "tag": TAG, "article": ARTICLE}
+TYPES = {"author": AUTHOR_TYPE, "tag": TAG_TYPE, "article": ARTICLE}
 
 
 def parse(params: dict[str, Any], *, allow_status: bool = False, default_sort: str = "-published_at",
@@ -283,7 +283,7 @@ def test_cursor_is_bound_to_the_query() -> None:
     with pytest.raises(ProblemError):
         parse({**base, "cursor": cursor}, locale="de")
     with pytest.raises(ProblemError):
-        parse_list_query({"cursor": cursor}, AUTHOR, TYPES, locale="en", default_sort="-published_at")
+        parse_list_query({"cursor": cursor}, AUTHOR_TYPE, TYPES, locale="en", default_sort="-published_at")
     status = parse({"status": "draft"}, allow_status=True)
     c3 = encode_cursor(query_fingerprint(status), ["2024-01-01T00:00:00.000000Z", "x"])
     assert parse({"status": "draft", "cursor": c3}, allow_status=True).cursor is not None

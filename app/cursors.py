@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from typing import TypeVar
 
 import msgspec
@@ -37,3 +38,13 @@ def decode(text: str, kind: type[T], *, max_length: int, detail: str = "is not a
     if encode(value) != text:  # type: ignore[arg-type]
         raise bad
     return value
+
+
+def page_after(items: list[T], key: Callable[[T], str], limit: int, after: str | None) -> tuple[list[T], str | None]:
+    """A page of a small list sorted by `key`: the items after `after` (a key), and the next cursor
+    (the page's last key) when more follow. For lists short enough to hold in memory (content
+    types, locales)."""
+    ordered = sorted(items, key=key)
+    rest = [item for item in ordered if after is None or key(item) > after]
+    page = rest[:limit]
+    return page, key(page[-1]) if len(rest) > limit else None

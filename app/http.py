@@ -180,6 +180,18 @@ def query_int(request: Request[Any, Any, Any], name: str, default: int, low: int
     return value
 
 
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+
+
+def page_params(request: Request[Any, Any, Any], cursor_pattern: re.Pattern[str]) -> tuple[int, str | None]:
+    """`limit` (1..100, default 20) and `cursor` of a list whose cursors match `cursor_pattern` (else 400)."""
+    limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    cursor = request.query_params.get("cursor")
+    if cursor is not None and not cursor_pattern.fullmatch(cursor):
+        raise malformed("cursor", "is not a cursor from meta.next_cursor")
+    return limit, cursor
+
+
 # ---------------------------------------------------------------------------------------------
 # problem responses
 

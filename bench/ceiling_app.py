@@ -1,7 +1,7 @@
 """The ceiling: the least work a Litestar + granian endpoint can do on this machine.
 
 GET /bytes returns pre-encoded bytes: no I/O, no encoding, no auth. The same idea as
-/work/shared/peers/ceiling_app.py `/bytes`. The document is the CMS's own by-slug answer for
+../shared/peers/ceiling_app.py `/bytes`. The document is the CMS's own by-slug answer for
 article-0500, saved by run.sh (CEILING_BODY=path); without it, a synthetic by-slug-sized
 document is built at start. Run (run.sh does): granian --interface asgi --workers 1
 --loop uvloop ceiling_app:app

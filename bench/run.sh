@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Delivery benchmark: the CMS (embedded PostgreSQL + Valkey via `cms up`, one granian worker
 # per app, plus the worker and scheduler `cms up` runs) seeded with 1,000 articles, then the ceiling (Litestar + granian, pre-encoded bytes),
-# one at a time, same wrk settings as /work/shared/peers/run.sh. Usage: bash bench/run.sh
+# one at a time, same wrk settings as ../shared/peers/run.sh. Usage: bash bench/run.sh
 #
 # Env knobs (defaults in brackets):
 #   WARMUP_S [5]  DURATION_S [15]  WRK_THREADS [2]  WRK_CONNS [32]

@@ -5,7 +5,7 @@
 Content types `author` (name) and `article` (title, slug, body ~2 KB, author -> author);
 50 authors (all published) and 1,000 articles with slugs article-0000 .. article-0999.
 Every 20th article (i % 20 == 7) stays a draft; the other 950 are published, in slug order.
-Titles and bodies are deterministic (the same generator idea as /work/shared/peers/dataset.py).
+Titles and bodies are deterministic (the same generator idea as ../shared/peers/dataset.py).
 Finally creates a delivery key (rate limit lifted so wrk never meets a 429) and writes its
 secret to DELIVERY_KEY_FILE. Requests run with CONCURRENCY (default 8) in flight.
 """

@@ -1,6 +1,6 @@
 """Parse `wrk --latency` output into JSON and print a markdown table with ratios to the ceiling.
 
-The parser is copied from /work/shared/peers/wrkparse.py (same fields, same validity rule:
+The parser is copied from ../shared/peers/wrkparse.py (same fields, same validity rule:
 a row with non-2xx/3xx responses or no req/s is INVALID).
 
   python wrkparse.py one NAME LABEL RAW.txt [TARGET]   >> results.jsonl

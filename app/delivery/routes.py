@@ -17,11 +17,12 @@ from litestar.params import FromPath
 
 from .. import render
 from ..credentials.guards import current, delivery_guard
-from ..http import JSON, encode, query_int
+from ..cursors import page_after
+from ..http import JSON, encode, page_params, query_int
 from ..problems import not_found
 from ..query import parse as q
 from ..schema.locales import locale_json
-from ..schema.model import RESOURCE_ID, ContentType, Locales
+from ..schema.model import LOCALE_CODE, RESOURCE_ID, TYPE_ID, ContentType, Locales
 from ..schema.registry import resolve_locale
 from . import documents, sync
 from .cache import answer_headers, cache_key, etag_matches
@@ -145,10 +146,12 @@ async def sync_entries(request: Req) -> Response[bytes]:
 
 @get("/content-types")
 async def list_content_types(request: Req) -> Response[bytes]:
-    types = await request.app.state.types.types()
+    limit, cursor = page_params(request, TYPE_ID)
     credential = current(request)
-    data = [ct.to_json() for ct in types.values() if credential.may_use_type(ct.id)]
-    body = encode({"data": data, "meta": {"limit": len(data), "next_cursor": None, "total": len(data)}})
+    visible = [ct for ct in (await request.app.state.types.types()).values() if credential.may_use_type(ct.id)]
+    page, next_cursor = page_after(visible, lambda ct: ct.id, limit, cursor)
+    meta = {"limit": limit, "next_cursor": next_cursor, "total": len(visible)}
+    body = encode({"data": [ct.to_json() for ct in page], "meta": meta})
     return _respond(request, body, render.etag_of(body), ("schema",), False)
 
 
@@ -163,9 +166,12 @@ async def get_content_type(request: Req, type_id: FromPath[str]) -> Response[byt
 
 @get("/locales")
 async def list_locales(request: Req) -> Response[bytes]:
-    locales = await request.app.state.types.locales()
-    data = [locale_json(row) for row in locales.rows.values()]
-    body = encode({"data": data, "meta": {"limit": len(data), "next_cursor": None, "total": len(data)}})
+    limit, cursor = page_params(request, LOCALE_CODE)
+    rows = list((await request.app.state.types.locales()).rows.values())
+    page, next_cursor = page_after(rows, lambda row: row["code"], limit, cursor)
+    body = encode({"data": [locale_json(row) for row in page], "meta": {
+        "limit": limit, "next_cursor": next_cursor, "total": len(rows),
+    }})
     return _respond(request, body, render.etag_of(body), ("schema",), False)
 
 

@@ -11,9 +11,11 @@ from litestar import Request, Response, Router, delete, get, put
 from litestar.params import FromPath
 
 from ..credentials.guards import management_guard
-from ..http import many, one, read_json
+from ..cursors import page_after
+from ..http import many, one, page_params, read_json
 from ..routing import assets_url, force_param, if_match, pool, version_etag, write_context
 from . import content_types, locales
+from .model import LOCALE_CODE, TYPE_ID
 
 Req = Request[Any, Any, Any]
 WRITE = {"scope": "schema:write"}
@@ -21,9 +23,11 @@ WRITE = {"scope": "schema:write"}
 
 @get("/content-types")
 async def list_types(request: Req) -> Response[bytes]:
+    limit, cursor = page_params(request, TYPE_ID)
     async with pool(request).acquire() as conn:
-        data = [ct.to_json() for ct in await content_types.list_content_types(conn)]
-    return many(data, {"limit": len(data), "next_cursor": None, "total": len(data)})
+        types = await content_types.list_content_types(conn)
+    page, next_cursor = page_after(types, lambda ct: ct.id, limit, cursor)
+    return many([ct.to_json() for ct in page], {"limit": limit, "next_cursor": next_cursor, "total": len(types)})
 
 
 @get("/content-types/{type_id:str}")
@@ -54,9 +58,11 @@ async def delete_type(request: Req, type_id: FromPath[str]) -> None:
 
 @get("/locales")
 async def list_locales(request: Req) -> Response[bytes]:
+    limit, cursor = page_params(request, LOCALE_CODE)
     async with pool(request).acquire() as conn:
-        data = await locales.list_locales(conn)
-    return many(data, {"limit": len(data), "next_cursor": None, "total": len(data)})
+        rows = await locales.list_locales(conn)
+    page, next_cursor = page_after(rows, lambda row: row["code"], limit, cursor)
+    return many(page, {"limit": limit, "next_cursor": next_cursor, "total": len(rows)})
 
 
 @put("/locales/{code:str}", opt=WRITE)

@@ -129,3 +129,42 @@ async def test_delete_locale_with_values_needs_force(blog) -> None:
     assert (await m.delete("/v1/locales/de?force=true")).status_code == 204
     entry = (await m.get(f"/v1/entries/article/{entry_id}?locale=*")).json()["data"]
     assert entry["fields"]["title"] == {"en": "Hello"}
+
+
+async def _all_pages(client, path: str, limit: int) -> tuple[list[str], list[int]]:
+    """Follow next_cursor from the first page; (ids or codes in order, every page's size)."""
+    seen: list[str] = []
+    sizes: list[int] = []
+    cursor = None
+    while True:
+        params = {"limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        body = (await client.get(path, params=params)).json()
+        assert body["meta"]["limit"] == limit and body["meta"]["total"] >= len(body["data"])
+        seen += [item.get("id") or item["code"] for item in body["data"]]
+        sizes.append(len(body["data"]))
+        cursor = body["meta"]["next_cursor"]
+        if cursor is None:
+            return seen, sizes
+
+
+async def test_schema_lists_page_with_limit_and_cursor(apps) -> None:
+    """Content types and locales page like every list, in both apps (limit 1..100, cursor)."""
+    m = apps.management
+    for type_id in ("t1", "t2", "t3", "t4", "t5"):
+        assert (await m.put(f"/v1/content-types/{type_id}", json={"name": type_id})).status_code == 201
+    for code in ("de", "fr"):
+        assert (await m.put(f"/v1/locales/{code}", json={"name": code})).status_code == 201
+    d = await apps.reader()
+    for client, prefix in ((m, "/v1"), (d, "/api/v1")):
+        first = (await client.get(f"{prefix}/content-types", params={"limit": "2"})).json()
+        assert [t["id"] for t in first["data"]] == ["t1", "t2"] and first["meta"]["total"] == 5
+        assert await _all_pages(client, f"{prefix}/content-types", 2) == (["t1", "t2", "t3", "t4", "t5"], [2, 2, 1])
+        assert await _all_pages(client, f"{prefix}/locales", 2) == (["de", "en", "fr"], [2, 1])
+        for path in ("content-types", "locales"):
+            for bad in ({"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"cursor": "Not A Cursor!"}):
+                r = await client.get(f"{prefix}/{path}", params=bad)
+                assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json", (path, bad)
+    limited = await apps.key("delivery", content_types=["t2", "t4"])
+    async with apps.client("delivery", limited) as client:
+        r = await client.get("/api/v1/content-types", params={"limit": "1"})
+    assert [t["id"] for t in r.json()["data"]] == ["t2"] and r.json()["meta"] == {"limit": 1, "next_cursor": "t2", "total": 2}

@@ -116,14 +116,19 @@ def _bool(name: str, value: str) -> bool:
     raise ConfigError(f"{name}={value!r}: expected 0 or 1")
 
 
-def _int(name: str, value: str, low: int, high: int) -> int:
+def _number(name: str, value: str, low: float, high: float, *, integer: bool = False) -> float:
     try:
-        number = int(value)
+        number = int(value) if integer else float(value)
     except ValueError:
-        raise ConfigError(f"{name}={value!r}: expected an integer") from None
+        raise ConfigError(f"{name}={value!r}: expected {'an integer' if integer else 'a number'}") from None
     if not low <= number <= high:
-        raise ConfigError(f"{name}={value!r}: expected {low}..{high}")
+        raise ConfigError(f"{name}={value!r}: expected {low}..{high}" if integer
+                          else f"{name}={value!r}: expected {low:g}..{high:g}")
     return number
+
+
+def _int(name: str, value: str, low: int, high: int) -> int:
+    return int(_number(name, value, low, high, integer=True))
 
 
 def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
@@ -201,16 +206,6 @@ _PIPELINE_NUMBERS = (
     ("CMS_OUTBOX_RETENTION_DAYS", "retention_days", 0, 36500),
     ("CMS_OUTBOX_PRUNE_INTERVAL_SECONDS", "prune_interval", 0.05, 86400),
 )
-
-
-def _number(name: str, value: str, low: float, high: float) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r}: expected a number") from None
-    if not low <= number <= high:
-        raise ConfigError(f"{name}={value!r}: expected {low:g}..{high:g}")
-    return number
 
 
 def _seconds_list(name: str, value: str) -> tuple[float, ...]:

@@ -90,7 +90,7 @@ class Relay(_Loop):
             self.database_url, {OUTBOX_CHANNEL: lambda _payload: self._wake.set()}, name="relay-listener",
             keepalive=5, on_connect=self._wake.set,
         )
-        self.listening = self._listener.listening
+        self.listening = self._listener.ready
 
     async def start(self) -> None:
         await super().start()

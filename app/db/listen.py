@@ -51,7 +51,43 @@ async def reconnecting(
         delay = min(delay * 2, max_delay)
 
 
-class Listener:
+class ReconnectingSession:
+    """A background task running `_session()` with `reconnecting`; `ready` is set while a session
+    is up (the subclass sets it), cleared when it ends, then `on_lost` runs."""
+
+    name = "session"
+
+    def __init__(self, *, on_lost: Callable[[], None] | None = None) -> None:
+        self.on_lost = on_lost
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, wait: float = 0.0) -> None:
+        """Start; wait up to `wait` seconds for the first session to be ready (never fails)."""
+        self._task = asyncio.create_task(
+            reconnecting(self._session, name=self.name, on_lost=self._lost), name=f"cms-{self.name}"
+        )
+        if wait:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ready.wait(), wait)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    def _lost(self) -> None:
+        self.ready.clear()
+        if self.on_lost is not None:
+            self.on_lost()
+
+    async def _session(self) -> None:
+        raise NotImplementedError
+
+
+class Listener(ReconnectingSession):
     """A dedicated connection LISTENing on `channels` ({channel: callback(payload)}).
 
     `on_connect` runs once listening (again after every reconnect: whatever was sent while nobody
@@ -63,42 +99,19 @@ class Listener:
         self, dsn: str, channels: dict[str, Callable[[str], None]], *, name: str, keepalive: float = 1.0,
         on_connect: Callable[[], None] | None = None, on_lost: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(on_lost=on_lost)
         self.dsn = dsn
         self.channels = channels
         self.name = name
         self.keepalive = keepalive
         self.on_connect = on_connect
-        self.on_lost = on_lost
-        self.listening = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self, wait: float = 0.0) -> None:
-        """Start listening; wait up to `wait` seconds for the first LISTEN (never fails)."""
-        self._task = asyncio.create_task(
-            reconnecting(self._session, name=self.name, on_lost=self._lost), name=f"cms-{self.name}"
-        )
-        if wait:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.listening.wait(), wait)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-
-    def _lost(self) -> None:
-        self.listening.clear()
-        if self.on_lost is not None:
-            self.on_lost()
 
     async def _session(self) -> None:
         conn = await asyncpg.connect(self.dsn)
         try:
             for channel, callback in self.channels.items():
                 await conn.add_listener(channel, _payload_only(callback))
-            self.listening.set()
+            self.ready.set()
             if self.on_connect is not None:
                 self.on_connect()
             while not conn.is_closed():

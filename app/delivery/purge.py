@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ..db.listen import reconnecting
+from ..db.listen import ReconnectingSession
 
 log = logging.getLogger("cms.delivery.purge")
 
@@ -27,9 +27,10 @@ PURGE_CHANNEL = "cms:purge"
 PurgeCallback = Callable[[list[str] | None], Awaitable[None] | None]
 
 
-class RedisPurgeSubscriber:
+class RedisPurgeSubscriber(ReconnectingSession):
     """Subscribes to `cms:purge` and calls `callback(tags)`; `callback(None)` after a reconnect."""
 
+    name = "purge-subscriber"
     PING_EVERY = 5.0  # seconds between PINGs on the subscription connection
     DEAD_AFTER = 15.0  # no PONG (or message) for this long: the connection is gone, reconnect
 
@@ -37,31 +38,21 @@ class RedisPurgeSubscriber:
         self, redis_url: str, callback: PurgeCallback, *, channel: str = PURGE_CHANNEL,
         socket_timeout: float = 5.0,
     ) -> None:
+        super().__init__()
         self.redis_url = redis_url
         self.callback = callback
         self.channel = channel
         self.socket_timeout = socket_timeout
         self.reconnects = 0
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
         self._subscribed_before = False
 
     async def start(self, wait: float = 2.0) -> None:
         """Start listening; waits up to `wait` seconds for the first subscription (never fails)."""
-        self._task = asyncio.create_task(self._run(), name="cms-purge-subscriber")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), wait)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await super().start(wait)
 
     @property
     def connected(self) -> bool:
-        return self._ready.is_set()
+        return self.ready.is_set()
 
     async def _dispatch(self, tags: list[str] | None) -> None:
         try:
@@ -70,9 +61,6 @@ class RedisPurgeSubscriber:
                 await result
         except Exception:
             log.exception("purge callback failed")
-
-    async def _run(self) -> None:
-        await reconnecting(self._session, name="purge subscription", on_lost=self._ready.clear)
 
     async def _session(self) -> None:
         client = aioredis.from_url(
@@ -85,7 +73,7 @@ class RedisPurgeSubscriber:
                 self.reconnects += 1
                 await self._dispatch(None)  # anything published while we were away is lost
             self._subscribed_before = True
-            self._ready.set()
+            self.ready.set()
             await self._listen(pubsub)
         finally:
             for closing in (pubsub, client):

@@ -7,8 +7,8 @@ pool). Any number of worker processes may run against the same database and Redi
     python -m cms.workers.main            # the same as `cms worker`
     python -m cms.workers.main republish  # the same as `cms republish`
 
-Settings come from CMS_* (app/config.py); the pipeline's own tunables (lease, sweep interval,
-threads, broker namespace, ...) from the variables listed in workers/pipeline.py.
+Settings come from CMS_* (app/config.py), the pipeline's tunables (lease, sweep interval, threads,
+broker namespace, ...) included: `Settings.pipeline`.
 """
 
 from __future__ import annotations

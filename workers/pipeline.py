@@ -41,10 +41,6 @@ def steps_for(event_type: str) -> tuple[str, ...]:
     return STEPS.get(event_type, ())
 
 
-
-
-
-
 # ---------------------------------------------------------------------------------------------
 # the step lifecycle
 
@@ -341,5 +337,3 @@ async def other_step_pending(conn: asyncpg.Connection, step: str, event_ids: lis
             step, event_ids, list(events.ENTRY_CHANGES), type_id,
         )
     )
-
-

@@ -23,7 +23,6 @@ def prefixed_errors(problem: ProblemError, index: int) -> list[dict[str, Any]]:
     return out
 
 
-
 def atomic_failure(errors: list[dict[str, Any]], failed: int, total: int) -> ProblemError:
     """The 422 of an atomic request in which `failed` of `total` actions failed (nothing applied)."""
     first = errors[0]
@@ -32,7 +31,6 @@ def atomic_failure(errors: list[dict[str, Any]], failed: int, total: int) -> Pro
         f"{failed} of {total} actions failed (first: {first['pointer']}: {first['detail']}); nothing was applied",
         errors=errors,
     )
-
 
 
 def problem_object(problem: ProblemError, index: int) -> dict[str, Any]:

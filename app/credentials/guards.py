@@ -56,8 +56,15 @@ def _audit_denied(connection: ASGIConnection[Any, Any, Any, Any], actor: dict[st
     task.add_done_callback(_background.discard)
 
 
+def _is_options(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """Litestar's automatic OPTIONS answer (204 + Allow) needs no credential, as on every route."""
+    return connection.scope.get("method") == "OPTIONS"
+
+
 async def management_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Management routes: a management credential, holding the route's scope (opt["scope"])."""
+    if _is_options(connection):
+        return
     secret = presented_secret(connection)
     credential = None
     if secret:
@@ -85,6 +92,8 @@ async def delivery_guard(connection: ASGIConnection[Any, Any, Any, Any], handler
 
     Preview routes (opt["preview"]) take a preview key or a management credential with content:read.
     """
+    if _is_options(connection):
+        return
     state = connection.app.state
     secret = presented_secret(connection)
     preview = handler.opt.get("preview", False)

@@ -12,37 +12,48 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+import redis.exceptions
 
-log = logging.getLogger("cms.db.listen")
+log = logging.getLogger("cms.reconnect")
 
-# Expected when a server goes away; anything else is logged with its traceback.
-CONNECTION_ERRORS = (OSError, ConnectionError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+# Expected when a server goes away or restarts: logged in one line. Anything else (a bug) is logged
+# with its traceback.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ConnectionError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError,
+    redis.exceptions.RedisError,
+)
 
 
 async def reconnecting(
     session: Callable[[], Awaitable[None]], *, name: str, first_delay: float = 0.2, max_delay: float = 5.0,
     stop: asyncio.Event | None = None, on_lost: Callable[[], None] | None = None,
+    connected: Callable[[], bool] | None = None,
 ) -> None:
     """Run `session()` until `stop` is set (for ever without one), again after it returns or fails.
 
-    The delay between two sessions starts at `first_delay` and doubles up to `max_delay`; a session
-    that ran for longer than `max_delay` resets it. `on_lost` runs after every session that ended.
+    The delay between two sessions starts at `first_delay` and doubles up to `max_delay`; it starts
+    over after a session that got connected (`connected()` true when it ended; without it, a
+    session that ran longer than `max_delay`). `on_lost` runs after every session that ended.
     """
     delay = first_delay
     loop = asyncio.get_running_loop()
     while stop is None or not stop.is_set():
         started = loop.time()
+        error: Exception | None = None
         try:
             await session()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("%s: %s: %s; again in %.1f s", name, type(exc).__name__, exc, delay,
-                        exc_info=not isinstance(exc, CONNECTION_ERRORS))
+            error = exc
+        got_going = connected() if connected is not None else loop.time() - started > max_delay
         if on_lost is not None:
             on_lost()
-        if loop.time() - started > max_delay:
+        if got_going:
             delay = first_delay
+        if error is not None:
+            log.warning("%s: %s: %s; again in %.1f s", name, type(error).__name__, error, delay,
+                        exc_info=not isinstance(error, CONNECTION_ERRORS))
         if stop is None:
             await asyncio.sleep(delay)
         else:
@@ -65,7 +76,8 @@ class ReconnectingSession:
     async def start(self, wait: float = 0.0) -> None:
         """Start; wait up to `wait` seconds for the first session to be ready (never fails)."""
         self._task = asyncio.create_task(
-            reconnecting(self._session, name=self.name, on_lost=self._lost), name=f"cms-{self.name}"
+            reconnecting(self._session, name=self.name, on_lost=self._lost, connected=self.ready.is_set),
+            name=f"cms-{self.name}",
         )
         if wait:
             with contextlib.suppress(TimeoutError):
@@ -77,6 +89,7 @@ class ReconnectingSession:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+        self.ready.clear()
 
     def _lost(self) -> None:
         self.ready.clear()

@@ -80,8 +80,6 @@ async def _fill_slugs(
         data.setdefault(field.id, {})[slot] = candidate
 
 
-
-
 async def _save_unique(conn: asyncpg.Connection, ct: ContentType, data: dict[str, Any], entry_id: str) -> None:
     rows = unique_rows(ct, data)
     taken = await repo.unique_taken(conn, ct.id, rows, entry_id)
@@ -96,12 +94,6 @@ async def _save_unique(conn: asyncpg.Connection, ct: ContentType, data: dict[str
             await repo.replace_unique_values(conn, entry_id, ct.id, rows)
     except asyncpg.UniqueViolationError:
         raise conflict("a unique value was taken by a concurrent write; retry") from None
-
-
-
-
-
-
 
 
 async def _type_for_write(conn: asyncpg.Connection, type_id: str) -> ContentType:
@@ -240,10 +232,6 @@ async def get_entry(conn: asyncpg.Connection, type_id: str, entry_id: str, local
     return management_entry(row, ct, code, locales), row["version"]
 
 
-
-
-
-
 async def validate_for_publish(
     conn: asyncpg.Connection, ct: ContentType, data: dict[str, Any], locales: Locales, at: str = ""
 ) -> FieldErrorsProblem:
@@ -304,10 +292,6 @@ async def delete_entry(
                            entry_event(existing, ct, locales), f"entry:{entry_id}", f"type:{type_id}")
 
 
-
-
-
-
 async def restore_version(
     conn: asyncpg.Connection, type_id: str, entry_id: str, version: int, ctx: WriteContext, if_match: str | None
 ) -> dict[str, Any]:
@@ -338,10 +322,6 @@ async def restore_version(
         await record_write(conn, ctx, "entry.restore", f"entry:{type_id}/{entry_id}", events.ENTRY_UPDATED,
                            entry_event(row, ct, locales))
         return management_entry(row, ct, locales.default, locales)
-
-
-
-
 
 
 async def list_entries(

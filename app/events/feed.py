@@ -23,6 +23,11 @@ from ..db import locks
 from ..times import iso
 from . import types as events
 
+# The content type an event belongs to, from the registry (names and keys are constants, safe inline).
+_CONTENT_TYPE_OF_EVENT = "CASE type " + " ".join(
+    f"WHEN '{event.name}' THEN payload->>'{event.type_key}'" for event in events.EVENT_TYPES.values() if event.type_key
+) + " END"
+
 # An InitPlan: evaluated once per statement, and the (txid, seq) index stays usable.
 _XMIN = "(SELECT pg_snapshot_xmin(pg_current_snapshot()))"
 
@@ -82,7 +87,6 @@ def was_pruned(event_id: str, cut: Pruned) -> bool:
     return cut.max_id is not None and event_id.upper() <= cut.max_id
 
 
-
 # One batch of pruning: the first `$2` events in feed order, cut before the first one that must
 # stay (younger than the retention, not relayed yet, not visible to every reader yet, or with a
 # step still to run), so what goes is always a prefix of the feed and the watermark says exactly
@@ -133,8 +137,8 @@ async def read(
 ) -> list[asyncpg.Record]:
     """Up to `limit` visible events after a position, in feed order.
 
-    content_types (a credential limited to some types) hides entry.* and content_type.* events of
-    other types; events that belong to no content type stay visible.
+    content_types (a credential limited to some types) hides the events of other types (events.types
+    says where an event names its type); events that belong to no content type stay visible.
     """
     allowed = sorted(content_types) if content_types is not None else None
     return await conn.fetch(
@@ -142,9 +146,7 @@ async def read(
               FROM outbox_events
              WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
                AND txid < {_XMIN}
-               AND ($4::text[] IS NULL OR coalesce(
-                    CASE WHEN type LIKE 'entry.%' THEN payload->>'type'
-                         WHEN type LIKE 'content\\_type.%' THEN payload->>'id' END = ANY($4::text[]), true))
+               AND ($4::text[] IS NULL OR coalesce({_CONTENT_TYPE_OF_EVENT} = ANY($4::text[]), true))
              ORDER BY txid, seq
              LIMIT $3""",
         str(after.txid), after.seq, limit, allowed,

@@ -416,7 +416,6 @@ def _parse_one(parameter: str, kind: str, text: str) -> Any:
     raise malformed(parameter, "cannot filter on this field")  # pragma: no cover - json only has exists
 
 
-
 # ---------------------------------------------------------------------------------------------------
 # cursors
 

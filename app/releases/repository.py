@@ -15,7 +15,6 @@ async def get_release(conn: Conn, release_id: str, *, for_update: bool = False) 
     return await conn.fetchrow(f"SELECT * FROM releases WHERE id = $1{lock}", release_id)
 
 
-
 async def release_entries(conn: Conn, release_ids: list[str]) -> dict[str, list[dict[str, str]]]:
     rows = await conn.fetch(
         "SELECT release_id, type, entry_id FROM release_entries WHERE release_id = ANY($1::text[]) "
@@ -26,7 +25,6 @@ async def release_entries(conn: Conn, release_ids: list[str]) -> dict[str, list[
     for row in rows:
         out[row["release_id"]].append({"type": row["type"], "id": row["entry_id"]})
     return out
-
 
 
 async def replace_entries(conn: Conn, release_id: str, entries: list[dict[str, str]]) -> None:
@@ -40,17 +38,14 @@ async def replace_entries(conn: Conn, release_id: str, entries: list[dict[str, s
         )
 
 
-
 async def list_releases(conn: Conn, after: str | None, limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT * FROM releases WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2", after, limit
     )
 
 
-
 async def count_releases(conn: Conn) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM releases"))
-
 
 
 async def insert_release(conn: Conn, release_id: str, title: str) -> asyncpg.Record:

@@ -21,7 +21,6 @@ async def get_action(conn: Conn, action_id: str, *, for_update: bool = False) ->
     return await conn.fetchrow(f"SELECT * FROM scheduled_actions WHERE id = $1{lock}", action_id)
 
 
-
 async def list_actions(
     conn: Conn, status: str | None, after: tuple[int, str] | None, limit: int
 ) -> list[asyncpg.Record]:
@@ -35,12 +34,10 @@ async def list_actions(
     )
 
 
-
 async def count_actions(conn: Conn, status: str | None) -> int:
     return int(await conn.fetchval(
         "SELECT count(*) FROM scheduled_actions WHERE ($1::text IS NULL OR status = $1)", status
     ))
-
 
 
 async def claim_due(conn: Conn) -> asyncpg.Record | None:
@@ -51,7 +48,6 @@ async def claim_due(conn: Conn) -> asyncpg.Record | None:
     )
 
 
-
 async def finish(conn: Conn, action_id: str, status: str, error: str | None) -> None:
     await conn.execute(
         """UPDATE scheduled_actions SET status = $2, error = $3, executed_at = now(), updated_at = now()
@@ -60,11 +56,9 @@ async def finish(conn: Conn, action_id: str, status: str, error: str | None) -> 
     )
 
 
-
 async def next_due(conn: Conn) -> datetime | None:
     value: datetime | None = await conn.fetchval("SELECT min(at) FROM scheduled_actions WHERE status = 'pending'")
     return value
-
 
 
 async def insert_action(

@@ -133,7 +133,6 @@ def _is_newer(stored: int | None, version: int | None) -> bool:
     return version is not None and stored is not None and stored > version
 
 
-
 T = TypeVar("T")
 
 

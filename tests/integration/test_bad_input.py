@@ -142,6 +142,19 @@ async def test_unknown_routes_and_methods(blog) -> None:
     _is_problem(await blog.management.get("/v1/entries/article/" + "x" * 300), 404)
 
 
+async def test_options_needs_no_credential(blog) -> None:
+    """OPTIONS is Litestar's own 204 with Allow on every route, guarded routers or not: no audit row."""
+    async with blog.client("management") as anonymous:
+        r = await anonymous.options("/v1/entries/article/abc")
+        assert r.status_code == 204 and "GET" in r.headers["allow"]
+        assert (await anonymous.options("/v1/keys")).status_code == 204
+    async with blog.client("delivery") as anonymous:
+        assert (await anonymous.options("/api/v1/entries/article")).status_code == 204
+        assert (await anonymous.options("/preview/v1/entries/article/abc")).status_code == 204
+    async with blog.client("management") as anonymous:
+        assert (await anonymous.get("/v1/keys")).status_code == 401  # the guard still holds for the rest
+
+
 async def test_request_ids(blog) -> None:
     r = await blog.management.get("/healthz", headers={"X-Request-Id": "abc-123.X_y"})
     assert r.headers["x-request-id"] == "abc-123.X_y"

@@ -243,7 +243,7 @@ async def test_thousand_action_atomic_upsert_and_publish(blog) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the set-based path (bulk_sets.py) against the per-action path: same request, same outcome
+# the set-based path (app/bulk/sets.py) against the per-action path: same request, same outcome
 
 
 async def _snapshot(apps, prefix: str, since_seq: int) -> str:

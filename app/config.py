@@ -86,7 +86,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     webhook_allow_private: bool = False
     graphql_introspection: bool = True
     cache_control: str = "public, max-age=60, stale-while-revalidate=300"
-    delivery_cache_entries: int = 20000
+    delivery_cache_mb: int = 256
+    max_include_entries: int = 1000
+    max_include_mb: int = 32
+    delivery_statement_timeout_ms: int = 3000
     db_pool_size: int = 10
     pipeline: PipelineConfig = msgspec.field(default_factory=PipelineConfig)
 
@@ -306,6 +309,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kw["graphql_introspection"] = _bool("CMS_GRAPHQL_INTROSPECTION", v)
     if (v := get("CMS_CACHE_CONTROL")) is not None:
         kw["cache_control"] = v
+    for var, key, low, high in (
+        ("CMS_DELIVERY_CACHE_MB", "delivery_cache_mb", 0, 1 << 20),
+        ("CMS_DELIVERY_MAX_INCLUDES", "max_include_entries", 1, 1_000_000),
+        ("CMS_DELIVERY_MAX_INCLUDE_MB", "max_include_mb", 1, 1 << 14),
+        ("CMS_DELIVERY_STATEMENT_TIMEOUT_MS", "delivery_statement_timeout_ms", 100, 600_000),
+    ):
+        if (v := get(var)) is not None:
+            kw[key] = _int(var, v, low, high)
     if (v := get("CMS_DB_POOL_SIZE")) is not None:
         kw["db_pool_size"] = _int("CMS_DB_POOL_SIZE", v, 1, 500)
     kw["pipeline"] = _load_pipeline(get)

@@ -19,7 +19,15 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 from prometheus_client import Counter, Histogram
 from ulid import ULID
 
@@ -37,6 +45,9 @@ log = logging.getLogger("cms.problems")
 
 JSON = "application/json"
 MAX_JSON_DEPTH = 64
+# Every parameter that grows work has its own bound; this one caps what a request line can carry
+# at all (a cursor is at most 16 KiB, 20 filters of 500 values fit well below).
+MAX_QUERY_BYTES = 32 * 1024
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 
 encode = msgspec.json.Encoder().encode
@@ -95,10 +106,24 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            if len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
+                await _send_problem(send_with_id, ProblemError(
+                    400, "malformed", f"the query string is longer than {MAX_QUERY_BYTES} bytes"
+                ), request_id)
+                return
             await self.app(scope, receive, send_with_id)
         finally:
             self.latency.observe(time.perf_counter() - started)
             REQUESTS.labels(self.name, scope.get("method", ""), str(status_holder[0])).inc()
+
+
+async def _send_problem(send: Send, problem: ProblemError, request_id: str) -> None:
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start", "status": problem.status, "headers": [(b"content-type", PROBLEM_JSON.encode())],
+    }
+    await send(start)
+    body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": problem_body(problem, request_id), "more_body": False}
+    await send(body)
 
 
 def json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:

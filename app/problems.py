@@ -12,6 +12,7 @@ PROBLEM_JSON = "application/problem+json"
 TITLES = {
     "validation": "Validation failed",
     "malformed": "Malformed request",
+    "include-too-large": "Include too large",
     "unauthorized": "Unauthorized",
     "forbidden": "Forbidden",
     "not-found": "Not found",

@@ -19,8 +19,10 @@ from .credentials.routes import CREDENTIAL_ROUTES
 from .credentials.service import CredentialResolver
 from .db.pool import create_pool
 from .delivery.cache import DeliveryCache
+from .delivery.documents import IncludeLimit
 from .delivery.fast_path import DeliveryFastPath
 from .delivery.purge import RedisPurgeSubscriber
+from .delivery.reads import DeliveryReads
 from .delivery.routes import DELIVERY_ROUTES
 from .entries.routes import ENTRY_ROUTES
 from .events.listener import InvalidationListener
@@ -39,20 +41,33 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         state = app.state
-        state.pool = await create_pool(database_url, min_size=1, max_size=settings.db_pool_size)
+        # Delivery answers only read: its statements get a time limit well below the pool's default
+        # (30 s), so one expensive request cannot hold connections the others need.
+        timeout_ms = settings.delivery_statement_timeout_ms if delivery else 30_000
+        state.pool = await create_pool(
+            database_url, min_size=1, max_size=settings.db_pool_size, statement_timeout_ms=timeout_ms
+        )
         read_url = settings.database_read_url if delivery and settings.database_read_url else None
-        state.read_pool = await create_pool(read_url, max_size=settings.db_pool_size) if read_url else state.pool
+        state.read_pool = await create_pool(
+            read_url, max_size=settings.db_pool_size, statement_timeout_ms=timeout_ms
+        ) if read_url else state.pool
         # Explicit socket timeouts: redis-py's defaults break blocking reads and pub/sub.
         state.redis = aioredis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         state.credentials = CredentialResolver(state.pool)
         state.listener = InvalidationListener(database_url)
         state.listener.subscribe(state.credentials.invalidate)
-        if delivery:
-            state.cache = DeliveryCache(settings.delivery_cache_entries, settings.cache_control)
-            state.listener.subscribe(state.cache.invalidate)
-            state.purge_subscriber = RedisPurgeSubscriber(redis_url, state.cache.invalidate)
         state.types = ContentTypeRegistry(state.pool)
         state.listener.subscribe(state.types.invalidate)
+        if delivery:
+            cache_bytes = settings.delivery_cache_mb * 1024 * 1024
+            state.cache = DeliveryCache(cache_bytes, settings.cache_control) if cache_bytes else None
+            state.reads = DeliveryReads(
+                state.types, state.read_pool, state.cache, assets_url=settings.assets_url,
+                limit=IncludeLimit.of(settings),
+            )
+            purge = state.cache.invalidate if state.cache is not None else (lambda tags: None)
+            state.listener.subscribe(purge)
+            state.purge_subscriber = RedisPurgeSubscriber(redis_url, purge)
         await state.listener.start()
         if delivery:
             await state.purge_subscriber.start()

@@ -118,6 +118,12 @@ async def apps(database_url: str, services: TestServices, tmp_path: Path) -> Asy
 
 
 @pytest.fixture
+def apps_with(database_url: str, services: TestServices, tmp_path: Path) -> Any:
+    """`async with apps_with(CMS_X="1") as apps:` both apps on this test's database, with settings."""
+    return lambda **env: open_apps(database_url, services.redis_url, tmp_path / "data", env)
+
+
+@pytest.fixture
 async def blog(apps: Apps) -> Apps:
     """author, tag and article content types."""
     for type_id, body in (("author", AUTHOR), ("tag", TAG), ("article", ARTICLE)):

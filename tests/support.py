@@ -86,8 +86,11 @@ class Apps:
 
 
 @contextlib.asynccontextmanager
-async def open_apps(database_url: str, redis_url: str, data_dir: Path) -> AsyncIterator[Apps]:
-    """Both apps, in-process with their lifespans, on this database (given the admin key) and Redis."""
+async def open_apps(
+    database_url: str, redis_url: str, data_dir: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[Apps]:
+    """Both apps, in-process with their lifespans, on this database (given the admin key) and Redis,
+    with these CMS_* settings besides the data directory."""
     from asgi_lifespan import LifespanManager
 
     from cms.app.config import load_settings
@@ -95,7 +98,7 @@ async def open_apps(database_url: str, redis_url: str, data_dir: Path) -> AsyncI
     from cms.app.db.pool import connect
     from cms.app.server import create_delivery_app, create_management_app
 
-    settings = load_settings({"CMS_DATA_DIR": str(data_dir)})
+    settings = load_settings({"CMS_DATA_DIR": str(data_dir), **(env or {})})
     conn = await connect(database_url)
     try:
         await ensure_bootstrap_key(conn, ADMIN_SECRET)

@@ -48,7 +48,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool connections never LISTEN, SET or hold session locks, so skip the reset round trip."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, statement_timeout_ms: int = 30_000
+) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -56,7 +58,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
         init=_init_connection,
         reset=_keep_session,
         # Statement timeout guards the server from a runaway query; lock timeout from pile-ups.
-        server_settings={"statement_timeout": "30000", "lock_timeout": "10000", "timezone": "UTC"},
+        server_settings={"statement_timeout": str(statement_timeout_ms), "lock_timeout": "10000", "timezone": "UTC"},
     )
     assert pool is not None
     return pool

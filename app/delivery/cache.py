@@ -1,24 +1,49 @@
 """The delivery response cache and the HTTP caching rules of delivery answers.
 
 Everything the fast path (fast_path.py) and the routes share lives here, so the two can never
-answer the same request differently: the cache key, the validator and surrogate-key headers, and
-`If-None-Match` matching.
+answer the same request differently: the canonical cache key, the validator and surrogate-key
+headers, and `If-None-Match` matching.
 
-The cache is in-process, purged by tag. Invalidations arrive after commit through PostgreSQL NOTIFY
-and Redis pub/sub (every delivery process listens). A response computed while an invalidation
-happened is not stored: the generation counter moves on every purge, and put() refuses values read
-under an older generation.
+The cache is in-process, bounded in bytes (`CMS_DELIVERY_CACHE_MB`), least recently used out first,
+and purged by tag. Invalidations arrive after commit through PostgreSQL NOTIFY and Redis pub/sub
+(every delivery process listens). A purge drops single-entry answers; list answers (they carry a
+`type:` tag) are only marked stale, so readers can be served the previous list for a moment while
+one of them recomputes it (reads.py): at 50 publishes a second to one type, lists stay cached and
+fresh within `max_stale` instead of every read going to the database.
+
+An answer computed while a purge of one of its tags happened is not stored as fresh: `put` gets the
+invalidation sequence number seen when the computation started and checks the purges since.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from typing import NamedTuple
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from urllib.parse import urlencode
+
+# The parameters each kind of delivery read takes; anything else changes neither the answer nor the key.
+LIST_PARAMETERS = frozenset({"locale", "sort", "limit", "cursor", "fields", "include", "depth", "q"})
+ENTRY_PARAMETERS = frozenset({"locale", "fields", "include", "depth"})
+ENTRY_OVERHEAD = 256  # bytes an item costs beyond its body, key and tags (object headers, dict slots)
 
 
-def cache_key(path: str, query_string: bytes) -> str:
-    return path + "?" + query_string.decode("latin-1")
+def known_parameters(kind: str, pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The parameters a read of this kind ("list" or "entry") uses, the last of repeated ones winning
+    (as the query parser reads them)."""
+    names = LIST_PARAMETERS if kind == "list" else ENTRY_PARAMETERS
+    return {
+        name: value for name, value in pairs
+        if name in names or (kind == "list" and (name == "filter" or name.startswith("filter[")))
+    }
+
+
+def cache_key(path: str, parameters: dict[str, str]) -> str:
+    """The canonical key of a read: its path and its known parameters in name order, so
+    `?a=1&b=2` and `?b=2&a=1` are one entry and unknown parameters make none."""
+    if not parameters:
+        return path
+    return path + "?" + urlencode(sorted(parameters.items()))
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -42,33 +67,48 @@ def answer_headers(etag: str, tags: tuple[str, ...], cache_control: str | None) 
     }
 
 
-class CachedResponse(NamedTuple):
-    body: bytes
-    etag: str
-    tags: tuple[str, ...]
-    stored_at: float
-    raw_headers: list[tuple[bytes, bytes]]  # answer_headers(), encoded once for the fast path
+class CachedResponse:
+    __slots__ = ("body", "etag", "tags", "stored_at", "raw_headers", "size", "stale_since")
+
+    def __init__(self, body: bytes, etag: str, tags: tuple[str, ...], raw_headers: list[tuple[bytes, bytes]],
+                 size: int, stale_since: float | None) -> None:
+        self.body = body
+        self.etag = etag
+        self.tags = tags
+        self.stored_at = time.monotonic()
+        self.raw_headers = raw_headers  # answer_headers(), encoded once for the fast path
+        self.size = size
+        self.stale_since = stale_since  # when a purge first made it out of date (lists only)
+
+    @property
+    def is_list(self) -> bool:
+        return any(tag.startswith("type:") for tag in self.tags)
 
 
 class DeliveryCache:
-    MAX_AGE = 300.0
+    MAX_AGE = 300.0  # seconds an answer is kept at most, purged or not
+    LOG_SECONDS = 60.0  # purges remembered for computations in flight; a longer one is not stored
+    LOG_ENTRIES = 10_000
+    MAX_ITEM_SHARE = 8  # an answer larger than max_bytes / this is not stored
 
-    def __init__(self, max_entries: int, cache_control: str) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_bytes: int, cache_control: str) -> None:
+        self.max_bytes = max_bytes
         self.cache_control = cache_control
         self._items: OrderedDict[str, CachedResponse] = OrderedDict()
         self._by_tag: dict[str, set[str]] = {}
-        self.generation = 0
+        self.bytes = 0
+        self.seq = 0  # purges so far
+        self._log: deque[tuple[int, float, frozenset[str] | None]] = deque()  # (seq, when, tags; None: all)
         self.hits = 0
         self.misses = 0
+        self.fast_hits = 0  # answered by the fast path (peek)
 
     def get(self, key: str) -> CachedResponse | None:
+        """The cached answer (perhaps stale: see `stale_since`), moved to the young end."""
         item = self._items.get(key)
-        if item is None:
-            self.misses += 1
-            return None
-        if time.monotonic() - item.stored_at > self.MAX_AGE:
-            self._drop(key)
+        if item is None or time.monotonic() - item.stored_at > self.MAX_AGE:
+            if item is not None:
+                self._drop(key)
             self.misses += 1
             return None
         self._items.move_to_end(key)
@@ -76,28 +116,53 @@ class DeliveryCache:
         return item
 
     def peek(self, key: str) -> CachedResponse | None:
-        """get() for the hot path: no LRU reordering, no counters; expired entries count as absent."""
+        """get() for the fast path: counted apart, and a miss is not counted (the full app counts it)."""
         item = self._items.get(key)
         if item is None or time.monotonic() - item.stored_at > self.MAX_AGE:
             return None
+        self._items.move_to_end(key)
+        self.fast_hits += 1
         return item
 
-    def put(self, key: str, body: bytes, etag: str, tags: tuple[str, ...], generation: int) -> None:
-        if generation != self.generation:
+    def put(self, key: str, body: bytes, etag: str, tags: tuple[str, ...], since: int) -> None:
+        """Store an answer computed from what the database held when the purge count was `since`."""
+        size = len(body) + 2 * len(key) + sum(len(t) for t in tags) + ENTRY_OVERHEAD
+        if size > self.max_bytes // self.MAX_ITEM_SHARE:
             return
+        stale_since = self._missed_purge(tags, since)
+        if stale_since is not None:
+            current = self._items.get(key)
+            # A list newer than the stale one it replaces is still worth serving (and still stale);
+            # anything else computed across a purge of its tags is not stored.
+            if not (current is not None and current.stale_since is not None and current.is_list):
+                return
         if key in self._items:
             self._drop(key)
         headers = [(k.lower().encode(), v.encode()) for k, v in answer_headers(etag, tags, self.cache_control).items()]
-        self._items[key] = CachedResponse(body, etag, tags, time.monotonic(), headers)
+        self._items[key] = CachedResponse(body, etag, tags, headers, size, stale_since)
+        self.bytes += size
         for tag in tags:
             self._by_tag.setdefault(tag, set()).add(key)
-        while len(self._items) > self.max_entries:
+        while self.bytes > self.max_bytes:
             self._drop(next(iter(self._items)))
+
+    def _missed_purge(self, tags: tuple[str, ...], since: int) -> float | None:
+        """When the first purge of one of `tags` after purge number `since` happened, or None."""
+        if since == self.seq:
+            return None
+        if not self._log or self._log[0][0] > since + 1:
+            return time.monotonic()  # the purges since are forgotten: assume the worst
+        wanted = set(tags)
+        for seq, when, purged in self._log:
+            if seq > since and (purged is None or not wanted.isdisjoint(purged)):
+                return when
+        return None
 
     def _drop(self, key: str) -> None:
         item = self._items.pop(key, None)
         if item is None:
             return
+        self.bytes -= item.size
         for tag in item.tags:
             keys = self._by_tag.get(tag)
             if keys is not None:
@@ -106,14 +171,27 @@ class DeliveryCache:
                     del self._by_tag[tag]
 
     def invalidate(self, tags: list[str] | None) -> None:
-        self.generation += 1
-        if tags is None or "schema" in tags:
+        """Purge: drop the answers carrying these tags, mark lists among them stale; None or the
+        `schema` tag: drop everything."""
+        now = time.monotonic()
+        self.seq += 1
+        everything = tags is None or "schema" in tags
+        self._log.append((self.seq, now, None if everything else frozenset(tags or ())))
+        while self._log and (len(self._log) > self.LOG_ENTRIES or now - self._log[0][1] > self.LOG_SECONDS):
+            self._log.popleft()
+        if everything:
             self._items.clear()
             self._by_tag.clear()
+            self.bytes = 0
             return
-        for tag in tags:
+        for tag in tags or ():
             for key in list(self._by_tag.get(tag, ())):
-                self._drop(key)
+                item = self._items[key]
+                if item.is_list:
+                    if item.stale_since is None:
+                        item.stale_since = now
+                else:
+                    self._drop(key)
 
     def __len__(self) -> int:
         return len(self._items)

@@ -6,18 +6,26 @@ these functions; render.py does the per-entry encoding.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .. import render
+from ..config import Settings
 from ..entries import repository as entries_repo
+from ..problems import ProblemError
 from ..publishing import repository as repo
 from ..publishing.documents import assets_by_id
 from ..query import sql
 from ..query.parse import ListQuery
 from ..schema.model import NON_LOCALIZED, ContentType, Locales
 
-Fetch = Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]]
+log = logging.getLogger("cms.delivery")
+
+# A fetch of referenced entries: id -> (its ENTRY document, the size of its stored bytes).
+Fetch = Callable[[list[str]], Awaitable[dict[str, tuple[dict[str, Any], int]]]]
 
 
 class Body(NamedTuple):
@@ -26,66 +34,119 @@ class Body(NamedTuple):
     tags: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class IncludeLimit:
+    """How much `include` may embed in one response: entries (each copy in the output counts, so
+    an entry linked 50 times counts 50 times, and so do its own includes) and their stored bytes."""
+
+    entries: int = 1000
+    bytes: int = 32 * 1024 * 1024
+
+    @classmethod
+    def of(cls, settings: Settings) -> IncludeLimit:
+        return cls(settings.max_include_entries, settings.max_include_mb * 1024 * 1024)
+
+
+class _Budget:
+    """What one response has embedded so far."""
+
+    def __init__(self, limit: IncludeLimit) -> None:
+        self.limit = limit
+        self.entries = 0
+        self.bytes = 0
+
+    @property
+    def exceeded(self) -> bool:
+        return self.entries > self.limit.entries or self.bytes > self.limit.bytes
+
+    def problem(self) -> ProblemError:
+        what = (
+            f"more than {self.limit.entries} embedded entries" if self.entries > self.limit.entries
+            else f"more than {self.limit.bytes} bytes of embedded entries"
+        )
+        detail = f"this include would embed {what}; include fewer fields or a lower depth"
+        return ProblemError(400, "include-too-large", detail, errors=[{"parameter": "include", "detail": detail}])
+
+
 def _fetch_published(conn: Any, locale: str) -> Fetch:
-    async def fetch(ids: list[str]) -> dict[str, dict[str, Any]]:
-        return {r["entry_id"]: render.decode(r["body"]) for r in await repo.documents_for(conn, ids, locale)}
+    async def fetch(ids: list[str]) -> dict[str, tuple[dict[str, Any], int]]:
+        rows = await repo.documents_for(conn, ids, locale)
+        return {r["entry_id"]: (render.decode(r["body"]), len(r["body"])) for r in rows}
 
     return fetch
 
 
 def _fetch_drafts(conn: Any, types: dict[str, ContentType], locales: Locales, locale: str, assets_url: str) -> Fetch:
-    async def fetch(ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def fetch(ids: list[str]) -> dict[str, tuple[dict[str, Any], int]]:
         rows = [row for row in await entries_repo.get_entries(conn, ids) if row["type"] in types]
         # Every asset the drafts link to, in one query (not one per draft).
         asset_ids = {a for row in rows for a in render.asset_ids(types[row["type"]], row["data"])}
         assets = await assets_by_id(conn, asset_ids, assets_url)
-        return {
-            row["id"]: render.decode(render.render_entry(
-                row, types[row["type"]], locale, locales.chain(locale), assets, draft=True
-            ).body)
-            for row in rows
-        }
+        found = {}
+        for row in rows:
+            body = render.render_entry(row, types[row["type"]], locale, locales.chain(locale), assets, draft=True).body
+            found[row["id"]] = (render.decode(body), len(body))
+        return found
 
     return fetch
 
 
 async def expand(
     documents: list[dict[str, Any]], ct: ContentType, types: dict[str, ContentType], include: list[str],
-    depth: int, fetch: Fetch,
+    depth: int, fetch: Fetch, limit: IncludeLimit,
 ) -> set[str]:
-    """Resolve references inline, one batched fetch per level; returns the ids included."""
+    """Resolve the references of one response's documents inline, one batched fetch per level;
+    returns the ids included. 400 `include-too-large` past `limit`, found before any bytes are built."""
+    budget = _Budget(limit)
     included: set[str] = set()
-    for ids in await expand_each([(d, ct) for d in documents], types, include, depth, fetch):
+    for ids in await expand_each([(d, ct, budget) for d in documents], types, include, depth, fetch):
         included |= ids
+    if budget.exceeded:
+        raise budget.problem()
     return included
 
 
+Root = tuple[dict[str, Any], ContentType, _Budget]
+
+
 async def expand_each(
-    roots: list[tuple[dict[str, Any], ContentType]], types: dict[str, ContentType], include: list[str],
-    depth: int, fetch: Fetch,
+    roots: list[Root], types: dict[str, ContentType], include: list[str], depth: int, fetch: Fetch,
 ) -> list[set[str]]:
-    """`expand` for documents of any types at once; returns the ids each root document included."""
+    """`expand` for documents of any types at once, each charged to its response's budget (roots of
+    one response share one); returns the ids each root included. A root whose budget runs out stops
+    expanding where it stands (the caller decides what that means: a 400, or no includes)."""
     included: list[set[str]] = [set() for _ in roots]
     if not include:
         return included
     only: set[str] | None = None if include == ["*"] else set(include)
-    Level = list[tuple[dict[str, Any], ContentType, set[str] | None, int]]
-    level: Level = [(d, d_ct, only, root) for root, (d, d_ct) in enumerate(roots)]
+    # (document, its type, the fields to follow, root index, how many copies of it the output holds)
+    Level = list[tuple[dict[str, Any], ContentType, set[str] | None, int, int]]
+    level: Level = [(d, d_ct, only, root, 1) for root, (d, d_ct, _) in enumerate(roots)]
     for _ in range(depth):
-        wanted = {link["id"] for doc, doc_ct, names, _ in level for link in render.reference_links(doc, doc_ct, names)}
+        links = [[link["id"] for link in render.reference_links(doc, doc_ct, names)] for doc, doc_ct, names, *_ in level]
+        wanted = {link for parent in links for link in parent}
         if not wanted:
             break
         found = await fetch(sorted(wanted))
         next_level: Level = []
-        for doc, doc_ct, names, root in level:
+        for (doc, doc_ct, names, root, copies), parent_links in zip(level, links, strict=True):
+            budget = roots[root][2]
+            if budget.exceeded:
+                continue
+            counts = Counter(link for link in parent_links if link in found)
+            budget.entries += sum(copies * n for n in counts.values())
+            budget.bytes += sum(copies * n * found[link][1] for link, n in counts.items())
+            if budget.exceeded:
+                continue
             # Fresh copies per parent and level: the same entry at two depths never makes a cycle.
             own = {
-                link["id"]: dict(found[link["id"]], fields=dict(found[link["id"]].get("fields") or {}))
-                for link in render.reference_links(doc, doc_ct, names) if link["id"] in found
+                link: dict(found[link][0], fields=dict(found[link][0].get("fields") or {})) for link in counts
             }
             included[root] |= set(own)
             render.resolve_includes(doc, doc_ct, names, own)
-            next_level.extend((d, types[d["type"]], None, root) for d in own.values() if d.get("type") in types)
+            next_level.extend(
+                (d, types[d["type"]], None, root, copies * counts[link]) for link, d in own.items() if d.get("type") in types
+            )
         level = next_level
     return included
 
@@ -102,6 +163,7 @@ def _entry_tags(ids: list[str], included: set[str]) -> tuple[str, ...]:
 async def published_entry(
     conn: Any, types: dict[str, ContentType], ct: ContentType, locale: str, *, entry_id: str | None = None,
     slug: str | None = None, include: list[str] | None = None, depth: int = 1, fields: list[str] | None = None,
+    limit: IncludeLimit,
 ) -> Body | None:
     """`GET /api/v1/entries/{type}/{id}` (or by-slug) with include/depth/fields; None when not published."""
     row = (
@@ -111,44 +173,56 @@ async def published_entry(
     if row is None:
         return None
     known = types if types.get(ct.id) is ct else {**types, ct.id: ct}
-    bodies = await _published_bodies(conn, known, locale, [row], include, depth, fields)
+    bodies = await _published_bodies(conn, known, locale, [row], include, depth, fields, limit, too_large="raise")
     return bodies.get(row["entry_id"])
 
 
 async def published_entries(
     conn: Any, types: dict[str, ContentType], locale: str, ids: list[str], *, include: list[str] | None = None,
-    depth: int = 1, fields: list[str] | None = None,
+    depth: int = 1, fields: list[str] | None = None, limit: IncludeLimit, too_large: str = "raise",
 ) -> dict[str, Body]:
     """`published_entry` for many entries (of any types) at once: by entry id, only those published.
 
     A constant number of queries (one, plus one per include level) whatever the number of ids; the
-    bytes are exactly what `published_entry` answers for each id.
+    bytes are exactly what `published_entry` answers for each id. An entry whose includes go past
+    `limit`: the 400 (`too_large="raise"`), or its document without includes (`"links"`).
     """
     rows = await repo.documents_for(conn, ids, locale) if ids else []
-    return await _published_bodies(conn, types, locale, rows, include, depth, fields)
+    return await _published_bodies(conn, types, locale, rows, include, depth, fields, limit, too_large)
 
 
 async def _published_bodies(
     conn: Any, types: dict[str, ContentType], locale: str, rows: list[Any], include: list[str] | None, depth: int,
-    fields: list[str] | None,
+    fields: list[str] | None, limit: IncludeLimit, too_large: str,
 ) -> dict[str, Body]:
     rows = [r for r in rows if r["type"] in types]
     if not include and fields is None:
-        return {r["entry_id"]: Body(render.envelope(r["body"]), r["etag"], _entry_tags([r["entry_id"]], set())) for r in rows}
+        return {r["entry_id"]: _plain(r) for r in rows}
     documents = [render.decode(r["body"]) for r in rows]
-    included = await expand_each(
-        [(d, types[r["type"]]) for d, r in zip(documents, rows, strict=True)], types, include or [], depth,
-        _fetch_published(conn, locale),
-    )
+    roots = [(d, types[r["type"]], _Budget(limit)) for d, r in zip(documents, rows, strict=True)]
+    included = await expand_each(roots, types, include or [], depth, _fetch_published(conn, locale))
     out = {}
-    for row, document, ids in zip(rows, documents, included, strict=True):
+    for row, document, ids, (_, _, budget) in zip(rows, documents, included, roots, strict=True):
+        if budget.exceeded:
+            if too_large == "raise":
+                raise budget.problem()
+            log.warning("entry %s: its includes go past the limit; stored without them", row["entry_id"])
+            document = render.decode(row["body"])
+            ids = set()
         _select_fields(document, fields)
         body = render.envelope(render.encode(document))
         out[row["entry_id"]] = Body(body, render.etag_of(body), _entry_tags([row["entry_id"]], ids))
     return out
 
 
-async def published_list(conn: Any, types: dict[str, ContentType], ct: ContentType, query: ListQuery) -> Body:
+def _plain(row: Any) -> Body:
+    """A stored document as it is: no includes, every field."""
+    return Body(render.envelope(row["body"]), row["etag"], _entry_tags([row["entry_id"]], set()))
+
+
+async def published_list(
+    conn: Any, types: dict[str, ContentType], ct: ContentType, query: ListQuery, limit: IncludeLimit
+) -> Body:
     """`GET /api/v1/entries/{type}` for a parsed query."""
     page = await sql.fetch_page(conn, query, sql.DeliverySource(), "d.entry_id, d.body")
     meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total}
@@ -156,7 +230,9 @@ async def published_list(conn: Any, types: dict[str, ContentType], ct: ContentTy
     included: set[str] = set()
     if query.include or query.fields is not None:
         documents = [render.decode(r["body"]) for r in page.rows]
-        included = await expand(documents, ct, types, query.include, query.depth, _fetch_published(conn, query.locale))
+        included = await expand(
+            documents, ct, types, query.include, query.depth, _fetch_published(conn, query.locale), limit
+        )
         for document in documents:
             _select_fields(document, query.fields)
         body = render.list_envelope([render.encode(d) for d in documents], meta)
@@ -168,7 +244,7 @@ async def published_list(conn: Any, types: dict[str, ContentType], ct: ContentTy
 async def draft_entry(
     conn: Any, types: dict[str, ContentType], ct: ContentType, locales: Locales, locale: str, assets_url: str, *,
     entry_id: str | None = None, slug: str | None = None, include: list[str] | None = None, depth: int = 1,
-    fields: list[str] | None = None,
+    fields: list[str] | None = None, limit: IncludeLimit,
 ) -> Body | None:
     """The preview twin of published_entry: the latest drafts, rendered on the fly."""
     found_id = entry_id
@@ -177,23 +253,24 @@ async def draft_entry(
     if not found_id:
         return None
     fetch = _fetch_drafts(conn, types, locales, locale, assets_url)
-    document = (await fetch([found_id])).get(found_id)
-    if document is None or document.get("type") != ct.id:
+    document = (await fetch([found_id])).get(found_id, ({}, 0))[0]
+    if document.get("type") != ct.id:
         return None
-    included = await expand([document], ct, types, include or [], depth, fetch)
+    included = await expand([document], ct, types, include or [], depth, fetch, limit)
     _select_fields(document, fields)
     body = render.envelope(render.encode(document))
     return Body(body, render.etag_of(body), _entry_tags([found_id], included))
 
 
 async def draft_list(
-    conn: Any, types: dict[str, ContentType], ct: ContentType, locales: Locales, query: ListQuery, assets_url: str
+    conn: Any, types: dict[str, ContentType], ct: ContentType, locales: Locales, query: ListQuery, assets_url: str,
+    limit: IncludeLimit,
 ) -> Body:
     page = await sql.fetch_page(conn, query, sql.DraftSource(locales.chain(query.locale)), "e.*")
     fetch = _fetch_drafts(conn, types, locales, query.locale, assets_url)
     rendered = await fetch([r["id"] for r in page.rows])
-    documents = [rendered[r["id"]] for r in page.rows if r["id"] in rendered]
-    included = await expand(documents, ct, types, query.include, query.depth, fetch)
+    documents = [rendered[r["id"]][0] for r in page.rows if r["id"] in rendered]
+    included = await expand(documents, ct, types, query.include, query.depth, fetch, limit)
     for document in documents:
         _select_fields(document, query.fields)
     meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total}

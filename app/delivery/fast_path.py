@@ -1,21 +1,37 @@
 """The delivery hot path: answer a cached GET before Litestar's routing, guards and response layers.
 
-Only a request that would certainly get exactly the cached answer is served here: a GET under
-/api/v1/entries/, a cache hit, and a credential already known to this process that may read
-the type. Everything else (misses, unknown or missing keys, any doubt) goes to the full app,
-which applies every rule and fills the cache.
+Only a request that would certainly get exactly the cached answer is served here: a GET of an entry
+or a list under /api/v1/entries/, a cache hit (or a purged list that another request is recomputing,
+see reads.py), and a credential already known to this process that may read the type.
+Everything else (misses, unknown or missing keys, any doubt) goes to the full app, which applies
+every rule and fills the cache. The key is computed by the same function the routes use.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from litestar._parsers import parse_query_string
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from .cache import CachedResponse, cache_key, etag_matches
+from .cache import CachedResponse, etag_matches
+from .reads import Read, make_read
 
 PREFIX = "/api/v1/entries/"
 _JSON = (b"content-type", b"application/json")
+
+
+def read_of(path: str, query_string: bytes) -> Read | None:
+    """The delivery read a path under PREFIX asks for, as the routes would see it (None: not one)."""
+    parts = path[len(PREFIX):].split("/")
+    if not all(parts) or len(parts) > 3 or (len(parts) == 3 and parts[1] != "by-slug"):
+        return None
+    pairs = parse_query_string(query_string)
+    if len(parts) == 1:
+        return make_read(path, pairs, parts[0])
+    if len(parts) == 2:
+        return make_read(path, pairs, parts[0], entry_id=parts[1])
+    return make_read(path, pairs, parts[0], slug=parts[2])
 
 
 class DeliveryFastPath:
@@ -27,14 +43,18 @@ class DeliveryFastPath:
         if scope["type"] == "http" and scope.get("method") == "GET" and scope["path"].startswith(PREFIX):
             state = self.app.state
             cache = getattr(state, "cache", None)
-            if cache is not None:
-                item = cache.peek(cache_key(scope["path"], scope["query_string"]))
-                if item is not None and self._may_read(scope, state):
-                    await self._answer(item, scope, send)
-                    return
+            read = read_of(scope["path"], scope["query_string"]) if cache is not None else None
+            item = cache.peek(read.key) if cache is not None and read is not None else None
+            if (
+                read is not None and item is not None
+                and (item.stale_since is None or state.reads.serves_stale(read.key, item.stale_since))
+                and self._may_read(read, scope, state)
+            ):
+                await self._answer(item, scope, send)
+                return
         await self.inner(scope, receive, send)
 
-    def _may_read(self, scope: Scope, state: Any) -> bool:
+    def _may_read(self, read: Read, scope: Scope, state: Any) -> bool:
         authorization = api_key = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -53,8 +73,7 @@ class DeliveryFastPath:
         credential = state.credentials.cached(presented)
         if credential is None or credential.kind not in ("delivery", "preview"):
             return False
-        type_id = scope["path"][len(PREFIX):].split("/", 1)[0]
-        return credential.may_use_type(type_id)
+        return credential.may_use_type(read.type_id)
 
     async def _answer(self, item: CachedResponse, scope: Scope, send: Any) -> None:
         if_none_match = next((v for k, v in scope["headers"] if k == b"if-none-match"), None)

@@ -1,6 +1,6 @@
 """Delivery REST: published entries (and drafts under /preview), sync, content types, locales, /cdn/.
 
-Thin: parse the request, call documents.py / sync.py, answer with the caching rules of cache.py.
+Thin: parse the request, call reads.py / sync.py, answer with the caching rules of cache.py.
 Every route but /cdn/ sits behind `delivery_guard`, set once per router; a `type_id` path parameter
 is checked against the credential's content types there.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Request, Response, Router, get
+from litestar._parsers import parse_query_string
 from litestar.params import FromPath
 
 from .. import render
@@ -20,15 +21,13 @@ from ..credentials.guards import current, delivery_guard
 from ..cursors import page_after
 from ..http import JSON, encode, page_params, query_int
 from ..problems import not_found
-from ..query import parse as q
 from ..schema.locales import locale_json
-from ..schema.model import LOCALE_CODE, RESOURCE_ID, TYPE_ID, ContentType, Locales
-from ..schema.registry import resolve_locale
-from . import documents, sync
-from .cache import answer_headers, cache_key, etag_matches
+from ..schema.model import LOCALE_CODE, TYPE_ID
+from . import sync
+from .cache import answer_headers, etag_matches
+from .reads import make_read
 
 Req = Request[Any, Any, Any]
-SINGLE_OPTIONS = ("fields", "include", "depth")
 
 
 def _respond(request: Req, body: bytes, etag: str, tags: tuple[str, ...], preview: bool) -> Response[bytes]:
@@ -39,76 +38,12 @@ def _respond(request: Req, body: bytes, etag: str, tags: tuple[str, ...], previe
     return Response(content=body, media_type=JSON, headers=headers)
 
 
-async def _schema(request: Req, type_id: str) -> tuple[ContentType, dict[str, ContentType], Locales, str]:
-    registry = request.app.state.types
-    ct = await registry.get(type_id)
-    if ct is None:
-        raise not_found("content type")
-    locales = await registry.locales(request.query_params.get("locale"))
-    locale = resolve_locale(locales, request.query_params.get("locale"))
-    return ct, await registry.types(), locales, locale
-
-
-def _single_options(request: Req, ct: ContentType, types: dict[str, ContentType], locale: str) -> q.ListQuery | None:
-    params = request.query_params
-    if not any(k in params for k in SINGLE_OPTIONS):
-        return None
-    return q.parse_list_query(
-        {k: v for k, v in params.items() if k in SINGLE_OPTIONS}, ct, types, locale=locale, default_sort="-published_at",
-    )
-
-
-async def _list(request: Req, type_id: str, preview: bool) -> Response[bytes]:
-    state = request.app.state
-    ct, types, locales, locale = await _schema(request, type_id)
-    cache = None if preview else state.cache
-    key = cache_key(request.scope["path"], request.scope["query_string"])
-    if cache is not None and (hit := cache.get(key)) is not None:
-        return _respond(request, hit.body, hit.etag, hit.tags, preview)
-    generation = cache.generation if cache is not None else 0
-    query = q.parse_list_query(request.query_params, ct, types, locale=locale, default_sort="-published_at")
-    async with state.read_pool.acquire() as conn:
-        if preview:
-            result = await documents.draft_list(conn, types, ct, locales, query, state.settings.assets_url)
-        else:
-            result = await documents.published_list(conn, types, ct, query)
-    if cache is not None:
-        cache.put(key, result.body, result.etag, result.tags, generation)
-    return _respond(request, result.body, result.etag, result.tags, preview)
-
-
-async def _single(
+async def _read(
     request: Req, type_id: str, entry_id: str | None, slug: str | None, preview: bool
 ) -> Response[bytes]:
-    state = request.app.state
-    ct, types, locales, locale = await _schema(request, type_id)
-    cache = None if preview else state.cache
-    key = cache_key(request.scope["path"], request.scope["query_string"])
-    if cache is not None and (hit := cache.get(key)) is not None:
-        return _respond(request, hit.body, hit.etag, hit.tags, preview)
-    generation = cache.generation if cache is not None else 0
-    if entry_id is not None and not RESOURCE_ID.fullmatch(entry_id):
-        raise not_found("entry")
-    if slug is not None and (len(slug) > 200 or "\x00" in slug):
-        raise not_found("entry")
-    options = _single_options(request, ct, types, locale)
-    include = options.include if options else []
-    depth = options.depth if options else 1
-    fields = options.fields if options else None
-    async with state.read_pool.acquire() as conn:
-        if preview:
-            result = await documents.draft_entry(
-                conn, types, ct, locales, locale, state.settings.assets_url,
-                entry_id=entry_id, slug=slug, include=include, depth=depth, fields=fields,
-            )
-        else:
-            result = await documents.published_entry(
-                conn, types, ct, locale, entry_id=entry_id, slug=slug, include=include, depth=depth, fields=fields
-            )
-    if result is None:
-        raise not_found("entry")
-    if cache is not None:
-        cache.put(key, result.body, result.etag, result.tags, generation)
+    pairs = parse_query_string(request.scope["query_string"])
+    read = make_read(request.scope["path"], pairs, type_id, entry_id=entry_id, slug=slug, preview=preview)
+    result = await request.app.state.reads.answer(read)
     return _respond(request, result.body, result.etag, result.tags, preview)
 
 
@@ -117,15 +52,15 @@ def _entry_routes(preview: bool) -> list[Any]:
 
     @get("/entries/{type_id:str}")
     async def list_entries(request: Req, type_id: FromPath[str]) -> Response[bytes]:
-        return await _list(request, type_id, preview)
+        return await _read(request, type_id, None, None, preview)
 
     @get("/entries/{type_id:str}/{entry_id:str}")
     async def get_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
-        return await _single(request, type_id, entry_id, None, preview)
+        return await _read(request, type_id, entry_id, None, preview)
 
     @get("/entries/{type_id:str}/by-slug/{slug:str}")
     async def get_entry_by_slug(request: Req, type_id: FromPath[str], slug: FromPath[str]) -> Response[bytes]:
-        return await _single(request, type_id, None, slug, preview)
+        return await _read(request, type_id, None, slug, preview)
 
     return [list_entries, get_entry, get_entry_by_slug]
 

@@ -144,6 +144,7 @@ class Publisher:
         self.store = store
         self.files = AsyncObjectStore(store)
         self.cache_control = settings.cache_control
+        self.include_limit = delivery.IncludeLimit.of(settings)
         # republish: compare with the stored object first and skip identical writes (and purges)
         self.only_changed = only_changed
 
@@ -189,6 +190,15 @@ class Publisher:
 
     # -- entries ----------------------------------------------------------------------------
 
+    async def _rendered(
+        self, conn: asyncpg.Connection, types: dict[str, ContentType], locale: str, ids: list[str]
+    ) -> dict[str, delivery.Body]:
+        """What `GET …/{id}?locale=…&include=*` answers for each published entry of ids; an entry whose
+        includes go past the include limit (a 400 there) is stored without them."""
+        return await delivery.published_entries(
+            conn, types, locale, ids, include=["*"], depth=1, limit=self.include_limit, too_large="links",
+        )
+
     async def sync_entry(
         self, conn: asyncpg.Connection, types: dict[str, ContentType], locales: list[str], entry_id: str,
         type_id: str, changes: Changes,
@@ -210,7 +220,7 @@ class Publisher:
             await locks.xact_locks(conn, "entry", ids)
             rendered: dict[tuple[str, str], delivery.Body] = {}
             for locale in locales:
-                bodies = await delivery.published_entries(conn, types, locale, ids, include=["*"], depth=1)
+                bodies = await self._rendered(conn, types, locale, ids)
                 rendered.update(((locale, entry_id), body) for entry_id, body in bodies.items())
             keys = [(entry_id, type_id, locale) for entry_id, type_id in entries for locale in locales]
             stored_objects = await self.files.run_all(
@@ -270,7 +280,7 @@ class Publisher:
             if (locale, owner) not in rendered:
                 missing.setdefault(locale, []).append(owner)
         for locale, owner_ids in missing.items():
-            bodies = await delivery.published_entries(conn, types, locale, owner_ids, include=["*"], depth=1)
+            bodies = await self._rendered(conn, types, locale, owner_ids)
             rendered = {**rendered, **{(locale, i): b for i, b in bodies.items()}}
         work: list[tuple[str, delivery.Body | None, dict[str, Any] | None]] = []
         for type_id, locale, slug in slugs:
@@ -310,7 +320,7 @@ class Publisher:
                     calls.append(partial(self._delete_now, key))
                     continue
                 query = parse_list_query({"limit": "100"}, ct, types, locale=locale, default_sort="-published_at")
-                body = await delivery.published_list(conn, types, ct, query)
+                body = await delivery.published_list(conn, types, ct, query, self.include_limit)
                 calls.append(partial(self._put_now, key, body, None))
             for locale, outcome in zip(locales, await self.files.run_all(calls), strict=True):
                 self._record(changes, index_key(type_id, locale), outcome)
@@ -406,6 +416,3 @@ async def republish_all(
     result.entries = len(rows)
     changes.tags = changes.changed_tags()
     return result
-
-
-

@@ -43,7 +43,9 @@ RANK = "_rank"  # sort key name for "text-search rank" (no field id can start wi
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_DEPTH = 3
-MAX_LIST_VALUES = 100
+MAX_LIST_VALUES = 500  # values of one in/nin filter
+MAX_FILTERS = 20  # filter conditions per request
+MAX_SORT_KEYS = 5
 MAX_Q = 1000
 MAX_CURSOR = 16384
 CURSOR_VERSION = 1
@@ -143,6 +145,8 @@ def parse_list_query(
     filters: list[Filter] = []
     for name, value in flat.items():
         if name == "filter" or name.startswith("filter["):
+            if len(filters) == MAX_FILTERS:
+                raise malformed(name, f"at most {MAX_FILTERS} filter conditions")
             filters.append(_parse_filter(name, _text(name, value), ct, types))
 
     q = flat.get("q")
@@ -268,7 +272,10 @@ def _parse_include(flat: dict[str, Any], ct: ContentType) -> list[str]:
 def _parse_sort(text: str, ct: ContentType, parameter: str) -> list[tuple[str, bool]]:
     sort: list[tuple[str, bool]] = []
     seen: set[str] = set()
-    for item in text.split(","):
+    items = text.split(",")
+    if len(items) > MAX_SORT_KEYS:
+        raise malformed(parameter, f"at most {MAX_SORT_KEYS} sort keys")
+    for item in items:
         item = item.strip()
         desc = item.startswith("-")
         name = item[1:] if desc else item

@@ -81,7 +81,7 @@ async def check_files(database_url: str, store: ObjectStore) -> tuple[int, int]:
             ct = types[row["type"]]
             for locale in locales:
                 body = await delivery.published_entry(
-                    conn, types, ct, locale, entry_id=row["id"], include=["*"], depth=1
+                    conn, types, ct, locale, entry_id=row["id"], include=["*"], depth=1, limit=delivery.IncludeLimit()
                 )
                 assert body is not None
                 key = f"entries/{row['type']}/{locale}/{row['id']}.json"
@@ -98,7 +98,7 @@ async def check_files(database_url: str, store: ObjectStore) -> tuple[int, int]:
             for locale in locales:
                 query = parse_list_query({"limit": "100"}, types[type_id], types, locale=locale,
                                          default_sort="-published_at")
-                listing = await delivery.published_list(conn, types, types[type_id], query)
+                listing = await delivery.published_list(conn, types, types[type_id], query, delivery.IncludeLimit())
                 index = await asyncio.to_thread(store.get, f"entries/{type_id}/{locale}/index.json")
                 assert index is not None and index.body == listing.body, f"index of {type_id}/{locale}"
                 expected_keys.add(f"entries/{type_id}/{locale}/index.json")

@@ -193,6 +193,8 @@ def _replay(
         values = rules.validate_fields(ct, given, errors)
         errors.raise_if_any()
         if current is None:
+            if action.id is not None:
+                rules.check_new_id(action.id)
             entry_id = action.id or str(ULID())
             data = rules.apply_values({}, ct, values, code)
             plan.entries[entry_id] = _Entry(

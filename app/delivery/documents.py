@@ -32,7 +32,7 @@ class Body(NamedTuple):
     body: bytes
     etag: str
     tags: tuple[str, ...]
-
+    version: int | None = None  # one entry's answer: the render_seq of its stored document
 
 @dataclass(frozen=True)
 class IncludeLimit:
@@ -211,13 +211,13 @@ async def _published_bodies(
             ids = set()
         _select_fields(document, fields)
         body = render.envelope(render.encode(document))
-        out[row["entry_id"]] = Body(body, render.etag_of(body), _entry_tags([row["entry_id"]], ids))
+        out[row["entry_id"]] = Body(body, render.etag_of(body), _entry_tags([row["entry_id"]], ids), row["render_seq"])
     return out
 
 
 def _plain(row: Any) -> Body:
     """A stored document as it is: no includes, every field."""
-    return Body(render.envelope(row["body"]), row["etag"], _entry_tags([row["entry_id"]], set()))
+    return Body(render.envelope(row["body"]), row["etag"], _entry_tags([row["entry_id"]], set()), row["render_seq"])
 
 
 async def published_list(

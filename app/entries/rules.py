@@ -14,14 +14,24 @@ from ..problems import FieldErrorsProblem, invalid
 from ..schema.model import (
     LINK_TYPES,
     NON_LOCALIZED,
+    RESOURCE_ID,
     SLUG_MAX,
     UNIQUE_TYPES,
     ContentType,
     Locales,
     check_value,
+    is_reserved_id,
     values_equal_for_unique,
 )
 from ..times import iso
+
+
+def check_new_id(entry_id: str) -> None:
+    """A client-chosen id for a new entry: the id pattern, and not a name the prerendered files use."""
+    if not RESOURCE_ID.fullmatch(entry_id):
+        raise invalid("/id", "ids match [A-Za-z0-9_-]{1,64}")
+    if is_reserved_id(entry_id):
+        raise invalid("/id", f"{entry_id!r} is reserved (it names the type's index file)")
 
 
 def slugify(text: str) -> str:

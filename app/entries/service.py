@@ -14,7 +14,7 @@ from ..audit.service import WriteContext
 from ..db import locks
 from ..events import types as events
 from ..events.outbox import record_write
-from ..problems import FieldErrorsProblem, ProblemError, conflict, invalid, malformed, not_found
+from ..problems import FieldErrorsProblem, ProblemError, conflict, malformed, not_found
 from ..protection.preconditions import check_precondition
 from ..publishing import repository as documents_repo
 from ..publishing.documents import render_published
@@ -34,6 +34,7 @@ from ..schema.registry import load_locales, load_types, resolve_locale
 from . import repository as repo
 from .rules import (
     apply_values,
+    check_new_id,
     entry_event,
     fields_input,
     links,
@@ -115,8 +116,8 @@ async def create_entry(
 ) -> tuple[dict[str, Any], bool]:
     """Create an entry (POST: server id; PUT: the client's id). Returns (ENTRY, True)."""
     given = fields_input(body)
-    if entry_id is not None and not RESOURCE_ID.fullmatch(entry_id):
-        raise invalid("/id", "ids match [A-Za-z0-9_-]{1,64}")
+    if entry_id is not None:
+        check_new_id(entry_id)
     async with conn.transaction():
         await locks.lock_schema_shared(conn)
         ct = await _type_for_write(conn, type_id)

@@ -36,7 +36,7 @@ from ..config import Settings
 from ..db import locks
 from ..delivery import documents as delivery
 from ..query.parse import parse_list_query
-from ..schema.model import ContentType
+from ..schema.model import ContentType, is_reserved_id
 from ..schema.registry import load_locales, load_types
 from . import repository as repo
 
@@ -222,7 +222,12 @@ class Publisher:
             for locale in locales:
                 bodies = await self._rendered(conn, types, locale, ids)
                 rendered.update(((locale, entry_id), body) for entry_id, body in bodies.items())
-            keys = [(entry_id, type_id, locale) for entry_id, type_id in entries for locale in locales]
+            # An entry id that names a file of the type (`index`, from before such ids were refused)
+            # has no entry file: it must never replace or remove the type's index.
+            keys = [
+                (entry_id, type_id, locale) for entry_id, type_id in entries for locale in locales
+                if not is_reserved_id(entry_id)
+            ]
             stored_objects = await self.files.run_all(
                 [partial(self.store.get, entry_key(type_id, locale, entry_id)) for entry_id, type_id, locale in keys]
             )
@@ -235,7 +240,7 @@ class Publisher:
                     body = document = None
                 plan.append(_EntryFile(
                     type_id, locale, entry_key(type_id, locale, entry_id), body,
-                    document.get("version") if document is not None else None, stored,
+                    body.version if body is not None else None, stored,
                     slug_of(_document(stored.body), ct) if stored is not None else None, slug_of(document, ct),
                 ))
             slugs = list(dict.fromkeys(
@@ -289,7 +294,7 @@ class Publisher:
             document = _document(body.body) if body is not None else None
             work.append((slug_key(type_id, locale, slug), body if document is not None else None, document))
         outcomes = await self.files.run_all([
-            partial(self._put_now, key, body, (document or {}).get("version")) if body is not None
+            partial(self._put_now, key, body, body.version) if body is not None
             else partial(self._delete_now, key)
             for key, body, document in work
         ])
@@ -300,7 +305,7 @@ class Publisher:
                 stored = await self.files.get(key)
                 if stored is not None and (_document(stored.body) or {}).get("id") != document.get("id"):
                     await self.files.delete(key)
-                    outcome = await self.files.call(self._put_now, key, body, document.get("version"))
+                    outcome = await self.files.call(self._put_now, key, body, body.version)
             self._record(changes, key, outcome)
 
     # -- indexes ----------------------------------------------------------------------------
@@ -344,7 +349,14 @@ class Publisher:
         dependents = [
             (d["id"], d["type"]) for d in await repo.dependents_of(conn, sorted(target_ids)) if d["id"] not in target_ids
         ]
-        await self.sync_entries(conn, types, codes, [*targets, *dependents], changes)
+        # The indexes are written even when an entry's files fail: another step may have left its
+        # index to this one, and must not stay out of the index because this step's own entry
+        # cannot be written (a step that keeps failing would otherwise leave the index stale).
+        failure: Exception | None = None
+        try:
+            await self.sync_entries(conn, types, codes, [*targets, *dependents], changes)
+        except Exception as exc:
+            failure = exc
         changes.tags += [f"entry:{entry_id}" for entry_id, _ in [*targets, *dependents]]
         changes.tags += [f"type:{type_id}" for type_id in dict.fromkeys(t for _, t in targets)]
         for type_id in dict.fromkeys(t for _, t in targets):
@@ -352,6 +364,8 @@ class Publisher:
                 log.debug("index of %s left to a later step", type_id)
             else:
                 await self.write_indexes(conn, types, locales.codes, type_id, changes)
+        if failure is not None:
+            raise failure
 
 
 @dataclass

@@ -9,7 +9,7 @@ import asyncpg
 from ..db.rows import Conn
 from ..entries.repository import ENTRY_COLUMNS
 
-DOCUMENT_COLUMNS = "entry_id, type, body, etag"
+DOCUMENT_COLUMNS = "entry_id, type, body, etag, render_seq"
 
 
 async def replace_documents(conn: Conn, entry_id: str, docs: list[tuple[Any, ...]]) -> None:
@@ -117,7 +117,7 @@ async def replace_documents_many(conn: Conn, entry_ids: list[str], docs: list[tu
                type = excluded.type, version = excluded.version, slug = excluded.slug, body = excluded.body,
                etag = excluded.etag, vals = excluded.vals, search = excluded.search,
                published_at = excluded.published_at, updated_at = excluded.updated_at,
-               created_at = excluded.created_at""",
+               created_at = excluded.created_at, render_seq = excluded.render_seq""",
         *columns, entry_ids,
     )
 

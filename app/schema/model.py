@@ -21,6 +21,9 @@ FIELD_ID = re.compile(r"[a-z][a-zA-Z0-9_]{0,63}")
 RESOURCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 LOCALE_CODE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+# Entry ids that would name another file of the type in the prerendered layout
+# (entries/{type}/{locale}/{id}.json beside index.json); refused, case-insensitively.
+RESERVED_IDS = frozenset({"index"})
 SLUG_MAX = 200
 
 FIELD_TYPES = (
@@ -131,6 +134,10 @@ class Locales:
     @property
     def codes(self) -> list[str]:
         return list(self.rows)
+
+
+def is_reserved_id(entry_id: str) -> bool:
+    return entry_id.lower() in RESERVED_IDS
 
 
 def _is_int(value: Any) -> bool:

@@ -5,7 +5,8 @@ The methods of an `ObjectStore` are synchronous and thread-safe; async callers (
 delivery app) run them in a thread, e.g. ``await asyncio.to_thread(store.put, ...)``, or wrap the
 store in `AsyncObjectStore`, which does exactly that.
 
-Writes are version-guarded: an object carries its entry version in the metadata ``cms-version`` and
+Writes are version-guarded: an object carries a version (the publisher uses its document's render
+number) in the metadata ``cms-version`` and
 ``put``/``delete`` with ``version=N`` never replace or remove an object whose stored version is
 greater than ``N`` (equal versions are overwritten, so a redelivered event or a re-render of a
 dependent entry at the same version is applied). ``version=None`` writes unconditionally.
@@ -13,7 +14,7 @@ dependent entry at the same version is applied). ``version=None`` writes uncondi
 Metadata carried with every object (S3 user metadata, ``x-amz-meta-*``; locally an extended attribute of the file, or a JSON
 sidecar where the filesystem has none):
 
-- ``cms-version``: the entry version (absent when written with ``version=None``)
+- ``cms-version``: the version (absent when written with ``version=None``)
 - ``surrogate-key``: the surrogate keys, space-separated (CDNs read it, e.g. Fastly from
   ``x-amz-meta-surrogate-key``)
 

@@ -46,7 +46,13 @@ async def deliver_step(runtime: Any, event_ids: list[str]) -> dict[str, str]:
             async def index_left_to_later(type_id: str) -> bool:
                 return await pipeline.other_step_pending(conn, pipeline.DELIVER, claimed_ids, type_id)
 
-            await runtime.publisher.deliver(conn, [e.payload for e in entry_events], changes, index_left_to_later)
+            try:
+                await runtime.publisher.deliver(conn, [e.payload for e in entry_events], changes, index_left_to_later)
+            except Exception:
+                # What was written is purged also when part of the step failed (it is retried).
+                if changes.keys:
+                    await runtime.purge.send(changes.tags, changes.keys, reference=entry_events[0].id)
+                raise
         await runtime.purge.send(changes.tags, changes.keys, reference=entry_events[0].id)
 
         async def delivered(conn: asyncpg.Connection, completed: list[pipeline.Claim]) -> None:

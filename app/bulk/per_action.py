@@ -14,6 +14,7 @@ import asyncpg
 from ..audit.service import WriteContext
 from ..entries import service as entries
 from ..problems import ProblemError
+from ..schema.model import pattern_budget
 from .errors import atomic_failure, prefixed_errors
 from .parse import Action
 
@@ -45,14 +46,16 @@ async def apply_atomic(
     results: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     failed = 0
+    # One transaction, and one budget for every action's pattern checks.
     async with conn.transaction():
-        for action in actions:
-            try:
-                results.append(await apply_action(conn, action, ctx, assets_url))
-            except ProblemError as exc:
-                # The action's savepoint rolled back; go on to report every failing action.
-                failed += 1
-                errors.extend(prefixed_errors(exc, action.index))
+        with pattern_budget():
+            for action in actions:
+                try:
+                    results.append(await apply_action(conn, action, ctx, assets_url))
+                except ProblemError as exc:
+                    # The action's savepoint rolled back; go on to report every failing action.
+                    failed += 1
+                    errors.extend(prefixed_errors(exc, action.index))
         if errors:
             raise atomic_failure(errors, failed, len(actions))
     return results

@@ -15,6 +15,7 @@ import asyncpg
 
 from ..audit.service import WriteContext
 from ..problems import ProblemError, forbidden
+from ..schema.model import pattern_budget
 from . import per_action, sets
 from .errors import problem_object
 from .parse import OP_SCOPES, Action, parse_bulk
@@ -33,7 +34,8 @@ def access_problem(ctx: WriteContext, action: Action) -> ProblemError | None:
 async def run_bulk(conn: asyncpg.Connection, body: Any, ctx: WriteContext, assets_url: str) -> list[dict[str, Any]]:
     atomic, actions = parse_bulk(body)
     if not atomic:
-        return [await _apply_alone(conn, action, ctx, assets_url) for action in actions]
+        with pattern_budget():  # the request's actions share one budget for pattern checks
+            return [await _apply_alone(conn, action, ctx, assets_url) for action in actions]
     denied = [(a, p) for a in actions if (p := access_problem(ctx, a)) is not None]
     if denied:
         raise ProblemError(

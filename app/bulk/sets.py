@@ -38,7 +38,15 @@ from ..events.outbox import emit_many, invalidate
 from ..problems import FieldErrorsProblem, ProblemError, conflict, not_found
 from ..publishing import repository as documents_repo
 from ..publishing.documents import assets_by_id, published_rows
-from ..schema.model import LINK_TYPES, NON_LOCALIZED, ContentType, Locales
+from ..schema.model import (
+    LINK_TYPES,
+    NON_LOCALIZED,
+    ContentType,
+    Locales,
+    has_patterns,
+    pattern_budget,
+    run_checks,
+)
 from ..schema.registry import load_locales, load_types, resolve_locale
 from .errors import atomic_failure, prefixed_errors
 from .parse import Action
@@ -118,13 +126,20 @@ async def apply(
     known_ids = await repo.existing_ids(conn, sorted(linked_entries)) if linked_entries else {}
     known_assets = await assets_repo.existing_asset_ids(conn, sorted(linked_assets)) if linked_assets else set()
 
-    results: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
-    for action in actions:
-        try:
-            results.append(_replay(plan, action, ctx, known_ids, known_assets))
-        except ProblemError as exc:
-            errors.extend(prefixed_errors(exc, action.index))
+    def replay_all() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        results: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for action in actions:
+            try:
+                results.append(_replay(plan, action, ctx, known_ids, known_assets))
+            except ProblemError as exc:
+                errors.extend(prefixed_errors(exc, action.index))
+        return results, errors
+
+    # Validating up to 1,000 actions is pure CPU (no I/O): with pattern checks it runs in a
+    # worker thread, and all of them share one pattern budget.
+    with pattern_budget():
+        results, errors = await run_checks(any(has_patterns(ct) for ct in types.values()), replay_all)
     # Actions that failed above set no values, so no action is blamed twice; sorted() is stable.
     errors = sorted([*errors, *await _unique_conflicts(conn, plan)], key=lambda e: int(e["pointer"].split("/")[2]))
     failed = len({e["pointer"].split("/")[2] for e in errors})

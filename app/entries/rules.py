@@ -84,6 +84,24 @@ def validate_fields(
     return out
 
 
+def still_valid(ct: ContentType, data: dict[str, Any]) -> dict[str, Any]:
+    """Stored values (an old version's) that the current schema still has and accepts; the rest dropped."""
+    out: dict[str, Any] = {}
+    for key, per_locale in data.items():
+        field = ct.field(key)
+        if field is None:
+            continue
+        kept = {}
+        for code, value in per_locale.items():
+            scratch = FieldErrorsProblem()
+            checked = check_value(field, value, "", scratch)
+            if not scratch and checked is not None:
+                kept[code] = checked
+        if kept:
+            out[key] = kept
+    return out
+
+
 def apply_values(data: dict[str, Any], ct: ContentType, values: dict[str, Any], locale: str) -> dict[str, Any]:
     data = {k: dict(v) for k, v in data.items()}
     for key, value in values.items():

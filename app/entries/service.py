@@ -27,8 +27,10 @@ from ..schema.model import (
     SLUG_MAX,
     ContentType,
     Locales,
-    check_value,
     content_type_from_row,
+    has_patterns,
+    pattern_budget,
+    run_checks,
 )
 from ..schema.registry import load_locales, load_types, resolve_locale
 from . import repository as repo
@@ -42,6 +44,7 @@ from .rules import (
     merge_patch,
     publish_problems,
     slugify,
+    still_valid,
     unique_rows,
     validate_fields,
     version_fields,
@@ -97,6 +100,15 @@ async def _save_unique(conn: asyncpg.Connection, ct: ContentType, data: dict[str
         raise conflict("a unique value was taken by a concurrent write; retry") from None
 
 
+async def _validated(ct: ContentType, given: dict[str, Any]) -> dict[str, Any]:
+    """The stored form of the given values, or 422 with every error; pattern checks off the loop."""
+    errors = FieldErrorsProblem()
+    with pattern_budget():
+        values = await run_checks(has_patterns(ct), lambda: validate_fields(ct, given, errors))
+    errors.raise_if_any()
+    return values
+
+
 async def _type_for_write(conn: asyncpg.Connection, type_id: str) -> ContentType:
     row = await schema_repo.get_type(conn, type_id)
     if row is None:
@@ -123,9 +135,7 @@ async def create_entry(
         ct = await _type_for_write(conn, type_id)
         locales = await load_locales(conn)
         code = resolve_locale(locales, locale)
-        errors = FieldErrorsProblem()
-        values = validate_fields(ct, given, errors)
-        errors.raise_if_any()
+        values = await _validated(ct, given)
         new_id = entry_id or str(ULID())
         data = apply_values({}, ct, values, code)
         await _fill_slugs(conn, ct, data, code, new_id, locales)
@@ -190,9 +200,7 @@ async def _update_entry(
         else:
             # PUT replaces this locale's localized fields and every non-localized field.
             given = {**{f.id: None for f in ct.fields}, **given}
-        errors = FieldErrorsProblem()
-        values = validate_fields(ct, given, errors)
-        errors.raise_if_any()
+        values = await _validated(ct, given)
         data = apply_values(existing["data"], ct, values, code)
         await _fill_slugs(conn, ct, data, code, entry_id, locales)
         if data == existing["data"]:
@@ -301,20 +309,8 @@ async def restore_version(
         old = await repo.get_version(conn, entry_id, version)
         if old is None:
             raise not_found("version")
-        # Values the current schema no longer has, or no longer accepts, are dropped.
-        data: dict[str, Any] = {}
-        for key, per_locale in old["data"].items():
-            field = ct.field(key)
-            if field is None:
-                continue
-            kept = {}
-            for code, value in per_locale.items():
-                scratch = FieldErrorsProblem()
-                checked = check_value(field, value, "", scratch)
-                if not scratch and checked is not None:
-                    kept[code] = checked
-            if kept:
-                data[key] = kept
+        with pattern_budget():
+            data = await run_checks(has_patterns(ct), lambda: still_valid(ct, old["data"]))
         if data == existing["data"]:
             return management_entry(existing, ct, locales.default, locales)
         await _save_unique(conn, ct, data, entry_id)

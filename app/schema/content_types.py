@@ -21,7 +21,9 @@ from .model import (
     ContentType,
     check_value,
     content_type_from_row,
+    has_patterns,
     parse_content_type,
+    run_checks,
     values_equal_for_unique,
 )
 from .registry import load_locales, load_types
@@ -72,6 +74,17 @@ async def _check_type_change(conn: asyncpg.Connection, old: ContentType, new: Co
     blocking: set[str] = set()
     positions = {f.get("id"): i for i, f in enumerate(body.get("fields", [])) if isinstance(f, dict)}
     rows = await repo.entry_values_of_type(conn, old.id)
+    # Checking every stored value is pure CPU: with patterns, off the event loop.
+    await run_checks(has_patterns(new), lambda: _blocking_values(old, new, rows, positions, problems, blocking))
+    if problems:
+        problems.raise_if_any(409, "conflict", blocking_entries=len(blocking))
+
+
+def _blocking_values(
+    old: ContentType, new: ContentType, rows: list[Any], positions: dict[Any, int], problems: FieldErrorsProblem,
+    blocking: set[str],
+) -> None:
+    """Collect, per changed field, the entries whose values the new field rejects."""
     for field in new.fields:
         before = old.field(field.id)
         if before is None:
@@ -103,8 +116,6 @@ async def _check_type_change(conn: asyncpg.Connection, old: ContentType, new: Co
             blocking |= bad_entries
             reason = "type" if before.type != field.type else "change"
             problems.add(f"{at}/{reason if reason == 'type' else 'id'}", f"{len(bad_entries)} entries have values this change rejects")
-    if problems:
-        problems.raise_if_any(409, "conflict", blocking_entries=len(blocking))
 
 
 async def _migrate_entries(conn: asyncpg.Connection, old: ContentType, new: ContentType) -> None:

@@ -240,3 +240,36 @@ async def test_a_backtracking_pattern_cannot_pin_a_cpu(blog) -> None:
     body["fields"][0]["validations"]["pattern"] = "(unclosed"
     r = await m.put("/v1/content-types/code", json=body)
     _is_problem(r, 422)
+
+
+async def test_a_bulk_of_slow_pattern_values_neither_stalls_the_server_nor_runs_long(blog) -> None:
+    """1,000 values against a backtracking pattern (50 ms each: 50 s in all, before): the request's
+    pattern checks share a 1 s budget and run off the event loop, so other requests go on."""
+    import asyncio
+    import time
+
+    m = blog.management
+    body = {"name": "Code", "fields": [{"id": "code", "type": "text", "validations": {"pattern": "^(a|a)*$"}}]}
+    assert (await m.put("/v1/content-types/code", json=body)).status_code == 201
+    bad = "a" * 60 + "!"
+    for atomic in (True, False):
+        actions = [{"op": "upsert", "type": "code", "fields": {"code": bad}} for _ in range(1000)]
+        started = time.monotonic()
+        bulk = asyncio.create_task(m.post("/v1/bulk", json={"atomic": atomic, "actions": actions}))
+        worst = 0.0
+        while not bulk.done():
+            asked = time.monotonic()
+            assert (await m.get("/healthz")).status_code == 200
+            worst = max(worst, time.monotonic() - asked)
+            await asyncio.sleep(0.02)
+        r = await bulk
+        elapsed = time.monotonic() - started
+        assert elapsed < 5, elapsed  # the budget (1 s) and the rest of the request, not 50 s
+        assert worst < 0.5, worst  # the event loop kept answering
+        details = (
+            [e["detail"] for e in r.json()["errors"]] if atomic
+            else [res["error"]["errors"][0]["detail"] for res in r.json()["data"]["results"]]
+        )
+        assert len(details) == 1000 and all("could not be checked" in d for d in details)
+        assert any("used their 1 s" in d for d in details)
+    assert (await m.get("/v1/entries/code")).json()["meta"]["total"] == 0

@@ -9,7 +9,8 @@ from litestar import Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .db.migrate import applied_version, latest_version
-from .http import json_response, problem_response
+from .http import encode, json_response, problem_response
+from .openapi import openapi_document
 from .problems import ProblemError
 
 
@@ -50,8 +51,10 @@ async def metrics() -> Response[bytes]:
 
 @get("/openapi.json", include_in_schema=False, opt={"public": True})
 async def openapi_json(request: Request[Any, Any, Any]) -> Response[bytes]:
-    schema = request.app.openapi_schema.to_schema()
-    return json_response(schema, media_type="application/vnd.oai.openapi+json")
+    state = request.app.state
+    if getattr(state, "openapi_body", None) is None:
+        state.openapi_body = encode(openapi_document(request.app))
+    return json_response(state.openapi_body, media_type="application/vnd.oai.openapi+json")
 
 
 PLATFORM_ROUTES = [healthz, readyz, metrics, openapi_json]

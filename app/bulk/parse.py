@@ -54,7 +54,8 @@ def parse_bulk(body: Any) -> tuple[bool, list[Action]]:
             if key not in ACTION_KEYS:
                 problems.add(f"{at}/{key}", "unknown property")
         op = item.get("op")
-        if op not in OP_SCOPES:
+        if not isinstance(op, str) or op not in OP_SCOPES:
+            op = None
             problems.add(f"{at}/op", "is required: upsert, publish, unpublish or delete")
         type_id = item.get("type")
         if not isinstance(type_id, str) or not TYPE_ID.fullmatch(type_id):

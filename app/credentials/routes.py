@@ -8,13 +8,14 @@ from litestar import Request, Response, Router, delete, get, post
 from litestar.params import FromPath
 
 from ..http import many, one, query_int, read_json
+from ..openapi import LIST_QUERY, Doc, Key, KeyInput, list_of, one_of
 from ..problems import malformed, not_found
 from . import repository
 from .guards import client_ip, current, management_guard
 from .service import create_key, key_json, revoke
 
 
-@post("/")
+@post("/", opt={"doc": Doc(201, one_of(Key), body=KeyInput)})
 async def create_key_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await read_json(request)
     async with request.app.state.pool.acquire() as conn:
@@ -26,7 +27,7 @@ async def create_key_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     return one(data, 201, {"Location": f"/v1/keys/{row['id']}"})
 
 
-@get("/")
+@get("/", opt={"doc": Doc(200, list_of(Key), query=LIST_QUERY)})
 async def list_keys_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     limit = query_int(request, "limit", 20, 1, 100)
     cursor = request.query_params.get("cursor")
@@ -43,7 +44,7 @@ async def list_keys_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-@get("/{key_id:str}")
+@get("/{key_id:str}", opt={"doc": Doc(200, one_of(Key), (404,))})
 async def get_key_route(request: Request[Any, Any, Any], key_id: FromPath[str]) -> Response[bytes]:
     async with request.app.state.pool.acquire() as conn:
         row = await repository.get_key(conn, key_id)
@@ -52,7 +53,7 @@ async def get_key_route(request: Request[Any, Any, Any], key_id: FromPath[str]) 
     return one(key_json(row))
 
 
-@delete("/{key_id:str}", status_code=204)
+@delete("/{key_id:str}", opt={"doc": Doc(204, None, (404,))}, status_code=204)
 async def revoke_key_route(request: Request[Any, Any, Any], key_id: FromPath[str]) -> None:
     async with request.app.state.pool.acquire() as conn:
         await revoke(conn, key_id, current(request), request_id=request.scope["state"]["request_id"], ip=client_ip(request))

@@ -20,6 +20,7 @@ from .. import render
 from ..credentials.guards import current, delivery_guard
 from ..cursors import page_after
 from ..http import JSON, encode, page_params, query_int
+from ..openapi import LIST_QUERY, ContentType, Doc, Entry, Locale, SyncPage, list_of, one_of
 from ..problems import not_found
 from ..schema.locales import locale_json
 from ..schema.model import LOCALE_CODE, TYPE_ID
@@ -47,25 +48,32 @@ async def _read(
     return _respond(request, result.body, result.etag, result.tags, preview)
 
 
+LIST_DOC = Doc(
+    200, list_of(Entry), (404,), query=("locale", "sort", "limit", "cursor", "fields", "include", "depth", "q"),
+    extra=(304,),
+)
+ENTRY_DOC = Doc(200, one_of(Entry), (404,), query=("locale", "fields", "include", "depth"), extra=(304,))
+
+
 def _entry_routes(preview: bool) -> list[Any]:
     """The three entry routes, published (/api/v1) or draft (/preview/v1): one set of handlers."""
 
-    @get("/entries/{type_id:str}")
+    @get("/entries/{type_id:str}", opt={"doc": LIST_DOC})
     async def list_entries(request: Req, type_id: FromPath[str]) -> Response[bytes]:
         return await _read(request, type_id, None, None, preview)
 
-    @get("/entries/{type_id:str}/{entry_id:str}")
+    @get("/entries/{type_id:str}/{entry_id:str}", opt={"doc": ENTRY_DOC})
     async def get_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
         return await _read(request, type_id, entry_id, None, preview)
 
-    @get("/entries/{type_id:str}/by-slug/{slug:str}")
+    @get("/entries/{type_id:str}/by-slug/{slug:str}", opt={"doc": ENTRY_DOC})
     async def get_entry_by_slug(request: Req, type_id: FromPath[str], slug: FromPath[str]) -> Response[bytes]:
         return await _read(request, type_id, None, slug, preview)
 
     return [list_entries, get_entry, get_entry_by_slug]
 
 
-@get("/sync")
+@get("/sync", opt={"doc": Doc(200, SyncPage, (404, 410), query=("type", "locale", "cursor", "limit"))})
 async def sync_entries(request: Req) -> Response[bytes]:
     state = request.app.state
     limit = query_int(request, "limit", sync.PAGE, 1, sync.PAGE)
@@ -79,7 +87,7 @@ async def sync_entries(request: Req) -> Response[bytes]:
     return Response(content=page.body(limit), media_type=JSON, headers={"Cache-Control": "no-store"})
 
 
-@get("/content-types")
+@get("/content-types", opt={"doc": Doc(200, list_of(ContentType), query=LIST_QUERY, extra=(304,))})
 async def list_content_types(request: Req) -> Response[bytes]:
     limit, cursor = page_params(request, TYPE_ID)
     credential = current(request)
@@ -90,7 +98,7 @@ async def list_content_types(request: Req) -> Response[bytes]:
     return _respond(request, body, render.etag_of(body), ("schema",), False)
 
 
-@get("/content-types/{type_id:str}")
+@get("/content-types/{type_id:str}", opt={"doc": Doc(200, one_of(ContentType), (404,), extra=(304,))})
 async def get_content_type(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     ct = await request.app.state.types.get(type_id)
     if ct is None:
@@ -99,7 +107,7 @@ async def get_content_type(request: Req, type_id: FromPath[str]) -> Response[byt
     return _respond(request, body, render.etag_of(body), (f"type:{type_id}",), False)
 
 
-@get("/locales")
+@get("/locales", opt={"doc": Doc(200, list_of(Locale), query=LIST_QUERY, extra=(304,))})
 async def list_locales(request: Req) -> Response[bytes]:
     limit, cursor = page_params(request, LOCALE_CODE)
     rows = list((await request.app.state.types.locales()).rows.values())

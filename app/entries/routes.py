@@ -13,21 +13,25 @@ from litestar.params import FromPath
 
 from ..credentials.guards import management_guard
 from ..http import many, one, query_int, read_json
+from ..openapi import LIST_QUERY, Doc, EntryInput, ManagementEntry, Version, VersionSummary, list_of, one_of
 from ..routing import assets_url, force_param, if_match, pool, version_etag, write_context
 from . import service
 
 Req = Request[Any, Any, Any]
 READ, WRITE, PUBLISH = {"scope": "content:read"}, {"scope": "content:write"}, {"scope": "content:publish"}
+ENTRY = one_of(ManagementEntry)
+CHANGE = (404, 409, 412)  # a missing entry, a conflict (slug, unique, published), a stale If-Match
+LIST_PARAMS = ("locale", "sort", "limit", "cursor", "fields", "q", "status")
 
 
-@get("/{type_id:str}", opt=READ)
+@get("/{type_id:str}", opt={**READ, "doc": Doc(200, list_of(ManagementEntry), (404,), query=LIST_PARAMS)})
 async def list_entries(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
         data, meta = await service.list_entries(conn, type_id, request.query_params)
     return many(data, meta)
 
 
-@post("/{type_id:str}", opt=WRITE)
+@post("/{type_id:str}", opt={**WRITE, "doc": Doc(201, ENTRY, (404, 409), body=EntryInput, query=("locale",))})
 async def create_entry(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     body = await read_json(request)
     async with pool(request).acquire() as conn:
@@ -39,14 +43,14 @@ async def create_entry(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     return one(entry, 201, headers)
 
 
-@get("/{type_id:str}/{entry_id:str}", opt=READ)
+@get("/{type_id:str}/{entry_id:str}", opt={**READ, "doc": Doc(200, ENTRY, (404,), query=("locale",))})
 async def get_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
         entry, version = await service.get_entry(conn, type_id, entry_id, request.query_params.get("locale"))
     return one(entry, headers=version_etag(version))
 
 
-@put("/{type_id:str}/{entry_id:str}", opt=WRITE)
+@put("/{type_id:str}/{entry_id:str}", opt={**WRITE, "doc": Doc((200, 201), ENTRY, CHANGE, body=EntryInput, query=("locale",))})
 async def put_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     body = await read_json(request)
     async with pool(request).acquire() as conn:
@@ -59,7 +63,7 @@ async def put_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str
     return one(entry, 201 if created else 200, headers)
 
 
-@patch("/{type_id:str}/{entry_id:str}", opt=WRITE)
+@patch("/{type_id:str}/{entry_id:str}", opt={**WRITE, "doc": Doc(200, ENTRY, CHANGE, body=EntryInput, query=("locale",))})
 async def patch_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     body = await read_json(request, merge_patch=True)
     async with pool(request).acquire() as conn:
@@ -69,14 +73,14 @@ async def patch_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[s
     return one(entry, headers=version_etag(entry["version"]))
 
 
-@delete("/{type_id:str}/{entry_id:str}", opt=WRITE, status_code=204)
+@delete("/{type_id:str}/{entry_id:str}", opt={**WRITE, "doc": Doc(204, None, CHANGE, query=("force",))}, status_code=204)
 async def delete_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> None:
     force = force_param(request)
     async with pool(request).acquire() as conn:
         await service.delete_entry(conn, type_id, entry_id, force, write_context(request), if_match(request))
 
 
-@post("/{type_id:str}/{entry_id:str}/publish", opt=PUBLISH)
+@post("/{type_id:str}/{entry_id:str}/publish", opt={**PUBLISH, "doc": Doc(200, ENTRY, (*CHANGE, 422))})
 async def publish_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
         entry = await service.publish_entry(
@@ -85,14 +89,14 @@ async def publish_entry(request: Req, type_id: FromPath[str], entry_id: FromPath
     return one(entry, 200, version_etag(entry["version"]))
 
 
-@post("/{type_id:str}/{entry_id:str}/unpublish", opt=PUBLISH)
+@post("/{type_id:str}/{entry_id:str}/unpublish", opt={**PUBLISH, "doc": Doc(200, ENTRY, CHANGE)})
 async def unpublish_entry(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
         entry = await service.unpublish_entry(conn, type_id, entry_id, write_context(request), if_match(request))
     return one(entry, 200, version_etag(entry["version"]))
 
 
-@get("/{type_id:str}/{entry_id:str}/versions", opt=READ)
+@get("/{type_id:str}/{entry_id:str}/versions", opt={**READ, "doc": Doc(200, list_of(VersionSummary), (404,), query=LIST_QUERY)})
 async def list_versions(request: Req, type_id: FromPath[str], entry_id: FromPath[str]) -> Response[bytes]:
     limit = query_int(request, "limit", 20, 1, 100)
     async with pool(request).acquire() as conn:
@@ -100,13 +104,13 @@ async def list_versions(request: Req, type_id: FromPath[str], entry_id: FromPath
     return many(data, meta)
 
 
-@get("/{type_id:str}/{entry_id:str}/versions/{version:int}", opt=READ)
+@get("/{type_id:str}/{entry_id:str}/versions/{version:int}", opt={**READ, "doc": Doc(200, one_of(Version), (404,))})
 async def get_version(request: Req, type_id: FromPath[str], entry_id: FromPath[str], version: FromPath[int]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
         return one(await service.get_version(conn, type_id, entry_id, version))
 
 
-@post("/{type_id:str}/{entry_id:str}/versions/{version:int}/restore", opt=WRITE)
+@post("/{type_id:str}/{entry_id:str}/versions/{version:int}/restore", opt={**WRITE, "doc": Doc(200, ENTRY, (*CHANGE, 422))})
 async def restore_version(request: Req, type_id: FromPath[str], entry_id: FromPath[str], version: FromPath[int]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
         entry = await service.restore_version(

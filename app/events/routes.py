@@ -8,6 +8,7 @@ from litestar import Request, Response, Router, get
 
 from ..credentials.guards import current, management_guard
 from ..http import many, query_int
+from ..openapi import Doc, Event, list_of
 from ..problems import gone, malformed
 from . import feed
 
@@ -29,7 +30,7 @@ def _after(request: Req) -> str | None:
     return value
 
 
-@get("/", opt={"scope": "content:read"})
+@get("/", opt={"scope": "content:read", "doc": Doc(200, list_of(Event), (410,), query=("after", "cursor", "limit"))})
 async def list_events(request: Req) -> Response[bytes]:
     limit = query_int(request, "limit", 20, 1, 100)
     after = _after(request)

@@ -9,6 +9,7 @@ from litestar.params import FromPath
 
 from ..credentials.guards import management_guard
 from ..http import many, one, query_int, read_json
+from ..openapi import LIST_QUERY, Doc, Release, ReleaseInput, list_of, one_of
 from ..problems import malformed
 from ..routing import assets_url, if_match, pool, version_etag, write_context
 from ..schema.model import RESOURCE_ID
@@ -16,9 +17,10 @@ from . import service
 
 Req = Request[Any, Any, Any]
 READ, WRITE, PUBLISH = {"scope": "content:read"}, {"scope": "content:write"}, {"scope": "content:publish"}
+RELEASE = one_of(Release)
 
 
-@post("/", opt=WRITE)
+@post("/", opt={**WRITE, "doc": Doc(201, RELEASE, body=ReleaseInput)})
 async def create_release(request: Req) -> Response[bytes]:
     body = await read_json(request)
     async with pool(request).acquire() as conn:
@@ -28,7 +30,7 @@ async def create_release(request: Req) -> Response[bytes]:
     return one(release, 201, headers)
 
 
-@get("/", opt=READ)
+@get("/", opt={**READ, "doc": Doc(200, list_of(Release), query=LIST_QUERY)})
 async def list_releases(request: Req) -> Response[bytes]:
     limit = query_int(request, "limit", 20, 1, 100)
     cursor = request.query_params.get("cursor")
@@ -39,14 +41,14 @@ async def list_releases(request: Req) -> Response[bytes]:
     return many(data, {"limit": limit, "next_cursor": next_cursor, "total": total})
 
 
-@get("/{release_id:str}", opt=READ)
+@get("/{release_id:str}", opt={**READ, "doc": Doc(200, RELEASE, (404,))})
 async def get_release(request: Req, release_id: FromPath[str]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
         release = await service.get(conn, release_id)
     return one(release, headers=version_etag(release["version"]))
 
 
-@put("/{release_id:str}", opt=WRITE)
+@put("/{release_id:str}", opt={**WRITE, "doc": Doc(200, RELEASE, (404, 409, 412), body=ReleaseInput)})
 async def put_release(request: Req, release_id: FromPath[str]) -> Response[bytes]:
     body = await read_json(request)
     async with pool(request).acquire() as conn:
@@ -54,13 +56,13 @@ async def put_release(request: Req, release_id: FromPath[str]) -> Response[bytes
     return one(release, headers=version_etag(release["version"]))
 
 
-@delete("/{release_id:str}", opt=WRITE, status_code=204)
+@delete("/{release_id:str}", opt={**WRITE, "doc": Doc(204, None, (404, 409, 412))}, status_code=204)
 async def delete_release(request: Req, release_id: FromPath[str]) -> None:
     async with pool(request).acquire() as conn:
         await service.delete_release(conn, release_id, write_context(request), if_match(request))
 
 
-@post("/{release_id:str}/publish", opt=PUBLISH)
+@post("/{release_id:str}/publish", opt={**PUBLISH, "doc": Doc(200, RELEASE, (404, 409, 412, 422))})
 async def publish_release(request: Req, release_id: FromPath[str]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
         release = await service.publish_release(

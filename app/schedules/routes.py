@@ -9,6 +9,7 @@ from litestar.params import FromPath
 
 from ..credentials.guards import management_guard
 from ..http import many, one, query_int, read_json
+from ..openapi import LIST_QUERY, Doc, ScheduledAction, ScheduledActionInput, list_of, one_of
 from ..routing import pool, write_context
 from . import service
 
@@ -16,7 +17,7 @@ Req = Request[Any, Any, Any]
 READ, PUBLISH = {"scope": "content:read"}, {"scope": "content:publish"}
 
 
-@post("/", opt=PUBLISH)
+@post("/", opt={**PUBLISH, "doc": Doc(201, one_of(ScheduledAction), body=ScheduledActionInput)})
 async def create_scheduled_action(request: Req) -> Response[bytes]:
     body = await read_json(request)
     async with pool(request).acquire() as conn:
@@ -24,7 +25,7 @@ async def create_scheduled_action(request: Req) -> Response[bytes]:
     return one(action, 201, {"Location": f"/v1/scheduled-actions/{action['id']}"})
 
 
-@get("/", opt=READ)
+@get("/", opt={**READ, "doc": Doc(200, list_of(ScheduledAction), query=(*LIST_QUERY, "status"))})
 async def list_scheduled_actions(request: Req) -> Response[bytes]:
     limit = query_int(request, "limit", 20, 1, 100)
     status = service.parse_status(request.query_params.get("status"))
@@ -35,14 +36,14 @@ async def list_scheduled_actions(request: Req) -> Response[bytes]:
     return many(data, {"limit": limit, "next_cursor": next_cursor, "total": total})
 
 
-@get("/{action_id:str}", opt=READ)
+@get("/{action_id:str}", opt={**READ, "doc": Doc(200, one_of(ScheduledAction), (404,))})
 async def get_scheduled_action(request: Req, action_id: FromPath[str]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
         action = await service.get(conn, action_id)
     return one(action)
 
 
-@delete("/{action_id:str}", opt=PUBLISH, status_code=204)
+@delete("/{action_id:str}", opt={**PUBLISH, "doc": Doc(204, None, (404, 409))}, status_code=204)
 async def cancel_scheduled_action(request: Req, action_id: FromPath[str]) -> None:
     async with pool(request).acquire() as conn:
         await service.cancel_action(conn, action_id, write_context(request))

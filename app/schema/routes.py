@@ -13,6 +13,7 @@ from litestar.params import FromPath
 from ..credentials.guards import management_guard
 from ..cursors import page_after
 from ..http import many, one, page_params, read_json
+from ..openapi import LIST_QUERY, ContentType, ContentTypeInput, Doc, Locale, LocaleInput, list_of, one_of
 from ..routing import assets_url, force_param, if_match, pool, version_etag, write_context
 from . import content_types, locales
 from .model import LOCALE_CODE, TYPE_ID
@@ -21,7 +22,7 @@ Req = Request[Any, Any, Any]
 WRITE = {"scope": "schema:write"}
 
 
-@get("/content-types")
+@get("/content-types", opt={"doc": Doc(200, list_of(ContentType), query=LIST_QUERY)})
 async def list_types(request: Req) -> Response[bytes]:
     limit, cursor = page_params(request, TYPE_ID)
     async with pool(request).acquire() as conn:
@@ -30,14 +31,14 @@ async def list_types(request: Req) -> Response[bytes]:
     return many([ct.to_json() for ct in page], {"limit": limit, "next_cursor": next_cursor, "total": len(types)})
 
 
-@get("/content-types/{type_id:str}")
+@get("/content-types/{type_id:str}", opt={"doc": Doc(200, one_of(ContentType), (404,))})
 async def get_type(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
         ct = await content_types.get_content_type(conn, type_id)
     return one(ct.to_json(), headers=version_etag(ct.version))
 
 
-@put("/content-types/{type_id:str}", opt=WRITE)
+@put("/content-types/{type_id:str}", opt={**WRITE, "doc": Doc((200, 201), one_of(ContentType), (409, 412), body=ContentTypeInput)})
 async def put_type(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     body = await read_json(request)
     async with pool(request).acquire() as conn:
@@ -50,13 +51,13 @@ async def put_type(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     return one(ct.to_json(), 201 if created else 200, headers)
 
 
-@delete("/content-types/{type_id:str}", opt=WRITE, status_code=204)
+@delete("/content-types/{type_id:str}", opt={**WRITE, "doc": Doc(204, None, (404, 409))}, status_code=204)
 async def delete_type(request: Req, type_id: FromPath[str]) -> None:
     async with pool(request).acquire() as conn:
         await content_types.delete_content_type(conn, type_id, write_context(request))
 
 
-@get("/locales")
+@get("/locales", opt={"doc": Doc(200, list_of(Locale), query=LIST_QUERY)})
 async def list_locales(request: Req) -> Response[bytes]:
     limit, cursor = page_params(request, LOCALE_CODE)
     async with pool(request).acquire() as conn:
@@ -65,7 +66,7 @@ async def list_locales(request: Req) -> Response[bytes]:
     return many(page, {"limit": limit, "next_cursor": next_cursor, "total": len(rows)})
 
 
-@put("/locales/{code:str}", opt=WRITE)
+@put("/locales/{code:str}", opt={**WRITE, "doc": Doc((200, 201), one_of(Locale), (409,), body=LocaleInput)})
 async def put_locale(request: Req, code: FromPath[str]) -> Response[bytes]:
     body = await read_json(request)
     async with pool(request).acquire() as conn:
@@ -73,7 +74,7 @@ async def put_locale(request: Req, code: FromPath[str]) -> Response[bytes]:
     return one(data, 201 if created else 200)
 
 
-@delete("/locales/{code:str}", opt=WRITE, status_code=204)
+@delete("/locales/{code:str}", opt={**WRITE, "doc": Doc(204, None, (404, 409), query=("force",))}, status_code=204)
 async def delete_locale(request: Req, code: FromPath[str]) -> None:
     force = force_param(request)
     async with pool(request).acquire() as conn:

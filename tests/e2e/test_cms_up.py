@@ -2,154 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
+from tests.e2e.processes import BOOTSTRAP_KEY, STOP_TIMEOUT, assert_embedded_services_stopped
+
 pytestmark = pytest.mark.e2e
 
-BOOTSTRAP_KEY = "e2e_bootstrap_key_" + "0123456789abcdefghijkl"  # 40 characters
 assert len(BOOTSTRAP_KEY) == 40
-
-CMS_SCRIPT = Path(sys.executable).parent / "cms"
-CMS = [str(CMS_SCRIPT)] if CMS_SCRIPT.exists() else [sys.executable, "-m", "cms.app.cli"]
-START_TIMEOUT = 90.0
-STOP_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class CmsUp:
-    """One `cms up` process with its output in files (never a pipe that could fill up)."""
-
-    def __init__(self, workdir: Path, env: dict[str, str], name: str) -> None:
-        self.out_path = workdir / f"{name}.stdout"
-        self.err_path = workdir / f"{name}.stderr"
-        self.delivery = f"http://127.0.0.1:{env['CMS_DELIVERY_PORT']}"
-        self.management = f"http://127.0.0.1:{env['CMS_MANAGEMENT_PORT']}"
-        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.proc = subprocess.Popen([*CMS, "up"], env=env, cwd=workdir, stdout=out, stderr=err)
-        self.descendants: list[psutil.Process] = []
-
-    @property
-    def stdout(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    def logs(self) -> str:
-        return f"--- stdout\n{self.stdout}\n--- stderr (tail)\n{self.err_path.read_text(errors='replace')[-4000:]}"
-
-    def wait_until_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        with httpx.Client(timeout=2) as client:
-            while True:
-                assert self.proc.poll() is None, f"cms up exited with {self.proc.returncode}\n{self.logs()}"
-                assert time.monotonic() < deadline, f"not ready after {START_TIMEOUT} s\n{self.logs()}"
-                try:
-                    ready = all(client.get(f"{base}/readyz").status_code == 200
-                                for base in (self.delivery, self.management))
-                except httpx.HTTPError:
-                    ready = False
-                if ready and "Press Ctrl-C to stop." in self.stdout:
-                    break
-                time.sleep(0.25)
-        self.descendants = psutil.Process(self.proc.pid).children(recursive=True)
-        assert self.descendants, "cms up should run its servers as child processes"
-
-    def interrupt(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            code = self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"cms up did not exit within {STOP_TIMEOUT} s of SIGINT\n{self.logs()}")
-        _, alive = psutil.wait_procs(self.descendants, timeout=5)
-        assert not alive, f"children still running after cms up exited: {alive}"
-        return code
-
-    def kill(self) -> None:
-        for child in [*self.descendants, self.proc]:
-            try:
-                child.kill()
-            except (psutil.NoSuchProcess, ProcessLookupError):
-                pass
-        self.proc.wait(10)
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """Not under tmp_path: as root, embedded PostgreSQL runs as another user that must reach its
-    directory, and every new pytest session resets /tmp/pytest-of-root to mode 0700."""
-    root = Path(tempfile.mkdtemp(prefix="cms-e2e-"))
-    yield root / "data"
-    stop_leftover_servers(root / "data")
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def stop_leftover_servers(data_dir: Path) -> None:
-    """After a failed test, embedded servers that `cms up` could not stop (they are daemons, not
-    its children) must not outlive the test: stop them by their pid files."""
-    for pid_file, sig in ((data_dir / "postgres" / "postmaster.pid", signal.SIGINT),
-                          (data_dir / "valkey" / "valkey.pid", signal.SIGKILL)):
-        try:
-            pid = int(pid_file.read_text().split()[0])
-            server = psutil.Process(pid)
-            server.send_signal(sig)
-            server.wait(10)
-        except (OSError, ValueError, IndexError, psutil.Error):
-            pass
-
-
-@pytest.fixture
-def cms_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CMS_")}  # no URLs: embedded services
-    env.update(
-        CMS_DATA_DIR=str(data_dir),
-        CMS_HOST="127.0.0.1",
-        CMS_DELIVERY_PORT=str(free_port()),
-        CMS_MANAGEMENT_PORT=str(free_port()),
-    )
-    return env
-
-
-@pytest.fixture
-def started(tmp_path: Path, data_dir: Path):  # type: ignore[no-untyped-def]
-    running: list[CmsUp] = []
-
-    def start(env: dict[str, str], name: str) -> CmsUp:
-        cms = CmsUp(tmp_path, env, name)
-        running.append(cms)
-        cms.wait_until_ready()
-        return cms
-
-    yield start
-    for cms in running:
-        if cms.proc.poll() is None:  # the test failed midway: stop it as a user would, then insist
-            cms.proc.send_signal(signal.SIGINT)
-            try:
-                cms.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                cms.kill()
-
-
-def assert_embedded_services_stopped(data_dir: Path) -> None:
-    assert not (data_dir / "postgres" / "postmaster.pid").exists(), "embedded PostgreSQL still running"
-    assert not (data_dir / "valkey" / "valkey.pid").exists(), "embedded Valkey still running"
 
 
 def test_cms_up_serves_publishes_and_survives_restart(cms_env: dict[str, str], started, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -378,3 +378,10 @@ async def test_set_path_reports_the_errors_the_per_action_path_reports(blog, mon
     ], pointers
     assert set_state == per_state  # nothing but the entry created before the request
     assert await _fetchval(blog, "SELECT count(*) FROM entries WHERE id LIKE 'zzs-%'") == 1
+
+
+async def test_an_op_of_the_wrong_json_type_is_a_422(blog) -> None:
+    """Found by schemathesis: an unhashable `op` (a list) was a 500."""
+    for op in ([["x"]], {"a": 1}, 3, None):
+        r = await blog.management.post("/v1/bulk", json={"actions": [{"op": op, "type": "article", "id": "a"}]})
+        assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/actions/0/op", (op, r.text)

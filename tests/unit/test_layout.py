@@ -41,7 +41,7 @@ def test_graphql_names_follow_the_contract() -> None:
 PACKAGES = {"app": "cms.app", "workers": "cms.workers", "storage": "cms.storage", "graphql": "cms.graphql"}
 # The web layer: the only app modules that may import Litestar (or each other).
 WEB = re.compile(
-    r"cms\.app\.(?:\w+\.routes|routing|http|server|platform|asgi|credentials\.guards|delivery\.fast_path|cli(?:\.\w+)?)$"
+    r"cms\.app\.(?:\w+\.routes|routing|http|server|platform|asgi|openapi|credentials\.guards|delivery\.fast_path|cli(?:\.\w+)?)$"
 )
 
 

@@ -11,6 +11,9 @@ from pathlib import Path
 import msgspec
 
 
+MAX_SECRET_CHARS = 256  # no credential is longer: a longer one presented is refused unread
+
+
 class ConfigError(Exception):
     """A CMS_* variable has an invalid value; the message names it in one line."""
 
@@ -282,8 +285,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if (v := get(var)) is not None:
             kw[key] = _url(var, v, ("http", "https"))
     if (v := get("CMS_BOOTSTRAP_KEY")) is not None:
-        if len(v) < 32 or not re.fullmatch(r"[\x21-\x7e]+", v):
-            raise ConfigError("CMS_BOOTSTRAP_KEY: must be at least 32 printable characters without spaces")
+        if not 32 <= len(v) <= MAX_SECRET_CHARS or not re.fullmatch(r"[\x21-\x7e]+", v):
+            raise ConfigError(f"CMS_BOOTSTRAP_KEY: must be 32 to {MAX_SECRET_CHARS} printable characters without spaces")
         kw["bootstrap_key"] = v
     if (v := env.get("CMS_PUBLIC_DELIVERY")) is not None:
         kw["public_delivery"] = _bool("CMS_PUBLIC_DELIVERY", v)

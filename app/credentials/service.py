@@ -12,6 +12,7 @@ import msgspec
 from ulid import ULID
 
 from ..audit.service import record as audit
+from ..config import MAX_SECRET_CHARS
 from ..events.outbox import invalidate
 from ..problems import FieldErrorsProblem, forbidden, not_found
 from ..times import iso, parse_rfc3339
@@ -166,6 +167,8 @@ class CredentialResolver:
         return item.credential
 
     async def resolve(self, secret: str, allow_bootstrap: bool) -> Credential | None:
+        if len(secret) > MAX_SECRET_CHARS:
+            return None  # no key is that long: neither looked up nor cached (the cache is keyed by secret)
         now = time.monotonic()
         cached = self._cache.get(secret)
         if cached is None or now - cached.fetched > self.TTL:

@@ -137,3 +137,13 @@ async def test_writes_and_denials_are_audited(apps) -> None:
         assert ("auth.denied", "denied") in actions
 
     await eventually(audited)
+
+
+async def test_an_overlong_secret_is_refused_unread_and_not_cached(apps) -> None:
+    """A 10 KB 'secret' costs no lookup and takes no room in the credential cache."""
+    resolver = apps.delivery_app.state.credentials
+    before = len(resolver._cache)
+    for i in range(20):
+        r = await apps.delivery.get("/api/v1/locales", headers={"Authorization": f"Bearer {'x' * 10_000}{i}"})
+        assert r.status_code == 401
+    assert len(resolver._cache) == before

@@ -191,3 +191,9 @@ def test_worker_tunables_are_settings() -> None:
 def test_invalid_worker_tunable_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"^{name}"):
         load_settings({name: value})
+
+
+def test_bootstrap_key_length_is_bounded() -> None:
+    assert load_settings({"CMS_BOOTSTRAP_KEY": "k" * 256}).bootstrap_key == "k" * 256
+    with pytest.raises(ConfigError, match="32 to 256"):
+        load_settings({"CMS_BOOTSTRAP_KEY": "k" * 257})

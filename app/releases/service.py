@@ -125,17 +125,27 @@ async def list_page(conn: asyncpg.Connection, after: str | None, limit: int) -> 
     return [release_json(r, entries[r["id"]]) for r in rows], (rows[-1]["id"] if more else None), total
 
 
+async def _locked_release(
+    conn: asyncpg.Connection, release_id: str, ctx: WriteContext, if_match: str | None
+) -> tuple[asyncpg.Record, list[dict[str, str]]]:
+    """Inside a transaction: the release row locked, If-Match checked, the credential allowed every
+    type among its entries; (row, entries)."""
+    existing = await repo.get_release(conn, release_id, for_update=True)
+    if existing is None:
+        raise not_found("release")
+    check_precondition(if_match, existing["version"])
+    entries = (await repo.release_entries(conn, [release_id]))[release_id]
+    _check_access(ctx, entries)
+    return existing, entries
+
+
 async def put_release(
     conn: asyncpg.Connection, release_id: str, body: Any, ctx: WriteContext, if_match: str | None
 ) -> dict[str, Any]:
     title, entries = parse_release(body)
     _check_access(ctx, entries)
     async with conn.transaction():
-        existing = await repo.get_release(conn, release_id, for_update=True)
-        if existing is None:
-            raise not_found("release")
-        check_precondition(if_match, existing["version"])
-        _check_access(ctx, (await repo.release_entries(conn, [release_id]))[release_id])
+        existing, _ = await _locked_release(conn, release_id, ctx, if_match)
         if existing["status"] != "open":
             raise conflict("the release is published; it can no longer change")
         await _check_entries_exist(conn, entries)
@@ -149,11 +159,7 @@ async def delete_release(
     conn: asyncpg.Connection, release_id: str, ctx: WriteContext, if_match: str | None
 ) -> None:
     async with conn.transaction():
-        existing = await repo.get_release(conn, release_id, for_update=True)
-        if existing is None:
-            raise not_found("release")
-        check_precondition(if_match, existing["version"])
-        _check_access(ctx, (await repo.release_entries(conn, [release_id]))[release_id])
+        await _locked_release(conn, release_id, ctx, if_match)
         pending = await repo.pending_actions(conn, release_id)
         if pending:
             raise conflict(f"{pending} pending scheduled action(s) publish this release; cancel them first")
@@ -180,12 +186,7 @@ async def publish_release(
         # Shared schema lock first, as every entry write takes it: a release publish and a content
         # type change always lock in the same order.
         await locks.lock_schema_shared(conn)
-        existing = await repo.get_release(conn, release_id, for_update=True)
-        if existing is None:
-            raise not_found("release")
-        check_precondition(if_match, existing["version"])
-        entries = (await repo.release_entries(conn, [release_id]))[release_id]
-        _check_access(ctx, entries)
+        existing, entries = await _locked_release(conn, release_id, ctx, if_match)
         if existing["status"] != "open":
             raise conflict("the release is already published")
         types = await load_types(conn)

@@ -1,7 +1,7 @@
 """How much CPU did processes other than ours use? (The machine is shared; wrk and the servers
 share its 2 cores, so a busy neighbour skews a row.)
 
-  python cpuacct.py snap OUT.json "ROOT_PID..." ["SERVER_PID..."]  # machine busy time + our trees
+  python cpuacct.py snap OUT.json "ROOT_PID..." ["SERVER_PID..."] ["NAME=PID ..."]  # machine busy time + our trees
   python cpuacct.py diff BEFORE.json AFTER.json  # JSON: cores used by others / us / the server / steal
   python cpuacct.py quiet SECONDS "ROOT_PID..."  # prints the cores others used over SECONDS
   python cpuacct.py busy SECONDS "ROOT_PID..."   # prints the cores these trees used over SECONDS
@@ -12,7 +12,8 @@ counted with utime+stime plus the times of its waited-for children. Machine busy
 /proc/stat user+nice+system+irq+softirq+steal over all CPUs. others = machine - ours.
 "Server" = the trees under SERVER_PID (the system under test: the CMS with its PostgreSQL and
 Valkey, or the ceiling app), so ours - server is mostly wrk. Requests per server CPU-second is
-much less sensitive to a busy neighbour than req/s.
+much less sensitive to a busy neighbour than req/s. The optional "NAME=PID ..." list names
+components (e.g. delivery=<granian main pid>): `diff` then also gives each one's tree's cores.
 """
 
 from __future__ import annotations
@@ -70,10 +71,23 @@ def pids(text: str) -> list[int]:
     return [int(p) for p in text.split() if p.isdigit()]
 
 
-def snap(roots: list[int], server: list[int] | None = None) -> dict:
+def snap(roots: list[int], server: list[int] | None = None, components: dict[str, int] | None = None) -> dict:
     busy, steal = machine()
-    return {"t": time.monotonic(), "busy": busy, "steal": steal, "ours": ours(roots),
-            "server": ours(server) if server else None}
+    out = {"t": time.monotonic(), "busy": busy, "steal": steal, "ours": ours(roots),
+           "server": ours(server) if server else None}
+    if components:
+        out["components"] = {name: ours([pid]) for name, pid in components.items()}
+    return out
+
+
+def named(text: str) -> dict[str, int]:
+    """"name=pid ..." -> {name: pid} (items without a numeric pid are left out)."""
+    out = {}
+    for item in text.split():
+        name, _, pid = item.partition("=")
+        if pid.isdigit():
+            out[name] = int(pid)
+    return out
 
 
 def diff(a: dict, b: dict) -> dict:
@@ -85,6 +99,9 @@ def diff(a: dict, b: dict) -> dict:
            "steal_cores": round((b["steal"] - a["steal"]) / TICK / secs, 2)}
     if a.get("server") is not None and b.get("server") is not None:
         out["server_cores"] = round((b["server"] - a["server"]) / TICK / secs, 3)
+    if a.get("components") and b.get("components"):
+        out["component_cores"] = {name: round((b["components"].get(name, ticks) - ticks) / TICK / secs, 3)
+                                  for name, ticks in a["components"].items()}
     return out
 
 
@@ -92,7 +109,8 @@ def main() -> None:
     cmd = sys.argv[1]
     if cmd == "snap":
         with open(sys.argv[2], "w") as f:
-            json.dump(snap(pids(sys.argv[3]), pids(sys.argv[4]) if len(sys.argv) > 4 else None), f)
+            json.dump(snap(pids(sys.argv[3]), pids(sys.argv[4]) if len(sys.argv) > 4 else None,
+                           named(sys.argv[5]) if len(sys.argv) > 5 else None), f)
     elif cmd == "diff":
         print(json.dumps(diff(json.load(open(sys.argv[2])), json.load(open(sys.argv[3])))))
     elif cmd == "quiet":

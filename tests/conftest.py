@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from cms.app.db.migrate import migrate
 from cms.app.runtime import start_embedded_postgres, start_embedded_valkey
-from tests.support import ARTICLE, AUTHOR, TAG, TEMPLATE, Apps, TestServices, clone_database, open_apps
+from tests.support import ARTICLE, AUTHOR, TAG, TEMPLATE, Apps, Hosts, TestServices, clone_database, open_apps
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("CMS_COUNT_QUERIES", "1")
@@ -121,6 +121,13 @@ async def apps(database_url: str, services: TestServices, tmp_path: Path) -> Asy
 def apps_with(database_url: str, services: TestServices, tmp_path: Path) -> Any:
     """`async with apps_with(CMS_X="1") as apps:` both apps on this test's database, with settings."""
     return lambda **env: open_apps(database_url, services.redis_url, tmp_path / "data", env)
+
+
+@pytest.fixture
+async def hosts(services: Any, database_url: str, tmp_path: Path) -> AsyncIterator[Hosts]:
+    h = Hosts(services, database_url, tmp_path / "data")
+    yield h
+    await h.stop_all()
 
 
 @pytest.fixture

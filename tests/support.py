@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 
+from cms.app.config import PipelineConfig, Settings, load_settings
 from cms.app.schema.model import ContentType, Field
+from cms.workers.main import WorkerHost
 
 # ---------------------------------------------------------------------------------------------
 # the test database services: one PostgreSQL cluster, a migrated template database per session
@@ -112,6 +115,55 @@ async def open_apps(
             yield apps
 
 
+# ---------------------------------------------------------------------------------------------
+# workers in the test process
+
+def fast_config(**overrides: Any) -> PipelineConfig:
+    """Short intervals so tests settle quickly; a namespace of its own per call."""
+    values: dict[str, Any] = {
+        "lease_seconds": 5.0, "sweep_interval": 0.5, "reenqueue_after": 3.0, "relay_interval": 0.2,
+        "poll_ms": 50, "worker_threads": 4, "backoff": (0.2, 0.5, 1.0), "namespace": f"cms-test-{uuid.uuid4().hex[:12]}",
+    }
+    values.update(overrides)
+    return PipelineConfig(**values)
+
+
+class Hosts:
+    def __init__(self, services: Any, database_url: str, data_dir: Path) -> None:
+        self.services = services
+        self.database_url = database_url
+        self.data_dir = data_dir
+        self.started: list[WorkerHost] = []
+
+    def settings(self, **env: str) -> Settings:
+        return load_settings({"CMS_DATA_DIR": str(self.data_dir), **env})
+
+    async def start(
+        self, settings: Settings | None = None, config: PipelineConfig | None = None, *, redis_url: str | None = None,
+        **options: Any,
+    ) -> WorkerHost:
+        host = WorkerHost(
+            settings or self.settings(), self.database_url, redis_url or self.services.redis_url,
+            config or fast_config(), **options,
+        )
+        await host.start()
+        self.started.append(host)
+        return host
+
+    async def stop_all(self) -> None:
+        while self.started:
+            host = self.started.pop()
+            await host.stop()
+            try:
+                client = host.broker.client.__class__.from_url(host.runtime.redis_url, socket_timeout=5)
+                keys = list(client.scan_iter(f"{host.config.namespace}:*"))
+                if keys:
+                    client.delete(*keys)
+                client.close()
+            except Exception:
+                pass
+
+
 # Request bodies of the usual content types (the `blog` fixture creates them).
 ARTICLE = {
     "name": "Article",
@@ -184,13 +236,15 @@ class Recorded:
 
 
 class Recorder(LocalServer):
-    """Records every request; answers ``status`` with ``reply`` as JSON (``reply=None``: an empty body)."""
+    """Records every request; answers ``status`` with ``reply`` as JSON (``reply=None``: an empty body),
+    after ``delay`` seconds (a slow or hanging receiver)."""
 
-    def __init__(self, *, status: int = 200, reply: Any = None) -> None:
+    def __init__(self, *, status: int = 200, reply: Any = None, delay: float = 0.0) -> None:
         super().__init__(_RecordingHandler)
         self.requests: list[Recorded] = []
         self.status = status
         self.reply = reply
+        self.delay = delay
 
     def snapshot(self) -> list[Recorded]:
         with self.lock:
@@ -206,7 +260,9 @@ class _RecordingHandler(_QuietHandler):
             self.server.requests.append(
                 Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
             )
-            status, reply = self.server.status, self.server.reply
+            status, reply, delay = self.server.status, self.server.reply, self.server.delay
+        if delay:
+            time.sleep(delay)
         self.send_response(status)
         if reply is None:
             self.send_header("Content-Length", "0")

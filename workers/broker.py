@@ -29,10 +29,10 @@ from cms.app.db.pool import create_pool
 from cms.app.publishing.files import Publisher
 from cms.storage.cdn import CdnPurger
 from cms.storage.objects import ObjectStore
-from cms.workers.actors import deliver
+from cms.workers.actors import deliver, webhooks
 from cms.workers.actors.purge import PurgeSender
 from cms.workers.outputs import object_store_from_settings, purger_from_settings
-from cms.workers.pipeline import DELIVER
+from cms.workers.pipeline import DELIVER, WEBHOOK
 
 log = logging.getLogger("cms.workers.broker")
 
@@ -171,7 +171,8 @@ class StepQueue:
 
 def declare_actors(broker: RedisBroker, runtime: WorkerRuntime | None) -> dict[str, dramatiq.Actor[Any, Any]]:
     """Declare every step's actor on `broker`. `runtime` None: a sender only (it never runs them)."""
-    return {DELIVER: deliver.register(broker, runtime if runtime is not None else _SenderOnly())}
+    bound = runtime if runtime is not None else _SenderOnly()
+    return {DELIVER: deliver.register(broker, bound), WEBHOOK: webhooks.register(broker, bound)}
 
 
 class _SenderOnly:

@@ -30,6 +30,7 @@ from cms.app.publishing.files import Publisher, republish_all
 from cms.workers.actors.purge import PurgeSender
 from cms.workers.broker import RuntimeMiddleware, StepQueue, WorkerRuntime, declare_actors, make_broker
 from cms.workers.relay import Relay, Sweeper
+from cms.workers.webhook_sender import WebhookLoop
 
 log = logging.getLogger("cms.workers")
 
@@ -41,7 +42,8 @@ class WorkerHost:
 
     def __init__(
         self, settings: Settings, database_url: str, redis_url: str, config: PipelineConfig | None = None, *,
-        relay: bool = True, sweeper: bool = True, **runtime_options: Any,
+        relay: bool = True, sweeper: bool = True, webhooks: bool = True, webhook_options: dict[str, Any] | None = None,
+        **runtime_options: Any,
     ) -> None:
         self.config = config or settings.pipeline
         self.database_url = database_url
@@ -55,6 +57,9 @@ class WorkerHost:
         self.sweeper: Sweeper | None = None
         self._want_relay = relay
         self._want_sweeper = sweeper
+        self.webhooks: WebhookLoop | None = (
+            WebhookLoop(settings, database_url, **(webhook_options or {})) if webhooks else None
+        )
 
     async def start(self) -> None:
         self.broker.emit_after("process_boot")  # starts the TimeLimit middleware's watchdog thread
@@ -70,13 +75,15 @@ class WorkerHost:
         if self._want_sweeper:
             self.sweeper = Sweeper(self.database_url, self.queue, self.config, pool=self.pool)
             await self.sweeper.start()
+        if self.webhooks is not None:
+            await self.webhooks.start()
         log.info(
             "worker started: %d threads, lease %.0f s, sweep every %.1f s, namespace %r",
             self.config.worker_threads, self.config.lease_seconds, self.config.sweep_interval, self.config.namespace,
         )
 
     async def stop(self) -> None:
-        for loop_ in (self.relay, self.sweeper):
+        for loop_ in (self.relay, self.sweeper, self.webhooks):
             if loop_ is not None:
                 await loop_.stop()
         if self.worker is not None:
@@ -108,6 +115,11 @@ async def _run_worker(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     host = WorkerHost(settings, services.database_url, services.redis_url)
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.host)
+        log.info("metrics on http://%s:%d/metrics", settings.host, settings.worker_metrics_port)
     try:
         await host.start()
         tune_gc()

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -30,11 +31,16 @@ from cms.app.events import types as events
 log = logging.getLogger("cms.pipeline")
 
 DELIVER = "deliver"
+WEBHOOK = "webhook"
 
 # Which steps an outbox event needs. Events not listed need none: the relay only marks them relayed.
 # Schema changes re-render documents in the database; their files follow through the same step
-# (a deleted type's files, i.e. its index.json, are removed the same way).
-STEPS: dict[str, tuple[str, ...]] = {event: (DELIVER,) for event in (*events.ENTRY_CHANGES, *events.SCHEMA_CHANGES)}
+# (a deleted type's files, i.e. its index.json, are removed the same way). Every event can go to
+# webhooks: the relay adds that step only while some webhook is active.
+STEPS: dict[str, tuple[str, ...]] = {
+    event: ((DELIVER,) if event in (*events.ENTRY_CHANGES, *events.SCHEMA_CHANGES) else ()) + (WEBHOOK,)
+    for event in events.EVENT_TYPES
+}
 
 
 def steps_for(event_type: str) -> tuple[str, ...]:
@@ -51,6 +57,7 @@ class Event:
     seq: int
     type: str
     payload: dict[str, Any]
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,7 @@ UPDATE outbox_steps s
    SET status = 'running', attempts = s.attempts + 1, lease_until = now() + make_interval(secs => $3)
   FROM picked p JOIN outbox_events e ON e.id = p.event_id
  WHERE s.event_id = p.event_id AND s.step = $2
-RETURNING s.event_id, s.attempts, e.seq, e.type, e.payload
+RETURNING s.event_id, s.attempts, e.seq, e.type, e.payload, e.created_at
 """
 
 
@@ -95,7 +102,9 @@ async def claim_batch(pool: Any, event_ids: list[str], step: str, config: Pipeli
     claims nothing). The claims come back in event order.
     """
     rows = await pool.fetch(_CLAIM, event_ids, step, config.lease_seconds, config.max_attempts, more)
-    claims = [Claim(Event(r["event_id"], r["seq"], r["type"], r["payload"]), step, r["attempts"]) for r in rows]
+    claims = [
+        Claim(Event(r["event_id"], r["seq"], r["type"], r["payload"], r["created_at"]), step, r["attempts"]) for r in rows
+    ]
     return sorted(claims, key=lambda c: c.event.seq)
 
 

@@ -25,6 +25,7 @@ from cms.app.db.listen import Listener
 from cms.app.db.pool import create_pool
 from cms.app.events import feed
 from cms.app.events.outbox import OUTBOX_CHANNEL
+from cms.app.webhooks import repository as webhooks_repo
 from cms.workers import pipeline
 from cms.workers.broker import StepQueue
 
@@ -150,6 +151,7 @@ WITH picked AS (
     INSERT INTO outbox_steps (event_id, step, enqueued_at)
     SELECT m.id, s.step, now()
       FROM marked m JOIN unnest($2::text[], $3::text[]) AS s(event_type, step) ON s.event_type = m.type
+     WHERE s.step <> 'webhook' OR EXISTS (SELECT 1 FROM webhooks w WHERE w.active)
      ORDER BY m.seq
     ON CONFLICT DO NOTHING
     RETURNING event_id, step
@@ -185,13 +187,21 @@ class Sweeper(_Loop):
         how many. Several workers may run this: one prunes at a time (an advisory lock), the others
         skip the round."""
         total = 0
+        retention = self.config.retention_days * 86400
         while True:
             async with self.pool.acquire() as conn:
-                n = await feed.prune(conn, self.config.retention_days * 86400, PRUNE_BATCH)
+                n = await feed.prune(conn, retention, PRUNE_BATCH)
             total += n
             if n < PRUNE_BATCH:
-                return total
+                break
             await asyncio.sleep(0.05)  # let the write path in between batches
+        # Finished webhook deliveries (and their attempts) are kept as long as the events.
+        while True:
+            async with self.pool.acquire() as conn:
+                n = await webhooks_repo.prune_finished(conn, retention, PRUNE_BATCH)
+            if n < PRUNE_BATCH:
+                return total
+            await asyncio.sleep(0.05)
 
     async def _run(self) -> None:
         while True:

@@ -16,6 +16,7 @@ from ..config import ConfigError, Settings, load_settings
 from .errors import CliError
 from .keys import cmd_keys_create, cmd_keys_list, cmd_keys_revoke
 from .up import _connect, cmd_serve, cmd_up, database
+from .webhooks import add_commands as add_webhook_commands
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 APPS = ("delivery", "management")
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key (rejected everywhere within a second)")
     revoke.set_defaults(func=cmd_keys_revoke)
     revoke.add_argument("id")
+    add_webhook_commands(commands)
     return parser
 
 

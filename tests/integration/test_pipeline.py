@@ -11,38 +11,27 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 
-from cms.app.config import PipelineConfig, Settings, load_settings
+from cms.app.config import PipelineConfig, load_settings
 from cms.app.db.pool import connect, create_pool
 from cms.app.delivery.purge import RedisPurgeSubscriber
 from cms.app.publishing.files import Publisher, republish_all
 from cms.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
-from cms.workers.main import WorkerHost, republish
+from cms.workers.main import republish
 from cms.workers.outputs import object_store_from_settings
 from cms.workers.relay import Relay
-from tests.support import Recorder, eventually
+from tests.support import Hosts, Recorder, eventually, fast_config
 
 SETTLE_TIMEOUT = 30.0
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers and fixtures
-
-
-def fast_config(**overrides: Any) -> PipelineConfig:
-    """Short intervals so tests settle quickly; a namespace of its own per call."""
-    values: dict[str, Any] = {
-        "lease_seconds": 5.0, "sweep_interval": 0.5, "reenqueue_after": 3.0, "relay_interval": 0.2,
-        "poll_ms": 50, "worker_threads": 4, "backoff": (0.2, 0.5, 1.0), "namespace": f"cms-test-{uuid.uuid4().hex[:12]}",
-    }
-    values.update(overrides)
-    return PipelineConfig(**values)
 
 
 async def settle(database_url: str, timeout: float = SETTLE_TIMEOUT) -> dict[str, int]:
@@ -65,49 +54,6 @@ async def settle(database_url: str, timeout: float = SETTLE_TIMEOUT) -> dict[str
             await asyncio.sleep(0.05)
     finally:
         await conn.close()
-
-
-class Hosts:
-    def __init__(self, services: Any, database_url: str, data_dir: Path) -> None:
-        self.services = services
-        self.database_url = database_url
-        self.data_dir = data_dir
-        self.started: list[WorkerHost] = []
-
-    def settings(self, **env: str) -> Settings:
-        return load_settings({"CMS_DATA_DIR": str(self.data_dir), **env})
-
-    async def start(
-        self, settings: Settings | None = None, config: PipelineConfig | None = None, *, redis_url: str | None = None,
-        **options: Any,
-    ) -> WorkerHost:
-        host = WorkerHost(
-            settings or self.settings(), self.database_url, redis_url or self.services.redis_url,
-            config or fast_config(), **options,
-        )
-        await host.start()
-        self.started.append(host)
-        return host
-
-    async def stop_all(self) -> None:
-        while self.started:
-            host = self.started.pop()
-            await host.stop()
-            try:
-                client = host.broker.client.__class__.from_url(host.runtime.redis_url, socket_timeout=5)
-                keys = list(client.scan_iter(f"{host.config.namespace}:*"))
-                if keys:
-                    client.delete(*keys)
-                client.close()
-            except Exception:
-                pass
-
-
-@pytest.fixture
-async def hosts(services: Any, database_url: str, tmp_path: Path) -> AsyncIterator[Hosts]:
-    h = Hosts(services, database_url, tmp_path / "data")
-    yield h
-    await h.stop_all()
 
 
 @pytest.fixture

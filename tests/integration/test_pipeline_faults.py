@@ -34,9 +34,9 @@ from cms.app.query.parse import parse_list_query
 from cms.app.schema.registry import load_locales, load_types
 from cms.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
 from cms.workers.main import WorkerHost
-from tests.support import ARTICLE, AUTHOR, TAG, Apps, FailingProxy, open_apps
+from tests.support import ARTICLE, AUTHOR, TAG, Apps, FailingProxy, fast_config, open_apps
 
-from .test_pipeline import fast_config, settle
+from .test_pipeline import settle
 
 ROOT = Path(__file__).resolve().parents[2]
 KILL_ENTRIES = int(os.environ.get("CMS_TEST_KILL_ENTRIES", "500"))

@@ -1,0 +1,252 @@
+"""SQL for webhook subscriptions, their deliveries and the attempts of each delivery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from ..db.rows import Conn, returned
+
+WEBHOOK_CHANNEL = "cms_webhooks"  # NOTIFY: deliveries are due (the senders wake up)
+WEBHOOK_COLUMNS = (
+    "id, url, events, types, headers, active, disabled_reason, secret, old_secret, old_secret_until, "
+    "failing_since, version, created_by, created_at, updated_at"
+)
+DELIVERY_COLUMNS = (
+    "id, webhook_id, event_id, event_type, seq, order_key, status, attempts, run_start, next_attempt_at, "
+    "created_at, updated_at"
+)
+
+# --- subscriptions ------------------------------------------------------------------------------
+
+
+async def insert_webhook(conn: Conn, values: dict[str, Any]) -> asyncpg.Record:
+    return returned(await conn.fetchrow(
+        f"""INSERT INTO webhooks (id, url, events, types, headers, active, secret, created_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {WEBHOOK_COLUMNS}""",
+        values["id"], values["url"], values["events"], values["types"], values["headers"], values["active"],
+        values["secret"], values["created_by"],
+    ))
+
+
+async def get_webhook(conn: Conn, webhook_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1{lock}", webhook_id)
+
+
+async def list_webhooks(conn: Conn, after: str | None, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2",
+        after, limit,
+    )
+
+
+async def count_webhooks(conn: Conn) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM webhooks"))
+
+
+async def update_webhook(conn: Conn, webhook_id: str, values: dict[str, Any]) -> asyncpg.Record:
+    """Set these columns (names from WEBHOOK_COLUMNS, never from input), version + 1."""
+    columns = [name for name in values if name in WEBHOOK_COLUMNS.split(", ")]
+    sets = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(columns))
+    return returned(await conn.fetchrow(
+        f"UPDATE webhooks SET {sets}, version = version + 1, updated_at = now() WHERE id = $1 "  # noqa: S608
+        f"RETURNING {WEBHOOK_COLUMNS}",
+        webhook_id, *[values[name] for name in columns],
+    ))
+
+
+async def delete_webhook(conn: Conn, webhook_id: str) -> None:
+    await conn.execute("DELETE FROM webhooks WHERE id = $1", webhook_id)
+
+
+async def active_webhooks(conn: Conn) -> list[asyncpg.Record]:
+    return await conn.fetch(f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE active ORDER BY id")
+
+
+# --- deliveries -----------------------------------------------------------------------------------
+
+
+async def insert_deliveries(conn: Conn, rows: list[tuple[str, str, str, str, int, str | None, bytes]]) -> int:
+    """rows: (id, webhook id, event id, event type, seq, order key, body); existing (webhook, event)
+    pairs are kept as they are. Wakes the senders at commit. Returns how many were new."""
+    if not rows:
+        return 0
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    inserted = await conn.fetchval(
+        """WITH n AS (
+               INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, seq, order_key, body)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                                    $7::bytea[])
+               ON CONFLICT (webhook_id, event_id) DO NOTHING RETURNING 1)
+           SELECT count(*) FROM n""",
+        *columns,
+    )
+    if inserted:
+        await conn.execute("SELECT pg_notify($1, '')", WEBHOOK_CHANNEL)
+    return int(inserted)
+
+
+async def get_delivery(conn: Conn, webhook_id: str, delivery_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1 AND webhook_id = $2{lock}",
+        delivery_id, webhook_id,
+    )
+
+
+async def list_deliveries(
+    conn: Conn, webhook_id: str, status: str | None, before: str | None, limit: int
+) -> list[asyncpg.Record]:
+    """Newest first; `status` pending also covers deliveries being sent right now."""
+    statuses = None if status is None else (["pending", "sending"] if status == "pending" else [status])
+    return await conn.fetch(
+        f"""SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
+             WHERE webhook_id = $1 AND ($2::text[] IS NULL OR status = ANY($2::text[]))
+               AND ($3::text IS NULL OR id < $3)
+             ORDER BY id DESC LIMIT $4""",
+        webhook_id, statuses, before, limit,
+    )
+
+
+async def attempts_of(conn: Conn, delivery_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
+    rows = await conn.fetch(
+        "SELECT delivery_id, n, at, status_code, error, duration_ms, response FROM webhook_attempts "
+        "WHERE delivery_id = ANY($1::text[]) ORDER BY delivery_id, n",
+        delivery_ids,
+    )
+    out: dict[str, list[asyncpg.Record]] = {d: [] for d in delivery_ids}
+    for row in rows:
+        out[row["delivery_id"]].append(row)
+    return out
+
+
+async def redeliver(conn: Conn, delivery_id: str) -> asyncpg.Record:
+    """Send again now, as a new run of the retry schedule (attempts so far are kept)."""
+    row = returned(await conn.fetchrow(
+        f"""UPDATE webhook_deliveries SET status = 'pending', run_start = attempts, next_attempt_at = now(),
+                   lease_until = NULL, updated_at = now()
+             WHERE id = $1 RETURNING {DELIVERY_COLUMNS}""",
+        delivery_id,
+    ))
+    await conn.execute("SELECT pg_notify($1, '')", WEBHOOK_CHANNEL)
+    return row
+
+
+# --- sending ----------------------------------------------------------------------------------------
+
+# Due deliveries of active endpoints, oldest first, for `lease` seconds. Per endpoint and entry, a
+# delivery waits while an earlier one (by event order) is not finished, so a receiver never sees a
+# later event of an entry before an earlier one has succeeded or failed for good; and at most $3
+# deliveries of one endpoint are in flight at once. A delivery whose lease ran out (its worker died
+# mid-send) is taken again: at least once.
+_CLAIM = """
+WITH due AS (
+    SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+     WHERE w.active
+       AND ((d.status = 'pending' AND d.next_attempt_at <= now()) OR (d.status = 'sending' AND d.lease_until < now()))
+       AND (d.order_key IS NULL OR NOT EXISTS (
+             SELECT 1 FROM webhook_deliveries e
+              WHERE e.webhook_id = d.webhook_id AND e.order_key = d.order_key AND e.seq < d.seq
+                AND e.status IN ('pending', 'sending')))
+       AND (SELECT count(*) FROM webhook_deliveries s
+             WHERE s.webhook_id = d.webhook_id AND s.status = 'sending' AND s.lease_until >= now()) < $3
+     ORDER BY d.next_attempt_at
+     LIMIT $1
+       FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE webhook_deliveries d
+   SET status = 'sending', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $2),
+       updated_at = now()
+  FROM due, webhooks w
+ WHERE d.id = due.id AND w.id = d.webhook_id
+RETURNING d.id, d.webhook_id, d.event_id, d.body, d.attempts, d.run_start, w.url, w.headers, w.secret,
+          w.old_secret, w.old_secret_until
+"""
+
+
+async def claim_due(conn: Conn, limit: int, lease_seconds: float, per_endpoint: int) -> list[asyncpg.Record]:
+    return await conn.fetch(_CLAIM, limit, lease_seconds, per_endpoint)
+
+
+async def oldest_due_seconds(conn: Conn) -> float:
+    """How long the longest-waiting due delivery of an active endpoint has waited (0: none waits)."""
+    value = await conn.fetchval(
+        "SELECT extract(epoch FROM now() - min(d.next_attempt_at)) FROM webhook_deliveries d "
+        "JOIN webhooks w ON w.id = d.webhook_id WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND w.active"
+    )
+    return float(value or 0.0)
+
+
+async def next_due(conn: Conn) -> Any:
+    """When the next pending delivery of an active endpoint is due (None: nothing waits)."""
+    return await conn.fetchval(
+        "SELECT min(d.next_attempt_at) FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
+        "WHERE d.status = 'pending' AND w.active"
+    )
+
+
+async def record_attempt(
+    conn: Conn, delivery_id: str, attempt: int, status_code: int | None, error: str | None, duration_ms: int,
+    response: str | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO webhook_attempts (delivery_id, n, status_code, error, duration_ms, response) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        delivery_id, attempt, status_code, error, duration_ms, response,
+    )
+
+
+async def finish_delivery(conn: Conn, delivery_id: str, attempt: int, status: str, retry_in: float | None) -> bool:
+    """The outcome of attempt `attempt` (ignored if the delivery was taken over since); True if recorded."""
+    result = await conn.execute(
+        """UPDATE webhook_deliveries
+              SET status = $3, lease_until = NULL, updated_at = now(),
+                  next_attempt_at = CASE WHEN $4::float8 IS NULL THEN next_attempt_at
+                                         ELSE now() + make_interval(secs => $4::float8) END
+            WHERE id = $1 AND attempts = $2 AND status = 'sending'""",
+        delivery_id, attempt, status, retry_in,
+    )
+    return result.endswith(" 1")
+
+
+async def endpoint_succeeded(conn: Conn, webhook_id: str) -> None:
+    await conn.execute(
+        "UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL", webhook_id
+    )
+
+
+async def endpoint_failed(conn: Conn, webhook_id: str, disable_after_seconds: float) -> bool:
+    """Note a failed attempt; disable the endpoint after `disable_after_seconds` of failures only.
+    Returns True when this disabled it."""
+    disabled = await conn.fetchval(
+        """UPDATE webhooks SET failing_since = coalesce(failing_since, now()),
+                  active = CASE WHEN now() - coalesce(failing_since, now()) > make_interval(secs => $2)
+                                THEN false ELSE active END,
+                  disabled_reason = CASE WHEN active AND now() - coalesce(failing_since, now()) > make_interval(secs => $2)
+                                         THEN 'failing for 5 days' ELSE disabled_reason END
+            WHERE id = $1 RETURNING NOT active""",
+        webhook_id, disable_after_seconds,
+    )
+    return bool(disabled)
+
+
+async def disable(conn: Conn, webhook_id: str, reason: str) -> None:
+    await conn.execute(
+        "UPDATE webhooks SET active = false, disabled_reason = $2, updated_at = now() WHERE id = $1",
+        webhook_id, reason,
+    )
+
+
+async def prune_finished(conn: Conn, older_than_seconds: float, batch: int) -> int:
+    """Delete up to `batch` succeeded or failed deliveries (their attempts go with them) last
+    touched longer ago than this; returns how many."""
+    result = await conn.execute(
+        """DELETE FROM webhook_deliveries WHERE id IN (
+               SELECT id FROM webhook_deliveries
+                WHERE status IN ('succeeded', 'failed') AND updated_at < now() - make_interval(secs => $1)
+                LIMIT $2)""",
+        older_than_seconds, batch,
+    )
+    return int(result.split()[-1])

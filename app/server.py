@@ -69,9 +69,9 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
                 state.types, state.read_pool, state.cache, assets_url=settings.assets_url,
                 limit=IncludeLimit.of(settings),
             )
-            purge = state.cache.invalidate if state.cache is not None else (lambda tags: None)
-            state.listener.subscribe(purge)
-            state.purge_subscriber = RedisPurgeSubscriber(redis_url, purge)
+            # Purges at commit (NOTIFY) and, once the files are written, from the workers (Redis).
+            state.listener.subscribe(state.cache.invalidate if state.cache is not None else _ignore)
+            state.purge_subscriber = RedisPurgeSubscriber(redis_url, state.cache.confirm if state.cache else _ignore)
         await state.listener.start()
         if delivery:
             await state.purge_subscriber.start()
@@ -87,6 +87,10 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
             await state.pool.close()
 
     return lifespan
+
+
+def _ignore(tags: list[str] | None) -> None:
+    """No cache, nothing to purge."""
 
 
 class CmsApp(Litestar):

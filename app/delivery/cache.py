@@ -68,10 +68,10 @@ def answer_headers(etag: str, tags: tuple[str, ...], cache_control: str | None) 
 
 
 class CachedResponse:
-    __slots__ = ("body", "etag", "tags", "stored_at", "raw_headers", "size", "stale_since")
+    __slots__ = ("body", "etag", "tags", "stored_at", "raw_headers", "size", "stale_since", "since")
 
     def __init__(self, body: bytes, etag: str, tags: tuple[str, ...], raw_headers: list[tuple[bytes, bytes]],
-                 size: int, stale_since: float | None) -> None:
+                 size: int, stale_since: float | None, since: int) -> None:
         self.body = body
         self.etag = etag
         self.tags = tags
@@ -79,6 +79,7 @@ class CachedResponse:
         self.raw_headers = raw_headers  # answer_headers(), encoded once for the fast path
         self.size = size
         self.stale_since = stale_since  # when a purge first made it out of date (lists only)
+        self.since = since  # the purge count when its computation started
 
     @property
     def is_list(self) -> bool:
@@ -102,6 +103,7 @@ class DeliveryCache:
         self.hits = 0
         self.misses = 0
         self.fast_hits = 0  # answered by the fast path (peek)
+        self._committed: OrderedDict[str, int] = OrderedDict()  # tag -> purge count of its last commit purge
 
     def get(self, key: str) -> CachedResponse | None:
         """The cached answer (perhaps stale: see `stale_since`), moved to the young end."""
@@ -139,7 +141,7 @@ class DeliveryCache:
         if key in self._items:
             self._drop(key)
         headers = [(k.lower().encode(), v.encode()) for k, v in answer_headers(etag, tags, self.cache_control).items()]
-        self._items[key] = CachedResponse(body, etag, tags, headers, size, stale_since)
+        self._items[key] = CachedResponse(body, etag, tags, headers, size, stale_since, since)
         self.bytes += size
         for tag in tags:
             self._by_tag.setdefault(tag, set()).add(key)
@@ -147,16 +149,23 @@ class DeliveryCache:
             self._drop(next(iter(self._items)))
 
     def _missed_purge(self, tags: tuple[str, ...], since: int) -> float | None:
-        """When the first purge of one of `tags` after purge number `since` happened, or None."""
+        """When the first purge of one of `tags` after purge number `since` happened, or None.
+
+        Walks the log from the newest purge back to `since`: the cost is the purges during the
+        computation (a few), not the whole log (thousands under a stream of publishes).
+        """
         if since == self.seq:
             return None
         if not self._log or self._log[0][0] > since + 1:
             return time.monotonic()  # the purges since are forgotten: assume the worst
         wanted = set(tags)
-        for seq, when, purged in self._log:
-            if seq > since and (purged is None or not wanted.isdisjoint(purged)):
-                return when
-        return None
+        first: float | None = None
+        for seq, when, purged in reversed(self._log):
+            if seq <= since:
+                break
+            if purged is None or not wanted.isdisjoint(purged):
+                first = when
+        return first
 
     def _drop(self, key: str) -> None:
         item = self._items.pop(key, None)
@@ -171,8 +180,8 @@ class DeliveryCache:
                     del self._by_tag[tag]
 
     def invalidate(self, tags: list[str] | None) -> None:
-        """Purge: drop the answers carrying these tags, mark lists among them stale; None or the
-        `schema` tag: drop everything."""
+        """Purge at commit (PostgreSQL NOTIFY): drop the answers carrying these tags, mark lists among
+        them stale; None or the `schema` tag: drop everything."""
         now = time.monotonic()
         self.seq += 1
         everything = tags is None or "schema" in tags
@@ -182,11 +191,32 @@ class DeliveryCache:
         if everything:
             self._items.clear()
             self._by_tag.clear()
+            self._committed.clear()
             self.bytes = 0
             return
         for tag in tags or ():
+            self._committed[tag] = self.seq
+            self._committed.move_to_end(tag)
+        while len(self._committed) > self.LOG_ENTRIES:
+            self._committed.popitem(last=False)
+        self._purge(tags or (), now, None)
+
+    def confirm(self, tags: list[str] | None) -> None:
+        """The worker's purge once the files are written (Redis): the same change the commit's purge
+        already announced. Answers computed after that purge reached us already show it and stay;
+        older ones go (the commit's purge may have been lost). None: drop everything."""
+        if tags is None:
+            self.invalidate(None)
+            return
+        self._purge(tags, time.monotonic(), self._committed)
+
+    def _purge(self, tags: Iterable[str], now: float, fresh_after: dict[str, int] | None) -> None:
+        for tag in tags:
+            newest = fresh_after.get(tag) if fresh_after is not None else None
             for key in list(self._by_tag.get(tag, ())):
                 item = self._items[key]
+                if newest is not None and item.since >= newest:
+                    continue
                 if item.is_list:
                     if item.stale_since is None:
                         item.stale_since = now

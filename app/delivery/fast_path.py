@@ -1,10 +1,11 @@
-"""The delivery hot path: answer a cached GET before Litestar's routing, guards and response layers.
+"""The delivery hot path: answer a GET of an entry or a list under /api/v1/entries/ before
+Litestar's routing, guards and response layers, when the credential is already known to this
+process and may read the type.
 
-Only a request that would certainly get exactly the cached answer is served here: a GET of an entry
-or a list under /api/v1/entries/, a cache hit (or a purged list that another request is recomputing,
-see reads.py), and a credential already known to this process that may read the type.
-Everything else (misses, unknown or missing keys, any doubt) goes to the full app, which applies
-every rule and fills the cache. The key is computed by the same function the routes use.
+A cache hit (or a purged list another request is recomputing, see reads.py) is answered from
+memory; a miss is computed by the same `DeliveryReads` the routes call (the same key, the same
+bytes, the same problems). Everything else (unknown or missing keys, other routes, any doubt) goes
+to the full app, which applies every rule.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 from litestar._parsers import parse_query_string
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from .cache import CachedResponse, etag_matches
+from ..problems import PROBLEM_JSON, ProblemError, problem_body
+from .cache import answer_headers, etag_matches
 from .reads import Read, make_read
 
 PREFIX = "/api/v1/entries/"
@@ -42,17 +44,31 @@ class DeliveryFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("method") == "GET" and scope["path"].startswith(PREFIX):
             state = self.app.state
-            cache = getattr(state, "cache", None)
-            read = read_of(scope["path"], scope["query_string"]) if cache is not None else None
-            item = cache.peek(read.key) if cache is not None and read is not None else None
-            if (
-                read is not None and item is not None
-                and (item.stale_since is None or state.reads.serves_stale(read.key, item.stale_since))
-                and self._may_read(read, scope, state)
-            ):
-                await self._answer(item, scope, send)
+            read = read_of(scope["path"], scope["query_string"])
+            if read is not None and self._may_read(read, scope, state) and await self._answered(read, scope, send, state):
                 return
         await self.inner(scope, receive, send)
+
+    async def _answered(self, read: Read, scope: Scope, send: Send, state: Any) -> bool:
+        """Answer from the cache, or compute the answer (reads.py: single flight, cached) without
+        Litestar's routing and response layers. A problem (400, 404) is answered here too; anything
+        else unexpected (the database away) is left to the full app, which maps it (503)."""
+        cache = getattr(state, "cache", None)
+        item = cache.peek(read.key) if cache is not None else None
+        if item is not None and (item.stale_since is None or state.reads.serves_stale(read.key, item.stale_since)):
+            await self._answer(item.body, item.etag, item.raw_headers, scope, send)
+            return True
+        try:
+            result = await state.reads.answer(read)
+        except ProblemError as problem:
+            await self._problem(problem, scope, send)
+            return True
+        except Exception:
+            return False
+        headers = answer_headers(result.etag, result.tags, state.settings.cache_control)
+        await self._answer(result.body, result.etag, [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+                           scope, send)
+        return True
 
     def _may_read(self, read: Read, scope: Scope, state: Any) -> bool:
         authorization = api_key = None
@@ -75,12 +91,21 @@ class DeliveryFastPath:
             return False
         return credential.may_use_type(read.type_id)
 
-    async def _answer(self, item: CachedResponse, scope: Scope, send: Any) -> None:
+    async def _answer(
+        self, body: bytes, etag: str, raw_headers: list[tuple[bytes, bytes]], scope: Scope, send: Any
+    ) -> None:
         if_none_match = next((v for k, v in scope["headers"] if k == b"if-none-match"), None)
-        if if_none_match is not None and etag_matches(if_none_match.decode("latin-1"), item.etag):
-            await send({"type": "http.response.start", "status": 304, "headers": item.raw_headers})
+        if if_none_match is not None and etag_matches(if_none_match.decode("latin-1"), etag):
+            await send({"type": "http.response.start", "status": 304, "headers": raw_headers})
             await send({"type": "http.response.body", "body": b""})
             return
-        headers = [*item.raw_headers, _JSON, (b"content-length", str(len(item.body)).encode())]
+        headers = [*raw_headers, _JSON, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": item.body})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _problem(self, problem: ProblemError, scope: Scope, send: Any) -> None:
+        body = problem_body(problem, scope["state"].get("request_id"))
+        headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in problem.headers.items()]
+        await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

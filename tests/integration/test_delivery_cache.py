@@ -183,3 +183,29 @@ async def test_no_cache_with_zero_megabytes(apps_with: Any) -> None:
         for _ in range(3):
             assert (await d.get("/api/v1/entries/author")).status_code == 200
         assert reads.computed == computed + 3
+
+
+async def test_misses_answered_by_the_fast_path_match_the_full_app(blog: Apps) -> None:
+    """With a known credential, a miss is computed without Litestar's layers: the same bytes,
+    headers and problems as the full app gives (which answers when the credential is new)."""
+    await _articles(blog, 2)
+    key = await blog.key("delivery")
+    async with blog.client("delivery", key) as d:
+        first_404 = await d.get("/api/v1/entries/article/by-slug/nope")  # the full app (credential new)
+        cache = blog.delivery_app.state.cache
+        fast = cache.fast_hits
+        for url in ("/api/v1/entries/article/by-slug/post-0", "/api/v1/entries/article?limit=1"):
+            via_fast = await d.get(url)  # a miss: computed on the fast path
+            assert via_fast.status_code == 200
+            again = await d.get(url)  # then a hit
+            assert again.content == via_fast.content and again.headers["etag"] == via_fast.headers["etag"]
+            for header in ("cache-control", "surrogate-key", "cache-tag", "content-type"):
+                assert again.headers[header] == via_fast.headers[header]
+        assert cache.fast_hits == fast + 2
+        second_404 = await d.get("/api/v1/entries/article/by-slug/nope")
+        assert second_404.status_code == first_404.status_code == 404
+        assert second_404.headers["content-type"] == first_404.headers["content-type"] == "application/problem+json"
+        assert {k: v for k, v in second_404.json().items() if k != "request_id"} == \
+            {k: v for k, v in first_404.json().items() if k != "request_id"}
+        bad = await d.get("/api/v1/entries/article", params={"limit": "0"})
+        assert bad.status_code == 400 and bad.json()["errors"][0]["parameter"] == "limit"

@@ -136,25 +136,44 @@ async def redeliver(conn: Conn, delivery_id: str) -> asyncpg.Record:
 
 # --- sending ----------------------------------------------------------------------------------------
 
-# Due deliveries of active endpoints, oldest first, for `lease` seconds. Per endpoint and entry, a
-# delivery waits while an earlier one (by event order) is not finished, so a receiver never sees a
-# later event of an entry before an earlier one has succeeded or failed for good; and at most $3
-# deliveries of one endpoint are in flight at once. A delivery whose lease ran out (its worker died
-# mid-send) is taken again: at least once.
+# Due deliveries of active endpoints, oldest first, for `lease` seconds: per endpoint, as many as it
+# has free slots ($3 in flight at most), so one slow or backlogged endpoint never takes the slots
+# of the others, and the scan never walks deliveries that could not be taken. Per endpoint and
+# entry, a delivery waits while an earlier one (by event order) is not finished, so a receiver
+# never sees a later event of an entry before an earlier one has succeeded or failed for good.
+# Fan-out steps of one entry's events may run out of order (any worker takes any step), so an entry
+# event's deliveries also wait while an earlier event of that entry is not fanned out yet (its
+# `webhook` step is open): the earlier event's deliveries may not exist yet. A delivery whose lease
+# ran out (its worker died mid-send) is taken again: at least once.
 _CLAIM = """
-WITH due AS (
-    SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-     WHERE w.active
-       AND ((d.status = 'pending' AND d.next_attempt_at <= now()) OR (d.status = 'sending' AND d.lease_until < now()))
-       AND (d.order_key IS NULL OR NOT EXISTS (
-             SELECT 1 FROM webhook_deliveries e
-              WHERE e.webhook_id = d.webhook_id AND e.order_key = d.order_key AND e.seq < d.seq
-                AND e.status IN ('pending', 'sending')))
-       AND (SELECT count(*) FROM webhook_deliveries s
-             WHERE s.webhook_id = d.webhook_id AND s.status = 'sending' AND s.lease_until >= now()) < $3
-     ORDER BY d.next_attempt_at
+WITH unfanned AS (
+    SELECT o.payload->>'id' AS entry_id, min(o.seq) AS seq
+      FROM outbox_steps s JOIN outbox_events o ON o.id = s.event_id
+     WHERE s.step = 'webhook' AND s.status IN ('pending', 'running') AND o.type LIKE 'entry.%'
+     GROUP BY 1
+), endpoints AS (
+    SELECT w.id, $3 - (SELECT count(*) FROM webhook_deliveries s
+                        WHERE s.webhook_id = w.id AND s.status = 'sending' AND s.lease_until >= now()) AS free
+      FROM webhooks w WHERE w.active
+), due AS (
+    SELECT picked.id FROM endpoints e CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at FROM webhook_deliveries d
+         WHERE d.webhook_id = e.id AND d.status IN ('pending', 'sending')
+           AND ((d.status = 'pending' AND d.next_attempt_at <= now()) OR (d.status = 'sending' AND d.lease_until < now()))
+           AND (d.order_key IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM webhook_deliveries x
+                  WHERE x.webhook_id = d.webhook_id AND x.order_key = d.order_key AND x.seq < d.seq
+                    AND x.status IN ('pending', 'sending'))
+                 AND NOT EXISTS (
+                 SELECT 1 FROM unfanned u
+                  WHERE u.entry_id = substr(d.order_key, strpos(d.order_key, '/') + 1) AND u.seq < d.seq))
+         ORDER BY d.next_attempt_at
+         LIMIT greatest(e.free, 0)
+           FOR UPDATE OF d SKIP LOCKED
+    ) picked
+     WHERE e.free > 0
+     ORDER BY picked.next_attempt_at
      LIMIT $1
-       FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE webhook_deliveries d
    SET status = 'sending', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $2),

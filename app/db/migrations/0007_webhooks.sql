@@ -51,3 +51,5 @@ CREATE TABLE webhook_attempts (
     response     text,                             -- the first 1 KB of the answer
     PRIMARY KEY (delivery_id, n)
 );
+CREATE INDEX webhook_deliveries_endpoint_due ON webhook_deliveries (webhook_id, next_attempt_at)
+    WHERE status IN ('pending', 'sending');

@@ -118,6 +118,64 @@ def etag_of(body: bytes) -> str:
     return hashlib.blake2b(body, digest_size=12).hexdigest()
 
 
+class _StoredEntry(msgspec.Struct):
+    """A stored ENTRY (the keys of `entry_document`, in its order) with its field values undecoded."""
+
+    id: str
+    type: str
+    locale: str
+    version: int
+    created_at: str | None
+    updated_at: str | None
+    published_at: str | None
+    fields: dict[str, msgspec.Raw]
+
+
+_decode_stored = msgspec.json.Decoder(_StoredEntry).decode
+
+
+class Spliced:
+    """Including references one level deep (and selecting fields) on stored ENTRY bytes: the included
+    entries' stored bytes are spliced in place of their links; nothing else is decoded or re-encoded.
+    The bytes are those of `resolve_includes` on the decoded document (msgspec wrote all of them)."""
+
+    def __init__(self, body: bytes, ct: ContentType, only: set[str] | None) -> None:
+        self._entry = _decode_stored(body)
+        # field id -> its decoded value, for the reference fields to include
+        self._references = {
+            f.id: _decode(self._entry.fields[f.id]) for f in ct.fields
+            if f.type == "reference" and (only is None or f.id in only) and f.id in self._entry.fields
+        }
+
+    def linked_ids(self) -> list[str]:
+        """The ids of the links to include, once per link (an entry linked twice is embedded twice)."""
+        return [link["id"] for link in self._links()]
+
+    def encode(self, found: dict[str, bytes], fields: list[str] | None) -> bytes:
+        """The ENTRY with the links whose id is in `found` replaced by those stored ENTRY bytes."""
+        spliced = dict(self._entry.fields)
+        for field_id, value in self._references.items():
+            items = value if isinstance(value, list) else [value]
+            if not any(self._includable(link) and link["id"] in found for link in items):
+                continue
+            parts = [bytes(found[link["id"]]) if self._includable(link) and link["id"] in found else _encode(link)
+                     for link in items]
+            spliced[field_id] = msgspec.Raw(b"[" + b",".join(parts) + b"]" if isinstance(value, list) else parts[0])
+        if fields is not None:
+            spliced = {k: v for k, v in spliced.items() if k in fields}
+        return _encode(msgspec.structs.replace(self._entry, fields=spliced))
+
+    def _links(self) -> list[dict[str, Any]]:
+        return [
+            link for value in self._references.values()
+            for link in (value if isinstance(value, list) else [value]) if self._includable(link)
+        ]
+
+    @staticmethod
+    def _includable(link: Any) -> bool:
+        return isinstance(link, dict) and "id" in link and "fields" not in link  # as `reference_links`
+
+
 def envelope(document: bytes) -> bytes:
     """{"data": ENTRY} from stored ENTRY bytes, without decoding them."""
     return b'{"data":' + document + b"}"

@@ -74,6 +74,9 @@ def make_request_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):010x}"
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestContextMiddleware:
     """Pure ASGI: assigns X-Request-Id (echoing a well-formed incoming one) and records metrics."""
 
@@ -81,6 +84,16 @@ class RequestContextMiddleware:
         self.app = app
         self.name = name
         self.latency = LATENCY.labels(name)
+        self._counters: dict[tuple[str, int], Any] = {}  # (method, status) -> its REQUESTS child
+
+    def _count(self, method: str, status: int) -> None:
+        # Any token is a method to the server: others count as OTHER, so a client cannot grow the
+        # metric's label sets (and this dict) without bound.
+        key = (method if method in _METHODS else "OTHER", status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = REQUESTS.labels(self.name, key[0], str(status))
+        counter.inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,7 +127,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             self.latency.observe(time.perf_counter() - started)
-            REQUESTS.labels(self.name, scope.get("method", ""), str(status_holder[0])).inc()
+            self._count(str(scope.get("method", "")), status_holder[0])
 
 
 async def _send_problem(send: Send, problem: ProblemError, request_id: str) -> None:

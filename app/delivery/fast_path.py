@@ -10,6 +10,7 @@ to the full app, which applies every rule.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from litestar._parsers import parse_query_string
@@ -23,8 +24,21 @@ PREFIX = "/api/v1/entries/"
 _JSON = (b"content-type", b"application/json")
 
 
+# Reads repeat (the same few URLs take most of the traffic): their parsing is remembered for short
+# URLs (at most _MEMO_SIZE of them, so at most ~2 MB).
+_MEMO_URL_BYTES = 512
+_MEMO_SIZE = 4096
+
+
 def read_of(path: str, query_string: bytes) -> Read | None:
-    """The delivery read a path under PREFIX asks for, as the routes would see it (None: not one)."""
+    """The delivery read a path under PREFIX asks for, as the routes would see it (None: not one).
+    A Read is never changed once made, so the memo's are shared."""
+    if len(path) + len(query_string) > _MEMO_URL_BYTES:
+        return _read_of(path, query_string)
+    return _remembered_read_of(path, query_string)
+
+
+def _read_of(path: str, query_string: bytes) -> Read | None:
     parts = path[len(PREFIX):].split("/")
     if not all(parts) or len(parts) > 3 or (len(parts) == 3 and parts[1] != "by-slug"):
         return None
@@ -34,6 +48,9 @@ def read_of(path: str, query_string: bytes) -> Read | None:
     if len(parts) == 2:
         return make_read(path, pairs, parts[0], entry_id=parts[1])
     return make_read(path, pairs, parts[0], slug=parts[2])
+
+
+_remembered_read_of = functools.lru_cache(maxsize=_MEMO_SIZE)(_read_of)
 
 
 class DeliveryFastPath:

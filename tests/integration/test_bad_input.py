@@ -186,6 +186,15 @@ async def test_platform_routes(blog) -> None:
         assert (await client.get("/docs")).status_code == 200
 
 
+async def test_made_up_methods_do_not_grow_the_metrics(blog) -> None:
+    d = blog.delivery
+    for n in range(5):
+        await d.request(f"BREW{n}", "/api/v1/entries/article")
+    text = (await d.get("/metrics")).text
+    assert "BREW" not in text
+    assert 'method="OTHER"' in text
+
+
 async def test_database_outage_is_503_not_500(blog, services) -> None:
     import asyncpg
 

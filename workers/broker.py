@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import dramatiq
@@ -172,7 +173,27 @@ class StepQueue:
 def declare_actors(broker: RedisBroker, runtime: WorkerRuntime | None) -> dict[str, dramatiq.Actor[Any, Any]]:
     """Declare every step's actor on `broker`. `runtime` None: a sender only (it never runs them)."""
     bound = runtime if runtime is not None else _SenderOnly()
-    return {DELIVER: deliver.register(broker, bound), WEBHOOK: webhooks.register(broker, bound)}
+    return {
+        DELIVER: _step_actor(broker, bound, "cms.deliver", deliver.deliver_step),
+        WEBHOOK: _step_actor(broker, bound, "cms.webhook", webhooks.webhook_step),
+    }
+
+
+def _step_actor(
+    broker: RedisBroker, runtime: Any, name: str, step: Callable[[Any, list[str]], Awaitable[dict[str, str]]],
+) -> dramatiq.Actor[Any, Any]:
+    """An actor that runs `step` for the event ids of a message (one id or a list), bound to `runtime`."""
+
+    async def run(event_ids: list[str] | str) -> None:
+        await step(runtime, [event_ids] if isinstance(event_ids, str) else list(event_ids))
+
+    run.__name__ = name.rsplit(".", 1)[-1]
+    declare = dramatiq.actor(
+        broker=broker, actor_name=name, queue_name="cms_deliver",
+        max_retries=0,  # PostgreSQL does the retrying (outbox_steps), not the broker
+        min_backoff=1000, time_limit=int(runtime.config.time_limit_seconds * 1000),
+    )
+    return declare(run)
 
 
 class _SenderOnly:

@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 import asyncpg
-import dramatiq
 
 from cms.app.events import types as events
 from cms.app.events.outbox import emit_many
@@ -70,19 +69,3 @@ async def deliver_step(runtime: Any, event_ids: list[str]) -> dict[str, str]:
     log.debug("deliver %s: %s", event_ids, outcomes)
     return outcomes
 
-
-def register(broker: dramatiq.Broker, runtime: Any) -> dramatiq.Actor[Any, Any]:
-    """Declare the `deliver` actor on `broker`, bound to `runtime`."""
-
-    async def deliver(event_ids: list[str] | str) -> None:
-        await deliver_step(runtime, [event_ids] if isinstance(event_ids, str) else list(event_ids))
-
-    declare = dramatiq.actor(
-        broker=broker,
-        actor_name="cms.deliver",
-        queue_name="cms_deliver",
-        max_retries=0,  # PostgreSQL does the retrying (outbox_steps), not the broker
-        min_backoff=1000,
-        time_limit=int(runtime.config.time_limit_seconds * 1000),
-    )
-    return declare(deliver)

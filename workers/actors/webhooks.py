@@ -11,7 +11,6 @@ import logging
 from typing import Any
 
 import asyncpg
-import dramatiq
 
 from cms.app.webhooks import fanout
 from cms.app.webhooks import repository as webhooks_repo
@@ -40,15 +39,3 @@ async def webhook_step(runtime: Any, event_ids: list[str]) -> dict[str, str]:
     log.debug("webhook %s: %s", event_ids, outcomes)
     return outcomes
 
-
-def register(broker: dramatiq.Broker, runtime: Any) -> dramatiq.Actor[Any, Any]:
-    """Declare the `webhook` actor on `broker`, bound to `runtime`."""
-
-    async def webhook(event_ids: list[str] | str) -> None:
-        await webhook_step(runtime, [event_ids] if isinstance(event_ids, str) else list(event_ids))
-
-    declare = dramatiq.actor(
-        broker=broker, actor_name="cms.webhook", queue_name="cms_deliver", max_retries=0, min_backoff=1000,
-        time_limit=int(runtime.config.time_limit_seconds * 1000),
-    )
-    return declare(webhook)

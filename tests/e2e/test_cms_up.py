@@ -10,7 +10,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.processes import BOOTSTRAP_KEY, STOP_TIMEOUT, assert_embedded_services_stopped
+from cms.app.webhooks.signing import verify_webhook
+from tests.e2e.processes import BOOTSTRAP_KEY, STOP_TIMEOUT, assert_embedded_services_stopped, free_port
+from tests.support import Recorder
 
 pytestmark = pytest.mark.e2e
 
@@ -18,7 +20,17 @@ assert len(BOOTSTRAP_KEY) == 40
 
 
 def test_cms_up_serves_publishes_and_survives_restart(cms_env: dict[str, str], started, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    env = dict(cms_env, CMS_BOOTSTRAP_KEY=BOOTSTRAP_KEY)
+    metrics_port = free_port()
+    env = dict(cms_env, CMS_BOOTSTRAP_KEY=BOOTSTRAP_KEY, CMS_WEBHOOK_ALLOW_PRIVATE="1",
+               CMS_WORKER_METRICS_PORT=str(metrics_port))
+    receiver = Recorder().start()
+    try:
+        _serves_publishes(env, started, receiver, metrics_port)
+    finally:
+        receiver.stop()
+
+
+def _serves_publishes(env: dict[str, str], started, receiver: Recorder, metrics_port: int) -> None:  # type: ignore[no-untyped-def]
     cms = started(env, "first")
     out = cms.stdout
     assert f"{cms.delivery}/api/v1/" in out and f"{cms.management}/v1/" in out
@@ -50,6 +62,12 @@ def test_cms_up_serves_publishes_and_survives_restart(cms_env: dict[str, str], s
         delivery_key = made.json()["data"]["secret"]
         assert delivery_key.startswith("cms_dk_")
         reader = {"Authorization": f"Bearer {delivery_key}"}
+
+        # A webhook to a receiver on 127.0.0.1 (the worker `cms up` runs sends it).
+        hook = http.post(f"{cms.management}/v1/webhooks", headers=admin,
+                         json={"url": receiver.url, "events": ["entry.published"]})
+        assert hook.status_code == 201, hook.text
+        secret = hook.json()["data"]["secret"]
 
         # Content: type, entry, publish, read from delivery by slug.
         content_type = http.put(
@@ -88,6 +106,21 @@ def test_cms_up_serves_publishes_and_survives_restart(cms_env: dict[str, str], s
             if cdn.status_code == 200 and cdn.content == api.content:
                 break
             assert time.monotonic() < deadline, f"no prerendered file: {cdn.status_code} {cms.logs()[-2000:]}"
+            time.sleep(0.2)
+
+        # The webhook arrived signed, and the worker's metrics count it.
+        deadline = time.monotonic() + 60
+        while not receiver.snapshot():
+            assert time.monotonic() < deadline, f"no webhook: {cms.logs()[-2000:]}"
+            time.sleep(0.2)
+        sent = receiver.snapshot()[0]
+        verify_webhook(sent.headers, sent.body, secret)
+        assert sent.json()["type"] == "entry.published" and sent.json()["data"]["id"] == entry_id
+        deadline = time.monotonic() + 30
+        while 'cms_webhook_attempts_total{outcome="succeeded"} 1.0' not in http.get(
+            f"http://127.0.0.1:{metrics_port}/metrics"
+        ).text:
+            assert time.monotonic() < deadline, cms.logs()[-2000:]
             time.sleep(0.2)
 
         # A scheduled unpublish fires (the scheduler runs too) and the worker removes the file.

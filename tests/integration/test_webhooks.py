@@ -289,6 +289,42 @@ async def test_410_disables_the_endpoint(apps_with: Any, hosts: Hosts, receivers
         assert len(gone.snapshot()) == 1  # one attempt, then nothing more
 
 
+async def test_five_days_of_failures_disable_the_endpoint_and_a_success_forgives(
+    apps_with: Any, hosts: Hosts, receivers: Any,
+) -> None:
+    async with apps_with(**FAST) as apps:
+        await _blog(apps)
+        failing, flaky = receivers(status=500), receivers(status=500)
+        doomed = await _subscribe(apps, failing.url, events=["entry.published"])
+        recovering = await _subscribe(apps, flaky.url, events=["entry.published"])
+        conn = await connect(apps.database_url)
+        try:  # both have failed since a while: one for 5 days and a minute, one for 4 days
+            await conn.execute("UPDATE webhooks SET failing_since = now() - interval '5 days 1 minute' WHERE id = $1",
+                               doomed["id"])
+            await conn.execute("UPDATE webhooks SET failing_since = now() - interval '4 days' WHERE id = $1",
+                               recovering["id"])
+            await hosts.start(hosts.settings(**FAST), fast_config())
+            await _publish(apps, "Once")
+
+            async def disabled() -> None:
+                got = (await apps.management.get(f"/v1/webhooks/{doomed['id']}")).json()["data"]
+                assert got["active"] is False and got["disabled_reason"] == "failing for 5 days"
+
+            await eventually(disabled, timeout=15)
+            assert len(failing.snapshot()) == 1  # disabled at its first failure past 5 days
+            assert (await apps.management.get(f"/v1/webhooks/{recovering['id']}")).json()["data"]["active"] is True
+            flaky.status = 200
+
+            async def forgiven() -> None:
+                assert await conn.fetchval("SELECT failing_since FROM webhooks WHERE id = $1", recovering["id"]) is None
+
+            await eventually(forgiven, timeout=15)
+            got = (await apps.management.get(f"/v1/webhooks/{recovering['id']}")).json()["data"]
+            assert got["active"] is True and got["disabled_reason"] is None
+        finally:
+            await conn.close()
+
+
 async def test_a_hanging_receiver_costs_one_attempt_and_blocks_no_one(apps_with: Any, hosts: Hosts, receivers: Any) -> None:
     async with apps_with(**FAST) as apps:  # CMS_WEBHOOK_TIMEOUT_SECONDS=2 here, 15 by default
         await _blog(apps)

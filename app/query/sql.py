@@ -1,6 +1,6 @@
 """A typed `ListQuery` → SQL over published documents (`DeliverySource`) or drafts (`DraftSource`):
-filters, sort, keyset cursors and full-text search. `fetch_page` runs exactly two statements: the
-page and the count of the whole filtered set.
+filters, sort, keyset cursors and full-text search. `fetch_page` runs one statement: the page, with
+the count of the whole filtered set as a column (a second statement counts when the page is empty).
 
 SQL safety: user input only ever reaches the database as bind parameters. The only things inlined
 into SQL text are field ids, content-type ids and locale codes, and each is checked against its
@@ -400,15 +400,18 @@ def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[st
     key_columns = ", ".join(f"{key.text} AS _cursor_k{i}" for i, key in enumerate(keys))
     order = ", ".join(f"{key.expr} {'DESC' if key.desc else 'ASC'}" for key in keys)
     limit_ref = p.add(query.limit + 1)
+    # The count rides along as a column (one round trip, computed once: an uncorrelated subquery);
+    # a page without rows has no row to carry it, and count_sql answers alone.
     page_sql = (
-        f"SELECT {select_columns}, {key_columns} FROM {table} WHERE {' AND '.join(page_where)}"  # noqa: S608
-        f" ORDER BY {order} LIMIT {limit_ref}::int"
+        f"SELECT {select_columns}, {key_columns}, ({count_sql}) AS _total"  # noqa: S608
+        f" FROM {table} WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}::int"
     )
     return page_sql, count_sql, p.values, count_params
 
 
 async def fetch_page(conn: Executor, query: ListQuery, source: Source, select_columns: str) -> Page:
-    """One page (keyset, LIMIT limit+1) and the count of the whole filtered set: two statements."""
+    """One page (keyset, LIMIT limit+1) and the count of the whole filtered set: one statement (two
+    when the page is empty)."""
     page_sql, count_sql, values, count_params = build_sql(query, source, select_columns)
     try:
         rows = await conn.fetch(page_sql, *values)
@@ -416,7 +419,7 @@ async def fetch_page(conn: Executor, query: ListQuery, source: Source, select_co
         if query.cursor is None:
             raise
         raise malformed("cursor", "is not a valid cursor") from exc
-    total = await conn.fetchval(count_sql, *values[:count_params])
+    total = rows[0]["_total"] if rows else await conn.fetchval(count_sql, *values[:count_params])
     next_cursor = None
     if len(rows) > query.limit:
         rows = rows[: query.limit]

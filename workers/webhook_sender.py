@@ -54,6 +54,7 @@ class WebhookLoop:
             allow_private=self.settings.webhook_allow_private, resolver=self.resolver,
             per_endpoint=self.per_endpoint, concurrency=self.concurrency,
             lease_seconds=self.settings.pipeline.lease_seconds, timeout=self.settings.webhook_timeout_seconds,
+            on_recorded=self._wake.set,
         )
         await self._listener.start()
         self._task = asyncio.create_task(self._run(), name="cms-webhook-sender")
@@ -75,24 +76,29 @@ class WebhookLoop:
     async def _run(self) -> None:
         assert self.sender is not None
         while True:
+            self._wake.clear()  # before looking: a wake-up while we look is kept for the wait below
             try:
                 claimed = await self.sender.send_due()
-                delay = 0.0 if claimed and self.sender.free > 0 else await self._until_due()
+                if claimed and self.sender.free > 0:
+                    continue
+                delay = await self._until_due()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("webhook sender: %s", exc)
                 delay = self.poll
-            if delay > 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
 
     async def _until_due(self) -> float:
-        """Seconds until the next delivery is due (capped at `poll`; a send finishing also frees a slot)."""
+        """Seconds until the next delivery is due, capped at `poll`. Deliveries due now that could not
+        be taken (their endpoint's slots are full, or they wait for an earlier delivery or fan-out of
+        their entry) are woken for: a finished send (here: `on_recorded`; elsewhere: NOTIFY) or a
+        fan-out frees them."""
         async with self.pool.acquire() as conn:
             due = await repo.next_due(conn)
             OLDEST_DUE.set(await repo.oldest_due_seconds(conn))
         if due is None:
             return self.poll
-        return max(0.01, min(self.poll, (due - datetime.now(UTC)).total_seconds()))
+        wait = (due - datetime.now(UTC)).total_seconds()
+        return self.poll if wait <= 0 else max(0.01, min(self.poll, wait))

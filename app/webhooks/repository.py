@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -84,8 +84,14 @@ async def insert_deliveries(conn: Conn, rows: list[tuple[str, str, str, str, int
         *columns,
     )
     if inserted:
-        await conn.execute("SELECT pg_notify($1, '')", WEBHOOK_CHANNEL)
+        await notify_senders(conn)
     return int(inserted)
+
+
+async def notify_senders(conn: Conn) -> None:
+    """Wake every worker's sender at commit: deliveries may be due (new, redelivered, or no longer
+    waiting for an earlier delivery or fan-out of their entry)."""
+    await conn.execute("SELECT pg_notify($1, '')", WEBHOOK_CHANNEL)
 
 
 async def get_delivery(conn: Conn, webhook_id: str, delivery_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
@@ -130,7 +136,7 @@ async def redeliver(conn: Conn, delivery_id: str) -> asyncpg.Record:
              WHERE id = $1 RETURNING {DELIVERY_COLUMNS}""",
         delivery_id,
     ))
-    await conn.execute("SELECT pg_notify($1, '')", WEBHOOK_CHANNEL)
+    await notify_senders(conn)
     return row
 
 
@@ -206,33 +212,53 @@ async def next_due(conn: Conn) -> Any:
     )
 
 
-async def record_attempt(
-    conn: Conn, delivery_id: str, attempt: int, status_code: int | None, error: str | None, duration_ms: int,
-    response: str | None,
-) -> None:
-    await conn.execute(
-        "INSERT INTO webhook_attempts (delivery_id, n, status_code, error, duration_ms, response) "
-        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        delivery_id, attempt, status_code, error, duration_ms, response,
+class Finished(NamedTuple):
+    """One attempt's outcome, to record: the attempt row and the delivery's next state."""
+
+    delivery_id: str
+    attempt: int
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    response: str | None
+    status: str  # the delivery's status now: pending (retry in `retry_in` s), succeeded or failed
+    retry_in: float | None
+
+
+async def record_finished(conn: Conn, finished: list[Finished]) -> set[str]:
+    """Record attempts and the deliveries' new states, in one statement; returns the ids of the
+    deliveries whose state was recorded (a delivery taken over since, its lease having run out,
+    keeps the new owner's state: its attempt row is still kept)."""
+    if not finished:
+        return set()
+    columns = [list(c) for c in zip(*finished, strict=True)]
+    rows = await conn.fetch(
+        """WITH o AS (
+               SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[],
+                                    $8::float8[])
+                   AS o(id, attempt, status_code, error, duration_ms, response, status, retry_in)
+           ), attempts AS (
+               INSERT INTO webhook_attempts (delivery_id, n, status_code, error, duration_ms, response)
+               SELECT id, attempt, status_code, error, duration_ms, response FROM o ON CONFLICT DO NOTHING
+           )
+           UPDATE webhook_deliveries d
+              SET status = o.status, lease_until = NULL, updated_at = now(),
+                  next_attempt_at = CASE WHEN o.retry_in IS NULL THEN d.next_attempt_at
+                                         ELSE now() + make_interval(secs => o.retry_in) END
+             FROM o
+            WHERE d.id = o.id AND d.attempts = o.attempt AND d.status = 'sending'
+        RETURNING d.id""",
+        *columns,
     )
+    if rows:
+        await notify_senders(conn)  # later deliveries of these entries may go now
+    return {r["id"] for r in rows}
 
 
-async def finish_delivery(conn: Conn, delivery_id: str, attempt: int, status: str, retry_in: float | None) -> bool:
-    """The outcome of attempt `attempt` (ignored if the delivery was taken over since); True if recorded."""
-    result = await conn.execute(
-        """UPDATE webhook_deliveries
-              SET status = $3, lease_until = NULL, updated_at = now(),
-                  next_attempt_at = CASE WHEN $4::float8 IS NULL THEN next_attempt_at
-                                         ELSE now() + make_interval(secs => $4::float8) END
-            WHERE id = $1 AND attempts = $2 AND status = 'sending'""",
-        delivery_id, attempt, status, retry_in,
-    )
-    return result.endswith(" 1")
-
-
-async def endpoint_succeeded(conn: Conn, webhook_id: str) -> None:
+async def endpoints_succeeded(conn: Conn, webhook_ids: list[str]) -> None:
     await conn.execute(
-        "UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL", webhook_id
+        "UPDATE webhooks SET failing_since = NULL WHERE id = ANY($1::text[]) AND failing_since IS NOT NULL",
+        webhook_ids,
     )
 
 

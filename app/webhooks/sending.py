@@ -8,8 +8,11 @@ for the whole exchange, redirects not followed. Then, in one transaction with th
 next delay of the retry schedule, or failed when the schedule is used up (and the endpoint is
 disabled once it has failed for 5 days without a success).
 
-Many deliveries are in flight at once (asyncio, one shared connection pool); the claim lets at
-most `per_endpoint` of one endpoint fly, so a slow endpoint never holds back the others.
+Many deliveries are in flight at once (asyncio); the claim lets at most `per_endpoint` of one
+endpoint fly, so a slow endpoint never holds back the others. Each endpoint has its own HTTP client
+and connections (kept alive; one shared pool of many connections costs a scan of all of them per
+request). Outcomes are recorded together: the attempts that finish while one batch is being
+written are written next, in one statement (a group commit).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +41,8 @@ ATTEMPT_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
 )
 
+MAX_CLIENTS = 1024  # endpoints' HTTP clients kept (each keeps up to per_endpoint connections)
+MAX_BATCH = 500  # outcomes recorded in one statement
 SEND_TIMEOUT = 15.0  # seconds for the whole exchange (CMS_WEBHOOK_TIMEOUT_SECONDS)
 DISABLE_AFTER = 5 * 86400.0  # seconds of failures without a success
 RESPONSE_KEPT = 1024  # bytes of the answer kept with the attempt
@@ -58,7 +65,7 @@ class WebhookSender:
     def __init__(
         self, pool: Any, box: SecretBox, *, schedule: tuple[float, ...], allow_private: bool,
         resolver: Resolver = default_resolver, concurrency: int = 64, per_endpoint: int = 4,
-        lease_seconds: float = 60.0, timeout: float = SEND_TIMEOUT,
+        lease_seconds: float = 60.0, timeout: float = SEND_TIMEOUT, on_recorded: Callable[[], None] | None = None,
     ) -> None:
         self.pool = pool
         self.box = box
@@ -69,11 +76,11 @@ class WebhookSender:
         self.per_endpoint = per_endpoint
         self.timeout = timeout
         self.lease_seconds = max(lease_seconds, timeout * 2)  # never runs out while the send may still answer
-        self.client = httpx.AsyncClient(
-            follow_redirects=False, timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        )
+        self._clients: OrderedDict[tuple[str, str, int, str], httpx.AsyncClient] = OrderedDict()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._recording = GroupCommit(self._record_batch)
+        self._closing: set[asyncio.Task[None]] = set()
+        self.on_recorded = on_recorded  # slots are free again (the sender loop may claim more)
         self.sent = 0  # attempts made (tests and metrics)
 
     @property
@@ -89,8 +96,13 @@ class WebhookSender:
         for row in rows:
             task = asyncio.get_running_loop().create_task(self._deliver(row), name=f"webhook-{row['id']}")
             self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(self._finished)
         return len(rows)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self.on_recorded is not None:
+            self.on_recorded()  # a slot is free
 
     async def drain(self) -> None:
         """Wait for the deliveries in flight (tests; shutdown gives them a moment)."""
@@ -101,12 +113,32 @@ class WebhookSender:
         for task in list(self._in_flight):
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
-        await self.client.aclose()
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+
+    def _client(self, scheme: str, address: str, port: int, host: str) -> httpx.AsyncClient:
+        """The HTTP client of one endpoint's (checked) address; the least recently used beyond
+        MAX_CLIENTS is closed."""
+        key = (scheme, address, port, host)
+        client = self._clients.get(key)
+        if client is not None:
+            self._clients.move_to_end(key)
+            return client
+        client = self._clients[key] = httpx.AsyncClient(
+            follow_redirects=False, timeout=httpx.Timeout(self.timeout),
+            limits=httpx.Limits(max_connections=self.per_endpoint, max_keepalive_connections=self.per_endpoint),
+        )
+        while len(self._clients) > MAX_CLIENTS:
+            _, oldest = self._clients.popitem(last=False)
+            task = asyncio.get_running_loop().create_task(oldest.aclose())  # its sends in flight finish first
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return client
 
     async def _deliver(self, row: Any) -> None:
         try:
             outcome = await self._attempt(row)
-            await self._record(row, outcome)
+            await self._recording.add((row, outcome))
         except asyncio.CancelledError:
             raise  # the lease runs out and another worker sends it again
         except Exception:
@@ -136,9 +168,8 @@ class WebhookSender:
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         try:
             async with asyncio.timeout(self.timeout):
-                async with self.client.stream(
-                    "POST", url, content=body, headers=headers, extensions=extensions
-                ) as response:
+                client = self._client(target.scheme, address, target.port, target.host)
+                async with client.stream("POST", url, content=body, headers=headers, extensions=extensions) as response:
                     kept = b""
                     async for chunk in response.aiter_raw():
                         kept += chunk
@@ -166,23 +197,62 @@ class WebhookSender:
             return "pending", self.schedule[done - 1]
         return "failed", None
 
-    async def _record(self, row: Any, outcome: Outcome) -> None:
-        status, retry_in = self._next(row, outcome)
-        ATTEMPTS.labels("retry" if status == "pending" else status).inc()
-        ATTEMPT_SECONDS.observe(outcome.duration_ms / 1000)
+    async def _record_batch(self, outcomes: list[tuple[Any, Outcome]]) -> None:
+        """Record attempts' outcomes together: one transaction, a constant number of statements."""
+        finished = []
+        for row, outcome in outcomes:
+            status, retry_in = self._next(row, outcome)
+            ATTEMPTS.labels("retry" if status == "pending" else status).inc()
+            ATTEMPT_SECONDS.observe(outcome.duration_ms / 1000)
+            finished.append(repo.Finished(
+                row["id"], row["attempts"], outcome.status_code, outcome.error, outcome.duration_ms, outcome.response,
+                status, retry_in,
+            ))
+            level = logging.DEBUG if outcome.succeeded else logging.INFO
+            log.log(level, "webhook delivery %s attempt %d: %s %s → %s", row["id"], row["attempts"],
+                    outcome.status_code, outcome.error or "", status)
         async with self.pool.acquire() as conn, conn.transaction():
-            await repo.record_attempt(
-                conn, row["id"], row["attempts"], outcome.status_code, outcome.error, outcome.duration_ms,
-                outcome.response,
-            )
-            if not await repo.finish_delivery(conn, row["id"], row["attempts"], status, retry_in):
-                return  # taken over by another worker after our lease ran out: theirs counts
-            if outcome.succeeded:
-                await repo.endpoint_succeeded(conn, row["webhook_id"])
-            elif outcome.status_code == 410:
-                await repo.disable(conn, row["webhook_id"], "the endpoint answered 410 Gone")
-            elif await repo.endpoint_failed(conn, row["webhook_id"], DISABLE_AFTER):
-                log.warning("webhook %s disabled: failing for 5 days", row["webhook_id"])
-        level = logging.DEBUG if outcome.succeeded else logging.INFO
-        log.log(level, "webhook delivery %s attempt %d: %s %s → %s", row["id"], row["attempts"],
-                outcome.status_code, outcome.error or "", status)
+            ours = await repo.record_finished(conn, finished)  # taken over since: the new owner's outcome counts
+            mine = [(row, outcome) for row, outcome in outcomes if row["id"] in ours]
+            succeeded = sorted({row["webhook_id"] for row, outcome in mine if outcome.succeeded})
+            if succeeded:
+                await repo.endpoints_succeeded(conn, succeeded)
+            for webhook_id in sorted({row["webhook_id"] for row, outcome in mine if outcome.status_code == 410}):
+                await repo.disable(conn, webhook_id, "the endpoint answered 410 Gone")
+            failing = {row["webhook_id"] for row, outcome in mine if not outcome.succeeded and outcome.status_code != 410}
+            for webhook_id in sorted(failing - set(succeeded)):
+                if await repo.endpoint_failed(conn, webhook_id, DISABLE_AFTER):
+                    log.warning("webhook %s disabled: failing for 5 days", webhook_id)
+
+
+class GroupCommit:
+    """Items added while a batch is being written are written together next; `add` returns once
+    its item is written (or raises what writing it raised)."""
+
+    def __init__(self, write: Callable[[list[Any]], Awaitable[None]]) -> None:
+        self.write = write
+        self._waiting: list[tuple[Any, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def add(self, item: Any) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_all())
+        await done
+
+    async def _write_all(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            try:
+                await self.write([item for item, _ in batch])
+            except BaseException as exc:  # each waiter gets it (cancelled: the lease brings them back)
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("not recorded"))
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)

@@ -197,7 +197,7 @@ async def update_webhook(
         row = await repo.update_webhook(conn, webhook_id, values)
         await ctx.audit(conn, "webhook.update", f"webhook:{webhook_id}")
     if values.get("active") is True:
-        await conn.execute("SELECT pg_notify($1, '')", repo.WEBHOOK_CHANNEL)
+        await repo.notify_senders(conn)
     return webhook_json(row)
 
 

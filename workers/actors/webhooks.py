@@ -29,7 +29,8 @@ async def webhook_step(runtime: Any, event_ids: list[str]) -> dict[str, str]:
         async def record(conn: asyncpg.Connection, completed: list[pipeline.Claim]) -> None:
             claimed = [fanout.Event(c.event.id, c.event.seq, c.event.type, c.event.payload, c.event.created_at)
                        for c in completed]
-            await webhooks_repo.insert_deliveries(conn, await fanout.deliveries_for(conn, claimed))
+            if not await webhooks_repo.insert_deliveries(conn, await fanout.deliveries_for(conn, claimed)) and claimed:
+                await webhooks_repo.notify_senders(conn)  # no delivery, but later events may be waiting for these
 
         return record
 

@@ -92,6 +92,25 @@ class Filter:
         return [self.path, self.op, self.value]
 
 
+@dataclass(frozen=True)
+class Group:
+    """Conditions joined by `op` ("and" | "or"): GraphQL's `AND`/`OR` (REST's filters are one AND)."""
+
+    op: str
+    items: tuple[Filter | Group, ...]
+
+    def canonical(self) -> list[Any]:
+        return [self.op, sorted((item.canonical() for item in self.items), key=lambda c: _encode(c))]
+
+
+Condition = Filter | Group
+
+
+def count_conditions(conditions: list[Condition] | tuple[Condition, ...]) -> int:
+    """Leaf conditions, however they are grouped (the MAX_FILTERS bound counts these)."""
+    return sum(count_conditions(c.items) if isinstance(c, Group) else 1 for c in conditions)
+
+
 class Cursor(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     """Decoded `cursor`: format version, fingerprint of the query, the last row's sort keys as text."""
 
@@ -104,7 +123,7 @@ class Cursor(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
 class ListQuery:
     type_id: str
     locale: str
-    filters: list[Filter]
+    filters: list[Condition]  # all must hold
     sort: list[tuple[str, bool]]  # (field id | system field | "_rank", descending)
     limit: int
     cursor: Cursor | None
@@ -138,14 +157,18 @@ def parse_list_query(
     locale: str,
     default_sort: str,
     allow_status: bool = False,
+    conditions: tuple[Condition, ...] = (),
 ) -> ListQuery:
-    """Validate list parameters against content type `ct`; raise a 400 `malformed` naming the parameter."""
+    """Validate list parameters against content type `ct`; raise a 400 `malformed` naming the parameter.
+    `conditions`: parsed ones to hold as well (GraphQL's `where`), counted in the same bound."""
     flat = _flatten(params)
 
-    filters: list[Filter] = []
+    filters: list[Condition] = list(conditions)
+    if count_conditions(filters) > MAX_FILTERS:
+        raise malformed("where", f"at most {MAX_FILTERS} filter conditions")
     for name, value in flat.items():
         if name == "filter" or name.startswith("filter["):
-            if len(filters) == MAX_FILTERS:
+            if count_conditions(filters) == MAX_FILTERS:
                 raise malformed(name, f"at most {MAX_FILTERS} filter conditions")
             filters.append(_parse_filter(name, _text(name, value), ct, types))
 
@@ -313,8 +336,14 @@ def _parse_filter(parameter: str, raw: str, ct: ContentType, types: dict[str, Co
     if match is None:
         raise malformed(parameter, "expected filter[field][op]")
     path, op = match.group(1), match.group(2)
-    if op is None:
-        op = "eq"
+    return parse_condition(parameter, path, op or "eq", raw, ct, types)
+
+
+def parse_condition(
+    parameter: str, path: str, op: str, raw: str | list[str], ct: ContentType, types: dict[str, ContentType],
+) -> Filter:
+    """One condition on `path` (`field` or `reference.field`): what `filter[path][op]=raw` means.
+    `raw`: the parameter's text, or for `in`/`nin` the values already split (GraphQL lists)."""
     if op not in OPS:
         raise malformed(parameter, f"unknown operator {op!r}; one of {', '.join(OPS)}")
     parts = path.split(".")
@@ -354,7 +383,7 @@ def _parse_filter(parameter: str, raw: str, ct: ContentType, types: dict[str, Co
     return Filter(parameter=parameter, path=path, op=op, value=value, target=first, via=via, targets=tuple(found))
 
 
-def _parse_value(parameter: str, target: Target, op: str, raw: str) -> Any:
+def _parse_value(parameter: str, target: Target, op: str, raw: str | list[str]) -> Any:
     field = target.field
     if field is None:
         allowed = ID_OPS if target.name == "id" else TIMESTAMP_OPS
@@ -373,15 +402,18 @@ def _parse_value(parameter: str, target: Target, op: str, raw: str) -> Any:
     if op not in allowed:
         what = f"{field.type} field" if field is not None else "system field"
         raise malformed(parameter, f"operator {op!r} is not valid for {what} {target.name!r}")
+    if isinstance(raw, list) and op not in LIST_OPS:
+        raise malformed(parameter, "must be one value")
     if op == "exists":
         if raw not in ("true", "false"):
             raise malformed(parameter, "must be true or false")
         return raw == "true"
     if op in LIST_OPS:
-        items = _split_list(raw)
+        items = raw if isinstance(raw, list) else _split_list(raw)
         if len(items) > MAX_LIST_VALUES:
             raise malformed(parameter, f"at most {MAX_LIST_VALUES} values")
         return [_parse_one(parameter, kind, item) for item in items]
+    assert isinstance(raw, str)
     return _parse_one(parameter, kind, raw)
 
 

@@ -26,7 +26,8 @@ from .parse import (
     RANK,
     SYSTEM_FIELDS,
     SYSTEM_TIMESTAMPS,
-    Filter,
+    Condition,
+    Group,
     ListQuery,
     Target,
     encode_cursor,
@@ -261,7 +262,12 @@ def _condition(source: Source, alias: str, target: Target, op: str, value: Any, 
     return f"(jsonb_typeof({v}) = 'string' AND ({v} #>> '{{}}') ILIKE {p.add(pattern)}::text ESCAPE '\\')"
 
 
-def _filter_sql(source: Source, flt: Filter, p: Params) -> str:
+def _filter_sql(source: Source, flt: Condition, p: Params) -> str:
+    if isinstance(flt, Group):
+        if not flt.items:
+            return "true" if flt.op == "and" else "false"
+        joined = f" {flt.op.upper()} ".join(_filter_sql(source, item, p) for item in flt.items)
+        return f"({joined})"
     if flt.via is None:
         return _condition(source, source.alias, flt.target, flt.op, flt.value, p)
     inner = source.inner_alias

@@ -13,6 +13,8 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from cms.graphql.routes import GRAPHQL_ROUTES, GraphQLService
+
 from .bulk.routes import BULK_ROUTES
 from .config import Settings
 from .credentials.routes import CREDENTIAL_ROUTES
@@ -72,6 +74,7 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
             # Purges at commit (NOTIFY) and, once the files are written, from the workers (Redis).
             state.listener.subscribe(state.cache.invalidate if state.cache is not None else _ignore)
             state.purge_subscriber = RedisPurgeSubscriber(redis_url, state.cache.confirm if state.cache else _ignore)
+            state.graphql = GraphQLService(state.types, state.redis, introspection=settings.graphql_introspection)
         await state.listener.start()
         if delivery:
             await state.purge_subscriber.start()
@@ -117,7 +120,7 @@ def create_delivery_app(settings: Settings, database_url: str, redis_url: str) -
     return CmsApp(
         name="delivery",
         fast_path=DeliveryFastPath,
-        route_handlers=[*PLATFORM_ROUTES, *DELIVERY_ROUTES],
+        route_handlers=[*PLATFORM_ROUTES, *DELIVERY_ROUTES, *GRAPHQL_ROUTES],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=True)],
         state=State({"settings": settings, "app_name": "delivery"}),
         exception_handlers=EXCEPTION_HANDLERS,

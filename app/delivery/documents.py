@@ -334,3 +334,60 @@ async def draft_list(
     meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total}
     body = render.list_envelope([render.encode(d) for d in documents], meta)
     return Body(body, render.etag_of(body), (f"type:{ct.id}", *_entry_tags([d["id"] for d in documents], included)))
+
+
+# --- decoded documents (GraphQL) --------------------------------------------------------------------
+
+
+class PublishedDocuments:
+    """Published ENTRY documents, decoded: what GraphQL resolves from. The same rows and the same
+    query compiler as the REST answers above, so the two cannot drift."""
+
+    preview = False
+
+    async def page(self, conn: Any, query: ListQuery) -> tuple[list[dict[str, Any]], int, str | None]:
+        page = await sql.fetch_page(conn, query, sql.DeliverySource(), "d.entry_id, d.body")
+        return [render.decode(r["body"]) for r in page.rows], page.total, page.next_cursor
+
+    async def one(
+        self, conn: Any, ct: ContentType, locale: str, *, entry_id: str | None, slug: str | None,
+    ) -> dict[str, Any] | None:
+        row = (
+            await repo.document(conn, ct.id, locale, entry_id) if entry_id is not None
+            else await repo.document_by_slug(conn, ct.id, locale, slug or "")
+        )
+        return render.decode(row["body"]) if row is not None else None
+
+    async def many(self, conn: Any, ids: list[str], locale: str) -> dict[str, dict[str, Any]]:
+        return {r["entry_id"]: render.decode(r["body"]) for r in await repo.documents_for(conn, ids, locale)}
+
+
+class DraftDocuments:
+    """The preview twin: every entry's latest draft, rendered on the fly."""
+
+    preview = True
+
+    def __init__(self, types: dict[str, ContentType], locales: Locales, assets_url: str) -> None:
+        self.types = types
+        self.locales = locales
+        self.assets_url = assets_url
+
+    async def page(self, conn: Any, query: ListQuery) -> tuple[list[dict[str, Any]], int, str | None]:
+        page = await sql.fetch_page(conn, query, sql.DraftSource(self.locales.chain(query.locale)), "e.id")
+        found = await self.many(conn, [r["id"] for r in page.rows], query.locale)
+        return [found[r["id"]] for r in page.rows if r["id"] in found], page.total, page.next_cursor
+
+    async def one(
+        self, conn: Any, ct: ContentType, locale: str, *, entry_id: str | None, slug: str | None,
+    ) -> dict[str, Any] | None:
+        found_id = entry_id
+        if slug is not None:
+            found_id = await entries_repo.draft_with_slug(conn, ct.id, slug, [*self.locales.chain(locale), NON_LOCALIZED])
+        if not found_id:
+            return None
+        document = (await self.many(conn, [found_id], locale)).get(found_id)
+        return document if document is not None and document.get("type") == ct.id else None
+
+    async def many(self, conn: Any, ids: list[str], locale: str) -> dict[str, dict[str, Any]]:
+        fetch = _fetch_drafts(conn, self.types, self.locales, locale, self.assets_url)
+        return {entry_id: document for entry_id, (document, _) in (await fetch(ids)).items()}

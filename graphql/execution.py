@@ -194,13 +194,5 @@ def _format(error: GraphQLError) -> dict[str, Any]:
     return dict(formatted)
 
 
-def cache_key(request: Request, credential: Credential, query_or_hash: str) -> str:
-    """A GET's key in the delivery cache: the query (or its hash), variables, operation and what
-    the credential may read (a key limited to some types sees other answers)."""
-    scope = "*" if credential.content_types is None else ",".join(sorted(credential.content_types))
-    canonical = _encode([query_or_hash, request.variables, request.operation_name, scope])
-    return "graphql:" + hashlib.sha256(canonical).hexdigest()
-
-
 def new_context(built: Built, registry: Any, credential: Credential, pool: Any, reader: Any) -> Context:
     return Context(built=built, registry=registry, credential=credential, pool=pool, reader=reader)

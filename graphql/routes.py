@@ -18,7 +18,7 @@ from strawberry.http.ides import get_graphql_ide_html
 
 from cms.app import render
 from cms.app.credentials.guards import current, delivery_guard
-from cms.app.delivery.cache import answer_headers, etag_matches
+from cms.app.delivery.cache import answer_headers, etag_matches, graphql_key
 from cms.app.delivery.documents import DraftDocuments, PublishedDocuments
 from cms.app.problems import ProblemError
 
@@ -123,8 +123,7 @@ async def _answer(request: Req, parsed: execution.Request, *, preview: bool, cac
     cache = state.cache if cacheable and not preview else None
     key = None
     if cache is not None:
-        digest = parsed.query or str((parsed.extensions or {}).get("persistedQuery"))
-        key = execution.cache_key(parsed, credential, digest)
+        key = graphql_key(dict(request.query_params), credential.content_types)
         item = cache.get(key)
         if item is not None and item.stale_since is None:
             return _respond(request, item.body, item.etag, item.tags, preview)

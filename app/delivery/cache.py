@@ -17,6 +17,7 @@ invalidation sequence number seen when the computation started and checks the pu
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
@@ -44,6 +45,18 @@ def cache_key(path: str, parameters: dict[str, str]) -> str:
     if not parameters:
         return path
     return path + "?" + urlencode(sorted(parameters.items()))
+
+
+GRAPHQL_PARAMETERS = ("query", "variables", "operationName", "extensions")
+
+
+def graphql_key(parameters: dict[str, str], type_scope: Iterable[str] | None) -> str:
+    """The key of a GraphQL GET: its four parameters as sent (another spelling of the same JSON is
+    only another entry) and the content types the credential may read (None: all), since a key
+    limited to some types gets other answers."""
+    scope = "*" if type_scope is None else ",".join(sorted(type_scope))
+    canonical = "\x00".join([*(parameters.get(name, "") for name in GRAPHQL_PARAMETERS), scope])
+    return "graphql:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:

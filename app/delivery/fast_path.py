@@ -16,11 +16,13 @@ from typing import Any
 from litestar._parsers import parse_query_string
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from ..credentials.schemas import ANONYMOUS, Credential
 from ..problems import PROBLEM_JSON, ProblemError, problem_body
-from .cache import answer_headers, etag_matches
+from .cache import answer_headers, etag_matches, graphql_key
 from .reads import Read, make_read
 
 PREFIX = "/api/v1/entries/"
+GRAPHQL = "/graphql"
 _JSON = (b"content-type", b"application/json")
 
 
@@ -59,12 +61,35 @@ class DeliveryFastPath:
         self.inner = inner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("method") == "GET" and scope["path"].startswith(PREFIX):
+        if scope["type"] == "http" and scope.get("method") == "GET":
             state = self.app.state
-            read = read_of(scope["path"], scope["query_string"])
-            if read is not None and self._may_read(read, scope, state) and await self._answered(read, scope, send, state):
+            path = scope["path"]
+            if path.startswith(PREFIX):
+                read = read_of(path, scope["query_string"])
+                if read is not None and self._may_read(read.type_id, scope, state) and await self._answered(
+                    read, scope, send, state
+                ):
+                    return
+            elif path == GRAPHQL and await self._graphql_hit(scope, send, state):
                 return
         await self.inner(scope, receive, send)
+
+    async def _graphql_hit(self, scope: Scope, send: Send, state: Any) -> bool:
+        """A GraphQL GET already in the cache (graphql/routes.py computes and stores the others)."""
+        cache = getattr(state, "cache", None)
+        if cache is None:
+            return False
+        parameters = dict(parse_query_string(scope["query_string"]))
+        if not parameters.get("query") and not parameters.get("extensions"):
+            return False  # GraphiQL, or a mistake the route answers
+        credential = self._credential(scope, state)
+        if credential is None:
+            return False
+        item = cache.peek(graphql_key(parameters, credential.content_types))
+        if item is None or item.stale_since is not None:
+            return False
+        await self._answer(item.body, item.etag, item.raw_headers, scope, send)
+        return True
 
     async def _answered(self, read: Read, scope: Scope, send: Send, state: Any) -> bool:
         """Answer from the cache, or compute the answer (reads.py: single flight, cached) without
@@ -87,7 +112,13 @@ class DeliveryFastPath:
                            scope, send)
         return True
 
-    def _may_read(self, read: Read, scope: Scope, state: Any) -> bool:
+    def _may_read(self, type_id: str, scope: Scope, state: Any) -> bool:
+        credential = self._credential(scope, state)
+        return credential is not None and credential.may_use_type(type_id)
+
+    def _credential(self, scope: Scope, state: Any) -> Credential | None:
+        """The delivery credential of the request when this process already knows it (None: let the
+        full app decide)."""
         authorization = api_key = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -97,16 +128,16 @@ class DeliveryFastPath:
         if authorization is not None:
             scheme, _, secret = authorization.decode("latin-1").partition(" ")
             if scheme.lower() != "bearer" or not secret.strip():
-                return False
+                return None
             presented = secret.strip()
         elif api_key is not None:
             presented = api_key.decode("latin-1").strip()
         else:
-            return bool(state.settings.public_delivery)
-        credential = state.credentials.cached(presented)
+            return ANONYMOUS if state.settings.public_delivery else None
+        credential: Credential | None = state.credentials.cached(presented)
         if credential is None or credential.kind not in ("delivery", "preview"):
-            return False
-        return credential.may_use_type(read.type_id)
+            return None
+        return credential
 
     async def _answer(
         self, body: bytes, etag: str, raw_headers: list[tuple[bytes, bytes]], scope: Scope, send: Any

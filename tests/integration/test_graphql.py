@@ -388,9 +388,9 @@ async def test_persisted_queries_over_get_are_cached_and_purged_like_rest(blog: 
                                                        for k in keys)
     assert hit.headers["cache-tag"] == ",".join(hit.headers["surrogate-key"].split())
     cache = blog.delivery_app.state.cache
-    computed = cache.hits
+    served = cache.fast_hits
     again = await d.get("/graphql", params=_get_params(digest, {"n": 2}), headers={"If-None-Match": hit.headers["etag"]})
-    assert again.status_code == 304 and again.content == b"" and cache.hits == computed + 1
+    assert again.status_code == 304 and again.content == b"" and cache.fast_hits == served + 1  # before Litestar
     # a plain GET with the query text works too, and is another cache entry
     plain = await d.get("/graphql", params={"query": query, "variables": json.dumps({"n": 2})})
     assert plain.json() == registered

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
 from pathlib import Path
@@ -96,6 +98,18 @@ def _serves_publishes(env: dict[str, str], started, receiver: Recorder, metrics_
         assert got.json()["data"]["id"] == entry_id
         assert got.json()["data"]["fields"]["title"] == "Hello World"
         assert got.headers.get("etag") and got.headers.get("x-request-id")
+
+        # GraphQL over real HTTP, and a persisted query over GET with the CDN headers
+        query = '{ articleCollection(where: {title: {contains: "hello"}}) { total items { id title } } }'
+        graphql = http.post(f"{cms.delivery}/graphql", headers=reader, json={"query": query})
+        assert graphql.status_code == 200, graphql.text
+        assert graphql.json() == {"data": {"articleCollection": {"total": 1, "items": [
+            {"id": entry_id, "title": "Hello World"}]}}}
+        digest = hashlib.sha256(query.encode()).hexdigest()
+        extensions = json.dumps({"persistedQuery": {"version": 1, "sha256Hash": digest}})
+        http.post(f"{cms.delivery}/graphql", headers=reader, json={"query": query, "extensions": json.loads(extensions)})
+        persisted = http.get(f"{cms.delivery}/graphql", headers=reader, params={"extensions": extensions})
+        assert persisted.json() == graphql.json() and f"entry:{entry_id}" in persisted.headers["surrogate-key"]
 
         # The worker `cms up` runs writes the prerendered file: the same bytes as the API (include=*).
         api = http.get(f"{cms.delivery}/api/v1/entries/article/{entry_id}?locale=en&include=*", headers=reader)

@@ -8,6 +8,7 @@ logged and answered as INTERNAL_SERVER_ERROR without details: never a stack trac
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
@@ -31,6 +32,7 @@ from graphql import (
 )
 
 from cms.app.credentials.schemas import Credential
+from cms.app.delivery.documents import IncludeLimit
 from cms.app.problems import ProblemError
 
 from . import limits
@@ -146,10 +148,17 @@ async def _run(request: Request, built: Built, documents: Documents, persisted: 
         return _answer(data, [], context, executed=True)
     except Unsupported:
         pass  # graphql-core's executor answers instead (its errors, introspection, …)
-    result = execute(built.schema, document, context_value=context, variable_values=request.variables,
-                     operation_name=request.operation_name)
-    if not isinstance(result, ExecutionResult):
-        result = await result
+    try:
+        result = execute(built.schema, document, context_value=context, variable_values=request.variables,
+                         operation_name=request.operation_name)
+        if not isinstance(result, ExecutionResult):
+            result = await result
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the request itself is cancelled (the client went away)
+        log.error("GraphQL execution ended by a stray cancellation")
+        raise GraphQLError("internal error", extensions={"code": "INTERNAL_SERVER_ERROR"}) from None
     return _answer(result.data, list(result.errors or ()), context, executed=True)
 
 
@@ -176,7 +185,10 @@ def _answer(data: Any, errors: list[GraphQLError], context: Context, *, executed
 
 def _format(error: GraphQLError) -> dict[str, Any]:
     original = error.original_error
-    if isinstance(original, ProblemError):
+    if isinstance(original, GraphQLError):  # raised inside a resolver (TooLarge): its own code
+        error = GraphQLError(original.message, error.nodes, error.source, error.positions, error.path,
+                             extensions=original.extensions)
+    elif isinstance(original, ProblemError):
         error = GraphQLError(user_error(original).message, error.nodes, error.source, error.positions,
                              error.path, extensions=user_error(original).extensions)
     elif original is not None and not isinstance(original, GraphQLError):
@@ -194,5 +206,7 @@ def _format(error: GraphQLError) -> dict[str, Any]:
     return dict(formatted)
 
 
-def new_context(built: Built, registry: Any, credential: Credential, pool: Any, reader: Any) -> Context:
-    return Context(built=built, registry=registry, credential=credential, pool=pool, reader=reader)
+def new_context(built: Built, registry: Any, credential: Credential, pool: Any, reader: Any,
+                limit: IncludeLimit | None = None) -> Context:
+    return Context(built=built, registry=registry, credential=credential, pool=pool, reader=reader,
+                   limit=limit or IncludeLimit())

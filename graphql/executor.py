@@ -208,6 +208,7 @@ class Executor:
     async def _load_references(self, objects: list[tuple[Any, str | int, Any, Fields, GraphQLObjectType]]) -> None:
         """Every reference the objects of this level select, loaded in one batch per locale."""
         wanted: dict[tuple[str, str], None] = {}
+        occurrences = 0
         for _, _, value, fields, object_type in objects:
             for nodes in fields.values():
                 definition = object_type.fields.get(nodes[0].name.value)
@@ -218,6 +219,8 @@ class Executor:
                 for item in link if isinstance(link, list) else [link]:
                     if isinstance(item, dict) and isinstance(item.get("id"), str):
                         wanted[(value["locale"], item["id"])] = None
+                        occurrences += 1
+        self.context.loaders.count(occurrences)  # before anything is loaded (TooLarge past the bound)
         loaded = self._loaded
         missing = [k for k in wanted if k not in loaded]
         if not missing:

@@ -9,6 +9,7 @@ a reference the key may not read resolves to null with a FORBIDDEN error.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from graphql import GraphQLError, GraphQLResolveInfo
 
 from cms.app.credentials.schemas import Credential
+from cms.app.delivery.documents import IncludeLimit
 from cms.app.problems import ProblemError
 from cms.app.query.parse import Condition, Group, parse_condition, parse_list_query
 from cms.app.schema.model import ContentType
@@ -40,12 +42,13 @@ class Context:
     credential: Credential
     pool: Any
     reader: Any  # documents.PublishedDocuments | documents.DraftDocuments
+    limit: IncludeLimit = field(default_factory=IncludeLimit)
     loaders: EntryLoaders = field(init=False)
     tags: set[str] = field(default_factory=set)  # surrogate keys of everything the answer shows
     errors: list[GraphQLError] = field(default_factory=list)  # added to graphql-core's
 
     def __post_init__(self) -> None:
-        self.loaders = EntryLoaders(self.pool, self.reader, shape)
+        self.loaders = EntryLoaders(self.pool, self.reader, shape, self.limit)
 
     @property
     def types(self) -> dict[str, ContentType]:
@@ -178,7 +181,10 @@ def reference_list(field_id: str) -> Callable[..., Awaitable[Any]]:
 async def _load(info: GraphQLResolveInfo, locale: str, entry_id: str, index: int | None) -> Any:
     context: Context = info.context
     context.tags.add(f"entry:{entry_id}")  # published later: this answer changes
-    found = await context.loaders.load(locale, entry_id)
+    context.loaders.count(1)
+    # shielded: graphql-core cancels a failed list's other items, and the loader's future is shared
+    # with every other field waiting for the same entry
+    found = await asyncio.shield(context.loaders.load(locale, entry_id))
     if found is None:
         return None
     if found["__type"] not in context.types:

@@ -19,7 +19,7 @@ from strawberry.http.ides import get_graphql_ide_html
 from cms.app import render
 from cms.app.credentials.guards import current, delivery_guard
 from cms.app.delivery.cache import answer_headers, etag_matches, graphql_key
-from cms.app.delivery.documents import DraftDocuments, PublishedDocuments
+from cms.app.delivery.documents import DraftDocuments, IncludeLimit, PublishedDocuments
 from cms.app.problems import ProblemError
 
 from . import execution, limits
@@ -128,7 +128,8 @@ async def _answer(request: Req, parsed: execution.Request, *, preview: bool, cac
         if item is not None and item.stale_since is None:
             return _respond(request, item.body, item.etag, item.tags, preview)
     since = cache.seq if cache is not None else 0
-    context = execution.new_context(built, state.types, credential, state.read_pool, reader)
+    context = execution.new_context(built, state.types, credential, state.read_pool, reader,
+                                    IncludeLimit.of(state.settings))
     answer = await execution.run(parsed, built, service.documents, service.persisted, context)
     etag = render.etag_of(answer.body)
     tags = tuple(sorted(answer.tags | {"schema"}))

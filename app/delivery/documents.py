@@ -358,8 +358,9 @@ class PublishedDocuments:
         )
         return render.decode(row["body"]) if row is not None else None
 
-    async def many(self, conn: Any, ids: list[str], locale: str) -> dict[str, dict[str, Any]]:
-        return {r["entry_id"]: render.decode(r["body"]) for r in await repo.documents_for(conn, ids, locale)}
+    async def many(self, conn: Any, ids: list[str], locale: str) -> dict[str, tuple[dict[str, Any], int]]:
+        """id -> (its document, the size of its stored bytes)."""
+        return {r["entry_id"]: (render.decode(r["body"]), len(r["body"])) for r in await repo.documents_for(conn, ids, locale)}
 
 
 class DraftDocuments:
@@ -375,7 +376,7 @@ class DraftDocuments:
     async def page(self, conn: Any, query: ListQuery) -> tuple[list[dict[str, Any]], int, str | None]:
         page = await sql.fetch_page(conn, query, sql.DraftSource(self.locales.chain(query.locale)), "e.id")
         found = await self.many(conn, [r["id"] for r in page.rows], query.locale)
-        return [found[r["id"]] for r in page.rows if r["id"] in found], page.total, page.next_cursor
+        return [found[r["id"]][0] for r in page.rows if r["id"] in found], page.total, page.next_cursor
 
     async def one(
         self, conn: Any, ct: ContentType, locale: str, *, entry_id: str | None, slug: str | None,
@@ -385,9 +386,8 @@ class DraftDocuments:
             found_id = await entries_repo.draft_with_slug(conn, ct.id, slug, [*self.locales.chain(locale), NON_LOCALIZED])
         if not found_id:
             return None
-        document = (await self.many(conn, [found_id], locale)).get(found_id)
-        return document if document is not None and document.get("type") == ct.id else None
+        found = (await self.many(conn, [found_id], locale)).get(found_id)
+        return found[0] if found is not None and found[0].get("type") == ct.id else None
 
-    async def many(self, conn: Any, ids: list[str], locale: str) -> dict[str, dict[str, Any]]:
-        fetch = _fetch_drafts(conn, self.types, self.locales, locale, self.assets_url)
-        return {entry_id: document for entry_id, (document, _) in (await fetch(ids)).items()}
+    async def many(self, conn: Any, ids: list[str], locale: str) -> dict[str, tuple[dict[str, Any], int]]:
+        return await _fetch_drafts(conn, self.types, self.locales, locale, self.assets_url)(ids)

@@ -556,3 +556,29 @@ async def test_the_schema_follows_content_type_changes_in_every_process(blog: Ap
                                  blog.delivery_app.state.graphql.documents, blog.delivery_app.state.graphql.persisted,
                                  context)
     assert json.loads(answer.body)["data"]["_schemaVersion"] == before
+
+
+async def test_references_resolved_per_answer_are_bounded_like_rest_includes(apps_with: Any) -> None:
+    from tests.support import ARTICLE, AUTHOR, TAG
+
+    for bound, refused in (("6", False), ("5", True)):
+        async with apps_with(CMS_DELIVERY_MAX_INCLUDES=bound) as apps:
+            for type_id, body in (("author", AUTHOR), ("tag", TAG), ("article", ARTICLE)):
+                assert (await apps.management.put(f"/v1/content-types/{type_id}", json=body)).status_code in (200, 201)
+            if bound == "6":  # one database for both rounds: seed once
+                ada = await _publish(apps, "author", {"name": "Ada"})
+                tag = await _publish(apps, "tag", {"label": "t"})
+                for i in range(3):  # 3 × (author + 1 tag) = 6 references resolved
+                    await _publish(apps, "article", {"title": f"A{i}", "author": {"id": ada}, "tags": [{"id": tag}]})
+            d = await apps.reader()
+            got = await _gql(d, "{ articleCollection { items { author { name } tags { label } } } }")
+            if refused:
+                assert got["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX" and "6" not in got["errors"][0]["message"]
+                assert "more than 5 referenced entries" in got["errors"][0]["message"]
+            else:
+                assert "errors" not in got and len(got["data"]["articleCollection"]["items"]) == 3
+            # the same through graphql-core's executor (an introspection field sends it there)
+            got = await _gql(d, '{ __type(name: "Query") { name } articleCollection { items { author { name } tags { label } } } }')
+            assert ("errors" in got) == refused, got
+            if refused:
+                assert {e["extensions"]["code"] for e in got["errors"]} == {"QUERY_TOO_COMPLEX"}

@@ -31,6 +31,11 @@ from graphql.language import DocumentNode
 MAX_BODY_BYTES = 100 * 1024
 MAX_TOKENS = 5000
 MAX_DEPTH = 10
+# Introspection (`__schema`, `__type`) reads the schema only, never the database: its subtree has its
+# own depth bound (graphql-core's standard introspection query, which GraphiQL and codegen tools
+# send, nests 13 levels) and costs 1.
+INTROSPECTION = ("__schema", "__type")
+MAX_INTROSPECTION_DEPTH = 20
 MAX_ALIASES = 30
 MAX_COST = 1000
 REFERENCE_LIST_SIZE = 10
@@ -52,9 +57,14 @@ def check_shape(document: DocumentNode) -> GraphQLError | None:
         return too_complex(f"the document uses {aliases} aliases; at most {MAX_ALIASES}", aliases=aliases)
     for definition in document.definitions:
         if isinstance(definition, OperationDefinitionNode):
-            depth = _depth(definition.selection_set, fragments, frozenset())
+            introspection: list[int] = []
+            depth = _depth(definition.selection_set, fragments, frozenset(), introspection)
             if depth > MAX_DEPTH:
                 return too_complex(f"the query nests {depth} levels deep; at most {MAX_DEPTH}", depth=depth)
+            deepest = max(introspection, default=0)
+            if deepest > MAX_INTROSPECTION_DEPTH:
+                return too_complex(f"the introspection nests {deepest} levels deep; at most {MAX_INTROSPECTION_DEPTH}",
+                                   depth=deepest)
     return None
 
 
@@ -70,22 +80,28 @@ def _aliases(selection_set: SelectionSetNode | None) -> int:
 
 
 def _depth(selection_set: SelectionSetNode | None, fragments: dict[str, FragmentDefinitionNode],
-           seen: frozenset[str]) -> int:
+           seen: frozenset[str], introspection: list[int] | None, limit: int = MAX_DEPTH) -> int:
+    """How deep fields nest below `selection_set` (stops counting past `limit`). Introspection
+    subtrees are not counted here: their depths go to `introspection`."""
     if selection_set is None:
         return 0
     deepest = 0
     for selection in selection_set.selections:
         if isinstance(selection, FieldNode):
-            deepest = max(deepest, 1 + _depth(selection.selection_set, fragments, seen))
-            if deepest > MAX_DEPTH:
+            if introspection is not None and selection.name.value in INTROSPECTION:
+                below = _depth(selection.selection_set, fragments, seen, None, MAX_INTROSPECTION_DEPTH)
+                introspection.append(1 + below)
+                continue
+            deepest = max(deepest, 1 + _depth(selection.selection_set, fragments, seen, introspection, limit))
+            if deepest > limit:
                 return deepest
         elif isinstance(selection, InlineFragmentNode):
-            deepest = max(deepest, _depth(selection.selection_set, fragments, seen))
+            deepest = max(deepest, _depth(selection.selection_set, fragments, seen, introspection, limit))
         elif isinstance(selection, FragmentSpreadNode):
             name = selection.name.value
             if name in seen or name not in fragments:
                 continue
-            deepest = max(deepest, _depth(fragments[name].selection_set, fragments, seen | {name}))
+            deepest = max(deepest, _depth(fragments[name].selection_set, fragments, seen | {name}, introspection, limit))
     return deepest
 
 
@@ -128,7 +144,7 @@ def _field_cost(node: FieldNode, parent: Any, fragments: dict[str, FragmentDefin
                 variables: dict[str, Any]) -> int:
     name = node.name.value
     if not isinstance(parent, GraphQLObjectType) or name not in parent.fields:
-        return 1  # __typename, or a union's own selections
+        return 1  # __typename, introspection (schema only), or a union's own selections
     definition = parent.fields[name]
     field_type = definition.type
     inner = get_named_type(field_type)

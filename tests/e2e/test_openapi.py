@@ -1,5 +1,6 @@
 """Both apps against their own /openapi.json, fuzzed by schemathesis over HTTP (`cms up`, seeded):
-no 5xx, no answer that breaks its documented schema, no undocumented status code or content type.
+no 5xx, no answer that breaks its documented schema, no undocumented status code or content type;
+and GraphQL (`/graphql`, from its introspection): no 5xx, nothing logged as an error.
 
 Bounded: a fixed seed and a few dozen examples per operation (about 2,000 requests in all), so it
 runs in well under a minute. A failure prints schemathesis' report with a curl line to reproduce.
@@ -74,4 +75,13 @@ def test_both_apps_keep_their_openapi_under_fuzzing(cms_env: dict[str, str], sta
         report = run.stdout[-12000:] + run.stderr[-2000:]
         assert run.returncode == 0, f"schemathesis found problems in {base}:\n{report}\n{cms.logs()}"
         assert " passed" in run.stdout and "generated" in run.stdout, report
+    # GraphQL: schemathesis generates queries from the introspected schema (hypothesis-graphql)
+    command = [str(ST), "run", f"{cms.delivery}/graphql/", "-H", f"Authorization: Bearer {keys['delivery']}",
+               "--checks", "not_a_server_error", "--max-examples", "60", "--seed", "1", "--workers", "1",
+               "--suppress-health-check", "all", "--no-color"]
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    report = run.stdout[-12000:] + run.stderr[-2000:]
+    assert run.returncode == 0, f"schemathesis found problems in /graphql:\n{report}\n{cms.logs()}"
+    assert " passed" in run.stdout and "generated" in run.stdout, report
+    assert "Traceback" not in cms.logs() and "ERROR" not in cms.logs(), cms.logs()[-4000:]
     assert cms.proc.poll() is None, cms.logs()

@@ -513,6 +513,13 @@ async def test_introspection_and_graphiql_can_be_switched_off(apps_with: Any) ->
             got = await _gql(d, "{ __schema { queryType { name } } }")
             if allowed:
                 assert got == {"data": {"__schema": {"queryType": {"name": "Query"}}}}
+                # the standard introspection (GraphiQL, codegen tools) nests past depth 10: allowed
+                full = await _gql(d, graphql_core.get_introspection_query(descriptions=True))
+                client = graphql_core.build_client_schema(full["data"])
+                assert client.query_type is not None and "_schemaVersion" in client.query_type.fields
+                abuse = "{ __schema { types { " + "fields { type { " * 10 + "name" + " } }" * 10 + " } } }"
+                got = await _gql(d, abuse)
+                assert got["errors"][0]["extensions"] == {"code": "QUERY_TOO_COMPLEX", "depth": 23}
             else:
                 assert got["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
             page = await apps.delivery.get("/graphql", headers={"Accept": "text/html", "Authorization": ""})

@@ -40,7 +40,12 @@ BULK_CONCURRENCY [2], DRAIN_TIMEOUT_S [90], CREATE_CONCURRENCY [8], SETTLE_TIMEO
 QUIET_MAX_CORES [0.3], QUIET_WAIT_S [60], PROFILE [""] (a subset of "rate100 bulk": after the
 measurements, run that phase again under `py-spy record` on the worker and the management app;
 not part of the results), PROFILE_RATE [100] PROFILE_S [20], PYSPY [/tmp/pyspy/bin/py-spy],
-PYSPY_ARGS [--gil], PG_LOG_MIN_DURATION_MS [""] (PostgreSQL logs slower statements). Set by pipeline.sh: BENCH_ROOTS, BENCH_SERVER_PIDS, BENCH_COMPONENTS
+PYSPY_ARGS [--gil], PG_LOG_MIN_DURATION_MS [""] (PostgreSQL logs slower statements),
+WEBHOOK_ENDPOINTS [0] (N > 0: after the RATES runs, subscribe N endpoints served by bench/webhooks.py's
+receivers, which pipeline.sh then starts, on WEBHOOK_BASE_PORT [18140] …, and run the RATES again
+while the webhooks fire, `<run>-webhooks<N>`, waiting up to WEBHOOK_DRAIN_S [180] for every delivery;
+then, WEBHOOK_CONTROL [1], deactivate them and run the RATES once more, `<run>-after`).
+Set by pipeline.sh: BENCH_ROOTS, BENCH_SERVER_PIDS, BENCH_COMPONENTS
 ("name=pid ..."), BENCH_STAMP, POLL_MS [3] (observer fallback only).
 """
 
@@ -627,6 +632,40 @@ class Bench:
             f"cpu {result['cpu']}")
         return result
 
+    # -- the same latency runs while webhooks fire (WEBHOOK_ENDPOINTS) ----------------------------
+
+    async def webhook_runs(self, n: int, rates: list[tuple[float, float]]) -> None:
+        """Subscribe n endpoints (bench/webhooks.py's receivers, started by pipeline.sh) to article
+        publishes, run every RATES item again (`<name>-webhooks<n>`) and wait for its deliveries; then
+        (WEBHOOK_CONTROL=1) deactivate them and run the RATES once more (`<name>-after`) as a control."""
+        import webhooks as wh
+
+        base_port = env_int("WEBHOOK_BASE_PORT", 18140)
+        arr = wh.Arrivals(os.environ["WEBHOOK_RECORDS"])
+        deadline = time.monotonic() + 10
+        while not arr.ready:
+            arr.poll()
+            if time.monotonic() > deadline:
+                raise SystemExit("pipeline: the webhook receivers did not start (no 'ready' record)")
+            await asyncio.sleep(0.05)
+        ids = await wh.subscribe(self.call, base_port, n, f"http://127.0.0.1:{base_port}")
+        log(f"subscribed {n} webhook endpoints (entry.published, article) on 127.0.0.1:{base_port}…{base_port + n - 1}")
+        for rate, secs in rates:
+            name = f"rate{rate:g}".replace(".", "p") + f"-webhooks{n}"
+            result = await self.latency(name, rate, secs)
+            result["webhooks"] = await wh.wait_deliveries(self.pg, arr, n, self.ids_of[name],
+                                                          env_float("WEBHOOK_DRAIN_S", 180), log)
+            w = result["webhooks"]
+            log(f"{name}: webhooks {w['delivered_pairs']}/{w['expected_pairs']} delivered, lost {w['lost']}, "
+                f"duplicates {w['duplicates']}, event->first attempt {w['event_to_first_attempt_ms']}, "
+                f"first event -> last 200 {w['first_event_to_last_200_s']} s")
+        if env_int("WEBHOOK_CONTROL", 1):
+            for wid in ids:
+                await self.call("PATCH", f"/v1/webhooks/{wid}", {"active": False})
+            log("webhooks deactivated; the same runs again without them")
+            for rate, secs in rates:
+                await self.latency(f"rate{rate:g}".replace(".", "p") + "-after", rate, secs)
+
     # -- cross-check through the events feed ---------------------------------------------------
 
     async def pg(self) -> Any:
@@ -766,6 +805,12 @@ def noisy(cpu: dict[str, Any]) -> str:
     return f"{o:.2f}" + (" (noisy)" if o >= 0.3 else "")
 
 
+def run_suffix(name: str) -> str:
+    """' (webhooks10)' for the run `rate100-webhooks10`, '' for `rate100`."""
+    _, _, suffix = name.partition("-")
+    return f" ({suffix})" if suffix else ""
+
+
 def report(doc: dict[str, Any]) -> str:
     lines = []
     lat = [p for k, p in doc["phases"].items() if "rate" in p and not k.startswith("profile")]
@@ -782,12 +827,26 @@ def report(doc: dict[str, Any]) -> str:
             worst = max(f.get("p99") or 1e9, pu.get("p99") or 1e9)
             miss = p["missing_file"] + p["missing_purge"] + p["errors"]
             lines.append(
-                f"| {p['rate']:g} → {fmt(p['achieved_rate'])} | {p['publishes']} | {fmt(a.get('p50'))} / {fmt(a.get('p99'))} "
+                f"| {p['rate']:g} → {fmt(p['achieved_rate'])}{run_suffix(p['name'])} | {p['publishes']} | {fmt(a.get('p50'))} / {fmt(a.get('p99'))} "
                 f"| {fmt(f.get('p50'))} / {fmt(f.get('p95'))} / {fmt(f.get('p99'))} / {fmt(f.get('max'))} "
                 f"| {fmt(pu.get('p50'))} / {fmt(pu.get('p95'))} / {fmt(pu.get('p99'))} / {fmt(pu.get('max'))} "
                 f"| {fmt(ev.get('p50'))} / {fmt(ev.get('p99'))} | {cores(p['cpu'].get('server_cores'))} "
                 f"| {noisy(p['cpu'])} | {'✓' if worst < 300 and not miss else '✗'}"
                 f"{f' ({miss} missing/errors)' if miss else ''} |")
+    whs = [p for p in lat if "webhooks" in p]
+    if whs:
+        lines += [
+            "",
+            "| run with webhooks | deliveries | delivered | lost | duplicates | event → first attempt p50 / p99 / max ms "
+            "| first event → last 200 s | delivered when the last file was seen |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for p in whs:
+            w = p["webhooks"]
+            e = w["event_to_first_attempt_ms"]
+            lines.append(f"| {p['name']} | {w['expected_pairs']:,} | {w['delivered_pairs']:,} | {w['lost']} | {w['duplicates']} "
+                         f"| {fmt(e.get('p50'))} / {fmt(e.get('p99'))} / {fmt(e.get('max'))} "
+                         f"| {fmt(w['first_event_to_last_200_s'])} | {w['delivered_when_publishing_ended']:,} |")
     b = doc["phases"].get("bulk")
     if b:
         lines += [
@@ -835,7 +894,8 @@ def meta(root: Path) -> dict[str, Any]:
         "versions": {"python": platform.python_version(),
                      **{p: ver(p) for p in ("granian", "litestar", "dramatiq", "asyncpg", "redis", "httpx")}},
         "config": {k: os.environ.get(k) for k in ("RATES", "BULK_N", "BULK_ACTIONS", "BULK_CONCURRENCY",
-                                                   "DRAIN_TIMEOUT_S", "QUIET_MAX_CORES", "QUIET_WAIT_S")},
+                                                   "DRAIN_TIMEOUT_S", "QUIET_MAX_CORES", "QUIET_WAIT_S",
+                                                   "WEBHOOK_ENDPOINTS", "CMS_ENV")},
         "notes": "shared noisy 2-core VM; the publisher, the observer and the CMS share the same cores",
     }
 
@@ -851,9 +911,11 @@ async def run(base: str, key: str, data_dir: str, outdir: str, records: str) -> 
             await asyncio.sleep(0.05)
         await b.setup()
         await b.log_statements()
-        for item in os.environ.get("RATES", "10:30 100:20").split():
-            rate, _, secs = item.partition(":")
-            await b.latency(f"rate{float(rate):g}".replace(".", "p"), float(rate), float(secs or 20))
+        rates = [(float(r), float(s or 20)) for r, _, s in (i.partition(":") for i in os.environ.get("RATES", "10:30 100:20").split())]
+        for rate, secs in rates:
+            await b.latency(f"rate{rate:g}".replace(".", "p"), rate, secs)
+        if env_int("WEBHOOK_ENDPOINTS", 0) > 0:
+            await b.webhook_runs(env_int("WEBHOOK_ENDPOINTS", 0), rates)
         if env_int("BULK_N", 5000) > 0:
             await b.bulk()
         log("cross-checking with GET /v1/events")
@@ -875,7 +937,7 @@ async def run(base: str, key: str, data_dir: str, outdir: str, records: str) -> 
     print(report(doc))
     print(f"\nresults: {out}   raw: {outdir}")
     bad = [k for k, p in b.phases.items() if p.get("errors") or p.get("missing_file") or p.get("failed_requests")
-           or p.get("complete") is False]
+           or p.get("complete") is False or (p.get("webhooks") or {}).get("lost")]
     return 1 if bad else 0
 
 

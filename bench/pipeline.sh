@@ -24,6 +24,9 @@
 #   PYSPY [/tmp/pyspy/bin/py-spy]  PYSPY_ARGS [--gil]
 #   PG_LOG_MIN_DURATION_MS [""]   diagnosis: PostgreSQL logs statements slower than this (to its data dir)
 #   CMS_ENV [""]     extra VAR=value settings for `cms up` (e.g. "CMS_WORKER_POLL_MS=50")
+#   WEBHOOK_ENDPOINTS [0]  N > 0: start bench/webhooks.py's receivers on WEBHOOK_BASE_PORT [18140] …+N-1,
+#                    run the CMS with CMS_WEBHOOK_ALLOW_PRIVATE=1, and after the RATES runs, run them
+#                    again while N subscribed endpoints get every publish (see pipeline.py)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,6 +41,7 @@ CDN_PORT="${CDN_PORT:-18102}"
 START_TIMEOUT_S="${START_TIMEOUT_S:-180}"
 RUN_TIMEOUT_S="${RUN_TIMEOUT_S:-1800}"
 CMS_ENV="${CMS_ENV:-}"
+export WEBHOOK_ENDPOINTS="${WEBHOOK_ENDPOINTS:-0}" WEBHOOK_BASE_PORT="${WEBHOOK_BASE_PORT:-18140}"
 export RATES="${RATES:-10:30 100:20}" BULK_N="${BULK_N:-5000}" BULK_ACTIONS="${BULK_ACTIONS:-1000}"
 export BULK_CONCURRENCY="${BULK_CONCURRENCY:-2}" DRAIN_TIMEOUT_S="${DRAIN_TIMEOUT_S:-90}"
 export QUIET_MAX_CORES="${QUIET_MAX_CORES:-0.3}" QUIET_WAIT_S="${QUIET_WAIT_S:-60}"
@@ -93,6 +97,9 @@ port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
 for p in "$DELIVERY_PORT" "$MANAGEMENT_PORT" "$CDN_PORT"; do
   port_free "$p" || die "port $p is already in use (set DELIVERY_PORT / MANAGEMENT_PORT / CDN_PORT)"
 done
+for ((i = 0; i < WEBHOOK_ENDPOINTS; i++)); do
+  port_free $((WEBHOOK_BASE_PORT + i)) || die "port $((WEBHOOK_BASE_PORT + i)) is already in use (set WEBHOOK_BASE_PORT)"
+done
 
 wait_http() { # url timeout_s [pid]: 200 within the time, and pid (if given) still alive
   local url="$1" t="$2" pid="${3:-}" i
@@ -129,6 +136,17 @@ OBS_PID=$!; STARTED_PIDS+=("$OBS_PID")
 wait_http "http://127.0.0.1:$CDN_PORT/" 10 "$OBS_PID" || die "the observer did not start (see $OUTDIR/observer.log)"
 log "observer pid $OBS_PID: CDN on 127.0.0.1:$CDN_PORT, watching $WATCH_DIR once it exists"
 
+# --- 1b. the webhook receivers (WEBHOOK_ENDPOINTS > 0), also before the CMS
+if ((WEBHOOK_ENDPOINTS > 0)); then
+  export WEBHOOK_RECORDS="$OUTDIR/receivers.records"; : > "$WEBHOOK_RECORDS"
+  "$PY" "$HERE/webhooks.py" receive "$WEBHOOK_RECORDS" "$WEBHOOK_BASE_PORT" "$WEBHOOK_ENDPOINTS" > "$OUTDIR/receivers.log" 2>&1 &
+  RX_PID=$!; STARTED_PIDS+=("$RX_PID")
+  for ((i = 0; i < 40; i++)); do grep -q ' ready ' "$WEBHOOK_RECORDS" && break; sleep 0.25; done
+  grep -q ' ready ' "$WEBHOOK_RECORDS" || die "the webhook receivers did not start (see $OUTDIR/receivers.log)"
+  log "webhook receivers pid $RX_PID on 127.0.0.1:$WEBHOOK_BASE_PORT…$((WEBHOOK_BASE_PORT + WEBHOOK_ENDPOINTS - 1))"
+  CMS_ENV="CMS_WEBHOOK_ALLOW_PRIVATE=1 $CMS_ENV"
+fi
+
 # --- 2. the CMS --------------------------------------------------------------------------------
 D="http://127.0.0.1:$DELIVERY_PORT"
 M="http://127.0.0.1:$MANAGEMENT_PORT"
@@ -160,7 +178,7 @@ MGMT_MAIN="$(pgrep -P "$CMS_PID" -f 'cms.app.asgi:management' | head -1 || true)
 MGMT_WORKER="$(pgrep -P "${MGMT_MAIN:-0}" | head -1 || true)"
 DELIVERY_MAIN="$(pgrep -P "$CMS_PID" -f 'cms.app.asgi:delivery' | head -1 || true)"
 read -r PG_PID VK_PID <<< "$(daemons)"
-export BENCH_COMPONENTS="worker=${WORKER:-} management=${MGMT_MAIN:-} management_worker=${MGMT_WORKER:-} delivery=${DELIVERY_MAIN:-} scheduler=${SCHEDULER:-} postgres=${PG_PID:-} valkey=${VK_PID:-}"
+export BENCH_COMPONENTS="worker=${WORKER:-} management=${MGMT_MAIN:-} management_worker=${MGMT_WORKER:-} delivery=${DELIVERY_MAIN:-} scheduler=${SCHEDULER:-} postgres=${PG_PID:-} valkey=${VK_PID:-}${RX_PID:+ receivers=$RX_PID}"
 log "components: $BENCH_COMPONENTS"
 
 # --- 3. the benchmark ----------------------------------------------------------------------------

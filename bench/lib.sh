@@ -56,6 +56,14 @@ cleanup() {
   stop_cms
   for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
   STARTED_PIDS=()
+  if [[ "${MADE_MARKER:-0}" == 1 ]]; then rm -f "$MARKER"; MADE_MARKER=0; fi
+}
+# mark_running WHAT: /tmp/bench-running exists while a benchmark runs (other sessions check it before
+# running heavy work); made here only if absent, and then removed by cleanup.
+MARKER=/tmp/bench-running
+MADE_MARKER=0
+mark_running() {
+  if [[ ! -e "$MARKER" ]]; then echo "$1 pid $$" > "$MARKER"; MADE_MARKER=1; fi
 }
 
 port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
@@ -155,10 +163,12 @@ fail_row() { # NAME LABEL REASON [TARGET]
   "$PY" "$HERE/wrkparse.py" fail "$@" >> "$RESULTS_JSONL"
 }
 
-# check NAME URL STATUS PY_EXPR: one curl; the status must match and `d` (decoded JSON body) satisfy EXPR.
+# check NAME URL STATUS PY_EXPR [CURL_ARGS...]: one curl (a GET unless CURL_ARGS say otherwise, e.g.
+# -X POST --data ...); the status must match and `d` (decoded JSON body) satisfy EXPR.
 check() {
   local name="$1" url="$2" want_status="$3" expr="$4" body="$OUTDIR/check-$1.body" status
-  status="$(curl -sS -o "$body" -w '%{http_code}' --max-time 10 "${CURL_H[@]}" "$url" || echo 000)"
+  shift 4
+  status="$(curl -sS -o "$body" -w '%{http_code}' --max-time 10 "${CURL_H[@]}" "$@" "$url" || echo 000)"
   if [[ "$status" != "$want_status" ]]; then
     log "check $name: HTTP $status (want $want_status) for $url: $(head -c 300 "$body" 2>/dev/null)"; return 1
   fi

@@ -5,7 +5,11 @@
 #
 # Env knobs (defaults in brackets):
 #   WARMUP_S [5]  DURATION_S [15]  WRK_THREADS [2]  WRK_CONNS [32]
-#   BENCH_DATA_DIR [/tmp/cms-bench]   (CMS_DATA_DIR; deleted and recreated every run)
+#   BENCH_DATA_ROOT [/tmp/cms-bench]  each run's CMS_DATA_DIR is a new directory below it,
+#                    BENCH_DATA_DIR [$BENCH_DATA_ROOT/run-<UTC stamp>]; earlier runs' directories are
+#                    kept (deleting them right before a run slows file creation for minutes on this
+#                    machine, see "The filesystem trap" in bench/README.md): delete them yourself when
+#                    nothing is measuring
 #   DELIVERY_PORT [18000]  MANAGEMENT_PORT [18001]  CEILING_PORT [18082]
 #   START_TIMEOUT_S [180]  SETTLE_TIMEOUT_S [120] (wait for the CMS to go idle after seeding)
 #   BENCH_SLUG [article-0500]
@@ -13,7 +17,8 @@
 #                    list filter) and scenarios 2 and 3 with every request missing the cache (the
 #                    CMS started again on the same data with CMS_DELIVERY_CACHE_MB=0)
 #   ONLY [""]        space-separated subset of: slug_same slug_rotate list filter_slug
-#                    slug_nocache list_nocache ceiling
+#                    gql_post_list gql_get_hit slug_nocache list_nocache gql_nocache ceiling
+#   GQL_LUA [../shared/peers/graphql.lua]  the peers' wrk script that POSTs $GQL_BODY (GraphQL rows)
 #   PROFILE [""]     CMS scenario names (as for ONLY): after all CMS
 #                    measurements, load each again for PROFILE_S [10] s under `py-spy record`
 #                    and print the top functions by self time (bench/pyspy_top.py)
@@ -33,7 +38,7 @@ WARMUP_S="${WARMUP_S:-5}"
 DURATION_S="${DURATION_S:-15}"
 WRK_THREADS="${WRK_THREADS:-2}"
 WRK_CONNS="${WRK_CONNS:-32}"
-BENCH_DATA_DIR="${BENCH_DATA_DIR:-/tmp/cms-bench}"
+BENCH_DATA_ROOT="${BENCH_DATA_ROOT:-/tmp/cms-bench}"
 DELIVERY_PORT="${DELIVERY_PORT:-18000}"
 MANAGEMENT_PORT="${MANAGEMENT_PORT:-18001}"
 CEILING_PORT="${CEILING_PORT:-18082}"
@@ -46,6 +51,7 @@ PROFILE="${PROFILE:-}"
 PROFILE_S="${PROFILE_S:-10}"
 PYSPY="${PYSPY:-/tmp/pyspy/bin/py-spy}"
 PYSPY_ARGS="${PYSPY_ARGS---gil}"
+GQL_LUA="${GQL_LUA:-$ROOT/../shared/peers/graphql.lua}"
 KEEP_RUNNING="${KEEP_RUNNING:-0}"
 QUIET_MAX_CORES="${QUIET_MAX_CORES:-0.3}"
 QUIET_WAIT_S="${QUIET_WAIT_S:-60}"
@@ -57,12 +63,11 @@ source "$HERE/lib.sh"
 want() { [[ -z "$ONLY" || " $ONLY " == *" $1 "* ]]; }
 
 [[ -x "$PY" && -x "$CMS" ]] || die "no $ROOT/.venv with the cms command: run 'make up' once (or make the venv)"
-[[ -f "$BENCH_DATA_DIR/.cms-bench" || ! -e "$BENCH_DATA_DIR" ]] \
-  || die "$BENCH_DATA_DIR exists and was not made by this script; set BENCH_DATA_DIR"
 ensure_wrk
 
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+mark_running "bench/run.sh"
 
 for p in "$DELIVERY_PORT" "$MANAGEMENT_PORT" "$CEILING_PORT"; do
   port_free "$p" || die "port $p is already in use (set DELIVERY_PORT / MANAGEMENT_PORT / CEILING_PORT)"
@@ -74,6 +79,12 @@ OUTDIR="$RESULTS/$STAMP"
 RESULTS_JSONL="$OUTDIR/results.jsonl"
 mkdir -p "$OUTDIR"; : > "$RESULTS_JSONL"
 log "raw output in $OUTDIR"
+# A new data directory for every run, and nothing deleted (see "The filesystem trap" in bench/README.md).
+BENCH_DATA_DIR="${BENCH_DATA_DIR:-$BENCH_DATA_ROOT/run-$STAMP}"
+[[ ! -e "$BENCH_DATA_DIR" ]] || die "$BENCH_DATA_DIR exists; set BENCH_DATA_DIR to a new directory"
+if compgen -G "$BENCH_DATA_ROOT/run-*" > /dev/null; then
+  log "earlier runs' data under $BENCH_DATA_ROOT: $(du -sh "$BENCH_DATA_ROOT" 2>/dev/null | cut -f1) (delete it when no benchmark is about to run)"
+fi
 
 # profile_one SCENARIO: load it again for PROFILE_S seconds while py-spy samples the delivery worker.
 profile_one() {
@@ -85,6 +96,8 @@ profile_one() {
     filter_slug) purl="$FILTER_URL" ;;
     slug_nocache) purl="$D"; plua="$HERE/slugs.lua" ;;   # (run while the cache is off)
     list_nocache) purl="$LIST_URL" ;;
+    gql_post_list) purl="$GQL_URL"; plua="$GQL_LUA" ;;
+    gql_get_hit|gql_nocache) purl="$GQL_GET_URL" ;;   # (gql_nocache: run while the cache is off)
     *) log "PROFILE: unknown scenario $name"; return 0 ;;
   esac
   if [[ ! -x "$PYSPY" ]]; then
@@ -110,11 +123,40 @@ M="http://127.0.0.1:$MANAGEMENT_PORT"
 SLUG_URL="$D/api/v1/entries/article/by-slug/$BENCH_SLUG"
 LIST_URL="$D/api/v1/entries/article?limit=20&sort=-published_at&include=author"
 FILTER_URL="$D/api/v1/entries/article?filter%5Bslug%5D%5Beq%5D=$BENCH_SLUG"   # filter[slug][eq]=
-CMS_SCENARIOS=(slug_same slug_rotate list filter_slug slug_nocache list_nocache)
+# GraphQL (issue 11): the peers' Directus query (../shared/peers/run.sh, row c) in this CMS's schema:
+# 20 articles, newest first, with the author's name. (`status` has no counterpart: delivery serves
+# published entries only.) POSTed with the peers' graphql.lua, and as a persisted query over GET.
+GQL_URL="$D/graphql"
+GQL_QUERY='query { articleCollection(limit: 20, order: [publishedAt_DESC]) { items { id title slug body publishedAt author { name } } } }'
+GQL_HASH="$(printf '%s' "$GQL_QUERY" | sha256sum | cut -d' ' -f1)"
+GQL_EXT="{\"persistedQuery\":{\"version\":1,\"sha256Hash\":\"$GQL_HASH\"}}"
+export GQL_BODY; GQL_BODY="$("$PY" -c 'import json,sys; print(json.dumps({"query": sys.argv[1]}))' "$GQL_QUERY")"
+GQL_REGISTER="$("$PY" -c 'import json,sys; print(json.dumps({"query": sys.argv[1], "extensions": json.loads(sys.argv[2])}))' "$GQL_QUERY" "$GQL_EXT")"
+GQL_GET_URL="$GQL_URL?extensions=$("$PY" -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$GQL_EXT")"
+GQL_POST_ARGS=(-X POST -H "Content-Type: application/json" --data "$GQL_BODY")
+# gql_expr REST_IDS: the answer has no errors, 20 items with a 2 KB body and the author's name, newest
+# first, and the same entries in the same order as the REST list (REST_IDS, a Python list literal).
+gql_expr() {
+  echo "'errors' not in d and (lambda it: len(it) == 20 and all(i['author']['name'] and len(i['body']) >= 2000 and i['slug'] for i in it) and [i['publishedAt'] for i in it] == sorted((i['publishedAt'] for i in it), reverse=True) and [i['id'] for i in it] == $1)(d['data']['articleCollection']['items'])"
+}
+# gql_checks SUFFIX: the POST, the registration of the persisted query (query + hash), then the GET
+# with the hash alone; sets ok_gql_post / ok_gql_get.
+gql_checks() {
+  local sfx="$1" rest_ids expr
+  rest_ids="$("$PY" -c 'import json,sys; print([e["id"] for e in json.load(open(sys.argv[1]))["data"]])' "$OUTDIR/check-list$sfx.body" 2>/dev/null || echo None)"
+  expr="$(gql_expr "$rest_ids")"
+  ok_gql_post=1; ok_gql_get=1
+  if [[ ! -f "$GQL_LUA" ]]; then log "no $GQL_LUA (the peers' wrk script for POST)"; ok_gql_post=0; fi
+  check "gql_post$sfx" "$GQL_URL" 200 "$expr" "${GQL_POST_ARGS[@]}" || ok_gql_post=0
+  check "gql_register$sfx" "$GQL_URL" 200 "$expr" -X POST -H "Content-Type: application/json" --data "$GQL_REGISTER" \
+    || ok_gql_get=0
+  check "gql_get$sfx" "$GQL_GET_URL" 200 "$expr" || ok_gql_get=0
+}
+CMS_SCENARIOS=(slug_same slug_rotate list filter_slug gql_post_list gql_get_hit slug_nocache list_nocache gql_nocache)
 any_cms=0; for s in "${CMS_SCENARIOS[@]}"; do want "$s" && any_cms=1; done
 
 if [[ $any_cms == 1 ]]; then
-  rm -rf "$BENCH_DATA_DIR"; mkdir -p "$BENCH_DATA_DIR"; touch "$BENCH_DATA_DIR/.cms-bench"
+  mkdir -p "$BENCH_DATA_DIR"; touch "$BENCH_DATA_DIR/.cms-bench"
   cms_ok=1
   start_cms "$OUTDIR/cms.log" || cms_ok=0
   if [[ $cms_ok == 1 ]]; then
@@ -154,6 +196,7 @@ if [[ $any_cms == 1 ]]; then
       || ok_list=0
     check filter_slug "$FILTER_URL" 200 \
       "len(d['data']) == 1 and d['data'][0]['fields']['slug'] == '$BENCH_SLUG'" || ok_filter=0
+    gql_checks ""
 
     if want slug_same; then
       if [[ $ok_same == 1 ]]; then bench slug_same "1. by-slug, same URL ($BENCH_SLUG)" 0.5 "$SLUG_URL"
@@ -171,14 +214,25 @@ if [[ $any_cms == 1 ]]; then
       if [[ $ok_filter == 1 ]]; then bench filter_slug "a. list filter[slug][eq]=$BENCH_SLUG (peers' ours.sh a)" "" "$FILTER_URL"
       else fail_row filter_slug "a. list filter[slug][eq]=$BENCH_SLUG (peers' ours.sh a)" "sanity check failed"; fi
     fi
+    label_gpost="d. GraphQL POST list 20 +author name (never cached)"
+    label_ghit="e. GraphQL persisted query GET (hash only), cache hit"
+    if want gql_post_list; then
+      if [[ $ok_gql_post == 1 ]]; then bench gql_post_list "$label_gpost" rps:2000 "$GQL_URL" "$GQL_LUA"
+      else fail_row gql_post_list "$label_gpost" "sanity check failed" rps:2000; fi
+    fi
+    if want gql_get_hit; then
+      if [[ $ok_gql_get == 1 ]]; then bench gql_get_hit "$label_ghit" 0.5 "$GQL_GET_URL"
+      else fail_row gql_get_hit "$label_ghit" "sanity check failed" 0.5; fi
+    fi
     # Non-2xx answers during the load (e.g. a 429 or a 5xx) are counted by wrk and mark the row INVALID.
     for ps_name in $PROFILE; do [[ "$ps_name" == *_nocache ]] || profile_one "$ps_name"; done
 
     # Rows b and c: every request a cache miss. The cache key ignores unknown query parameters, so
     # the only way to miss it every time is to turn it off: the CMS again, same data, no cache.
-    if [[ "$EXTRA" == 1 ]] && { want slug_nocache || want list_nocache; }; then
+    if [[ "$EXTRA" == 1 ]] && { want slug_nocache || want list_nocache || want gql_nocache; }; then
       label_b="b. by-slug, 950 slugs rotating, every request a cache miss (cache off)"
       label_c="c. list 20 +author, every request a cache miss (cache off)"
+      label_f="f. GraphQL persisted query GET, every request a cache miss (cache off)"
       log "stopping the CMS; starting it again with CMS_DELIVERY_CACHE_MB=0 for rows b and c"
       stop_cms
       ok_nc=1
@@ -192,6 +246,7 @@ if [[ $any_cms == 1 ]]; then
         check list_nocache "$LIST_URL" 200 \
           "len(d['data']) == 20 and d['meta']['total'] == 950 and all(e['fields']['author']['fields']['name'] for e in d['data'])" \
           || ok_nc=0
+        gql_checks _nocache
       fi
       if want slug_nocache; then
         if [[ $ok_nc == 1 ]]; then bench slug_nocache "$label_b" "" "$D" "$HERE/slugs.lua"
@@ -200,6 +255,10 @@ if [[ $any_cms == 1 ]]; then
       if want list_nocache; then
         if [[ $ok_nc == 1 ]]; then bench list_nocache "$label_c" "" "$LIST_URL"
         else fail_row list_nocache "$label_c" "the CMS with the cache off did not start or pass its checks"; fi
+      fi
+      if want gql_nocache; then
+        if [[ $ok_nc == 1 && ${ok_gql_get:-0} == 1 ]]; then bench gql_nocache "$label_f" "" "$GQL_GET_URL"
+        else fail_row gql_nocache "$label_f" "the CMS with the cache off did not start or pass its checks"; fi
       fi
       if [[ $ok_nc == 1 ]]; then
         for ps_name in $PROFILE; do [[ "$ps_name" != *_nocache ]] || profile_one "$ps_name"; done

@@ -7,7 +7,8 @@ a row with non-2xx/3xx responses or no req/s is INVALID).
   python wrkparse.py fail NAME LABEL REASON [TARGET]   >> results.jsonl   (a row that did not run)
   python wrkparse.py report results.jsonl meta.json OUT.json        # markdown table to stdout
 
-TARGET is the wanted fraction of the ceiling (e.g. 0.5). "others' CPU" is the cores that
+TARGET is the wanted fraction of the ceiling (e.g. 0.5), or `rps:N` for an absolute target of N req/s
+(e.g. `rps:2000`, stored as `target_rps`). "others' CPU" is the cores that
 processes other than the benchmark's own used during the measured run (bench/cpuacct.py); from
 NOISY_CORES (default 0.3) on, the row is flagged "noisy". "server CPU" is the cores the system
 under test used (the CMS with its PostgreSQL and Valkey, or the ceiling app); "req per server
@@ -56,8 +57,13 @@ def parse(text: str) -> dict:
     return out
 
 
-def _target(argv: list[str]) -> float | None:
-    return float(argv[0]) if argv and argv[0] else None
+def _target(argv: list[str]) -> dict:
+    """{"target": fraction of the ceiling} or {"target": None, "target_rps": req/s} (`rps:N`)."""
+    if not argv or not argv[0]:
+        return {"target": None}
+    if argv[0].startswith("rps:"):
+        return {"target": None, "target_rps": float(argv[0][4:])}
+    return {"target": float(argv[0])}
 
 
 def table(recs: list[dict]) -> str:
@@ -73,14 +79,16 @@ def table(recs: list[dict]) -> str:
         p99 = f"{r['p99_ms']:.2f}" if r.get("p99_ms") is not None else "n/a"
         ratio = r.get("ratio")
         ratio_s = "1.00" if r["name"] == CEILING and r.get("valid") else (f"{ratio:.2f}" if ratio is not None else "n/a")
-        target = r.get("target")
-        target_s = f"≥ {target:g}" if target is not None else ""
+        target, target_rps = r.get("target"), r.get("target_rps")
+        target_s = f"≥ {target:g}" if target is not None else (f"≥ {target_rps:g} req/s" if target_rps else "")
         if r.get("error"):
             note = f"INVALID: {r['error']}"
         elif not r.get("valid"):
             note = f"INVALID: {r.get('non_2xx_3xx', 0)} non-2xx/3xx responses" if r.get("rps") else "INVALID: no result"
         elif target is not None and ratio is not None:
             note = "meets target" if ratio >= target else "below target"
+        elif target_rps and r.get("rps") is not None:
+            note = "meets target" if r["rps"] >= target_rps else "below target"
         else:
             note = ""
         cpu = r.get("cpu") or {}
@@ -119,13 +127,13 @@ def main() -> None:
     cmd = sys.argv[1]
     if cmd == "one":
         name, label, raw = sys.argv[2:5]
-        rec = {"name": name, "label": label, **parse(open(raw).read()), "raw": raw, "target": _target(sys.argv[5:])}
+        rec = {"name": name, "label": label, **parse(open(raw).read()), "raw": raw, **_target(sys.argv[5:])}
         print(json.dumps(rec))
     elif cmd == "fail":
         name, label, reason = sys.argv[2:5]
         print(json.dumps({"name": name, "label": label, "rps": None, "p50_ms": None, "p99_ms": None,
                           "socket_errors": 0, "non_2xx_3xx": 0, "valid": False, "error": reason,
-                          "target": _target(sys.argv[5:])}))
+                          **_target(sys.argv[5:])}))
     elif cmd == "report":
         recs = enrich([json.loads(line) for line in open(sys.argv[2]) if line.strip()])
         meta = json.load(open(sys.argv[3]))

@@ -136,7 +136,7 @@ def collection(type_id: str) -> Callable[..., Awaitable[Any]]:
             params["sort"] = ",".join(order)
         if cursor is not None:
             params["cursor"] = cursor
-        conditions = tuple(conditions_of(where or {}, ct, context.types, "where", 0))
+        conditions = tuple(conditions_of(where or {}, ct, context.types, "where", 0, context.credential.content_types))
         query = parse_list_query(params, ct, context.types, locale=code, default_sort="-published_at",
                                  conditions=conditions)
         async with context.pool.acquire() as conn:
@@ -204,9 +204,10 @@ async def _load(info: GraphQLResolveInfo, locale: str, entry_id: str, index: int
 
 
 def conditions_of(where: dict[str, Any], ct: ContentType, types: dict[str, ContentType], at: str,
-                  nesting: int) -> list[Condition]:
+                  nesting: int, allowed: frozenset[str] | None = None) -> list[Condition]:
     """A `where` input as the query engine's conditions (all must hold). Each leaf goes through the
-    REST filter parser, so it accepts and means exactly what `filter[path][op]` does."""
+    REST filter parser, so it accepts and means exactly what `filter[path][op]` does (for a
+    credential limited to `allowed` types too: no filter through a reference into another type)."""
     if nesting > MAX_NESTING:
         raise ProblemError(400, "malformed", f"{at}: AND/OR nest at most {MAX_NESTING} levels")
     out: list[Condition] = []
@@ -215,12 +216,12 @@ def conditions_of(where: dict[str, Any], ct: ContentType, types: dict[str, Conte
             continue
         if key in ("AND", "OR"):
             parts = tuple(
-                Group("and", tuple(conditions_of(item, ct, types, f"{at}.{key}[{n}]", nesting + 1)))
+                Group("and", tuple(conditions_of(item, ct, types, f"{at}.{key}[{n}]", nesting + 1, allowed)))
                 for n, item in enumerate(value)
             )
             out.append(Group(key.lower(), parts))
         elif key in SYSTEM_FILTERS:
-            out += _leaves(f"{at}.{key}", SYSTEM_FILTERS[key], value, ct, types)
+            out += _leaves(f"{at}.{key}", SYSTEM_FILTERS[key], value, ct, types, allowed)
         else:
             field_def = ct.field(key)
             if field_def is not None and field_def.type in ("reference", "asset"):
@@ -228,19 +229,20 @@ def conditions_of(where: dict[str, Any], ct: ContentType, types: dict[str, Conte
                     if ops is None:
                         continue
                     if nested == "id":
-                        out += _leaves(f"{at}.{key}.id", key, ops, ct, types)
+                        out += _leaves(f"{at}.{key}.id", key, ops, ct, types, allowed)
                     else:
                         inner = ops.get("id") if isinstance(ops, dict) and set(ops) <= {"id"} and ops else ops
                         path = f"{key}.{SYSTEM_FILTERS.get(nested, nested)}"
-                        out += _leaves(f"{at}.{key}.{nested}", path, inner or {}, ct, types)
+                        out += _leaves(f"{at}.{key}.{nested}", path, inner or {}, ct, types, allowed)
             else:
-                out += _leaves(f"{at}.{key}", key, value, ct, types)
+                out += _leaves(f"{at}.{key}", key, value, ct, types, allowed)
     return out
 
 
-def _leaves(at: str, path: str, ops: dict[str, Any], ct: ContentType, types: dict[str, ContentType]) -> list[Condition]:
+def _leaves(at: str, path: str, ops: dict[str, Any], ct: ContentType, types: dict[str, ContentType],
+            allowed: frozenset[str] | None) -> list[Condition]:
     return [
-        parse_condition(f"{at}.{op}", path, OPERATORS[op], _raw(value), ct, types)
+        parse_condition(f"{at}.{op}", path, OPERATORS[op], _raw(value), ct, types, allowed)
         for op, value in ops.items() if value is not None
     ]
 

@@ -47,6 +47,15 @@ def cache_key(path: str, parameters: dict[str, str]) -> str:
     return path + "?" + urlencode(sorted(parameters.items()))
 
 
+def type_scoped_key(key: str, parameters: dict[str, str], allowed: frozenset[str] | None) -> str:
+    """A read's key for a credential limited to `allowed` content types. Its answer differs from
+    everyone else's only where the parameters reach other types (`include`, a filter through a
+    reference), so only such reads are cached apart."""
+    if allowed is None or not any(name == "include" or "." in name for name in parameters):
+        return key
+    return key + "\x00types=" + ",".join(sorted(allowed))
+
+
 GRAPHQL_PARAMETERS = ("query", "variables", "operationName", "extensions")
 
 

@@ -68,10 +68,12 @@ class _Budget:
         return ProblemError(400, "include-too-large", detail, errors=[{"parameter": "include", "detail": detail}])
 
 
-def _fetch_published(conn: Any, locale: str) -> Fetch:
+def _fetch_published(conn: Any, locale: str, types: dict[str, ContentType]) -> Fetch:
+    """Published documents by id, of the `types` given only: a reference to any other type (one a
+    credential may not read) is not found, so it stays a link `{id, type}`."""
     async def fetch(ids: list[str]) -> dict[str, tuple[dict[str, Any], int]]:
         rows = await repo.documents_for(conn, ids, locale)
-        return {r["entry_id"]: (render.decode(r["body"]), len(r["body"])) for r in rows}
+        return {r["entry_id"]: (render.decode(r["body"]), len(r["body"])) for r in rows if r["type"] in types}
 
     return fetch
 
@@ -155,9 +157,10 @@ async def expand_each(
 FetchBytes = Callable[[list[str]], Awaitable[dict[str, bytes]]]
 
 
-def _fetch_published_bytes(conn: Any, locale: str) -> FetchBytes:
+def _fetch_published_bytes(conn: Any, locale: str, types: dict[str, ContentType]) -> FetchBytes:
+    """`_fetch_published`'s rule, as stored bytes."""
     async def fetch(ids: list[str]) -> dict[str, bytes]:
-        return {r["entry_id"]: r["body"] for r in await repo.documents_for(conn, ids, locale)}
+        return {r["entry_id"]: r["body"] for r in await repo.documents_for(conn, ids, locale) if r["type"] in types}
 
     return fetch
 
@@ -234,7 +237,7 @@ async def _published_bodies(
         budgets = [_Budget(limit) for _ in rows]
         spliced = await splice_each(
             [(r["body"], types[r["type"]], b) for r, b in zip(rows, budgets, strict=True)], include or [], fields,
-            _fetch_published_bytes(conn, locale),
+            _fetch_published_bytes(conn, locale, types),
         )
         out = {}
         for row, done, budget in zip(rows, spliced, budgets, strict=True):
@@ -248,7 +251,7 @@ async def _published_bodies(
         return out
     documents = [render.decode(r["body"]) for r in rows]
     roots = [(d, types[r["type"]], _Budget(limit)) for d, r in zip(documents, rows, strict=True)]
-    included = await expand_each(roots, types, include or [], depth, _fetch_published(conn, locale))
+    included = await expand_each(roots, types, include or [], depth, _fetch_published(conn, locale, types))
     out = {}
     for row, document, ids, (_, _, budget) in zip(rows, documents, included, roots, strict=True):
         if budget.exceeded:
@@ -280,7 +283,7 @@ async def published_list(
         budget = _Budget(limit)  # one answer: the page shares one budget
         spliced = await splice_each(
             [(r["body"], ct, budget) for r in page.rows], query.include, query.fields,
-            _fetch_published_bytes(conn, query.locale),
+            _fetch_published_bytes(conn, query.locale, types),
         )
         if budget.exceeded:
             raise budget.problem()
@@ -289,7 +292,7 @@ async def published_list(
     elif query.include or query.fields is not None:
         documents = [render.decode(r["body"]) for r in page.rows]
         included = await expand(
-            documents, ct, types, query.include, query.depth, _fetch_published(conn, query.locale), limit
+            documents, ct, types, query.include, query.depth, _fetch_published(conn, query.locale, types), limit
         )
         for document in documents:
             _select_fields(document, query.fields)

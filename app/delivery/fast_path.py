@@ -19,7 +19,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from ..credentials.schemas import ANONYMOUS, Credential
 from ..problems import PROBLEM_JSON, ProblemError, problem_body
 from .cache import answer_headers, etag_matches, graphql_key
-from .reads import Read, make_read
+from .reads import Read, for_credential, make_read
 
 PREFIX = "/api/v1/entries/"
 GRAPHQL = "/graphql"
@@ -66,8 +66,10 @@ class DeliveryFastPath:
             path = scope["path"]
             if path.startswith(PREFIX):
                 read = read_of(path, scope["query_string"])
-                if read is not None and self._may_read(read.type_id, scope, state) and await self._answered(
-                    read, scope, send, state
+                credential = self._credential(scope, state) if read is not None else None
+                if (
+                    read is not None and credential is not None and credential.may_use_type(read.type_id)
+                    and await self._answered(for_credential(read, credential.content_types), scope, send, state)
                 ):
                     return
             elif path == GRAPHQL and await self._graphql_hit(scope, send, state):
@@ -111,10 +113,6 @@ class DeliveryFastPath:
         await self._answer(result.body, result.etag, [(k.lower().encode(), v.encode()) for k, v in headers.items()],
                            scope, send)
         return True
-
-    def _may_read(self, type_id: str, scope: Scope, state: Any) -> bool:
-        credential = self._credential(scope, state)
-        return credential is not None and credential.may_use_type(type_id)
 
     def _credential(self, scope: Scope, state: Any) -> Credential | None:
         """The delivery credential of the request when this process already knows it (None: let the

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..problems import not_found
@@ -24,7 +24,7 @@ from ..query.parse import parse_list_query
 from ..schema.model import RESOURCE_ID, ContentType, Locales
 from ..schema.registry import ContentTypeRegistry, resolve_locale
 from . import documents
-from .cache import DeliveryCache, cache_key, known_parameters
+from .cache import DeliveryCache, cache_key, known_parameters, type_scoped_key
 from .documents import Body, IncludeLimit
 
 log = logging.getLogger("cms.delivery.reads")
@@ -40,6 +40,7 @@ class Read:
     entry_id: str | None = None
     slug: str | None = None
     preview: bool = False
+    allowed: frozenset[str] | None = None  # the content types the credential may read (None: all)
 
     @property
     def kind(self) -> str:
@@ -53,6 +54,14 @@ def make_read(
     kind = "list" if entry_id is None and slug is None else "entry"
     parameters = known_parameters(kind, pairs)
     return Read(type_id, parameters, cache_key(path, parameters), entry_id, slug, preview)
+
+
+def for_credential(read: Read, allowed: frozenset[str] | None) -> Read:
+    """The read as a credential limited to `allowed` content types makes it: included references of
+    other types stay links, a filter through a reference into them is a 403 (API.md, "Credentials")."""
+    if allowed is None:
+        return read
+    return replace(read, allowed=allowed, key=type_scoped_key(read.key, read.parameters, allowed))
 
 
 class DeliveryReads:
@@ -119,12 +128,17 @@ class DeliveryReads:
     async def _compute(self, read: Read) -> Body:
         self.computed += 1
         ct, types, locales, locale = await self._schema(read)
+        # Parsed against every type (a filter into a hidden one is a 403, not an unknown field);
+        # documents of the types the credential may read only (other references stay links).
+        visible = types if read.allowed is None else {k: t for k, t in types.items() if k in read.allowed}
         if read.kind == "list":
-            query = parse_list_query(read.parameters, ct, types, locale=locale, default_sort="-published_at")
+            query = parse_list_query(
+                read.parameters, ct, types, locale=locale, default_sort="-published_at", allowed=read.allowed
+            )
             async with self.pool.acquire() as conn:
                 if read.preview:
-                    return await documents.draft_list(conn, types, ct, locales, query, self.assets_url, self.limit)
-                return await documents.published_list(conn, types, ct, query, self.limit)
+                    return await documents.draft_list(conn, visible, ct, locales, query, self.assets_url, self.limit)
+                return await documents.published_list(conn, visible, ct, query, self.limit)
         if read.entry_id is not None and not RESOURCE_ID.fullmatch(read.entry_id):
             raise not_found("entry")
         if read.slug is not None and (len(read.slug) > 200 or "\x00" in read.slug):
@@ -133,18 +147,18 @@ class DeliveryReads:
         if read.parameters.keys() - {"locale"}:
             options = parse_list_query(
                 {k: v for k, v in read.parameters.items() if k != "locale"}, ct, types, locale=locale,
-                default_sort="-published_at",
+                default_sort="-published_at", allowed=read.allowed,
             )
         include, depth, fields = (options.include, options.depth, options.fields) if options else ([], 1, None)
         async with self.pool.acquire() as conn:
             if read.preview:
                 result = await documents.draft_entry(
-                    conn, types, ct, locales, locale, self.assets_url, entry_id=read.entry_id, slug=read.slug,
+                    conn, visible, ct, locales, locale, self.assets_url, entry_id=read.entry_id, slug=read.slug,
                     include=include, depth=depth, fields=fields, limit=self.limit,
                 )
             else:
                 result = await documents.published_entry(
-                    conn, types, ct, locale, entry_id=read.entry_id, slug=read.slug, include=include, depth=depth,
+                    conn, visible, ct, locale, entry_id=read.entry_id, slug=read.slug, include=include, depth=depth,
                     fields=fields, limit=self.limit,
                 )
         if result is None:

@@ -26,7 +26,7 @@ from ..schema.locales import locale_json
 from ..schema.model import LOCALE_CODE, TYPE_ID
 from . import sync
 from .cache import answer_headers, etag_matches
-from .reads import make_read
+from .reads import for_credential, make_read
 
 Req = Request[Any, Any, Any]
 
@@ -44,6 +44,7 @@ async def _read(
 ) -> Response[bytes]:
     pairs = parse_query_string(request.scope["query_string"])
     read = make_read(request.scope["path"], pairs, type_id, entry_id=entry_id, slug=slug, preview=preview)
+    read = for_credential(read, current(request).content_types)
     result = await request.app.state.reads.answer(read)
     return _respond(request, result.body, result.etag, result.tags, preview)
 

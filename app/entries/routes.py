@@ -11,7 +11,7 @@ from typing import Any
 from litestar import Request, Response, Router, delete, get, patch, post, put
 from litestar.params import FromPath
 
-from ..credentials.guards import management_guard
+from ..credentials.guards import current, management_guard
 from ..http import many, one, query_int, read_json
 from ..openapi import LIST_QUERY, Doc, EntryInput, ManagementEntry, Version, VersionSummary, list_of, one_of
 from ..routing import assets_url, force_param, if_match, pool, version_etag, write_context
@@ -27,7 +27,7 @@ LIST_PARAMS = ("locale", "sort", "limit", "cursor", "fields", "q", "status")
 @get("/{type_id:str}", opt={**READ, "doc": Doc(200, list_of(ManagementEntry), (404,), query=LIST_PARAMS)})
 async def list_entries(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
-        data, meta = await service.list_entries(conn, type_id, request.query_params)
+        data, meta = await service.list_entries(conn, type_id, request.query_params, current(request).content_types)
     return many(data, meta)
 
 

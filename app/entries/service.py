@@ -322,16 +322,19 @@ async def restore_version(
 
 
 async def list_entries(
-    conn: asyncpg.Connection, type_id: str, params: Mapping[str, Any]
+    conn: asyncpg.Connection, type_id: str, params: Mapping[str, Any], allowed: frozenset[str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """`GET /v1/entries/{type}`: a page of latest drafts (management ENTRY) and its meta."""
+    """`GET /v1/entries/{type}`: a page of latest drafts (management ENTRY) and its meta; `allowed`:
+    the caller's content types (a filter through a reference into another is a 403)."""
     types = await load_types(conn)
     ct = types.get(type_id)
     if ct is None:
         raise not_found("content type")
     locales = await load_locales(conn)
     locale = resolve_locale(locales, params.get("locale"))
-    query = parse_list_query(params, ct, types, locale=locale, default_sort="-updated_at", allow_status=True)
+    query = parse_list_query(
+        params, ct, types, locale=locale, default_sort="-updated_at", allow_status=True, allowed=allowed
+    )
     page = await fetch_page(conn, query, DraftSource(locales.chain(locale)), "e.*")
     data = []
     for row in page.rows:

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from .. import cursors
-from ..problems import malformed
+from ..problems import forbidden, malformed
 from ..schema.model import (
     INT64,
     LINK_TYPES,
@@ -158,9 +158,12 @@ def parse_list_query(
     default_sort: str,
     allow_status: bool = False,
     conditions: tuple[Condition, ...] = (),
+    allowed: frozenset[str] | None = None,
 ) -> ListQuery:
     """Validate list parameters against content type `ct`; raise a 400 `malformed` naming the parameter.
-    `conditions`: parsed ones to hold as well (GraphQL's `where`), counted in the same bound."""
+    `conditions`: parsed ones to hold as well (GraphQL's `where`), counted in the same bound.
+    `allowed`: the content types the credential may read (None: all); a filter through a reference
+    into any other type is a 403."""
     flat = _flatten(params)
 
     filters: list[Condition] = list(conditions)
@@ -170,7 +173,7 @@ def parse_list_query(
         if name == "filter" or name.startswith("filter["):
             if count_conditions(filters) == MAX_FILTERS:
                 raise malformed(name, f"at most {MAX_FILTERS} filter conditions")
-            filters.append(_parse_filter(name, _text(name, value), ct, types))
+            filters.append(_parse_filter(name, _text(name, value), ct, types, allowed))
 
     q = flat.get("q")
     if q is not None:
@@ -331,19 +334,25 @@ def _target(name: str, ct: ContentType) -> Target | None:
     return Target(name=name, field=field) if field is not None else None
 
 
-def _parse_filter(parameter: str, raw: str, ct: ContentType, types: dict[str, ContentType]) -> Filter:
+def _parse_filter(
+    parameter: str, raw: str, ct: ContentType, types: dict[str, ContentType], allowed: frozenset[str] | None
+) -> Filter:
     match = _FILTER_PARAM.fullmatch(parameter)
     if match is None:
         raise malformed(parameter, "expected filter[field][op]")
     path, op = match.group(1), match.group(2)
-    return parse_condition(parameter, path, op or "eq", raw, ct, types)
+    return parse_condition(parameter, path, op or "eq", raw, ct, types, allowed)
 
 
 def parse_condition(
     parameter: str, path: str, op: str, raw: str | list[str], ct: ContentType, types: dict[str, ContentType],
+    allowed: frozenset[str] | None = None,
 ) -> Filter:
     """One condition on `path` (`field` or `reference.field`): what `filter[path][op]=raw` means.
-    `raw`: the parameter's text, or for `in`/`nin` the values already split (GraphQL lists)."""
+    `raw`: the parameter's text, or for `in`/`nin` the values already split (GraphQL lists).
+    A credential limited to `allowed` types may not filter through a reference that can point to
+    another type (403, checked before the nested field, so the answer says nothing about that
+    type): such a filter would read the other type one guess at a time."""
     if op not in OPS:
         raise malformed(parameter, f"unknown operator {op!r}; one of {', '.join(OPS)}")
     parts = path.split(".")
@@ -361,6 +370,8 @@ def parse_condition(
         raise malformed(parameter, f"{parts[0]!r} is not a reference field")
     nested = parts[1]
     candidates = via.to or sorted(types)
+    if allowed is not None and not set(candidates) <= allowed:
+        raise forbidden(f"{parts[0]!r} can reference content types this credential may not read")
     found: list[tuple[str, Target]] = []
     for type_id in candidates:
         other = types.get(type_id)

@@ -23,9 +23,14 @@ from ..db import locks
 from ..times import iso
 from . import types as events
 
-# The content type an event belongs to, from the registry (names and keys are constants, safe inline).
-_CONTENT_TYPE_OF_EVENT = "CASE type " + " ".join(
-    f"WHEN '{event.name}' THEN payload->>'{event.type_key}'" for event in events.EVENT_TYPES.values() if event.type_key
+# Whether the types `$4` may see an event: events.content_types_of in SQL, from the registry
+# (names and keys are constants, safe inline). Events of no content type are visible.
+_VISIBLE_TO_TYPES = "CASE type " + " ".join(
+    f"WHEN '{event.name}' THEN payload->>'{event.type_key}' = ANY($4::text[])"
+    if event.type_key else
+    f"WHEN '{event.name}' THEN NOT EXISTS (SELECT 1 FROM jsonb_array_elements(payload->'{event.members_key}') AS m "
+    "WHERE NOT (m->>'type' = ANY($4::text[])))"
+    for event in events.EVENT_TYPES.values() if event.type_key or event.members_key
 ) + " END"
 
 # An InitPlan: evaluated once per statement, and the (txid, seq) index stays usable.
@@ -137,8 +142,8 @@ async def read(
 ) -> list[asyncpg.Record]:
     """Up to `limit` visible events after a position, in feed order.
 
-    content_types (a credential limited to some types) hides the events of other types (events.types
-    says where an event names its type); events that belong to no content type stay visible.
+    content_types (a credential limited to some types) hides the events about other types
+    (events.content_types_of); events that belong to no content type stay visible.
     """
     allowed = sorted(content_types) if content_types is not None else None
     return await conn.fetch(
@@ -146,7 +151,7 @@ async def read(
               FROM outbox_events
              WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
                AND txid < {_XMIN}
-               AND ($4::text[] IS NULL OR coalesce({_CONTENT_TYPE_OF_EVENT} = ANY($4::text[]), true))
+               AND ($4::text[] IS NULL OR coalesce({_VISIBLE_TO_TYPES}, true))
              ORDER BY txid, seq
              LIMIT $3""",
         str(after.txid), after.seq, limit, allowed,

@@ -4,7 +4,7 @@ credential limited to some types sees only theirs)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 ENTRY_CREATED = "entry.created"
 ENTRY_UPDATED = "entry.updated"
@@ -25,6 +25,7 @@ class EventType(NamedTuple):
     name: str
     scope: str  # a management credential needs this scope to see the event
     type_key: str | None  # the payload key holding its content type id; None: it belongs to no type
+    members_key: str | None = None  # or: the payload key of a list of {"type", "id"} it is about
 
 
 EVENT_TYPES: dict[str, EventType] = {
@@ -33,7 +34,7 @@ EVENT_TYPES: dict[str, EventType] = {
         *(EventType(name, "content:read", "type") for name in (
             ENTRY_CREATED, ENTRY_UPDATED, ENTRY_PUBLISHED, ENTRY_UNPUBLISHED, ENTRY_DELETED, ENTRY_DELIVERED,
         )),
-        EventType(RELEASE_PUBLISHED, "content:read", None),
+        EventType(RELEASE_PUBLISHED, "content:read", None, members_key="entries"),
         EventType(CONTENT_TYPE_SAVED, "content:read", "id"),
         EventType(CONTENT_TYPE_DELETED, "content:read", "id"),
         EventType(LOCALE_SAVED, "content:read", None),
@@ -42,6 +43,23 @@ EVENT_TYPES: dict[str, EventType] = {
         EventType(ASSET_DELETED, "content:read", None),
     )
 }
+
+def content_types_of(event_type: str, payload: dict[str, Any]) -> set[str] | None:
+    """The content types an event is about (None: none, e.g. a locale change). A credential or a
+    webhook limited to some types sees the event only if it holds all of them (a release is about
+    the types of all its entries). The events feed's SQL says the same (events/feed.py)."""
+    known = EVENT_TYPES.get(event_type)
+    if known is None:
+        return None
+    if known.type_key is not None:
+        value = payload.get(known.type_key)
+        return {value} if isinstance(value, str) else None
+    if known.members_key is not None:
+        members = payload.get(known.members_key)
+        if isinstance(members, list):
+            return {str(m["type"]) for m in members if isinstance(m, dict) and isinstance(m.get("type"), str)}
+    return None
+
 
 # Changes to what delivery serves for one entry: its files are rewritten (or removed).
 ENTRY_CHANGES = (ENTRY_PUBLISHED, ENTRY_UNPUBLISHED, ENTRY_DELETED)

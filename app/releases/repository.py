@@ -38,14 +38,26 @@ async def replace_entries(conn: Conn, release_id: str, entries: list[dict[str, s
         )
 
 
-async def list_releases(conn: Conn, after: str | None, limit: int) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT * FROM releases WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2", after, limit
+def visible_to(release_id: str, param: int) -> str:
+    """SQL: the release `release_id` (a column) has only entries of the types in `$param` (NULL:
+    any type); schedules use it too."""
+    return (
+        f"(${param}::text[] IS NULL OR NOT EXISTS (SELECT 1 FROM release_entries AS re "
+        f"WHERE re.release_id = {release_id} AND NOT (re.type = ANY(${param}::text[]))))"
     )
 
 
-async def count_releases(conn: Conn) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM releases"))
+async def list_releases(conn: Conn, after: str | None, limit: int, allowed: list[str] | None) -> list[asyncpg.Record]:
+    """A page by id; `allowed`: only the releases whose entries are all of these types (None: all)."""
+    return await conn.fetch(
+        f"SELECT * FROM releases AS r WHERE ($1::text IS NULL OR id > $1) AND {visible_to('r.id', 3)} "
+        "ORDER BY id LIMIT $2",
+        after, limit, allowed,
+    )
+
+
+async def count_releases(conn: Conn, allowed: list[str] | None) -> int:
+    return int(await conn.fetchval(f"SELECT count(*) FROM releases AS r WHERE {visible_to('r.id', 1)}", allowed))
 
 
 async def insert_release(conn: Conn, release_id: str, title: str) -> asyncpg.Record:

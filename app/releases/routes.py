@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Request, Response, Router, delete, get, post, put
 from litestar.params import FromPath
 
-from ..credentials.guards import management_guard
+from ..credentials.guards import current, management_guard
 from ..http import many, one, query_int, read_json
 from ..openapi import LIST_QUERY, Doc, Release, ReleaseInput, list_of, one_of
 from ..problems import malformed
@@ -37,14 +37,14 @@ async def list_releases(request: Req) -> Response[bytes]:
     if cursor is not None and not RESOURCE_ID.fullmatch(cursor):
         raise malformed("cursor", "is not a cursor from meta.next_cursor")
     async with pool(request).acquire() as conn:
-        data, next_cursor, total = await service.list_page(conn, cursor, limit)
+        data, next_cursor, total = await service.list_page(conn, cursor, limit, current(request))
     return many(data, {"limit": limit, "next_cursor": next_cursor, "total": total})
 
 
 @get("/{release_id:str}", opt={**READ, "doc": Doc(200, RELEASE, (404,))})
 async def get_release(request: Req, release_id: FromPath[str]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
-        release = await service.get(conn, release_id)
+        release = await service.get(conn, release_id, current(request))
     return one(release, headers=version_etag(release["version"]))
 
 

@@ -8,12 +8,13 @@ import asyncpg
 from ulid import ULID
 
 from ..audit.service import WriteContext
+from ..credentials.schemas import Credential
 from ..db import locks
 from ..entries import repository as entries_repo
 from ..entries import service as entry_service
 from ..events import types as events
 from ..events.outbox import emit
-from ..problems import FieldErrorsProblem, ProblemError, conflict, not_found
+from ..problems import FieldErrorsProblem, ProblemError, conflict, forbidden, not_found
 from ..protection.preconditions import check_precondition
 from ..schema.model import RESOURCE_ID, TYPE_ID
 from ..schema.registry import load_locales, load_types
@@ -85,7 +86,7 @@ def parse_release(body: Any) -> tuple[str, list[dict[str, str]]]:
 
 def _check_access(ctx: WriteContext, entries: list[dict[str, str]]) -> None:
     for entry in entries:
-        ctx.actor.require_type(entry["type"])
+        ctx.actor.require_type(entry["type"])  # 403
 
 
 async def _check_entries_exist(conn: asyncpg.Connection, entries: list[dict[str, str]]) -> None:
@@ -109,19 +110,31 @@ async def create_release(conn: asyncpg.Connection, body: Any, ctx: WriteContext)
     return release_json(row, entries)
 
 
-async def get(conn: asyncpg.Connection, release_id: str) -> dict[str, Any]:
+def visible(actor: Credential, entries: list[dict[str, str]]) -> bool:
+    """A credential limited to some content types sees a release only if it holds every type in it
+    (lists leave the others out; addressed directly they are a 403, as other types are)."""
+    return all(actor.may_use_type(entry["type"]) for entry in entries)
+
+
+async def get(conn: asyncpg.Connection, release_id: str, actor: Credential) -> dict[str, Any]:
     row = await repo.get_release(conn, release_id)
     if row is None:
         raise not_found("release")
-    return release_json(row, (await repo.release_entries(conn, [release_id]))[release_id])
+    entries = (await repo.release_entries(conn, [release_id]))[release_id]
+    if not visible(actor, entries):
+        raise forbidden("this release holds entries of content types this credential may not use")
+    return release_json(row, entries)
 
 
-async def list_page(conn: asyncpg.Connection, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None, int]:
-    rows = await repo.list_releases(conn, after, limit + 1)
+async def list_page(
+    conn: asyncpg.Connection, after: str | None, limit: int, actor: Credential
+) -> tuple[list[dict[str, Any]], str | None, int]:
+    allowed = sorted(actor.content_types) if actor.content_types is not None else None
+    rows = await repo.list_releases(conn, after, limit + 1, allowed)
     more = len(rows) > limit
     rows = rows[:limit]
     entries = await repo.release_entries(conn, [r["id"] for r in rows])
-    total = await repo.count_releases(conn)
+    total = await repo.count_releases(conn, allowed)
     return [release_json(r, entries[r["id"]]) for r in rows], (rows[-1]["id"] if more else None), total
 
 
@@ -133,9 +146,9 @@ async def _locked_release(
     existing = await repo.get_release(conn, release_id, for_update=True)
     if existing is None:
         raise not_found("release")
-    check_precondition(if_match, existing["version"])
     entries = (await repo.release_entries(conn, [release_id]))[release_id]
     _check_access(ctx, entries)
+    check_precondition(if_match, existing["version"])
     return existing, entries
 
 

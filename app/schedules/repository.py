@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from ..db.rows import Conn, returned
+from ..releases import repository as releases_repo
 from ..schema.model import RESOURCE_ID
 
 # NOTIFY channel the scheduler LISTENs on: a new action may be due before its next poll.
@@ -21,22 +22,33 @@ async def get_action(conn: Conn, action_id: str, *, for_update: bool = False) ->
     return await conn.fetchrow(f"SELECT * FROM scheduled_actions WHERE id = $1{lock}", action_id)
 
 
-async def list_actions(
-    conn: Conn, status: str | None, after: tuple[int, str] | None, limit: int
-) -> list[asyncpg.Record]:
-    """Ordered by (at, id); the cursor is the last row's (at in epoch microseconds, id)."""
-    return await conn.fetch(
-        """SELECT *, (extract(epoch FROM at) * 1000000)::bigint AS at_us FROM scheduled_actions
-           WHERE ($1::text IS NULL OR status = $1)
-             AND ($2::bigint IS NULL OR ((extract(epoch FROM at) * 1000000)::bigint, id) > ($2, $3::text))
-           ORDER BY at, id LIMIT $4""",
-        status, after[0] if after else None, after[1] if after else None, limit,
+def _visible_to(param: int) -> str:
+    """SQL: the action is about an entry of the types in `$param`, or a release of only those types."""
+    return (
+        f"(${param}::text[] IS NULL OR entry_type = ANY(${param}::text[]) "
+        f"OR (release_id IS NOT NULL AND {releases_repo.visible_to('s.release_id', param)}))"
     )
 
 
-async def count_actions(conn: Conn, status: str | None) -> int:
+async def list_actions(
+    conn: Conn, status: str | None, after: tuple[int, str] | None, limit: int, allowed: list[str] | None
+) -> list[asyncpg.Record]:
+    """Ordered by (at, id); the cursor is the last row's (at in epoch microseconds, id). `allowed`:
+    only the actions a credential limited to these content types may see (None: all)."""
+    return await conn.fetch(
+        f"""SELECT *, (extract(epoch FROM at) * 1000000)::bigint AS at_us FROM scheduled_actions AS s
+           WHERE ($1::text IS NULL OR status = $1)
+             AND ($2::bigint IS NULL OR ((extract(epoch FROM at) * 1000000)::bigint, id) > ($2, $3::text))
+             AND {_visible_to(5)}
+           ORDER BY at, id LIMIT $4""",
+        status, after[0] if after else None, after[1] if after else None, limit, allowed,
+    )
+
+
+async def count_actions(conn: Conn, status: str | None, allowed: list[str] | None) -> int:
     return int(await conn.fetchval(
-        "SELECT count(*) FROM scheduled_actions WHERE ($1::text IS NULL OR status = $1)", status
+        f"SELECT count(*) FROM scheduled_actions AS s WHERE ($1::text IS NULL OR status = $1) AND {_visible_to(2)}",
+        status, allowed,
     ))
 
 

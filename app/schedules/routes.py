@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Request, Response, Router, delete, get, post
 from litestar.params import FromPath
 
-from ..credentials.guards import management_guard
+from ..credentials.guards import current, management_guard
 from ..http import many, one, query_int, read_json
 from ..openapi import LIST_QUERY, Doc, ScheduledAction, ScheduledActionInput, list_of, one_of
 from ..routing import pool, write_context
@@ -32,14 +32,14 @@ async def list_scheduled_actions(request: Req) -> Response[bytes]:
     cursor = request.query_params.get("cursor")
     service.parse_cursor(cursor)
     async with pool(request).acquire() as conn:
-        data, next_cursor, total = await service.list_page(conn, status, cursor, limit)
+        data, next_cursor, total = await service.list_page(conn, status, cursor, limit, current(request))
     return many(data, {"limit": limit, "next_cursor": next_cursor, "total": total})
 
 
 @get("/{action_id:str}", opt={**READ, "doc": Doc(200, one_of(ScheduledAction), (404,))})
 async def get_scheduled_action(request: Req, action_id: FromPath[str]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
-        action = await service.get(conn, action_id)
+        action = await service.get(conn, action_id, current(request))
     return one(action)
 
 

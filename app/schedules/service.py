@@ -13,9 +13,10 @@ import asyncpg
 from ulid import ULID
 
 from ..audit.service import WriteContext
+from ..credentials.schemas import Credential
 from ..entries import repository as entries_repo
 from ..entries import service as entries
-from ..problems import FieldErrorsProblem, ProblemError, conflict, malformed, not_found
+from ..problems import FieldErrorsProblem, ProblemError, conflict, forbidden, malformed, not_found
 from ..releases import repository as releases_repo
 from ..releases import service as releases
 from ..schema.model import RESOURCE_ID, TYPE_ID
@@ -114,10 +115,22 @@ async def create_action(conn: asyncpg.Connection, body: Any, ctx: WriteContext) 
     return action_json(row)
 
 
-async def get(conn: asyncpg.Connection, action_id: str) -> dict[str, Any]:
+async def _require_visible(conn: asyncpg.Connection, row: Any, actor: Credential) -> None:
+    """403 unless the credential may see the action: one on an entry of its types, or on a release
+    whose entries are all of its types (lists leave the others out)."""
+    if actor.content_types is None:
+        return
+    if row["entry_type"] is not None:
+        actor.require_type(row["entry_type"])
+    elif not releases.visible(actor, (await releases_repo.release_entries(conn, [row["release_id"]]))[row["release_id"]]):
+        raise forbidden("this action publishes a release with entries of content types this credential may not use")
+
+
+async def get(conn: asyncpg.Connection, action_id: str, actor: Credential) -> dict[str, Any]:
     row = await repo.get_action(conn, action_id)
     if row is None:
         raise not_found("scheduled action")
+    await _require_visible(conn, row, actor)
     return action_json(row)
 
 
@@ -139,13 +152,14 @@ def parse_cursor(value: str | None) -> tuple[int, str] | None:
 
 
 async def list_page(
-    conn: asyncpg.Connection, status: str | None, cursor: str | None, limit: int
+    conn: asyncpg.Connection, status: str | None, cursor: str | None, limit: int, actor: Credential
 ) -> tuple[list[dict[str, Any]], str | None, int]:
-    rows = await repo.list_actions(conn, parse_status(status), parse_cursor(cursor), limit + 1)
+    allowed = sorted(actor.content_types) if actor.content_types is not None else None
+    rows = await repo.list_actions(conn, parse_status(status), parse_cursor(cursor), limit + 1, allowed)
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = f"{rows[-1]['at_us']}~{rows[-1]['id']}" if more else None
-    return [action_json(r) for r in rows], next_cursor, await repo.count_actions(conn, status)
+    return [action_json(r) for r in rows], next_cursor, await repo.count_actions(conn, status, allowed)
 
 
 async def cancel_action(conn: asyncpg.Connection, action_id: str, ctx: WriteContext) -> None:
@@ -154,8 +168,7 @@ async def cancel_action(conn: asyncpg.Connection, action_id: str, ctx: WriteCont
         row = await repo.get_action(conn, action_id, for_update=True)
         if row is None:
             raise not_found("scheduled action")
-        if row["entry_type"] is not None:
-            ctx.actor.require_type(row["entry_type"])
+        await _require_visible(conn, row, ctx.actor)
         if row["status"] != "pending":
             raise conflict(f"the action is {row['status']}; only a pending action can be canceled")
         await repo.cancel(conn, action_id)

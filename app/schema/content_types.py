@@ -10,7 +10,7 @@ from ..audit.service import WriteContext
 from ..db import locks
 from ..events import types as events
 from ..events.outbox import emit, invalidate
-from ..problems import FieldErrorsProblem, conflict, invalid, not_found
+from ..problems import FieldErrorsProblem, conflict, forbidden, invalid, not_found
 from ..protection.preconditions import check_precondition
 from ..publishing.documents import rerender_all
 from ..query.sql import index_ddl
@@ -43,6 +43,8 @@ async def put_content_type(
         errors.raise_if_any()
         assert ct is not None
         existing = types.get(type_id)
+        if existing is None and ctx.actor.content_types is not None:
+            raise forbidden("a credential limited to some content types cannot create new ones")
         check_precondition(if_match, existing.version if existing else None)
         stored = {
             "name": ct.name, "description": ct.description, "display_field": ct.display_field,

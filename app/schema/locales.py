@@ -10,7 +10,7 @@ from ..audit.service import WriteContext
 from ..db import locks
 from ..events import types as events
 from ..events.outbox import emit, invalidate
-from ..problems import FieldErrorsProblem, conflict, invalid, not_found
+from ..problems import FieldErrorsProblem, conflict, forbidden, invalid, not_found
 from ..publishing import repository as documents_repo
 from ..publishing.documents import rerender_all
 from ..times import iso
@@ -26,9 +26,16 @@ def locale_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _require_every_type(ctx: WriteContext) -> None:
+    """Locales apply to every content type: only a credential not limited to some may change them."""
+    if ctx.actor.content_types is not None:
+        raise forbidden("locales apply to every content type: a credential limited to some cannot change them")
+
+
 async def put_locale(
     conn: asyncpg.Connection, code: str, body: Any, ctx: WriteContext, assets_url: str
 ) -> tuple[dict[str, Any], bool]:
+    _require_every_type(ctx)
     if not LOCALE_CODE.fullmatch(code) or len(code) > 35:
         raise invalid("/code", "must be a BCP 47 code like en or de-AT")
     problems = FieldErrorsProblem()
@@ -77,6 +84,7 @@ async def put_locale(
 
 
 async def delete_locale(conn: asyncpg.Connection, code: str, force: bool, ctx: WriteContext, assets_url: str) -> None:
+    _require_every_type(ctx)
     async with conn.transaction():
         await locks.lock_schema(conn)
         locales = await load_locales(conn)

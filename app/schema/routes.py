@@ -10,7 +10,7 @@ from typing import Any
 from litestar import Request, Response, Router, delete, get, put
 from litestar.params import FromPath
 
-from ..credentials.guards import management_guard
+from ..credentials.guards import current, management_guard
 from ..cursors import page_after
 from ..http import many, one, page_params, read_json
 from ..openapi import LIST_QUERY, ContentType, ContentTypeInput, Doc, Locale, LocaleInput, list_of, one_of
@@ -26,7 +26,7 @@ WRITE = {"scope": "schema:write"}
 async def list_types(request: Req) -> Response[bytes]:
     limit, cursor = page_params(request, TYPE_ID)
     async with pool(request).acquire() as conn:
-        types = await content_types.list_content_types(conn)
+        types = [ct for ct in await content_types.list_content_types(conn) if current(request).may_use_type(ct.id)]
     page, next_cursor = page_after(types, lambda ct: ct.id, limit, cursor)
     return many([ct.to_json() for ct in page], {"limit": limit, "next_cursor": next_cursor, "total": len(types)})
 

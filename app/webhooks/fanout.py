@@ -39,23 +39,14 @@ def matches(patterns: Iterable[str], event_type: str) -> bool:
     return False
 
 
-def content_type_of(event_type: str, payload: dict[str, Any]) -> str | None:
-    """The content type an event belongs to (None: no type, e.g. a locale change)."""
-    known = events.EVENT_TYPES.get(event_type)
-    if known is None or known.type_key is None:
-        return None
-    value = payload.get(known.type_key)
-    return value if isinstance(value, str) else None
-
-
 def wants(webhook: Any, event_type: str, payload: dict[str, Any]) -> bool:
-    """An endpoint wants an event its patterns match and, when it names content types, one of
-    theirs (events of no content type pass the type filter)."""
+    """An endpoint wants an event its patterns match and, when it names content types, one about
+    theirs only (events of no content type pass the type filter)."""
     if not matches(webhook["events"], event_type):
         return False
     types = webhook["types"]
-    type_id = content_type_of(event_type, payload)
-    return types is None or type_id is None or type_id in types
+    about = events.content_types_of(event_type, payload)
+    return types is None or about is None or about <= set(types)
 
 
 def body(event_type: str, created_at: datetime | None, data: dict[str, Any]) -> bytes:

@@ -15,6 +15,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from cms.graphql.routes import GRAPHQL_ROUTES, GraphQLService
 
+from .audit.service import DeniedRequests
 from .bulk.routes import BULK_ROUTES
 from .config import Settings
 from .credentials.routes import CREDENTIAL_ROUTES
@@ -57,7 +58,8 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
         ) if read_url else state.pool
         # Explicit socket timeouts: redis-py's defaults break blocking reads and pub/sub.
         state.redis = aioredis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-        state.credentials = CredentialResolver(state.pool)
+        state.credentials = CredentialResolver(state.pool, settings.bootstrap_key)
+        state.denied = DeniedRequests(state.pool)
         state.listener = InvalidationListener(database_url)
         state.listener.subscribe(state.credentials.invalidate)
         if not delivery:
@@ -84,6 +86,7 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
             if delivery:
                 await state.purge_subscriber.stop()
             await state.listener.stop()
+            await state.denied.stop()
             await state.redis.aclose()
             if state.read_pool is not state.pool:
                 await state.read_pool.close()

@@ -101,7 +101,7 @@ async def open_apps(
     from cms.app.db.pool import connect
     from cms.app.server import create_delivery_app, create_management_app
 
-    settings = load_settings({"CMS_DATA_DIR": str(data_dir), **(env or {})})
+    settings = load_settings({"CMS_DATA_DIR": str(data_dir), "CMS_BOOTSTRAP_KEY": ADMIN_SECRET, **(env or {})})
     conn = await connect(database_url)
     try:
         await ensure_bootstrap_key(conn, ADMIN_SECRET)

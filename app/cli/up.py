@@ -62,10 +62,7 @@ async def prepare_database(
         result = Prepared(applied=await migrate(conn) if migrate_schema else [])
         try:
             if bootstrap and settings.bootstrap_key:
-                try:
-                    result.bootstrap_created = await ensure_bootstrap_key(conn, settings.bootstrap_key)
-                except asyncpg.UniqueViolationError:  # another process ensured it at the same moment
-                    result.bootstrap_created = await ensure_bootstrap_key(conn, settings.bootstrap_key)
+                result.bootstrap_created = await ensure_bootstrap_key(conn, settings.bootstrap_key)
             result.management_keys = await _active_management_keys(conn)
         except asyncpg.UndefinedTableError:
             raise CliError("the database has no schema yet: run `cms migrate`") from None

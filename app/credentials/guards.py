@@ -7,28 +7,40 @@ types (403), so no handler has to remember it.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from ..audit.service import record as audit
 from ..problems import ProblemError, forbidden, unauthorized
 from .schemas import ANONYMOUS, Credential
 
-_background: set[asyncio.Task[None]] = set()
+
+def presented_in(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The credential an ASGI request presents: the one parser of the full app and the delivery
+    fast path. None: none presented; "": presented but unusable (a 401, never anonymous), which
+    includes sending several Authorization or X-API-Key headers (which one counts is ambiguous)."""
+    authorization: list[bytes] = []
+    api_key: list[bytes] = []
+    for name, value in headers:
+        if name == b"authorization":
+            authorization.append(value)
+        elif name == b"x-api-key":
+            api_key.append(value)
+    if len(authorization) > 1 or len(api_key) > 1:
+        return ""
+    if authorization:
+        scheme, _, token = authorization[0].decode("latin-1").partition(" ")
+        token = token.strip()
+        return token if scheme.lower() == "bearer" and token else ""
+    if api_key:
+        return api_key[0].decode("latin-1").strip()
+    return None
 
 
 def presented_secret(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    header = connection.headers.get("authorization")
-    if header:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-        return ""  # present but unusable: still a 401, never anonymous
-    key = connection.headers.get("x-api-key")
-    return key.strip() if key is not None else None
+    return presented_in(connection.scope["headers"])
 
 
 def current(connection: ASGIConnection[Any, Any, Any, Any]) -> Credential:
@@ -41,19 +53,11 @@ def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
 
 
 def _audit_denied(connection: ASGIConnection[Any, Any, Any, Any], actor: dict[str, Any]) -> None:
-    state = connection.app.state
-    pool = getattr(state, "pool", None)
-    if pool is None:
-        return
-    method = connection.scope.get("method", "")
-    task = asyncio.get_running_loop().create_task(
-        audit(
-            pool, actor=actor, action="auth.denied", target=f"{method} {connection.url.path}",
-            request_id=connection.scope["state"].get("request_id"), ip=client_ip(connection), outcome="denied",
-        )
-    )
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    denied = getattr(connection.app.state, "denied", None)
+    if denied is not None:
+        method = connection.scope.get("method", "")
+        denied.note(actor, f"{method} {connection.url.path}", connection.scope["state"].get("request_id"),
+                    client_ip(connection))
 
 
 def _is_options(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:

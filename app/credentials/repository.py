@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from ..db import locks
+
 
 def _row(row: asyncpg.Record | None) -> asyncpg.Record:
     """INSERT/UPDATE … RETURNING on a row that exists always returns it."""
@@ -70,20 +72,17 @@ async def touch_last_used(pool: asyncpg.Pool, key_id: str) -> None:
     )
 
 
-async def ensure_secret(
-    conn: asyncpg.Connection, *, key_id: str, name: str, secret_hash: bytes, scopes: list[str], prefix: str
-) -> bool:
-    """Make sure a management key with this exact secret exists; True when created."""
-    existing = await conn.fetchval("SELECT key_id FROM api_key_secrets WHERE secret_hash = $1", secret_hash)
-    if existing:
-        await conn.execute(
-            "UPDATE api_keys SET revoked_at = NULL, scopes = $2 WHERE id = $1 AND kind = 'management'",
-            existing, scopes,
-        )
-        return False
-    await insert_key(
-        conn, key_id=key_id, name=name, kind="management", prefix=prefix, scopes=scopes, content_types=None,
-        rate_limit=None, created_by={"kind": "system", "id": "system", "name": "system"}, expires_at=None,
-        secret_hash=secret_hash,
+async def bootstrap_state(conn: asyncpg.Connection, key_id: str) -> asyncpg.Record | None:
+    """The bootstrap key's row, locked (two processes starting at once ensure it one after the other)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.BOOTSTRAP_KEY)
+    return await conn.fetchrow("SELECT id, revoked_at FROM api_keys WHERE id = $1 FOR UPDATE", key_id)
+
+
+async def set_only_secret(conn: asyncpg.Connection, key_id: str, secret_hash: bytes, scopes: list[str]) -> None:
+    """The key's one secret is this one (a changed CMS_BOOTSTRAP_KEY replaces the old), with these scopes."""
+    await conn.execute("DELETE FROM api_key_secrets WHERE key_id = $1 AND secret_hash <> $2", key_id, secret_hash)
+    await conn.execute(
+        "INSERT INTO api_key_secrets (secret_hash, key_id) VALUES ($1, $2) ON CONFLICT (secret_hash) DO NOTHING",
+        secret_hash, key_id,
     )
-    return True
+    await conn.execute("UPDATE api_keys SET scopes = $2, prefix = 'bootstrap' WHERE id = $1", key_id, scopes)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import logging
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +23,7 @@ from . import keys, repository
 from .schemas import Credential
 
 KINDS = tuple(keys.KIND_PREFIX)
+log = logging.getLogger("cms.credentials")
 
 
 def key_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -102,11 +106,35 @@ async def revoke(conn: asyncpg.Connection, key_id: str, actor: Credential, *, re
         await invalidate(conn, f"key:{key_id}")
 
 
+BOOTSTRAP_ID = "bootstrap"
+
+
 async def ensure_bootstrap_key(conn: asyncpg.Connection, secret: str) -> bool:
-    return await repository.ensure_secret(
-        conn, key_id="bootstrap", name="bootstrap (CMS_BOOTSTRAP_KEY)", secret_hash=keys.hash_secret(secret),
-        scopes=list(keys.SCOPES), prefix=secret[:15],
-    )
+    """Make CMS_BOOTSTRAP_KEY a management key with every scope; True when created.
+
+    Its `prefix` is a fixed label (the secret is the user's own: none of it is stored or shown).
+    A changed CMS_BOOTSTRAP_KEY replaces the old secret. A revoked bootstrap key stays revoked:
+    someone revoked it on purpose, so a restart must not bring it back (logged loudly instead).
+    """
+    async with conn.transaction():
+        state = await repository.bootstrap_state(conn, BOOTSTRAP_ID)
+        if state is None:
+            await repository.insert_key(
+                conn, key_id=BOOTSTRAP_ID, name="bootstrap (CMS_BOOTSTRAP_KEY)", kind="management",
+                prefix="bootstrap", scopes=list(keys.SCOPES), content_types=None, rate_limit=None,
+                created_by={"kind": "system", "id": "system", "name": "system"}, expires_at=None,
+                secret_hash=keys.hash_secret(secret),
+            )
+            return True
+        if state["revoked_at"] is not None:
+            log.error(
+                "CMS_BOOTSTRAP_KEY is set but the bootstrap key was revoked at %s: it stays revoked and "
+                "every request with it is refused. Unset CMS_BOOTSTRAP_KEY and use a management key "
+                "(`cms keys create`).", iso(state["revoked_at"]),
+            )
+            return False
+        await repository.set_only_secret(conn, BOOTSTRAP_ID, keys.hash_secret(secret), list(keys.SCOPES))
+        return False
 
 
 async def create_admin_key(conn: asyncpg.Connection, name: str = "admin") -> str:
@@ -122,43 +150,54 @@ async def create_admin_key(conn: asyncpg.Connection, name: str = "admin") -> str
 
 
 class _Cached(msgspec.Struct):
-    credential: Credential | None
-    key_id: str | None
+    credential: Credential
     fetched: float
     expires: float  # epoch seconds; inf when the key never expires
 
 
 class CredentialResolver:
-    """Secret → Credential with a short in-process cache.
+    """Secret → Credential with a short, bounded in-process cache.
 
-    Keyed by the presented secret itself, so a repeat costs one dict lookup (no hashing).
-    Revocations arrive by the invalidation listener (tag key:{id}) and clear the entry at once;
-    the TTL bounds staleness even if a notification is lost.
+    Known secrets are cached under the secret itself (a repeat costs one dict lookup, no hashing);
+    only secrets that pass the local format and checksum check (or equal CMS_BOOTSTRAP_KEY) are
+    ever looked up, and a miss is remembered by the secret's hash, so junk tokens neither reach the
+    database nor take room. Both caches are LRUs of bounded size (evicting the oldest, never
+    everything). Revocations arrive by the invalidation listener (tag key:{id}) and drop the entry
+    at once; a lookup that overlapped one is repeated (the generation counter), so a key revoked
+    while its lookup was in flight is not cached as valid. The TTL bounds staleness if a
+    notification is lost.
     """
 
     TTL = 5.0
-    MAX_ENTRIES = 10000
+    MAX_ENTRIES = 10_000
+    MAX_MISSES = 10_000
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, bootstrap_key: str | None = None) -> None:
         self.pool = pool
-        self._cache: dict[str, _Cached] = {}
-        self._touched: dict[str, float] = {}
+        self._bootstrap_hash = keys.hash_secret(bootstrap_key) if bootstrap_key else None
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._misses: OrderedDict[bytes, float] = OrderedDict()  # secret hash -> when it was missed
+        self._generation = 0  # bumped by every invalidation
+        self._touched: OrderedDict[str, float] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
+        self.lookups = 0  # database lookups made (tests count them)
 
     def invalidate(self, tags: list[str] | None) -> None:
+        self._generation += 1
         if tags is None:
             self._cache.clear()
+            self._misses.clear()
             return
         ids = {t[4:] for t in tags if t.startswith("key:")}
         if ids:
             for secret, cached in list(self._cache.items()):
-                if cached.key_id in ids:
+                if cached.credential.id in ids:
                     del self._cache[secret]
 
     def cached(self, secret: str) -> Credential | None:
         """The credential for `secret` if known without any I/O and still valid, else None."""
         item = self._cache.get(secret)
-        if item is None or item.credential is None:
+        if item is None:
             return None
         now = time.monotonic()
         if now - item.fetched > self.TTL or time.time() >= item.expires:
@@ -166,41 +205,68 @@ class CredentialResolver:
         self._touch(item.credential.id, now)
         return item.credential
 
-    async def resolve(self, secret: str, allow_bootstrap: bool) -> Credential | None:
+    def _digest(self, secret: str, allow_bootstrap: bool) -> bytes | None:
+        """The hash to look up, or None for a secret no key can have (checked locally)."""
         if len(secret) > MAX_SECRET_CHARS:
-            return None  # no key is that long: neither looked up nor cached (the cache is keyed by secret)
-        now = time.monotonic()
-        cached = self._cache.get(secret)
-        if cached is None or now - cached.fetched > self.TTL:
-            if not keys.well_formed(secret) and not (allow_bootstrap and len(secret) >= 32):
-                return None
-            row = await repository.find_by_hash(self.pool, keys.hash_secret(secret))
-            credential = None
-            key_id = None
-            expires = float("inf")
-            if row is not None and row["revoked_at"] is None:
-                key_id = row["id"]
-                limits = [t for t in (row["expires_at"], row["secret_expires_at"]) if t is not None]
-                credential = Credential(
-                    id=row["id"], kind=row["kind"], name=row["name"], scopes=frozenset(row["scopes"]),
-                    content_types=frozenset(row["content_types"]) if row["content_types"] is not None else None,
-                    expires_at=min(limits) if limits else None, rate_limit=row["rate_limit"],
-                )
-                expires = min(limits).timestamp() if limits else float("inf")
-            if len(self._cache) >= self.MAX_ENTRIES:
-                self._cache.clear()
-            cached = _Cached(credential=credential, key_id=key_id, fetched=now, expires=expires)
-            self._cache[secret] = cached
-        credential = cached.credential
-        if credential is None or time.time() >= cached.expires:
             return None
+        if keys.well_formed(secret):
+            return keys.hash_secret(secret)
+        if allow_bootstrap and self._bootstrap_hash is not None and len(secret) >= 32:
+            digest = keys.hash_secret(secret)
+            if hmac.compare_digest(digest, self._bootstrap_hash):
+                return digest
+        return None
+
+    async def resolve(self, secret: str, allow_bootstrap: bool) -> Credential | None:
+        known = self.cached(secret)
+        if known is not None:
+            self._cache.move_to_end(secret)
+            return known
+        digest = self._digest(secret, allow_bootstrap)
+        if digest is None:
+            return None
+        now = time.monotonic()
+        missed = self._misses.get(digest)
+        if missed is not None and now - missed <= self.TTL:
+            return None
+        for _ in range(3):
+            generation = self._generation
+            self.lookups += 1
+            row = await repository.find_by_hash(self.pool, digest)
+            if generation == self._generation:
+                break
+        else:
+            return None  # revocations keep arriving: refuse rather than guess
+        if row is None or row["revoked_at"] is not None:
+            self._misses[digest] = now
+            self._misses.move_to_end(digest)
+            while len(self._misses) > self.MAX_MISSES:
+                self._misses.popitem(last=False)
+            return None
+        limits = [t for t in (row["expires_at"], row["secret_expires_at"]) if t is not None]
+        credential = Credential(
+            id=row["id"], kind=row["kind"], name=row["name"], scopes=frozenset(row["scopes"]),
+            content_types=frozenset(row["content_types"]) if row["content_types"] is not None else None,
+            expires_at=min(limits) if limits else None, rate_limit=row["rate_limit"],
+        )
+        expires = min(limits).timestamp() if limits else float("inf")
+        if time.time() >= expires:
+            return None
+        self._cache[secret] = _Cached(credential=credential, fetched=now, expires=expires)
+        self._cache.move_to_end(secret)
+        while len(self._cache) > self.MAX_ENTRIES:
+            self._cache.popitem(last=False)
         self._touch(credential.id, now)
         return credential
 
     def _touch(self, key_id: str, now: float) -> None:
+        """Record last use, off the request path and at most once a minute per key."""
         if now - self._touched.get(key_id, -1e9) < 60:
             return
         self._touched[key_id] = now
+        self._touched.move_to_end(key_id)
+        while len(self._touched) > self.MAX_ENTRIES:
+            self._touched.popitem(last=False)
         task = asyncio.get_running_loop().create_task(repository.touch_last_used(self.pool, key_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -16,6 +16,7 @@ from typing import Any
 from litestar._parsers import parse_query_string
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from ..credentials.guards import presented_in
 from ..credentials.schemas import ANONYMOUS, Credential
 from ..problems import PROBLEM_JSON, ProblemError, problem_body
 from .cache import answer_headers, etag_matches, graphql_key
@@ -117,21 +118,11 @@ class DeliveryFastPath:
     def _credential(self, scope: Scope, state: Any) -> Credential | None:
         """The delivery credential of the request when this process already knows it (None: let the
         full app decide)."""
-        authorization = api_key = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"x-api-key":
-                api_key = value
-        if authorization is not None:
-            scheme, _, secret = authorization.decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer" or not secret.strip():
-                return None
-            presented = secret.strip()
-        elif api_key is not None:
-            presented = api_key.decode("latin-1").strip()
-        else:
+        presented = presented_in(scope["headers"])
+        if presented is None:
             return ANONYMOUS if state.settings.public_delivery else None
+        if not presented:
+            return None
         credential: Credential | None = state.credentials.cached(presented)
         if credential is None or credential.kind not in ("delivery", "preview"):
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import asyncpg
@@ -147,3 +148,144 @@ async def test_an_overlong_secret_is_refused_unread_and_not_cached(apps) -> None
         r = await apps.delivery.get("/api/v1/locales", headers={"Authorization": f"Bearer {'x' * 10_000}{i}"})
         assert r.status_code == 401
     assert len(resolver._cache) == before
+
+
+async def test_junk_tokens_cost_no_lookup_take_no_room_and_keep_memory_flat(apps) -> None:
+    """10,000 distinct invalid tokens of up to 8 KB: all 401, not one database lookup, nothing
+    cached, RSS flat, and a valid key still answers from the cache afterwards."""
+    import os
+
+    import psutil
+
+    resolver = apps.delivery_app.state.credentials
+    d = apps.delivery
+    valid = {"Authorization": f"Bearer {await apps.key('delivery')}"}
+    assert (await d.get("/api/v1/locales", headers=valid)).status_code == 200
+    lookups, cached, misses = resolver.lookups, len(resolver._cache), len(resolver._misses)
+    rss = psutil.Process(os.getpid()).memory_info().rss
+
+    async def junk(i: int) -> int:
+        size = (i * 811) % 8000 + 32
+        token = (f"junk{i}-" * (size // 6 + 1))[:size]
+        return (await d.get("/api/v1/locales", headers={"Authorization": f"Bearer {token}"})).status_code
+
+    for start in range(0, 10_000, 200):
+        assert set(await asyncio.gather(*(junk(i) for i in range(start, start + 200)))) == {401}
+    assert resolver.lookups == lookups
+    assert (len(resolver._cache), len(resolver._misses)) == (cached, misses)
+    assert psutil.Process(os.getpid()).memory_info().rss - rss < 64 * 1024 * 1024
+    assert valid["Authorization"].removeprefix("Bearer ") in resolver._cache  # not pushed out by the junk
+    assert (await d.get("/api/v1/locales", headers=valid)).status_code == 200
+    assert resolver.lookups <= lookups + 1  # at most its TTL's renewal
+
+
+async def test_unknown_well_formed_keys_are_remembered_by_hash_in_a_bounded_lru(apps) -> None:
+    from cms.app.credentials.keys import generate_secret
+
+    resolver = apps.delivery_app.state.credentials
+    resolver.MAX_MISSES = 50
+    valid = await apps.key("delivery")
+    assert await resolver.resolve(valid, allow_bootstrap=False) is not None
+    unknown = [generate_secret("delivery") for _ in range(120)]  # pass the checksum, exist nowhere
+    for secret in unknown:
+        assert await resolver.resolve(secret, allow_bootstrap=False) is None
+    assert len(resolver._misses) == 50 and all(isinstance(k, bytes) for k in resolver._misses)
+    assert not any(secret in resolver._cache for secret in unknown)
+    lookups = resolver.lookups
+    assert await resolver.resolve(unknown[-1], allow_bootstrap=False) is None  # remembered
+    assert resolver.lookups == lookups
+    assert resolver.cached(valid) is not None  # the valid key was not thrown out with the misses
+
+
+async def test_a_revocation_arriving_during_a_lookup_is_not_cached(apps) -> None:
+    """The lookup reads the key before the revocation commits, and the revocation's notification
+    arrives before the lookup returns: the resolver must not cache what it read."""
+    from cms.app.credentials.service import CredentialResolver
+
+    key = (await apps.management.post("/v1/keys", json={"name": "racy", "kind": "delivery"})).json()["data"]
+    pool = apps.delivery_app.state.pool
+
+    class RevokedWhileReading:
+        """The real pool; after the first read of the key, the key is revoked and the resolver told."""
+
+        def __init__(self) -> None:
+            self.resolver: CredentialResolver | None = None
+            self.revoked = False
+
+        async def fetchrow(self, *args: object) -> object:
+            row = await pool.fetchrow(*args)
+            if not self.revoked:
+                self.revoked = True
+                await pool.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", key["id"])
+                assert self.resolver is not None
+                self.resolver.invalidate([f"key:{key['id']}"])
+            return row
+
+    racing = RevokedWhileReading()
+    resolver = CredentialResolver(racing)  # type: ignore[arg-type]
+    racing.resolver = resolver
+    assert await resolver.resolve(key["secret"], allow_bootstrap=False) is None
+    assert resolver.cached(key["secret"]) is None and resolver.lookups == 2
+
+
+async def test_several_credentials_in_one_request_are_refused_by_every_path(apps) -> None:
+    """The delivery fast path and the full app read headers alike: two Authorization (or X-API-Key)
+    headers are ambiguous, so 401, whichever one is valid."""
+    d = apps.delivery
+    good = await apps.key("delivery")
+    url = "/api/v1/entries/nosuchtype"
+    assert (await d.get(url, headers={"Authorization": f"Bearer {good}"})).status_code == 404  # cached key now
+    for headers in (
+        [("Authorization", f"Bearer {good}"), ("Authorization", "Bearer junk")],
+        [("Authorization", "Bearer junk"), ("Authorization", f"Bearer {good}")],
+        [("X-API-Key", good), ("X-API-Key", "junk")],
+    ):
+        assert (await d.get(url, headers=headers)).status_code == 401, headers
+        assert (await d.get("/api/v1/locales", headers=headers)).status_code == 401, headers
+        assert (await apps.management.get("/v1/keys", headers=headers)).status_code == 401, headers
+
+
+async def test_the_bootstrap_key_shows_none_of_its_secret_and_stays_revoked(apps, caplog) -> None:
+    from cms.app.credentials.service import ensure_bootstrap_key
+    from tests.support import ADMIN_SECRET
+
+    m = apps.management
+    listed = {k["id"]: k for k in (await m.get("/v1/keys")).json()["data"]}
+    assert listed["bootstrap"]["prefix"] == "bootstrap"
+    conn = await asyncpg.connect(apps.database_url)
+    try:
+        stored = await conn.fetchval("SELECT prefix FROM api_keys WHERE id = 'bootstrap'")
+        assert ADMIN_SECRET[:8] not in stored
+        # A changed CMS_BOOTSTRAP_KEY replaces the old secret.
+        new_secret = "another-bootstrap-secret-0123456789abcdef"
+        assert await ensure_bootstrap_key(conn, new_secret) is False
+        hashes = await conn.fetch("SELECT secret_hash FROM api_key_secrets WHERE key_id = 'bootstrap'")
+        assert [r["secret_hash"] for r in hashes] == [hashlib.sha256(new_secret.encode()).digest()]
+        await ensure_bootstrap_key(conn, ADMIN_SECRET)
+        # Revoked on purpose: a restart (ensure again) keeps it revoked, and says so loudly.
+        assert (await m.delete("/v1/keys/bootstrap")).status_code == 204
+        assert await ensure_bootstrap_key(conn, ADMIN_SECRET) is False
+        assert await conn.fetchval("SELECT revoked_at FROM api_keys WHERE id = 'bootstrap'") is not None
+    finally:
+        await conn.close()
+    assert any(r.levelname == "ERROR" and "stays revoked" in r.getMessage() for r in caplog.records)
+
+    async def refused() -> None:
+        assert (await m.get("/v1/keys")).status_code == 401
+
+    await eventually(refused, timeout=1.0)
+
+
+async def test_denied_requests_are_audited_in_bounded_batches(db) -> None:
+    from cms.app.audit.service import DeniedRequests
+
+    denied = DeniedRequests(db, interval=3600, max_rows=100)
+    for i in range(1000):
+        denied.note({"kind": "anonymous", "id": None, "name": None}, f"GET /v1/keys/{i}", f"req{i}", "127.0.0.1")
+    assert len(denied._rows) == 100  # memory bounded as well
+    await denied.stop()  # the final flush: one statement
+    rows = await db.fetch("SELECT action, target, outcome, at FROM audit_log WHERE outcome = 'denied' ORDER BY id")
+    assert len(rows) == 101
+    assert {r["action"] for r in rows[:100]} == {"auth.denied"}
+    assert rows[100]["action"] == "auth.denied.unrecorded" and rows[100]["target"] == "900 requests"
+    assert rows[0]["at"] <= rows[99]["at"]

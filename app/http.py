@@ -191,6 +191,13 @@ async def read_json(
     return value
 
 
+async def read_optional_json(request: Request[Any, Any, Any]) -> Any:
+    """`read_json` for a body that may be left out (no Content-Type and no bytes): None then."""
+    if "content-type" not in request.headers and request.headers.get("content-length", "0") == "0":
+        return None
+    return await read_json(request)
+
+
 def json_response(
     content: Any, status: int = 200, headers: dict[str, str] | None = None, media_type: str = JSON
 ) -> Response[bytes]:

@@ -313,6 +313,10 @@ class KeyInput(msgspec.Struct, kw_only=True):
     rate_limit: str | Unset = UNSET
 
 
+class KeyRotation(msgspec.Struct, kw_only=True):
+    grace_seconds: float | Unset = UNSET  # default 86400; 0..2592000
+
+
 # ---------------------------------------------------------------------------------------------
 # what a route documents
 

@@ -1,4 +1,4 @@
-"""`cms keys create|list|revoke`: API keys straight in the database, acting as the system credential."""
+"""`cms keys create|list|rotate|revoke`: API keys straight in the database, acting as the system credential."""
 
 from __future__ import annotations
 
@@ -108,6 +108,36 @@ def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from ..credentials.service import rotate
+    from ..problems import ProblemError
+
+    async def run(url: str) -> tuple[Any, str]:
+        from ..db.migrate import migrate
+
+        conn = await _connect(url)
+        try:
+            await migrate(conn)
+            return await rotate(conn, args.id, {"grace_seconds": args.grace}, _cli_credential(), request_id=None, ip=None)
+        finally:
+            await conn.close()
+
+    with database(settings) as url:
+        try:
+            row, secret = asyncio.run(run(url))
+        except ProblemError as exc:
+            if exc.status == 404:
+                raise CliError(f"no key with id {args.id!r}") from None
+            raise CliError(_problem_message(exc)) from None
+    print(
+        f"rotated key {row['id']} ({row['name']}); the old secret works for {args.grace:g} more seconds. "
+        "The new secret below is shown only this once:",
+        file=sys.stderr,
+    )
+    print(secret, flush=True)
     return 0
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from ..config import ConfigError, Settings, load_settings
 from .errors import CliError
-from .keys import cmd_keys_create, cmd_keys_list, cmd_keys_revoke
+from .keys import cmd_keys_create, cmd_keys_list, cmd_keys_revoke, cmd_keys_rotate
 from .up import _connect, cmd_serve, cmd_up, database
 from .webhooks import add_commands as add_webhook_commands
 
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("scheduler", cmd_scheduler, "fire scheduled publishes and unpublishes (one leader at a time)")
     add("migrate", cmd_migrate, "apply pending database migrations")
 
-    keys = commands.add_parser("keys", help="create, list and revoke API keys", description="API keys")
+    keys = commands.add_parser("keys", help="create, list, rotate and revoke API keys", description="API keys")
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     create = key_commands.add_parser("create", help="create a key and print its secret once")
     create.set_defaults(func=cmd_keys_create)
@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing = key_commands.add_parser("list", help="list keys (never secrets)")
     listing.set_defaults(func=cmd_keys_list)
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rotate = key_commands.add_parser(
+        "rotate", help="give a key a new secret (printed once); the old one works until the grace ends"
+    )
+    rotate.set_defaults(func=cmd_keys_rotate)
+    rotate.add_argument("id")
+    rotate.add_argument("--grace", type=float, default=86400.0, metavar="SECONDS",
+                        help="how long the old secret keeps working (default 86400)")
     revoke = key_commands.add_parser("revoke", help="revoke a key (rejected everywhere within a second)")
     revoke.set_defaults(func=cmd_keys_revoke)
     revoke.add_argument("id")

@@ -46,8 +46,30 @@ async def find_by_hash(conn: asyncpg.Connection | asyncpg.Pool, secret_hash: byt
     )
 
 
-async def get_key(conn: asyncpg.Connection, key_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1", key_id)
+async def rotate_secret(
+    conn: asyncpg.Connection, key_id: str, secret_hash: bytes, prefix: str, grace_seconds: float
+) -> asyncpg.Record:
+    """Inside a transaction: the key's current secrets expire after the grace (sooner if they
+    already would), the new one is added, and the key shows the new prefix."""
+    await conn.execute(
+        """UPDATE api_key_secrets SET expires_at = least(coalesce(expires_at, 'infinity'),
+                                                      now() + make_interval(secs => $2))
+           WHERE key_id = $1""",
+        key_id, grace_seconds,
+    )
+    await conn.execute("INSERT INTO api_key_secrets (secret_hash, key_id) VALUES ($1, $2)", secret_hash, key_id)
+    # Secrets whose grace ended long ago are only clutter.
+    await conn.execute(
+        "DELETE FROM api_key_secrets WHERE key_id = $1 AND expires_at < now() - interval '1 day'", key_id
+    )
+    return _row(await conn.fetchrow(
+        f"UPDATE api_keys AS k SET prefix = $2 WHERE id = $1 RETURNING {KEY_COLUMNS}", key_id, prefix
+    ))
+
+
+async def get_key(conn: asyncpg.Connection, key_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1{lock}", key_id)
 
 
 async def list_keys(conn: asyncpg.Connection, after: str | None, limit: int) -> list[asyncpg.Record]:

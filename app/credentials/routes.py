@@ -7,12 +7,12 @@ from typing import Any
 from litestar import Request, Response, Router, delete, get, post
 from litestar.params import FromPath
 
-from ..http import many, one, query_int, read_json
-from ..openapi import LIST_QUERY, Doc, Key, KeyInput, list_of, one_of
+from ..http import many, one, query_int, read_json, read_optional_json
+from ..openapi import LIST_QUERY, Doc, Key, KeyInput, KeyRotation, list_of, one_of
 from ..problems import malformed, not_found
 from . import repository
 from .guards import client_ip, current, management_guard
-from .service import create_key, key_json, revoke
+from .service import create_key, key_json, revoke, rotate
 
 
 @post("/", opt={"doc": Doc(201, one_of(Key), body=KeyInput)})
@@ -44,6 +44,18 @@ async def list_keys_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
+@post("/{key_id:str}/rotate", opt={"doc": Doc(200, one_of(Key), (404, 409), body=KeyRotation)}, status_code=200)
+async def rotate_key_route(request: Request[Any, Any, Any], key_id: FromPath[str]) -> Response[bytes]:
+    body = await read_optional_json(request)
+    async with request.app.state.pool.acquire() as conn:
+        row, secret = await rotate(
+            conn, key_id, body, current(request), request_id=request.scope["state"]["request_id"], ip=client_ip(request)
+        )
+    data = key_json(row)
+    data["secret"] = secret
+    return one(data)
+
+
 @get("/{key_id:str}", opt={"doc": Doc(200, one_of(Key), (404,))})
 async def get_key_route(request: Request[Any, Any, Any], key_id: FromPath[str]) -> Response[bytes]:
     async with request.app.state.pool.acquire() as conn:
@@ -61,5 +73,5 @@ async def revoke_key_route(request: Request[Any, Any, Any], key_id: FromPath[str
 
 CREDENTIAL_ROUTES = Router(
     "/v1/keys", guards=[management_guard], opt={"scope": "credentials:manage"},
-    route_handlers=[create_key_route, list_keys_route, get_key_route, revoke_key_route],
+    route_handlers=[create_key_route, list_keys_route, get_key_route, rotate_key_route, revoke_key_route],
 )

@@ -17,7 +17,7 @@ from ulid import ULID
 from ..audit.service import record as audit
 from ..config import MAX_SECRET_CHARS
 from ..events.outbox import invalidate
-from ..problems import FieldErrorsProblem, forbidden, not_found
+from ..problems import FieldErrorsProblem, conflict, forbidden, not_found
 from ..times import iso, parse_rfc3339
 from . import keys, repository
 from .schemas import Credential
@@ -79,13 +79,7 @@ async def create_key(
         if not isinstance(rate_limit, str) or not re.fullmatch(r"[1-9]\d{0,8}/[1-9]\d{0,6}", rate_limit):
             problems.add("/rate_limit", "must look like 600/60 (requests/seconds)")
     problems.raise_if_any()
-    # Least privilege: a key can grant only what its creator holds.
-    missing = set(scopes) - set(creator.scopes)
-    if missing:
-        raise forbidden(f"you cannot grant scopes you do not hold: {', '.join(sorted(missing))}")
-    if creator.content_types is not None:
-        if content_types is None or not set(content_types) <= creator.content_types:
-            raise forbidden("you cannot grant content types you do not hold")
+    _require_holds(creator, scopes, content_types)
     secret = keys.generate_secret(kind)
     key_id = str(ULID())
     async with conn.transaction():
@@ -95,6 +89,53 @@ async def create_key(
             created_by=creator.actor(), expires_at=expires_at, secret_hash=keys.hash_secret(secret),
         )
         await audit(conn, actor=creator.actor(), action="key.create", target=f"key:{key_id}", request_id=request_id, ip=ip)
+    return row, secret
+
+
+def _require_holds(creator: Credential, scopes: list[str], content_types: list[str] | None) -> None:
+    """Least privilege: a credential can grant (or obtain the secret of) only what it holds itself."""
+    missing = set(scopes) - set(creator.scopes)
+    if missing:
+        raise forbidden(f"you cannot grant scopes you do not hold: {', '.join(sorted(missing))}")
+    if creator.content_types is not None:
+        if content_types is None or not set(content_types) <= creator.content_types:
+            raise forbidden("you cannot grant content types you do not hold")
+
+
+MAX_GRACE_SECONDS = 30 * 86400
+
+
+async def rotate(
+    conn: asyncpg.Connection, key_id: str, body: Any, actor: Credential, *, request_id: str | None, ip: str | None
+) -> tuple[asyncpg.Record, str]:
+    """A new secret for the key; the old ones keep working for `grace_seconds` (default 86400)."""
+    problems = FieldErrorsProblem()
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        problems.add("", "must be a JSON object")
+        problems.raise_if_any()
+    for key in body:
+        if key != "grace_seconds":
+            problems.add(f"/{key}", "unknown property")
+    grace = body.get("grace_seconds", 86400)
+    if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace <= MAX_GRACE_SECONDS:
+        problems.add("/grace_seconds", f"must be a number of seconds from 0 to {MAX_GRACE_SECONDS}")
+    problems.raise_if_any()
+    async with conn.transaction():
+        row = await repository.get_key(conn, key_id, for_update=True)
+        if row is None:
+            raise not_found("key")
+        # Rotating hands out a working secret: only to a caller who could have created this key.
+        _require_holds(actor, list(row["scopes"]), list(row["content_types"]) if row["content_types"] is not None else None)
+        if row["revoked_at"] is not None:
+            raise conflict("the key is revoked; create a new one")
+        if key_id == BOOTSTRAP_ID:
+            raise conflict("the bootstrap key's secret is CMS_BOOTSTRAP_KEY: change that and restart instead")
+        secret = keys.generate_secret(row["kind"])
+        row = await repository.rotate_secret(conn, key_id, keys.hash_secret(secret), keys.display_prefix(secret), float(grace))
+        await audit(conn, actor=actor.actor(), action="key.rotate", target=f"key:{key_id}", request_id=request_id, ip=ip)
+        await invalidate(conn, f"key:{key_id}")  # cached old secrets learn their new expiry
     return row, secret
 
 

@@ -289,3 +289,50 @@ async def test_denied_requests_are_audited_in_bounded_batches(db) -> None:
     assert {r["action"] for r in rows[:100]} == {"auth.denied"}
     assert rows[100]["action"] == "auth.denied.unrecorded" and rows[100]["target"] == "900 requests"
     assert rows[0]["at"] <= rows[99]["at"]
+
+
+async def test_rotation_keeps_the_old_secret_for_the_grace_only(apps) -> None:
+    m = apps.management
+    made = (await m.post("/v1/keys", json={"name": "site", "kind": "delivery"})).json()["data"]
+    old = {"Authorization": f"Bearer {made['secret']}"}
+    d = apps.delivery
+    assert (await d.get("/api/v1/locales", headers=old)).status_code == 200  # cached in delivery now
+    r = await m.post(f"/v1/keys/{made['id']}/rotate", json={"grace_seconds": 1.5})
+    assert r.status_code == 200, r.text
+    rotated = r.json()["data"]
+    new = {"Authorization": f"Bearer {rotated['secret']}"}
+    assert rotated["id"] == made["id"] and rotated["secret"] != made["secret"]
+    assert rotated["prefix"] == rotated["secret"][:15] != made["prefix"]
+    assert "secret" not in (await m.get(f"/v1/keys/{made['id']}")).json()["data"]
+    # Both work during the grace, then only the new one (the cached old one too).
+    assert (await d.get("/api/v1/locales", headers=old)).status_code == 200
+    assert (await d.get("/api/v1/locales", headers=new)).status_code == 200
+
+    async def old_refused() -> None:
+        assert (await d.get("/api/v1/locales", headers=old)).status_code == 401
+
+    await eventually(old_refused, timeout=3.0)
+    assert (await d.get("/api/v1/locales", headers=new)).status_code == 200
+    # No body: the default grace (a day).
+    r = await m.post(f"/v1/keys/{made['id']}/rotate")
+    assert r.status_code == 200, r.text
+    assert (await d.get("/api/v1/locales", headers=new)).status_code == 200
+    for body in ({"grace_seconds": -1}, {"grace_seconds": 10**9}, {"grace_seconds": "1"}, {"grace": 1}, [1]):
+        r = await m.post(f"/v1/keys/{made['id']}/rotate", json=body)
+        assert r.status_code == 422, body
+    assert (await m.post("/v1/keys/nope/rotate")).status_code == 404
+    assert (await m.post("/v1/keys/bootstrap/rotate")).status_code == 409
+    assert (await m.delete(f"/v1/keys/{made['id']}")).status_code == 204
+    assert (await m.post(f"/v1/keys/{made['id']}/rotate")).status_code == 409
+
+
+async def test_rotation_cannot_hand_out_a_wider_key(apps) -> None:
+    """A key manager without content:write cannot obtain a working secret of a key that has it."""
+    m = apps.management
+    wide = (await m.post("/v1/keys", json={"name": "wide", "kind": "management", "scopes": ["content:write"]})).json()["data"]
+    narrow = apps.client("management", await apps.key("management", scopes=["credentials:manage"]))
+    async with narrow:
+        r = await narrow.post(f"/v1/keys/{wide['id']}/rotate")
+        assert r.status_code == 403, r.text
+        assert (await narrow.post("/v1/keys", json={"name": "x", "kind": "management", "scopes": ["content:write"]})).status_code == 403
+    assert (await m.get(f"/v1/keys/{wide['id']}")).json()["data"]["prefix"] == wide["prefix"]

@@ -199,6 +199,13 @@ def test_keys_create_list_revoke(database_url: str) -> None:
     assert secret[:15] in site and secret not in listed.stdout
     assert any("content:read,content:write" in r for r in rows)
 
+    rotated = run_cms("keys", "rotate", key_id, "--grace", "0", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    new_secret = rotated.stdout.strip()
+    assert new_secret.startswith("cms_dk_") and new_secret != secret and "shown only this once" in rotated.stderr
+    keys = {k["id"]: k for k in json.loads(run_cms("keys", "list", "--json", env=env).stdout)}
+    assert keys[key_id]["prefix"] == new_secret[:15]
+
     revoked = run_cms("keys", "revoke", key_id, env=env)
     assert revoked.returncode == 0, revoked.stderr
     as_json = run_cms("keys", "list", "--json", env=env)

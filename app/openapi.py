@@ -161,6 +161,17 @@ class Event(msgspec.Struct, kw_only=True):
     data: Json
 
 
+class AuditEntry(msgspec.Struct, kw_only=True):
+    id: str
+    at: str
+    actor: Json
+    action: str
+    target: str | None
+    request_id: str | None
+    ip: str | None
+    outcome: str
+
+
 class VersionSummary(msgspec.Struct, kw_only=True):
     version: int
     created_at: str | None

@@ -15,6 +15,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from cms.graphql.routes import GRAPHQL_ROUTES, GraphQLService
 
+from .audit.routes import AUDIT_ROUTES
 from .audit.service import DeniedRequests
 from .bulk.routes import BULK_ROUTES
 from .config import Settings
@@ -138,7 +139,7 @@ def create_management_app(settings: Settings, database_url: str, redis_url: str)
         name="management",
         route_handlers=[
             *PLATFORM_ROUTES, SCHEMA_ROUTES, ENTRY_ROUTES, RELEASE_ROUTES, SCHEDULE_ROUTES, *BULK_ROUTES,
-            CREDENTIAL_ROUTES, EVENT_ROUTES, WEBHOOK_ROUTES,
+            CREDENTIAL_ROUTES, EVENT_ROUTES, WEBHOOK_ROUTES, AUDIT_ROUTES,
         ],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=False)],
         state=State({"settings": settings, "app_name": "management"}),

@@ -324,6 +324,15 @@ class KeyInput(msgspec.Struct, kw_only=True):
     rate_limit: str | Unset = UNSET
 
 
+class PreviewTokenInput(msgspec.Struct, kw_only=True):
+    ttl_seconds: int | Unset = UNSET  # default 900; 60..3600
+
+
+class PreviewToken(msgspec.Struct, kw_only=True):
+    token: str
+    expires_at: str
+
+
 class KeyRotation(msgspec.Struct, kw_only=True):
     grace_seconds: float | Unset = UNSET  # default 86400; 0..2592000
 

@@ -19,7 +19,7 @@ from .audit.routes import AUDIT_ROUTES
 from .audit.service import DeniedRequests
 from .bulk.routes import BULK_ROUTES
 from .config import Settings
-from .credentials.routes import CREDENTIAL_ROUTES
+from .credentials.routes import CREDENTIAL_ROUTES, PREVIEW_TOKEN_ROUTES
 from .credentials.service import CredentialResolver
 from .db.pool import create_pool
 from .delivery.cache import DeliveryCache
@@ -139,7 +139,7 @@ def create_management_app(settings: Settings, database_url: str, redis_url: str)
         name="management",
         route_handlers=[
             *PLATFORM_ROUTES, SCHEMA_ROUTES, ENTRY_ROUTES, RELEASE_ROUTES, SCHEDULE_ROUTES, *BULK_ROUTES,
-            CREDENTIAL_ROUTES, EVENT_ROUTES, WEBHOOK_ROUTES, AUDIT_ROUTES,
+            CREDENTIAL_ROUTES, PREVIEW_TOKEN_ROUTES, EVENT_ROUTES, WEBHOOK_ROUTES, AUDIT_ROUTES,
         ],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=False)],
         state=State({"settings": settings, "app_name": "management"}),

@@ -94,7 +94,8 @@ def _admit(connection: ASGIConnection[Any, Any, Any, Any], credential: Credentia
 async def delivery_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Delivery routes: a delivery key, or anonymous with CMS_PUBLIC_DELIVERY=1.
 
-    Preview routes (opt["preview"]) take a preview key or a management credential with content:read.
+    Preview routes (opt["preview"]) take a preview key, a preview token (only they do) or a
+    management credential with content:read.
     """
     if _is_options(connection):
         return
@@ -110,12 +111,12 @@ async def delivery_guard(connection: ASGIConnection[Any, Any, Any, Any], handler
     if credential is None:
         raise unauthorized()
     if preview:
-        if credential.kind == "preview" or (
+        if credential.kind in ("preview", "preview_token") or (
             credential.kind in ("management", "oauth_client") and "content:read" in credential.scopes
         ):
             _admit(connection, credential)
             return
-        raise forbidden("preview needs a preview key or a management credential with content:read")
+        raise forbidden("preview needs a preview key or token, or a management credential with content:read")
     if credential.kind not in ("delivery", "preview"):
         raise ProblemError(401, "unauthorized", "use a delivery key here", headers={"WWW-Authenticate": 'Bearer realm="cms"'})
     _admit(connection, credential)

@@ -8,7 +8,7 @@ import string
 import zlib
 
 ALPHABET = string.digits + string.ascii_letters
-KIND_PREFIX = {"delivery": "cms_dk_", "preview": "cms_pk_", "management": "cms_mk_"}
+KIND_PREFIX = {"delivery": "cms_dk_", "preview": "cms_pk_", "management": "cms_mk_", "preview_token": "cms_pt_"}
 PREFIX_KIND = {v: k for k, v in KIND_PREFIX.items()}
 RANDOM_LEN = 32
 CHECKSUM_LEN = 6

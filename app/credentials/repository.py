@@ -38,12 +38,40 @@ async def insert_key(
 
 
 async def find_by_hash(conn: asyncpg.Connection | asyncpg.Pool, secret_hash: bytes) -> asyncpg.Record | None:
+    """The key of a secret, with its secret's expiry and (for a preview token) its parent's state."""
     return await conn.fetchrow(
-        f"""SELECT {KEY_COLUMNS}, s.expires_at AS secret_expires_at
-            FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id
+        f"""SELECT {KEY_COLUMNS}, s.expires_at AS secret_expires_at, k.parent_id,
+                   p.revoked_at AS parent_revoked_at, p.expires_at AS parent_expires_at
+            FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id LEFT JOIN api_keys p ON p.id = k.parent_id
             WHERE s.secret_hash = $1""",
         secret_hash,
     )
+
+
+async def insert_preview_token(
+    conn: asyncpg.Connection, *, token_id: str, parent_id: str | None, content_types: list[str] | None,
+    created_by: dict[str, Any], expires_at: datetime, secret_hash: bytes, max_live: int,
+) -> bool:
+    """Store a preview token (False: its parent already has `max_live` unexpired ones); tokens
+    that expired a day ago are cleared, a bounded batch per call."""
+    await conn.execute(
+        """DELETE FROM api_keys WHERE id IN (SELECT id FROM api_keys WHERE kind = 'preview_token'
+           AND expires_at < now() - interval '1 day' LIMIT 100)"""
+    )
+    if parent_id is not None:
+        live = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM api_keys WHERE parent_id = $1 AND expires_at > now() LIMIT $2) AS t",
+            parent_id, max_live,
+        )
+        if live >= max_live:
+            return False
+    await conn.execute(
+        """INSERT INTO api_keys (id, name, kind, prefix, content_types, created_by, expires_at, parent_id)
+           VALUES ($1, 'preview token', 'preview_token', 'cms_pt_', $2, $3, $4, $5)""",
+        token_id, content_types, created_by, expires_at, parent_id,
+    )
+    await conn.execute("INSERT INTO api_key_secrets (secret_hash, key_id) VALUES ($1, $2)", secret_hash, token_id)
+    return True
 
 
 async def rotate_secret(
@@ -69,19 +97,26 @@ async def rotate_secret(
 
 async def get_key(conn: asyncpg.Connection, key_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
     lock = " FOR UPDATE" if for_update else ""
-    return await conn.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1{lock}", key_id)
+    return await conn.fetchrow(
+        f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.id = $1 AND k.kind <> 'preview_token'{lock}", key_id
+    )
 
 
 async def list_keys(conn: asyncpg.Connection, after: str | None, limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(
-        f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE ($1::text IS NULL OR k.id > $1) ORDER BY k.id LIMIT $2",
+        f"SELECT {KEY_COLUMNS} FROM api_keys k WHERE ($1::text IS NULL OR k.id > $1) AND k.kind <> 'preview_token' "
+        "ORDER BY k.id LIMIT $2",
         after, limit,
     )
 
 
+async def count_keys(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM api_keys WHERE kind <> 'preview_token'"))
+
+
 async def revoke_key(conn: asyncpg.Connection, key_id: str) -> bool:
     result = await conn.execute(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1", key_id
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 AND kind <> 'preview_token'", key_id
     )
     return result.endswith(" 1")
 

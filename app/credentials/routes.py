@@ -1,4 +1,4 @@
-"""/v1/keys: create (secret shown once), inventory, revoke."""
+"""/v1/keys: create (secret shown once), inventory, rotate, revoke; /v1/preview-tokens."""
 
 from __future__ import annotations
 
@@ -8,11 +8,22 @@ from litestar import Request, Response, Router, delete, get, post
 from litestar.params import FromPath
 
 from ..http import many, one, query_int, read_json, read_optional_json
-from ..openapi import LIST_QUERY, Doc, Key, KeyInput, KeyRotation, list_of, one_of
+from ..openapi import (
+    LIST_QUERY,
+    Doc,
+    Key,
+    KeyInput,
+    KeyRotation,
+    PreviewToken,
+    PreviewTokenInput,
+    list_of,
+    one_of,
+)
 from ..problems import malformed, not_found
+from ..times import iso
 from . import repository
 from .guards import client_ip, current, management_guard
-from .service import create_key, key_json, revoke, rotate
+from .service import create_key, create_preview_token, key_json, revoke, rotate
 
 
 @post("/", opt={"doc": Doc(201, one_of(Key), body=KeyInput)})
@@ -35,7 +46,7 @@ async def list_keys_route(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise malformed("cursor", "is not a cursor from meta.next_cursor")
     async with request.app.state.pool.acquire() as conn:
         rows = await repository.list_keys(conn, cursor, limit + 1)
-        total = await conn.fetchval("SELECT count(*) FROM api_keys")
+        total = await repository.count_keys(conn)
     more = len(rows) > limit
     rows = rows[:limit]
     return many(
@@ -75,3 +86,16 @@ CREDENTIAL_ROUTES = Router(
     "/v1/keys", guards=[management_guard], opt={"scope": "credentials:manage"},
     route_handlers=[create_key_route, list_keys_route, get_key_route, rotate_key_route, revoke_key_route],
 )
+
+
+@post("/", opt={"scope": "content:read", "doc": Doc(201, one_of(PreviewToken), body=PreviewTokenInput)})
+async def create_preview_token_route(request: Request[Any, Any, Any]) -> Response[bytes]:
+    body = await read_optional_json(request)
+    async with request.app.state.pool.acquire() as conn:
+        token, expires_at = await create_preview_token(
+            conn, body, current(request), request_id=request.scope["state"]["request_id"], ip=client_ip(request)
+        )
+    return one({"token": token, "expires_at": iso(expires_at)}, 201, {"Cache-Control": "no-store"})
+
+
+PREVIEW_TOKEN_ROUTES = Router("/v1/preview-tokens", guards=[management_guard], route_handlers=[create_preview_token_route])

@@ -7,7 +7,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -22,7 +22,7 @@ from ..times import iso, parse_rfc3339
 from . import keys, repository
 from .schemas import Credential
 
-KINDS = tuple(keys.KIND_PREFIX)
+KINDS = ("delivery", "preview", "management")  # what POST /v1/keys makes (preview tokens have their own route)
 log = logging.getLogger("cms.credentials")
 
 
@@ -139,6 +139,47 @@ async def rotate(
     return row, secret
 
 
+PREVIEW_TOKEN_TTL = (60, 3600)
+MAX_LIVE_PREVIEW_TOKENS = 1000  # per key: minting is cheap, rows are not free
+
+
+async def create_preview_token(
+    conn: asyncpg.Connection, body: Any, actor: Credential, *, request_id: str | None, ip: str | None
+) -> tuple[str, datetime]:
+    """A token for /preview/* only, for `ttl_seconds` (60..3600, default 900), limited to the
+    caller's content types and ended with the caller's key."""
+    problems = FieldErrorsProblem()
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        problems.add("", "must be a JSON object")
+        problems.raise_if_any()
+    for key in body:
+        if key != "ttl_seconds":
+            problems.add(f"/{key}", "unknown property")
+    ttl = body.get("ttl_seconds", 900)
+    low, high = PREVIEW_TOKEN_TTL
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not low <= ttl <= high:
+        problems.add("/ttl_seconds", f"must be a whole number of seconds from {low} to {high}")
+    problems.raise_if_any()
+    secret = keys.generate_secret("preview_token")
+    token_id = str(ULID())
+    expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
+    parent = actor.id if actor.kind in ("management", "preview", "delivery") else None
+    async with conn.transaction():
+        stored = await repository.insert_preview_token(
+            conn, token_id=token_id, parent_id=parent,
+            content_types=sorted(actor.content_types) if actor.content_types is not None else None,
+            created_by=actor.actor(), expires_at=expires_at, secret_hash=keys.hash_secret(secret),
+            max_live=MAX_LIVE_PREVIEW_TOKENS,
+        )
+        if not stored:
+            raise conflict(f"this key already has {MAX_LIVE_PREVIEW_TOKENS} unexpired preview tokens")
+        await audit(conn, actor=actor.actor(), action="preview_token.create", target=f"preview_token:{token_id}",
+                    request_id=request_id, ip=ip)
+    return secret, expires_at
+
+
 async def revoke(conn: asyncpg.Connection, key_id: str, actor: Credential, *, request_id: str | None, ip: str | None) -> None:
     async with conn.transaction():
         if not await repository.revoke_key(conn, key_id):
@@ -194,6 +235,7 @@ class _Cached(msgspec.Struct):
     credential: Credential
     fetched: float
     expires: float  # epoch seconds; inf when the key never expires
+    parent_id: str | None = None  # a preview token's key: revoking it ends the token
 
 
 class CredentialResolver:
@@ -232,7 +274,7 @@ class CredentialResolver:
         ids = {t[4:] for t in tags if t.startswith("key:")}
         if ids:
             for secret, cached in list(self._cache.items()):
-                if cached.credential.id in ids:
+                if cached.credential.id in ids or cached.parent_id in ids:
                     del self._cache[secret]
 
     def cached(self, secret: str) -> Credential | None:
@@ -278,13 +320,15 @@ class CredentialResolver:
                 break
         else:
             return None  # revocations keep arriving: refuse rather than guess
-        if row is None or row["revoked_at"] is not None:
+        if row is None or row["revoked_at"] is not None or row["parent_revoked_at"] is not None:
             self._misses[digest] = now
             self._misses.move_to_end(digest)
             while len(self._misses) > self.MAX_MISSES:
                 self._misses.popitem(last=False)
             return None
-        limits = [t for t in (row["expires_at"], row["secret_expires_at"]) if t is not None]
+        limits = [
+            t for t in (row["expires_at"], row["secret_expires_at"], row["parent_expires_at"]) if t is not None
+        ]
         credential = Credential(
             id=row["id"], kind=row["kind"], name=row["name"], scopes=frozenset(row["scopes"]),
             content_types=frozenset(row["content_types"]) if row["content_types"] is not None else None,
@@ -293,7 +337,7 @@ class CredentialResolver:
         expires = min(limits).timestamp() if limits else float("inf")
         if time.time() >= expires:
             return None
-        self._cache[secret] = _Cached(credential=credential, fetched=now, expires=expires)
+        self._cache[secret] = _Cached(credential=credential, fetched=now, expires=expires, parent_id=row["parent_id"])
         self._cache.move_to_end(secret)
         while len(self._cache) > self.MAX_ENTRIES:
             self._cache.popitem(last=False)

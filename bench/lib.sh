@@ -12,6 +12,22 @@
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# BENCH_COMMIT (e.g. HEAD): run the CMS from that commit's app/ graphql/ workers/ storage/, exported
+# once to /tmp/cms-src-<sha>/cms and put first on PYTHONPATH (ahead of the venv's editable install of
+# the checkout), so another session's uncommitted work in the shared checkout is not measured. The
+# venv's dependencies are used as they are. Child scripts (webhooks.sh → pipeline.sh) inherit it.
+if [[ -n "${BENCH_COMMIT:-}" && -z "${BENCH_COMMIT_SRC:-}" ]]; then
+  BENCH_COMMIT_SHA="$(git -C "$ROOT" rev-parse --short "$BENCH_COMMIT")" || die "BENCH_COMMIT=$BENCH_COMMIT is no commit"
+  BENCH_COMMIT_SRC="/tmp/cms-src-$BENCH_COMMIT_SHA"
+  if [[ ! -d "$BENCH_COMMIT_SRC/cms/app" ]]; then
+    rm -rf "$BENCH_COMMIT_SRC.tmp"; mkdir -p "$BENCH_COMMIT_SRC.tmp/cms"
+    git -C "$ROOT" archive "$BENCH_COMMIT_SHA" app graphql workers storage | tar -x -C "$BENCH_COMMIT_SRC.tmp/cms"
+    mv "$BENCH_COMMIT_SRC.tmp" "$BENCH_COMMIT_SRC"
+  fi
+  export BENCH_COMMIT_SHA BENCH_COMMIT_SRC PYTHONPATH="$BENCH_COMMIT_SRC${PYTHONPATH:+:$PYTHONPATH}"
+  log "the CMS runs from commit $BENCH_COMMIT_SHA ($BENCH_COMMIT_SRC), not the working tree"
+fi
+
 ensure_wrk() {
   if ! command -v wrk >/dev/null; then
     log "installing wrk"
@@ -226,7 +242,8 @@ meta = {
   "date_utc": stamp, "host_cpus": os.cpu_count(), "kernel": platform.release(),
   "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
   "git": {"commit": sh("git -C '$ROOT' rev-parse --short HEAD"),
-          "dirty_app": bool(sh("git -C '$ROOT' status --porcelain -- app"))},
+          "dirty_app": bool(sh("git -C '$ROOT' status --porcelain -- app graphql workers storage")),
+          "cms_from_commit": os.environ.get("BENCH_COMMIT_SHA")},
   "wrk": {"threads": $WRK_THREADS, "connections": $WRK_CONNS, "duration_s": $DURATION_S, "warmup_s": $WARMUP_S,
           "version": sh("wrk -v 2>&1 | head -1")},
   "servers": servers,

@@ -5,7 +5,10 @@
 Frames are grouped by function and file (line numbers dropped). "self" is the share of samples
 whose innermost Python frame is that function: for a frame that calls into native code (granian's
 Rust runtime, asyncpg, msgspec), that native time is counted as the caller's self time.
-Also prints self time grouped by package (the file's top directory).
+Also prints self time grouped by package (the file's top directory). py-spy names the CMS's own
+`graphql/` modules by their bare file name (`executor.py`, `routes.py`): a bare name of a file in
+the checkout's `graphql/` that is no standard-library module counts as "graphql (cms)"; the
+graphql-core library (`graphql/…/x.py`) as "graphql-core".
 
 Left out of the percentages, and counted separately: samples with no Python frame at all (a
 granian thread in native code, or idle) and samples of threads blocked in a known wait
@@ -17,8 +20,10 @@ from __future__ import annotations
 import collections
 import re
 import sys
+from pathlib import Path
 
 IDLE = {("Condition.wait", "threading.py"), ("Event.wait", "threading.py"), ("Queue.get", "queue.py")}
+CMS_GRAPHQL = {p.name for p in (Path(__file__).resolve().parent.parent / "graphql").glob("*.py")}
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::\d+)?\)$")
 
 
@@ -28,10 +33,15 @@ def key(frame: str) -> tuple[str, str]:
 
 
 def area(file: str) -> str:
+    if file.startswith("cms/"):  # the CMS run from an exported commit (lib.sh's BENCH_COMMIT)
+        top = file.split("/", 2)[1]
+        return {"app": "app (cms)", "graphql": "graphql (cms)"}.get(top, top)
     if file.startswith("<frozen") or "/" not in file:
+        if file in CMS_GRAPHQL and file.removesuffix(".py") not in sys.stdlib_module_names:
+            return "graphql (cms)"
         return "stdlib" if file.startswith("<frozen") or file.endswith(".py") else file
     top = file.split("/", 1)[0]
-    return {"app": "app (cms)"}.get(top, top)
+    return {"app": "app (cms)", "graphql": "graphql-core"}.get(top, top)
 
 
 def main() -> None:

@@ -324,6 +324,22 @@ class KeyInput(msgspec.Struct, kw_only=True):
     rate_limit: str | Unset = UNSET
 
 
+class OAuthClientInput(msgspec.Struct, kw_only=True):
+    name: str
+    scopes: list[str]
+    content_types: list[str] | Unset = UNSET
+
+
+class OAuthClient(msgspec.Struct, kw_only=True):
+    client_id: str
+    name: str
+    scopes: list[str]
+    content_types: list[str] | None
+    created_at: str
+    created_by: Json
+    client_secret: str | Unset = UNSET  # only when created
+
+
 class PreviewTokenInput(msgspec.Struct, kw_only=True):
     ttl_seconds: int | Unset = UNSET  # default 900; 60..3600
 

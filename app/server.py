@@ -32,6 +32,8 @@ from .entries.routes import ENTRY_ROUTES
 from .events.listener import InvalidationListener
 from .events.routes import EVENT_ROUTES
 from .http import EXCEPTION_HANDLERS, RequestContextMiddleware
+from .oauth.routes import OAUTH_ROUTES
+from .oauth.service import SigningKeys
 from .platform import PLATFORM_ROUTES
 from .releases.routes import RELEASE_ROUTES
 from .schedules.routes import SCHEDULE_ROUTES
@@ -59,12 +61,17 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
         ) if read_url else state.pool
         # Explicit socket timeouts: redis-py's defaults break blocking reads and pub/sub.
         state.redis = aioredis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-        state.credentials = CredentialResolver(state.pool, settings.bootstrap_key)
+        if not delivery:
+            state.webhook_box = secret_box(settings)
+        # OAuth access tokens: verified by both apps, signed by the management app only.
+        state.signing = SigningKeys(state.pool, None if delivery else state.webhook_box)
+        state.credentials = CredentialResolver(
+            state.pool, settings.bootstrap_key, signing=state.signing, issuer=settings.management_url
+        )
         state.denied = DeniedRequests(state.pool)
         state.listener = InvalidationListener(database_url)
         state.listener.subscribe(state.credentials.invalidate)
-        if not delivery:
-            state.webhook_box = secret_box(settings)
+        state.listener.subscribe(state.signing.invalidate)
         state.types = ContentTypeRegistry(state.pool)
         state.listener.subscribe(state.types.invalidate)
         if delivery:
@@ -139,7 +146,7 @@ def create_management_app(settings: Settings, database_url: str, redis_url: str)
         name="management",
         route_handlers=[
             *PLATFORM_ROUTES, SCHEMA_ROUTES, ENTRY_ROUTES, RELEASE_ROUTES, SCHEDULE_ROUTES, *BULK_ROUTES,
-            CREDENTIAL_ROUTES, PREVIEW_TOKEN_ROUTES, EVENT_ROUTES, WEBHOOK_ROUTES, AUDIT_ROUTES,
+            CREDENTIAL_ROUTES, PREVIEW_TOKEN_ROUTES, *OAUTH_ROUTES, EVENT_ROUTES, WEBHOOK_ROUTES, AUDIT_ROUTES,
         ],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=False)],
         state=State({"settings": settings, "app_name": "management"}),

@@ -1,4 +1,4 @@
-"""`cms keys create|list|rotate|revoke`: API keys straight in the database, acting as the system credential."""
+"""`cms keys create|list|rotate|revoke`, `cms oauth rotate-signing-key`: API keys straight in the database, acting as the system credential."""
 
 from __future__ import annotations
 
@@ -163,4 +163,24 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
                 raise CliError(f"no key with id {args.id!r}") from None
             raise CliError(_problem_message(exc)) from None
     print(f"revoked key {args.id}")
+    return 0
+
+
+def cmd_oauth_rotate_signing_key(settings: Settings, args: argparse.Namespace) -> int:
+    from ..oauth.service import rotate_signing_key
+    from ..webhooks.service import secret_box
+
+    async def run(url: str) -> str:
+        from ..db.migrate import migrate
+
+        conn = await _connect(url)
+        try:
+            await migrate(conn)
+            return await rotate_signing_key(conn, secret_box(settings))
+        finally:
+            await conn.close()
+
+    with database(settings) as url:
+        kid = asyncio.run(run(url))
+    print(f"new token signing key {kid}; tokens signed by the old one stay valid until they expire")
     return 0

@@ -14,7 +14,13 @@ from collections.abc import Callable, Sequence
 
 from ..config import ConfigError, Settings, load_settings
 from .errors import CliError
-from .keys import cmd_keys_create, cmd_keys_list, cmd_keys_revoke, cmd_keys_rotate
+from .keys import (
+    cmd_keys_create,
+    cmd_keys_list,
+    cmd_keys_revoke,
+    cmd_keys_rotate,
+    cmd_oauth_rotate_signing_key,
+)
 from .up import _connect, cmd_serve, cmd_up, database
 from .webhooks import add_commands as add_webhook_commands
 
@@ -158,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key (rejected everywhere within a second)")
     revoke.set_defaults(func=cmd_keys_revoke)
     revoke.add_argument("id")
+    oauth = commands.add_parser("oauth", help="OAuth token signing keys", description="OAuth")
+    oauth_commands = oauth.add_subparsers(dest="oauth_command", metavar="ACTION", required=True)
+    rotate_signing = oauth_commands.add_parser(
+        "rotate-signing-key", help="sign new tokens with a new key; tokens signed by the old one stay valid"
+    )
+    rotate_signing.set_defaults(func=cmd_oauth_rotate_signing_key)
     add_webhook_commands(commands)
     return parser
 

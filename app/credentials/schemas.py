@@ -26,6 +26,15 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
     def may_use_type(self, type_id: str) -> bool:
         return self.content_types is None or type_id in self.content_types
 
+    def require_grants(self, scopes: list[str], content_types: list[str] | None) -> None:
+        """Least privilege: 403 unless this credential holds every scope and content type it would
+        grant (or obtain a working secret for)."""
+        missing = set(scopes) - set(self.scopes)
+        if missing:
+            raise forbidden(f"you cannot grant scopes you do not hold: {', '.join(sorted(missing))}")
+        if self.content_types is not None and (content_types is None or not set(content_types) <= self.content_types):
+            raise forbidden("you cannot grant content types you do not hold")
+
     def require_type(self, type_id: str) -> None:
         """403 unless this credential may use the content type."""
         if not self.may_use_type(type_id):

@@ -17,7 +17,9 @@ from ulid import ULID
 from ..audit.service import record as audit
 from ..config import MAX_SECRET_CHARS
 from ..events.outbox import invalidate
-from ..problems import FieldErrorsProblem, conflict, forbidden, not_found
+from ..oauth import repository as oauth_repo
+from ..oauth import service as oauth
+from ..problems import FieldErrorsProblem, conflict, not_found
 from ..times import iso, parse_rfc3339
 from . import keys, repository
 from .schemas import Credential
@@ -79,7 +81,7 @@ async def create_key(
         if not isinstance(rate_limit, str) or not re.fullmatch(r"[1-9]\d{0,8}/[1-9]\d{0,6}", rate_limit):
             problems.add("/rate_limit", "must look like 600/60 (requests/seconds)")
     problems.raise_if_any()
-    _require_holds(creator, scopes, content_types)
+    creator.require_grants(scopes, content_types)
     secret = keys.generate_secret(kind)
     key_id = str(ULID())
     async with conn.transaction():
@@ -90,16 +92,6 @@ async def create_key(
         )
         await audit(conn, actor=creator.actor(), action="key.create", target=f"key:{key_id}", request_id=request_id, ip=ip)
     return row, secret
-
-
-def _require_holds(creator: Credential, scopes: list[str], content_types: list[str] | None) -> None:
-    """Least privilege: a credential can grant (or obtain the secret of) only what it holds itself."""
-    missing = set(scopes) - set(creator.scopes)
-    if missing:
-        raise forbidden(f"you cannot grant scopes you do not hold: {', '.join(sorted(missing))}")
-    if creator.content_types is not None:
-        if content_types is None or not set(content_types) <= creator.content_types:
-            raise forbidden("you cannot grant content types you do not hold")
 
 
 MAX_GRACE_SECONDS = 30 * 86400
@@ -127,7 +119,7 @@ async def rotate(
         if row is None:
             raise not_found("key")
         # Rotating hands out a working secret: only to a caller who could have created this key.
-        _require_holds(actor, list(row["scopes"]), list(row["content_types"]) if row["content_types"] is not None else None)
+        actor.require_grants(list(row["scopes"]), list(row["content_types"]) if row["content_types"] is not None else None)
         if row["revoked_at"] is not None:
             raise conflict("the key is revoked; create a new one")
         if key_id == BOOTSTRAP_ID:
@@ -235,7 +227,7 @@ class _Cached(msgspec.Struct):
     credential: Credential
     fetched: float
     expires: float  # epoch seconds; inf when the key never expires
-    parent_id: str | None = None  # a preview token's key: revoking it ends the token
+    tags: frozenset[str]  # invalidation tags that end it: key:{id} (and its parent's), client:{id}, jti:{jti}
 
 
 class CredentialResolver:
@@ -255,8 +247,13 @@ class CredentialResolver:
     MAX_ENTRIES = 10_000
     MAX_MISSES = 10_000
 
-    def __init__(self, pool: asyncpg.Pool, bootstrap_key: str | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, bootstrap_key: str | None = None, *, signing: oauth.SigningKeys | None = None,
+        issuer: str = "",
+    ) -> None:
         self.pool = pool
+        self.signing = signing  # to verify OAuth access tokens (None: not accepted)
+        self.issuer = issuer
         self._bootstrap_hash = keys.hash_secret(bootstrap_key) if bootstrap_key else None
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._misses: OrderedDict[bytes, float] = OrderedDict()  # secret hash -> when it was missed
@@ -271,10 +268,10 @@ class CredentialResolver:
             self._cache.clear()
             self._misses.clear()
             return
-        ids = {t[4:] for t in tags if t.startswith("key:")}
-        if ids:
+        wanted = {t for t in tags if t.startswith(("key:", "client:", "jti:"))}
+        if wanted:
             for secret, cached in list(self._cache.items()):
-                if cached.credential.id in ids or cached.parent_id in ids:
+                if cached.tags & wanted:
                     del self._cache[secret]
 
     def cached(self, secret: str) -> Credential | None:
@@ -285,7 +282,7 @@ class CredentialResolver:
         now = time.monotonic()
         if now - item.fetched > self.TTL or time.time() >= item.expires:
             return None
-        self._touch(item.credential.id, now)
+        self._touch(item.credential, now)
         return item.credential
 
     def _digest(self, secret: str, allow_bootstrap: bool) -> bytes | None:
@@ -305,26 +302,14 @@ class CredentialResolver:
         if known is not None:
             self._cache.move_to_end(secret)
             return known
+        if oauth.looks_like_jwt(secret):
+            return await self._resolve_token(secret)
         digest = self._digest(secret, allow_bootstrap)
-        if digest is None:
+        if digest is None or self._missed(digest):
             return None
-        now = time.monotonic()
-        missed = self._misses.get(digest)
-        if missed is not None and now - missed <= self.TTL:
-            return None
-        for _ in range(3):
-            generation = self._generation
-            self.lookups += 1
-            row = await repository.find_by_hash(self.pool, digest)
-            if generation == self._generation:
-                break
-        else:
-            return None  # revocations keep arriving: refuse rather than guess
+        row = await self._lookup(repository.find_by_hash, digest)
         if row is None or row["revoked_at"] is not None or row["parent_revoked_at"] is not None:
-            self._misses[digest] = now
-            self._misses.move_to_end(digest)
-            while len(self._misses) > self.MAX_MISSES:
-                self._misses.popitem(last=False)
+            self._miss(digest)
             return None
         limits = [
             t for t in (row["expires_at"], row["secret_expires_at"], row["parent_expires_at"]) if t is not None
@@ -334,19 +319,69 @@ class CredentialResolver:
             content_types=frozenset(row["content_types"]) if row["content_types"] is not None else None,
             expires_at=min(limits) if limits else None, rate_limit=row["rate_limit"],
         )
-        expires = min(limits).timestamp() if limits else float("inf")
+        tags = {f"key:{row['id']}"} | ({f"key:{row['parent_id']}"} if row["parent_id"] else set())
+        return self._remember(secret, credential, min(limits).timestamp() if limits else float("inf"), tags)
+
+    async def _resolve_token(self, token: str) -> Credential | None:
+        """An OAuth access token: verified locally (signature, claims), then its client and
+        revocation checked in one statement, cached like a key until it expires."""
+        if self.signing is None or len(token) > oauth.MAX_TOKEN_CHARS:
+            return None
+        digest = keys.hash_secret(token)
+        if self._missed(digest):
+            return None
+        claims = await oauth.verified_claims(self.signing, token, self.issuer)
+        if claims is None:
+            return None  # nothing to look up: only we can mint a token that passes
+        row = await self._lookup(oauth_repo.token_state, claims["client_id"], claims["jti"])
+        if row is None or row["revoked"]:
+            self._miss(digest)
+            return None
+        expires = float(claims["exp"])
+        credential = Credential(
+            id=row["id"], kind="oauth_client", name=row["name"],
+            scopes=frozenset(claims["scope"].split()) & frozenset(row["scopes"]),
+            content_types=frozenset(row["content_types"]) if row["content_types"] is not None else None,
+            expires_at=datetime.fromtimestamp(expires, UTC),
+        )
+        return self._remember(token, credential, expires, {f"client:{row['id']}", f"jti:{claims['jti']}"})
+
+    async def _lookup(self, find: Any, *args: Any) -> Any:
+        """`find(pool, *args)`, repeated while invalidations arrive during it, so a revocation that
+        overlaps the lookup is never cached as valid."""
+        for _ in range(3):
+            generation = self._generation
+            self.lookups += 1
+            row = await find(self.pool, *args)
+            if generation == self._generation:
+                return row
+        return None  # revocations keep arriving: refuse rather than guess
+
+    def _missed(self, digest: bytes) -> bool:
+        missed = self._misses.get(digest)
+        return missed is not None and time.monotonic() - missed <= self.TTL
+
+    def _miss(self, digest: bytes) -> None:
+        self._misses[digest] = time.monotonic()
+        self._misses.move_to_end(digest)
+        while len(self._misses) > self.MAX_MISSES:
+            self._misses.popitem(last=False)
+
+    def _remember(self, secret: str, credential: Credential, expires: float, tags: set[str]) -> Credential | None:
         if time.time() >= expires:
             return None
-        self._cache[secret] = _Cached(credential=credential, fetched=now, expires=expires, parent_id=row["parent_id"])
+        now = time.monotonic()
+        self._cache[secret] = _Cached(credential=credential, fetched=now, expires=expires, tags=frozenset(tags))
         self._cache.move_to_end(secret)
         while len(self._cache) > self.MAX_ENTRIES:
             self._cache.popitem(last=False)
-        self._touch(credential.id, now)
+        self._touch(credential, now)
         return credential
 
-    def _touch(self, key_id: str, now: float) -> None:
-        """Record last use, off the request path and at most once a minute per key."""
-        if now - self._touched.get(key_id, -1e9) < 60:
+    def _touch(self, credential: Credential, now: float) -> None:
+        """Record a key's last use, off the request path and at most once a minute per key."""
+        key_id = credential.id
+        if credential.kind == "oauth_client" or now - self._touched.get(key_id, -1e9) < 60:
             return
         self._touched[key_id] = now
         self._touched.move_to_end(key_id)

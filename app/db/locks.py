@@ -16,6 +16,7 @@ MIGRATIONS = 7_261_001  # session lock: one process applies migrations at a time
 SCHEMA = 7_261_002
 SCHEDULER_LEADER = 7_261_003  # session lock held by the scheduler that fires actions
 OUTBOX_PRUNE = 7_261_101  # try-lock: one worker prunes the outbox at a time
+OAUTH_SIGNING_KEYS = 7_261_005  # one process at a time creates or rotates the token signing key
 BOOTSTRAP_KEY = 7_261_004  # processes starting at once ensure CMS_BOOTSTRAP_KEY one after the other
 
 

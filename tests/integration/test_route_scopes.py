@@ -9,7 +9,7 @@ from typing import Any
 from cms.app.credentials.guards import management_guard
 from cms.app.credentials.keys import SCOPES
 
-PUBLIC = re.compile(r"^/(healthz|readyz|metrics|openapi\.json|docs)(/|$)")
+PUBLIC = re.compile(r"^/(healthz|readyz|metrics|openapi\.json|docs|oauth/token|oauth/revoke|\.well-known/jwks\.json)(/|$)")
 # Reading the schema needs a management credential but no scope (API.md: a key of any scope must
 # know the types it works with).
 ANY_SCOPE = {("GET", "/v1/content-types"), ("GET", "/v1/content-types/{type_id}"), ("GET", "/v1/locales")}

@@ -174,7 +174,7 @@ def test_migrate_reports_nothing_to_apply(database_url: str) -> None:
     assert "nothing to apply" in result.stdout
 
 
-def test_keys_create_list_revoke(database_url: str) -> None:
+def test_keys_create_list_revoke(database_url: str, tmp_path: Path) -> None:
     env = clean_env(CMS_DATABASE_URL=database_url)
     created = run_cms("keys", "create", "--name", "site", "--kind", "delivery", env=env)
     assert created.returncode == 0, created.stderr
@@ -212,6 +212,10 @@ def test_keys_create_list_revoke(database_url: str) -> None:
     keys = {k["id"]: k for k in json.loads(as_json.stdout)}
     assert keys[key_id]["revoked_at"] is not None
     assert keys[key_id]["created_by"]["kind"] == "system"
+
+    signing = run_cms("oauth", "rotate-signing-key", env={**env, "CMS_DATA_DIR": str(tmp_path)})  # its key file
+    assert signing.returncode == 0, signing.stderr
+    assert "new token signing key" in signing.stdout
 
     missing = run_cms("keys", "revoke", "no-such-key", env=env)
     assert missing.returncode == 1

@@ -23,7 +23,9 @@ def assets_url(request: Req) -> str:
 
 
 def pool(request: Req) -> Any:
-    return request.app.state.pool
+    """Where a route takes its connection: the pool, or during an idempotent write the write's own
+    connection (protection/idempotency.py), so the write and its stored answer commit together."""
+    return request.scope["state"].get("borrowed_pool") or request.app.state.pool
 
 
 def version_etag(version: int) -> dict[str, str]:

@@ -35,6 +35,7 @@ from .http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from .oauth.routes import OAUTH_ROUTES
 from .oauth.service import SigningKeys
 from .platform import PLATFORM_ROUTES
+from .protection.idempotency import IdempotentWrites
 from .releases.routes import RELEASE_ROUTES
 from .schedules.routes import SCHEDULE_ROUTES
 from .schema.registry import ContentTypeRegistry
@@ -110,11 +111,11 @@ def _ignore(tags: list[str] | None) -> None:
 class CmsApp(Litestar):
     """Litestar with request ids and metrics around everything, unmatched routes included."""
 
-    def __init__(self, *args: Any, name: str, fast_path: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, name: str, wrap: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         inner = super().__call__
-        if fast_path is not None:
-            inner = fast_path(self, inner)
+        if wrap is not None:  # the delivery fast path, or the management app's idempotent writes
+            inner = wrap(self, inner)
         self._outer = RequestContextMiddleware(inner, name)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -130,7 +131,7 @@ def _openapi(title: str) -> OpenAPIConfig:
 def create_delivery_app(settings: Settings, database_url: str, redis_url: str) -> Litestar:
     return CmsApp(
         name="delivery",
-        fast_path=DeliveryFastPath,
+        wrap=DeliveryFastPath,
         route_handlers=[*PLATFORM_ROUTES, *DELIVERY_ROUTES, *GRAPHQL_ROUTES],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=True)],
         state=State({"settings": settings, "app_name": "delivery"}),
@@ -144,6 +145,7 @@ def create_delivery_app(settings: Settings, database_url: str, redis_url: str) -
 def create_management_app(settings: Settings, database_url: str, redis_url: str) -> Litestar:
     return CmsApp(
         name="management",
+        wrap=IdempotentWrites,
         route_handlers=[
             *PLATFORM_ROUTES, SCHEMA_ROUTES, ENTRY_ROUTES, RELEASE_ROUTES, SCHEDULE_ROUTES, *BULK_ROUTES,
             CREDENTIAL_ROUTES, PREVIEW_TOKEN_ROUTES, *OAUTH_ROUTES, EVENT_ROUTES, WEBHOOK_ROUTES, AUDIT_ROUTES,

@@ -7,36 +7,14 @@ types (403), so no handler has to remember it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from ..problems import ProblemError, forbidden, unauthorized
+from .keys import presented_in
 from .schemas import ANONYMOUS, Credential
-
-
-def presented_in(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The credential an ASGI request presents: the one parser of the full app and the delivery
-    fast path. None: none presented; "": presented but unusable (a 401, never anonymous), which
-    includes sending several Authorization or X-API-Key headers (which one counts is ambiguous)."""
-    authorization: list[bytes] = []
-    api_key: list[bytes] = []
-    for name, value in headers:
-        if name == b"authorization":
-            authorization.append(value)
-        elif name == b"x-api-key":
-            api_key.append(value)
-    if len(authorization) > 1 or len(api_key) > 1:
-        return ""
-    if authorization:
-        scheme, _, token = authorization[0].decode("latin-1").partition(" ")
-        token = token.strip()
-        return token if scheme.lower() == "bearer" and token else ""
-    if api_key:
-        return api_key[0].decode("latin-1").strip()
-    return None
 
 
 def presented_secret(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import string
 import zlib
+from collections.abc import Iterable
 
 ALPHABET = string.digits + string.ascii_letters
 KIND_PREFIX = {"delivery": "cms_dk_", "preview": "cms_pk_", "management": "cms_mk_", "preview_token": "cms_pt_"}
@@ -53,3 +54,25 @@ def well_formed(secret: str) -> bool:
 
 def hash_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
+
+
+def presented_in(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The credential an ASGI request presents: the one parser of the full app and the delivery
+    fast path. None: none presented; "": presented but unusable (a 401, never anonymous), which
+    includes sending several Authorization or X-API-Key headers (which one counts is ambiguous)."""
+    authorization: list[bytes] = []
+    api_key: list[bytes] = []
+    for name, value in headers:
+        if name == b"authorization":
+            authorization.append(value)
+        elif name == b"x-api-key":
+            api_key.append(value)
+    if len(authorization) > 1 or len(api_key) > 1:
+        return ""
+    if authorization:
+        scheme, _, token = authorization[0].decode("latin-1").partition(" ")
+        token = token.strip()
+        return token if scheme.lower() == "bearer" and token else ""
+    if api_key:
+        return api_key[0].decode("latin-1").strip()
+    return None

@@ -20,6 +20,7 @@ from ..openapi import (
     one_of,
 )
 from ..problems import malformed, not_found
+from ..routing import pool
 from ..times import iso
 from . import repository
 from .guards import client_ip, current, management_guard
@@ -29,7 +30,7 @@ from .service import create_key, create_preview_token, key_json, revoke, rotate
 @post("/", opt={"doc": Doc(201, one_of(Key), body=KeyInput)})
 async def create_key_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await read_json(request)
-    async with request.app.state.pool.acquire() as conn:
+    async with pool(request).acquire() as conn:
         row, secret = await create_key(
             conn, body, current(request), request_id=request.scope["state"]["request_id"], ip=client_ip(request)
         )
@@ -44,7 +45,7 @@ async def list_keys_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     cursor = request.query_params.get("cursor")
     if cursor is not None and not (0 < len(cursor) <= 64 and cursor.replace("-", "").replace("_", "").isalnum()):
         raise malformed("cursor", "is not a cursor from meta.next_cursor")
-    async with request.app.state.pool.acquire() as conn:
+    async with pool(request).acquire() as conn:
         rows = await repository.list_keys(conn, cursor, limit + 1)
         total = await repository.count_keys(conn)
     more = len(rows) > limit
@@ -58,7 +59,7 @@ async def list_keys_route(request: Request[Any, Any, Any]) -> Response[bytes]:
 @post("/{key_id:str}/rotate", opt={"doc": Doc(200, one_of(Key), (404, 409), body=KeyRotation)}, status_code=200)
 async def rotate_key_route(request: Request[Any, Any, Any], key_id: FromPath[str]) -> Response[bytes]:
     body = await read_optional_json(request)
-    async with request.app.state.pool.acquire() as conn:
+    async with pool(request).acquire() as conn:
         row, secret = await rotate(
             conn, key_id, body, current(request), request_id=request.scope["state"]["request_id"], ip=client_ip(request)
         )
@@ -69,7 +70,7 @@ async def rotate_key_route(request: Request[Any, Any, Any], key_id: FromPath[str
 
 @get("/{key_id:str}", opt={"doc": Doc(200, one_of(Key), (404,))})
 async def get_key_route(request: Request[Any, Any, Any], key_id: FromPath[str]) -> Response[bytes]:
-    async with request.app.state.pool.acquire() as conn:
+    async with pool(request).acquire() as conn:
         row = await repository.get_key(conn, key_id)
     if row is None:
         raise not_found("key")
@@ -78,7 +79,7 @@ async def get_key_route(request: Request[Any, Any, Any], key_id: FromPath[str]) 
 
 @delete("/{key_id:str}", opt={"doc": Doc(204, None, (404,))}, status_code=204)
 async def revoke_key_route(request: Request[Any, Any, Any], key_id: FromPath[str]) -> None:
-    async with request.app.state.pool.acquire() as conn:
+    async with pool(request).acquire() as conn:
         await revoke(conn, key_id, current(request), request_id=request.scope["state"]["request_id"], ip=client_ip(request))
 
 
@@ -91,7 +92,7 @@ CREDENTIAL_ROUTES = Router(
 @post("/", opt={"scope": "content:read", "doc": Doc(201, one_of(PreviewToken), body=PreviewTokenInput)})
 async def create_preview_token_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await read_optional_json(request)
-    async with request.app.state.pool.acquire() as conn:
+    async with pool(request).acquire() as conn:
         token, expires_at = await create_preview_token(
             conn, body, current(request), request_id=request.scope["state"]["request_id"], ip=client_ip(request)
         )

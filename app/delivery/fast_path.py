@@ -16,7 +16,7 @@ from typing import Any
 from litestar._parsers import parse_query_string
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from ..credentials.guards import presented_in
+from ..credentials.keys import presented_in
 from ..credentials.schemas import ANONYMOUS, Credential
 from ..problems import PROBLEM_JSON, ProblemError, problem_body
 from .cache import answer_headers, etag_matches, graphql_key

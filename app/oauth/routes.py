@@ -13,6 +13,7 @@ from ..credentials.guards import client_ip, current, management_guard
 from ..http import JSON, encode, many, one, query_int, read_json
 from ..openapi import LIST_QUERY, Doc, OAuthClient, OAuthClientInput, list_of, one_of
 from ..problems import malformed, not_found
+from ..routing import pool
 from . import repository as repo
 from . import service
 from .service import OAuthError
@@ -25,7 +26,7 @@ MAX_FORM_BYTES = 16 * 1024
 @post("/", opt={"doc": Doc(201, one_of(OAuthClient), body=OAuthClientInput)})
 async def create_client(request: Req) -> Response[bytes]:
     body = await read_json(request)
-    async with request.app.state.pool.acquire() as conn:
+    async with pool(request).acquire() as conn:
         row, secret = await service.create_client(
             conn, body, current(request), request_id=request.scope["state"]["request_id"], ip=client_ip(request)
         )
@@ -40,7 +41,7 @@ async def list_clients(request: Req) -> Response[bytes]:
     cursor = request.query_params.get("cursor")
     if cursor is not None and not (0 < len(cursor) <= 64 and cursor.replace("_", "").isalnum()):
         raise malformed("cursor", "is not a cursor from meta.next_cursor")
-    async with request.app.state.pool.acquire() as conn:
+    async with pool(request).acquire() as conn:
         rows = await repo.list_clients(conn, cursor, limit + 1)
         total = await repo.count_clients(conn)
     more = len(rows) > limit
@@ -51,7 +52,7 @@ async def list_clients(request: Req) -> Response[bytes]:
 
 @get("/{client_id:str}", opt={"doc": Doc(200, one_of(OAuthClient), (404,))})
 async def get_client(request: Req, client_id: FromPath[str]) -> Response[bytes]:
-    async with request.app.state.pool.acquire() as conn:
+    async with pool(request).acquire() as conn:
         row = await repo.get_client(conn, client_id) if len(client_id) <= 64 else None
     if row is None:
         raise not_found("oauth client")
@@ -60,7 +61,7 @@ async def get_client(request: Req, client_id: FromPath[str]) -> Response[bytes]:
 
 @delete("/{client_id:str}", opt={"doc": Doc(204, None, (404,))}, status_code=204)
 async def delete_client(request: Req, client_id: FromPath[str]) -> None:
-    async with request.app.state.pool.acquire() as conn:
+    async with pool(request).acquire() as conn:
         await service.delete_client(
             conn, client_id, current(request), request_id=request.scope["state"]["request_id"], ip=client_ip(request)
         )

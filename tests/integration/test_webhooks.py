@@ -213,7 +213,13 @@ async def test_a_receiver_down_for_most_of_the_schedule_gets_every_event_in_orde
         entry_id = await _publish(apps, "v1")
         await _publish(apps, "v2", entry_id)
         await _publish(apps, "v3", entry_id)
-        await asyncio.sleep(1.2)  # down for most of the schedule
+        async def retried() -> list[Any]:  # down for most of the schedule: at least two attempts
+            attempts = receiver.snapshot()
+            assert len(attempts) >= 2
+            return attempts
+
+        await eventually(retried, timeout=10)
+        await asyncio.sleep(0.3)
         sent = receiver.snapshot()
         # while the first event of the entry is not delivered, its later events wait
         assert len(sent) >= 2 and {r.json()["data"]["version"] for r in sent} == {1}

@@ -383,6 +383,10 @@ QUERY: dict[str, Json] = {
     "force": {"type": "boolean"},
     "type": {"type": "string"},
     "after": {"type": "string"},
+    "actor": {"type": "string", "maxLength": 64},
+    "action": {"type": "string", "maxLength": 100},
+    "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
+    "outcome": {"type": "string", "enum": ["success", "denied"]},
 }
 
 CODES = {

@@ -12,6 +12,10 @@
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# The checkout's HEAD when the run started (write_meta records it; others commit while runs go on).
+BENCH_GIT_HEAD="${BENCH_GIT_HEAD:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+export BENCH_GIT_HEAD
+
 # BENCH_COMMIT (e.g. HEAD): run the CMS from that commit's app/ graphql/ workers/ storage/, exported
 # once to /tmp/cms-src-<sha>/cms and put first on PYTHONPATH (ahead of the venv's editable install of
 # the checkout), so another session's uncommitted work in the shared checkout is not measured. The
@@ -241,7 +245,8 @@ def ver(p):
 meta = {
   "date_utc": stamp, "host_cpus": os.cpu_count(), "kernel": platform.release(),
   "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
-  "git": {"commit": sh("git -C '$ROOT' rev-parse --short HEAD"),
+  "git": {"commit": os.environ.get("BENCH_GIT_HEAD") or sh("git -C '$ROOT' rev-parse --short HEAD"),
+          "commit_at_end": sh("git -C '$ROOT' rev-parse --short HEAD"),
           "dirty_app": bool(sh("git -C '$ROOT' status --porcelain -- app graphql workers storage")),
           "cms_from_commit": os.environ.get("BENCH_COMMIT_SHA")},
   "wrk": {"threads": $WRK_THREADS, "connections": $WRK_CONNS, "duration_s": $DURATION_S, "warmup_s": $WARMUP_S,

@@ -67,6 +67,7 @@ want() { [[ -z "$ONLY" || " $ONLY " == *" $1 "* ]] && { [[ "$BASELINE" == 1 ]] |
 ensure_wrk
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+mark_running "bench/mixed.sh"   # /tmp/bench-running while it runs (lib.sh)
 for p in "$DELIVERY_PORT" "$MANAGEMENT_PORT" "$CEILING_PORT"; do
   port_free "$p" || die "port $p is already in use (set DELIVERY_PORT / MANAGEMENT_PORT / CEILING_PORT)"
 done

@@ -544,9 +544,14 @@ class Bench:
         (self.outdir / f"{name}.samples.json").write_text(json.dumps(
             {"columns": ["t0_ms_from_start", "id", "file_ms", "purge_ms"], "rows": samples}))
         t0s = sorted(s[1] for s in sends if s[1])
+        error_statuses: dict[str, int] = {}  # the answers other than 200, by status (0: no answer)
+        for *_, status in sends:
+            if status != 200:
+                error_statuses[str(status)] = error_statuses.get(str(status), 0) + 1
         achieved = (len(t0s) - 1) / ((t0s[-1] - t0s[0]) / 1e9) if len(t0s) > 1 and t0s[-1] > t0s[0] else None
         result = {
             "name": name, "rate": rate, "seconds": seconds, "publishes": n, "errors": errors,
+            "statuses": error_statuses,
             "achieved_rate": round(achieved, 2) if achieved else None,
             "send_lag_ms": stats(lag_ms), "publish_api_ms": stats(api_ms),
             "file_visible_ms": stats(file_ms), "purge_sent_ms": stats(purge_ms),
@@ -559,7 +564,7 @@ class Bench:
         self.phases[name] = result
         f, p = result["file_visible_ms"], result["purge_sent_ms"]
         log(f"{name}: achieved {result['achieved_rate']}/s, file p50 {f.get('p50')} p99 {f.get('p99')} ms, "
-            f"purge p50 {p.get('p50')} p99 {p.get('p99')} ms, errors {errors}, cpu {result['cpu']}")
+            f"purge p50 {p.get('p50')} p99 {p.get('p99')} ms, errors {errors} {error_statuses or ''}, cpu {result['cpu']}")
         return result
 
     # -- bulk ------------------------------------------------------------------------------
@@ -891,7 +896,7 @@ def meta(root: Path) -> dict[str, Any]:
         "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
         "git": {"commit": sh(f"git -C '{root}' rev-parse --short HEAD"),
                 "dirty_app": bool(sh(f"git -C '{root}' status --porcelain -- app workers storage")),
-                "cms_from_commit": os.environ.get("BENCH_COMMIT_SHA")},
+                "cms_from_commit": os.environ.get("BENCH_COMMIT_SHA"), "commit_at_start": os.environ.get("BENCH_GIT_HEAD")},
         "versions": {"python": platform.python_version(),
                      **{p: ver(p) for p in ("granian", "litestar", "dramatiq", "asyncpg", "redis", "httpx")}},
         "config": {k: os.environ.get(k) for k in ("RATES", "BULK_N", "BULK_ACTIONS", "BULK_CONCURRENCY",

@@ -57,6 +57,10 @@ def _serves_publishes(env: dict[str, str], started, receiver: Recorder, metrics_
 
         # Credentials: the bootstrap key manages keys; a delivery key is made here.
         assert http.get(f"{cms.management}/v1/keys").status_code == 401
+        # Rate limits are on by default, shown on every answer (the 401 above included).
+        limited = http.get(f"{cms.management}/v1/keys")
+        assert limited.headers["ratelimit-policy"] == '"default";q=600;w=60'
+        assert http.get(f"{cms.delivery}/api/v1/locales").headers["ratelimit-policy"] == '"default";q=6000;w=60'
         keys = http.get(f"{cms.management}/v1/keys", headers=admin)
         assert keys.status_code == 200, keys.text
         made = http.post(f"{cms.management}/v1/keys", headers=admin, json={"name": "e2e site", "kind": "delivery"})

@@ -21,7 +21,7 @@ import math
 import os
 import time
 from collections import OrderedDict
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
@@ -51,21 +51,17 @@ return {1, tostring(diff)}
 """
 
 
-class Verdict(NamedTuple):
-    allowed: bool
-    limit: int
-    window: int
-    remaining: int
-    reset: int  # seconds until the quota is whole again
-    retry_after: int  # seconds, when not allowed
+# A verdict: (allowed, limit, window, remaining, reset, retry_after), plain tuples (the hot path
+# makes one per request). `reset`: seconds until the quota is whole again; `retry_after`: seconds.
+Verdict = tuple[bool, int, int, int, int, int]
 
 
 def verdict(allowed: bool, diff: float, limit: int, window: int) -> Verdict:
     """From GCRA's `diff` (the new TAT - now, or what it would have been when refused)."""
     interval = window / limit
     if allowed:
-        return Verdict(True, limit, window, max(0, int((window - diff) / interval)), math.ceil(diff), 0)
-    return Verdict(False, limit, window, 0, math.ceil(diff - interval), max(1, math.ceil(diff - window)))
+        return True, limit, window, max(0, int((window - diff) / interval)), math.ceil(diff), 0
+    return False, limit, window, 0, math.ceil(diff - interval), max(1, math.ceil(diff - window))
 
 
 def parse_rate(text: str | None) -> tuple[int, int] | None:
@@ -129,22 +125,24 @@ class LocalLimiter:
         self._me = f"{os.getpid()}:{id(self)}"
         self._task: asyncio.Task[None] | None = None
 
-    async def check(self, identity: str, limit: int, window: int) -> Verdict:
+    def check_now(self, identity: str, limit: int, window: int) -> Verdict:
+        """No I/O, so not a coroutine (this runs on every delivery request)."""
         now = time.monotonic()
-        local_limit = max(1, limit // self.processes)
-        interval = window / local_limit
-        tat = max(self._tat.get(identity, now), now)
+        processes = self.processes
+        interval = window * processes / limit if limit >= processes else float(window)
+        tats = self._tat
+        tat = tats.get(identity, now)
+        if tat < now:
+            tat = now
         diff = tat + interval - now
         if diff > window:
-            found = verdict(False, diff, local_limit, window)
-        else:
-            self._tat[identity] = tat + interval
-            self._tat.move_to_end(identity)
-            if len(self._tat) > self.MAX_IDENTITIES:
-                self._tat.popitem(last=False)
-            found = verdict(True, diff, local_limit, window)
+            return False, limit, window, 0, math.ceil(diff - interval), max(1, math.ceil(diff - window))
+        tats[identity] = tat + interval
+        tats.move_to_end(identity)
+        if len(tats) > self.MAX_IDENTITIES:
+            tats.popitem(last=False)
         # Headers speak of the whole limit: this process's share times the processes.
-        return found._replace(limit=limit, remaining=min(limit, found.remaining * self.processes))
+        return True, limit, window, min(limit, int((window - diff) / interval) * processes), math.ceil(diff), 0
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._heartbeat())
@@ -188,23 +186,52 @@ class RateLimits:
         self.app = app  # the Litestar app: settings, credentials, and (set in its lifespan) the limiter
         self.inner = inner
         self._rates: dict[str, tuple[int, int] | None] = {}
+        self._policies: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        self._bound: tuple[Any, Any, tuple[int, int], bool] | None = None
+
+    def _bind(self) -> tuple[Any, Any, tuple[int, int], bool] | None:
+        """What every request needs from the app's state, looked up once (it is set at startup)."""
+        state = self.app.state
+        limiter = getattr(state, "limiter", None)
+        if limiter is None:
+            return None
+        delivery = state.app_name == "delivery"
+        default = state.settings.rate_limit_delivery if delivery else state.settings.rate_limit_management
+        self._bound = (limiter, state.credentials, default, isinstance(limiter, LocalLimiter))
+        return self._bound
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        limiter = getattr(self.app.state, "limiter", None)
-        if scope["type"] != "http" or limiter is None or scope["path"] in EXEMPT:
+        if scope["type"] != "http" or scope["path"] in EXEMPT:
             await self.inner(scope, receive, send)
             return
-        identity, rate, actor = await self._identity(scope)
-        found = await limiter.check(identity, *rate)
+        bound = self._bound or self._bind()
+        if bound is None:
+            await self.inner(scope, receive, send)
+            return
+        limiter, credentials, default, local = bound
+        presented = presented_in(scope["headers"])
+        credential = None
+        if presented:
+            credential = credentials.cached(presented)
+            if credential is None:
+                credential = await credentials.resolve(presented, allow_bootstrap=True)
+        scope["state"]["presented"] = (presented, credential)  # for the delivery fast path
+        if credential is None:
+            client = scope.get("client")
+            identity, rate = "ip:" + (client[0] if client else "-"), default
+        else:
+            identity, rate = credential.id, self._rate(credential.rate_limit) or default
+        found = limiter.check_now(identity, *rate) if local else await limiter.check(identity, *rate)
         if found is None:
             await self.inner(scope, receive, send)
             return
-        headers = [
-            (b"ratelimit-policy", f'"default";q={found.limit};w={found.window}'.encode()),
-            (b"ratelimit", f'"default";r={found.remaining};t={found.reset}'.encode()),
-        ]
-        if not found.allowed:
-            await self._refuse(scope, send, actor, found, headers)
+        allowed, limit, window, remaining, reset, _ = found
+        policy = self._policies.get((limit, window))
+        if policy is None:
+            policy = self._policies[(limit, window)] = (b"ratelimit-policy", f'"default";q={limit};w={window}'.encode())
+        headers = (policy, (b"ratelimit", b'"default";r=%d;t=%d' % (remaining, reset)))
+        if not allowed:
+            await self._refuse(scope, send, credential, found, headers)
             return
 
         async def send_with_headers(message: dict[str, Any]) -> None:
@@ -214,41 +241,31 @@ class RateLimits:
 
         await self.inner(scope, receive, send_with_headers)
 
-    async def _identity(self, scope: dict[str, Any]) -> tuple[str, tuple[int, int], dict[str, Any]]:
-        """(who, (count, seconds), actor): a credential's id and its own or the app's limit, else
-        the client's address and the app's limit."""
-        state = self.app.state
-        default = state.settings.rate_limit_delivery if state.app_name == "delivery" else state.settings.rate_limit_management
-        presented = presented_in(scope["headers"])
-        credential = None
-        if presented:
-            credential = state.credentials.cached(presented)
-            if credential is None:
-                credential = await state.credentials.resolve(presented, allow_bootstrap=True)
-        if credential is None:
-            client = scope.get("client")
-            return f"ip:{client[0] if client else '-'}", default, {"kind": "anonymous", "id": None, "name": None}
-        own = credential.rate_limit
-        if own is not None and own not in self._rates:
+    def _rate(self, own: str | None) -> tuple[int, int] | None:
+        """A key's own `rate_limit` ("600/60"), parsed once."""
+        if own is None:
+            return None
+        if own not in self._rates:
             if len(self._rates) > 10_000:
                 self._rates.clear()
             self._rates[own] = parse_rate(own)
-        rate = (self._rates.get(own) if own is not None else None) or default
-        return f"id:{credential.id}", rate, credential.actor()
+        return self._rates[own]
 
     async def _refuse(
-        self, scope: dict[str, Any], send: Any, actor: dict[str, Any], found: Verdict, headers: list[tuple[bytes, bytes]],
+        self, scope: dict[str, Any], send: Any, credential: Any, found: Verdict, headers: tuple[tuple[bytes, bytes], ...],
     ) -> None:
+        _, limit, window, _, _, retry_after = found
         request_id = scope.get("state", {}).get("request_id")
-        problem = ProblemError(429, "rate-limited", f"more than {found.limit} requests in {found.window} s; "
-                                                    f"retry in {found.retry_after} s")
+        problem = ProblemError(429, "rate-limited", f"more than {limit} requests in {window} s; retry in {retry_after} s")
         body = problem_body(problem, request_id)
-        denied = getattr(self.app.state, "denied", None)
-        if denied is not None and self.app.state.app_name == "management":
+        state = self.app.state
+        denied = getattr(state, "denied", None)
+        if denied is not None and state.app_name == "management":
             client = scope.get("client")
+            actor = credential.actor() if credential is not None else {"kind": "anonymous", "id": None, "name": None}
             denied.note(actor, f"{scope.get('method', '')} {scope['path']}", request_id, client[0] if client else None)
         await send({"type": "http.response.start", "status": 429, "headers": [
             (b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(found.retry_after).encode()), *headers,
+            (b"retry-after", str(retry_after).encode()), *headers,
         ]})
         await send({"type": "http.response.body", "body": body})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from ..oauth import service as oauth
 from ..problems import FieldErrorsProblem, conflict, not_found
 from ..times import iso, parse_rfc3339
 from . import keys, repository
-from .schemas import Credential
+from .schemas import Credential, parse_grant
 
 KINDS = ("delivery", "preview", "management")  # what POST /v1/keys makes (preview tokens have their own route)
 log = logging.getLogger("cms.credentials")
@@ -41,33 +42,13 @@ async def create_key(
     conn: asyncpg.Connection, body: Any, creator: Credential, *, request_id: str | None, ip: str | None
 ) -> tuple[asyncpg.Record, str]:
     problems = FieldErrorsProblem()
-    if not isinstance(body, dict):
-        problems.add("", "must be a JSON object")
-        problems.raise_if_any()
-    for key in body:
-        if key not in {"name", "kind", "scopes", "content_types", "expires_at", "rate_limit"}:
-            problems.add(f"/{key}", "unknown property")
-    name = body.get("name")
-    if not isinstance(name, str) or not 1 <= len(name) <= 200 or "\x00" in name:
-        problems.add("/name", "is required: a string of 1 to 200 characters")
+    known = {"name", "kind", "scopes", "content_types", "expires_at", "rate_limit"}
+    name, scopes, content_types = parse_grant(body, known, problems, scopes_required=False)
     kind = body.get("kind")
     if kind not in KINDS:
         problems.add("/kind", f"must be one of {', '.join(KINDS)}")
-    scopes = body.get("scopes", [])
-    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-        problems.add("/scopes", "must be a list of scopes")
-        scopes = []
-    for index, scope in enumerate(scopes):
-        if scope not in keys.SCOPES:
-            problems.add(f"/scopes/{index}", f"unknown scope; one of {', '.join(keys.SCOPES)}")
     if kind != "management" and scopes:
         problems.add("/scopes", "only management keys carry scopes")
-    content_types = body.get("content_types")
-    if content_types is not None and (
-        not isinstance(content_types, list) or not all(isinstance(t, str) for t in content_types)
-    ):
-        problems.add("/content_types", "must be a list of content type ids")
-        content_types = None
     expires_raw = body.get("expires_at")
     expires_at = parse_rfc3339(expires_raw) if expires_raw is not None else None
     if expires_raw is not None and expires_at is None:
@@ -76,8 +57,6 @@ async def create_key(
         problems.add("/expires_at", "must be in the future")
     rate_limit = body.get("rate_limit")
     if rate_limit is not None:
-        import re
-
         if not isinstance(rate_limit, str) or not re.fullmatch(r"[1-9]\d{0,8}/[1-9]\d{0,6}", rate_limit):
             problems.add("/rate_limit", "must look like 600/60 (requests/seconds)")
     problems.raise_if_any()
@@ -97,10 +76,8 @@ async def create_key(
 MAX_GRACE_SECONDS = 30 * 86400
 
 
-async def rotate(
-    conn: asyncpg.Connection, key_id: str, body: Any, actor: Credential, *, request_id: str | None, ip: str | None
-) -> tuple[asyncpg.Record, str]:
-    """A new secret for the key; the old ones keep working for `grace_seconds` (default 86400)."""
+def _seconds_body(body: Any, name: str, default: float, low: float, high: float, *, whole: bool) -> float:
+    """A body that is absent or `{name: seconds}` (low..high; `whole`: an integer): the seconds, or a 422."""
     problems = FieldErrorsProblem()
     if body is None:
         body = {}
@@ -108,12 +85,22 @@ async def rotate(
         problems.add("", "must be a JSON object")
         problems.raise_if_any()
     for key in body:
-        if key != "grace_seconds":
+        if key != name:
             problems.add(f"/{key}", "unknown property")
-    grace = body.get("grace_seconds", 86400)
-    if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace <= MAX_GRACE_SECONDS:
-        problems.add("/grace_seconds", f"must be a number of seconds from 0 to {MAX_GRACE_SECONDS}")
+    value = body.get(name, default)
+    kinds = int if whole else int | float
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        kind = "whole number" if whole else "number"
+        problems.add(f"/{name}", f"must be a {kind} of seconds from {low:g} to {high:g}")
     problems.raise_if_any()
+    return float(value)
+
+
+async def rotate(
+    conn: asyncpg.Connection, key_id: str, body: Any, actor: Credential, *, request_id: str | None, ip: str | None
+) -> tuple[asyncpg.Record, str]:
+    """A new secret for the key; the old ones keep working for `grace_seconds` (default 86400)."""
+    grace = _seconds_body(body, "grace_seconds", 86400, 0, MAX_GRACE_SECONDS, whole=False)
     async with conn.transaction():
         row = await repository.get_key(conn, key_id, for_update=True)
         if row is None:
@@ -140,20 +127,7 @@ async def create_preview_token(
 ) -> tuple[str, datetime]:
     """A token for /preview/* only, for `ttl_seconds` (60..3600, default 900), limited to the
     caller's content types and ended with the caller's key."""
-    problems = FieldErrorsProblem()
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        problems.add("", "must be a JSON object")
-        problems.raise_if_any()
-    for key in body:
-        if key != "ttl_seconds":
-            problems.add(f"/{key}", "unknown property")
-    ttl = body.get("ttl_seconds", 900)
-    low, high = PREVIEW_TOKEN_TTL
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not low <= ttl <= high:
-        problems.add("/ttl_seconds", f"must be a whole number of seconds from {low} to {high}")
-    problems.raise_if_any()
+    ttl = int(_seconds_body(body, "ttl_seconds", 900, *PREVIEW_TOKEN_TTL, whole=True))
     secret = keys.generate_secret("preview_token")
     token_id = str(ULID())
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl)

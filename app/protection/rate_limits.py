@@ -28,6 +28,7 @@ from prometheus_client import Counter
 
 from ..credentials.keys import presented_in
 from ..problems import PROBLEM_JSON, ProblemError, problem_body
+from ..tasks import stop_task
 
 log = logging.getLogger("cms.rate_limits")
 UNAVAILABLE = Counter("cms_rate_limit_unavailable_total", "Requests let through because Redis did not answer", ["app"])
@@ -148,12 +149,7 @@ class LocalLimiter:
         self._task = asyncio.get_running_loop().create_task(self._heartbeat())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._task)
         try:
             await self.redis.zrem(self._members, self._me)
         except (TimeoutError, aioredis.RedisError, OSError):

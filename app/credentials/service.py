@@ -204,6 +204,9 @@ class _Cached(msgspec.Struct):
     tags: frozenset[str]  # invalidation tags that end it: key:{id} (and its parent's), client:{id}, jti:{jti}
 
 
+CREDENTIAL_TAGS = ("key:", "client:", "jti:")
+
+
 class CredentialResolver:
     """Secret → Credential with a short, bounded in-process cache.
 
@@ -237,13 +240,16 @@ class CredentialResolver:
         self.lookups = 0  # database lookups made (tests count them)
 
     def invalidate(self, tags: list[str] | None) -> None:
-        self._generation += 1
+        """Drop what the tags name. Only credential tags count: every publish sends entry and type
+        tags too, and those must not disturb a lookup in flight (see `_lookup`)."""
         if tags is None:
+            self._generation += 1
             self._cache.clear()
             self._misses.clear()
             return
-        wanted = {t for t in tags if t.startswith(("key:", "client:", "jti:"))}
+        wanted = {t for t in tags if t.startswith(CREDENTIAL_TAGS)}
         if wanted:
+            self._generation += 1
             for secret, cached in list(self._cache.items()):
                 if cached.tags & wanted:
                     del self._cache[secret]
@@ -281,9 +287,10 @@ class CredentialResolver:
         digest = self._digest(secret, allow_bootstrap)
         if digest is None or self._missed(digest):
             return None
-        row = await self._lookup(repository.find_by_hash, digest)
+        row, stable = await self._lookup(repository.find_by_hash, digest)
         if row is None or row["revoked_at"] is not None or row["parent_revoked_at"] is not None:
-            self._miss(digest)
+            if stable:
+                self._miss(digest)
             return None
         limits = [
             t for t in (row["expires_at"], row["secret_expires_at"], row["parent_expires_at"]) if t is not None
@@ -294,7 +301,7 @@ class CredentialResolver:
             expires_at=min(limits) if limits else None, rate_limit=row["rate_limit"],
         )
         tags = {f"key:{row['id']}"} | ({f"key:{row['parent_id']}"} if row["parent_id"] else set())
-        return self._remember(secret, credential, min(limits).timestamp() if limits else float("inf"), tags)
+        return self._remember(secret, credential, min(limits).timestamp() if limits else float("inf"), tags, stable)
 
     async def _resolve_token(self, token: str) -> Credential | None:
         """An OAuth access token: verified locally (signature, claims), then its client and
@@ -307,9 +314,10 @@ class CredentialResolver:
         claims = await oauth.verified_claims(self.signing, token, self.issuer)
         if claims is None:
             return None  # nothing to look up: only we can mint a token that passes
-        row = await self._lookup(oauth_repo.token_state, claims["client_id"], claims["jti"])
+        row, stable = await self._lookup(oauth_repo.token_state, claims["client_id"], claims["jti"])
         if row is None or row["revoked"]:
-            self._miss(digest)
+            if stable:
+                self._miss(digest)
             return None
         expires = float(claims["exp"])
         credential = Credential(
@@ -318,18 +326,20 @@ class CredentialResolver:
             content_types=frozenset(row["content_types"]) if row["content_types"] is not None else None,
             expires_at=datetime.fromtimestamp(expires, UTC),
         )
-        return self._remember(token, credential, expires, {f"client:{row['id']}", f"jti:{claims['jti']}"})
+        return self._remember(token, credential, expires, {f"client:{row['id']}", f"jti:{claims['jti']}"}, stable)
 
-    async def _lookup(self, find: Any, *args: Any) -> Any:
-        """`find(pool, *args)`, repeated while invalidations arrive during it, so a revocation that
-        overlaps the lookup is never cached as valid."""
+    async def _lookup(self, find: Any, *args: Any) -> tuple[Any, bool]:
+        """`find(pool, *args)` and whether it may be remembered: repeated while credential
+        invalidations arrive during it, so a revocation that overlaps the lookup is never cached as
+        valid. After 3 overlapped tries the last answer is used for this request only (each try
+        began after the revocations before it were committed), neither cached nor remembered as a miss."""
         for _ in range(3):
             generation = self._generation
             self.lookups += 1
             row = await find(self.pool, *args)
             if generation == self._generation:
-                return row
-        return None  # revocations keep arriving: refuse rather than guess
+                return row, True
+        return row, False
 
     def _missed(self, digest: bytes) -> bool:
         missed = self._misses.get(digest)
@@ -341,9 +351,13 @@ class CredentialResolver:
         while len(self._misses) > self.MAX_MISSES:
             self._misses.popitem(last=False)
 
-    def _remember(self, secret: str, credential: Credential, expires: float, tags: set[str]) -> Credential | None:
+    def _remember(
+        self, secret: str, credential: Credential, expires: float, tags: set[str], stable: bool = True,
+    ) -> Credential | None:
         if time.time() >= expires:
             return None
+        if not stable:
+            return credential
         now = time.monotonic()
         self._cache[secret] = _Cached(credential=credential, fetched=now, expires=expires, tags=frozenset(tags))
         self._cache.move_to_end(secret)

@@ -36,6 +36,7 @@ from .oauth.routes import OAUTH_ROUTES
 from .oauth.service import SigningKeys
 from .platform import PLATFORM_ROUTES
 from .protection.idempotency import IdempotentWrites
+from .protection.rate_limits import LocalLimiter, RateLimits, RedisLimiter
 from .releases.routes import RELEASE_ROUTES
 from .schedules.routes import SCHEDULE_ROUTES
 from .schema.registry import ContentTypeRegistry
@@ -70,6 +71,11 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
             state.pool, settings.bootstrap_key, signing=state.signing, issuer=settings.management_url
         )
         state.denied = DeniedRequests(state.pool)
+        namespace = settings.pipeline.namespace  # CMS_BROKER_NAMESPACE: the project's Redis key prefix
+        state.limiter = (
+            LocalLimiter(redis_url, "delivery", namespace) if delivery else RedisLimiter(redis_url, "management", namespace)
+        )
+        await state.limiter.start()
         state.listener = InvalidationListener(database_url)
         state.listener.subscribe(state.credentials.invalidate)
         state.listener.subscribe(state.signing.invalidate)
@@ -96,6 +102,7 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
                 await state.purge_subscriber.stop()
             await state.listener.stop()
             await state.denied.stop()
+            await state.limiter.stop()
             await state.redis.aclose()
             if state.read_pool is not state.pool:
                 await state.read_pool.close()
@@ -111,10 +118,12 @@ def _ignore(tags: list[str] | None) -> None:
 class CmsApp(Litestar):
     """Litestar with request ids and metrics around everything, unmatched routes included."""
 
-    def __init__(self, *args: Any, name: str, wrap: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, name: str, wraps: tuple[Any, ...] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         inner = super().__call__
-        if wrap is not None:  # the delivery fast path, or the management app's idempotent writes
+        # Pure ASGI layers before Litestar, innermost last: rate limits, then the delivery fast
+        # path or the management app's idempotent writes.
+        for wrap in reversed(wraps):
             inner = wrap(self, inner)
         self._outer = RequestContextMiddleware(inner, name)
 
@@ -131,7 +140,7 @@ def _openapi(title: str) -> OpenAPIConfig:
 def create_delivery_app(settings: Settings, database_url: str, redis_url: str) -> Litestar:
     return CmsApp(
         name="delivery",
-        wrap=DeliveryFastPath,
+        wraps=(RateLimits, DeliveryFastPath),
         route_handlers=[*PLATFORM_ROUTES, *DELIVERY_ROUTES, *GRAPHQL_ROUTES],
         lifespan=[_lifespan(settings, database_url, redis_url, delivery=True)],
         state=State({"settings": settings, "app_name": "delivery"}),
@@ -145,7 +154,7 @@ def create_delivery_app(settings: Settings, database_url: str, redis_url: str) -
 def create_management_app(settings: Settings, database_url: str, redis_url: str) -> Litestar:
     return CmsApp(
         name="management",
-        wrap=IdempotentWrites,
+        wraps=(RateLimits, IdempotentWrites),
         route_handlers=[
             *PLATFORM_ROUTES, SCHEMA_ROUTES, ENTRY_ROUTES, RELEASE_ROUTES, SCHEDULE_ROUTES, *BULK_ROUTES,
             CREDENTIAL_ROUTES, PREVIEW_TOKEN_ROUTES, *OAUTH_ROUTES, EVENT_ROUTES, WEBHOOK_ROUTES, AUDIT_ROUTES,

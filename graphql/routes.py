@@ -120,12 +120,18 @@ async def _answer(request: Req, parsed: execution.Request, *, preview: bool, cac
         reader: Any = DraftDocuments(built.types, await state.types.locales(), state.settings.assets_url)
     else:
         reader = PUBLISHED
-    cache = state.cache if cacheable and not preview else None
+    # Published answers are kept in the delivery cache, purged by the same tags as REST: a GET's
+    # under its parameters as sent (the fast path finds it there), a POST's under its canonical
+    # JSON (only this process uses it: a POST stays `no-store` for HTTP caches).
+    cache = state.cache if not preview else None
     key = None
     if cache is not None:
-        key = graphql_key(dict(request.query_params), credential.content_types)
+        parameters = dict(request.query_params) if cacheable else _canonical(parsed)
+        key = graphql_key(parameters, credential.content_types)
         item = cache.get(key)
         if item is not None and item.stale_since is None:
+            if not cacheable:
+                return Response(content=item.body, media_type=JSON, headers={"Cache-Control": "no-store"})
             return _respond(request, item.body, item.etag, item.tags, preview)
     since = cache.seq if cache is not None else 0
     context = execution.new_context(built, state.types, credential, state.read_pool, reader,
@@ -138,6 +144,16 @@ async def _answer(request: Req, parsed: execution.Request, *, preview: bool, cac
     if not cacheable or preview:
         return Response(content=answer.body, media_type=JSON, headers={"Cache-Control": "no-store"})
     return _respond(request, answer.body, etag, tags if answer.ok else (), preview)
+
+
+def _canonical(parsed: execution.Request) -> dict[str, str]:
+    """A POST's request as cache-key parameters: its JSON with sorted keys (another spelling of
+    the same variables is the same entry), apart from every GET's."""
+    def text(value: Any) -> str:
+        return msgspec.json.encode(value, order="sorted").decode() if value is not None else ""
+
+    return {"query": "POST\x00" + (parsed.query or ""), "variables": text(parsed.variables),
+            "operationName": parsed.operation_name or "", "extensions": text(parsed.extensions)}
 
 
 def _respond(request: Req, body: bytes, etag: str, tags: tuple[str, ...], preview: bool) -> Response[bytes]:

@@ -56,6 +56,7 @@ async def clone_database(services: TestServices) -> str:
 # the two apps, in-process over ASGI
 
 ADMIN_SECRET = "test-bootstrap-admin-secret-0123456789abcdef"
+UNLIMITED = "1000000000/1"
 BASE_URLS = {"management": "http://management", "delivery": "http://delivery"}
 
 
@@ -101,7 +102,13 @@ async def open_apps(
     from cms.app.db.pool import connect
     from cms.app.server import create_delivery_app, create_management_app
 
-    settings = load_settings({"CMS_DATA_DIR": str(data_dir), "CMS_BOOTSTRAP_KEY": ADMIN_SECRET, **(env or {})})
+    settings = load_settings({
+        "CMS_DATA_DIR": str(data_dir), "CMS_BOOTSTRAP_KEY": ADMIN_SECRET,
+        # Tests make thousands of requests from one address: limits that bind are tested on their own.
+        "CMS_RATE_LIMIT_MANAGEMENT": UNLIMITED, "CMS_RATE_LIMIT_DELIVERY": UNLIMITED,
+        # Redis is shared by the whole session: each set of apps keeps its own rate-limit state.
+        "CMS_BROKER_NAMESPACE": f"cms-test-{uuid.uuid4().hex[:12]}", **(env or {}),
+    })
     conn = await connect(database_url)
     try:
         await ensure_bootstrap_key(conn, ADMIN_SECRET)

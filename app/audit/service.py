@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from ..credentials.schemas import Credential
+from ..tasks import stop_task
 
 
 async def record(
@@ -102,13 +103,8 @@ class DeniedRequests:
         )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         try:
             await self.flush()
         except Exception:

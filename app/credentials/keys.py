@@ -60,19 +60,20 @@ def presented_in(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The credential an ASGI request presents: the one parser of the full app and the delivery
     fast path. None: none presented; "": presented but unusable (a 401, never anonymous), which
     includes sending several Authorization or X-API-Key headers (which one counts is ambiguous)."""
-    authorization: list[bytes] = []
-    api_key: list[bytes] = []
+    authorization = api_key = None
     for name, value in headers:
         if name == b"authorization":
-            authorization.append(value)
+            if authorization is not None:
+                return ""
+            authorization = value
         elif name == b"x-api-key":
-            api_key.append(value)
-    if len(authorization) > 1 or len(api_key) > 1:
-        return ""
-    if authorization:
-        scheme, _, token = authorization[0].decode("latin-1").partition(" ")
+            if api_key is not None:
+                return ""
+            api_key = value
+    if authorization is not None:
+        scheme, _, token = authorization.decode("latin-1").partition(" ")
         token = token.strip()
         return token if scheme.lower() == "bearer" and token else ""
-    if api_key:
-        return api_key[0].decode("latin-1").strip()
+    if api_key is not None:
+        return api_key.decode("latin-1").strip()
     return None

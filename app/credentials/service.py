@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from ..oauth import service as oauth
 from ..problems import FieldErrorsProblem, conflict, not_found
 from ..times import iso, parse_rfc3339
 from . import keys, repository
-from .schemas import Credential
+from .schemas import Credential, parse_grant
 
 KINDS = ("delivery", "preview", "management")  # what POST /v1/keys makes (preview tokens have their own route)
 log = logging.getLogger("cms.credentials")
@@ -41,33 +42,13 @@ async def create_key(
     conn: asyncpg.Connection, body: Any, creator: Credential, *, request_id: str | None, ip: str | None
 ) -> tuple[asyncpg.Record, str]:
     problems = FieldErrorsProblem()
-    if not isinstance(body, dict):
-        problems.add("", "must be a JSON object")
-        problems.raise_if_any()
-    for key in body:
-        if key not in {"name", "kind", "scopes", "content_types", "expires_at", "rate_limit"}:
-            problems.add(f"/{key}", "unknown property")
-    name = body.get("name")
-    if not isinstance(name, str) or not 1 <= len(name) <= 200 or "\x00" in name:
-        problems.add("/name", "is required: a string of 1 to 200 characters")
+    known = {"name", "kind", "scopes", "content_types", "expires_at", "rate_limit"}
+    name, scopes, content_types = parse_grant(body, known, problems, scopes_required=False)
     kind = body.get("kind")
     if kind not in KINDS:
         problems.add("/kind", f"must be one of {', '.join(KINDS)}")
-    scopes = body.get("scopes", [])
-    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-        problems.add("/scopes", "must be a list of scopes")
-        scopes = []
-    for index, scope in enumerate(scopes):
-        if scope not in keys.SCOPES:
-            problems.add(f"/scopes/{index}", f"unknown scope; one of {', '.join(keys.SCOPES)}")
     if kind != "management" and scopes:
         problems.add("/scopes", "only management keys carry scopes")
-    content_types = body.get("content_types")
-    if content_types is not None and (
-        not isinstance(content_types, list) or not all(isinstance(t, str) for t in content_types)
-    ):
-        problems.add("/content_types", "must be a list of content type ids")
-        content_types = None
     expires_raw = body.get("expires_at")
     expires_at = parse_rfc3339(expires_raw) if expires_raw is not None else None
     if expires_raw is not None and expires_at is None:
@@ -76,8 +57,6 @@ async def create_key(
         problems.add("/expires_at", "must be in the future")
     rate_limit = body.get("rate_limit")
     if rate_limit is not None:
-        import re
-
         if not isinstance(rate_limit, str) or not re.fullmatch(r"[1-9]\d{0,8}/[1-9]\d{0,6}", rate_limit):
             problems.add("/rate_limit", "must look like 600/60 (requests/seconds)")
     problems.raise_if_any()
@@ -97,10 +76,8 @@ async def create_key(
 MAX_GRACE_SECONDS = 30 * 86400
 
 
-async def rotate(
-    conn: asyncpg.Connection, key_id: str, body: Any, actor: Credential, *, request_id: str | None, ip: str | None
-) -> tuple[asyncpg.Record, str]:
-    """A new secret for the key; the old ones keep working for `grace_seconds` (default 86400)."""
+def _seconds_body(body: Any, name: str, default: float, low: float, high: float, *, whole: bool) -> float:
+    """A body that is absent or `{name: seconds}` (low..high; `whole`: an integer): the seconds, or a 422."""
     problems = FieldErrorsProblem()
     if body is None:
         body = {}
@@ -108,12 +85,22 @@ async def rotate(
         problems.add("", "must be a JSON object")
         problems.raise_if_any()
     for key in body:
-        if key != "grace_seconds":
+        if key != name:
             problems.add(f"/{key}", "unknown property")
-    grace = body.get("grace_seconds", 86400)
-    if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace <= MAX_GRACE_SECONDS:
-        problems.add("/grace_seconds", f"must be a number of seconds from 0 to {MAX_GRACE_SECONDS}")
+    value = body.get(name, default)
+    kinds = int if whole else int | float
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        kind = "whole number" if whole else "number"
+        problems.add(f"/{name}", f"must be a {kind} of seconds from {low:g} to {high:g}")
     problems.raise_if_any()
+    return float(value)
+
+
+async def rotate(
+    conn: asyncpg.Connection, key_id: str, body: Any, actor: Credential, *, request_id: str | None, ip: str | None
+) -> tuple[asyncpg.Record, str]:
+    """A new secret for the key; the old ones keep working for `grace_seconds` (default 86400)."""
+    grace = _seconds_body(body, "grace_seconds", 86400, 0, MAX_GRACE_SECONDS, whole=False)
     async with conn.transaction():
         row = await repository.get_key(conn, key_id, for_update=True)
         if row is None:
@@ -140,20 +127,7 @@ async def create_preview_token(
 ) -> tuple[str, datetime]:
     """A token for /preview/* only, for `ttl_seconds` (60..3600, default 900), limited to the
     caller's content types and ended with the caller's key."""
-    problems = FieldErrorsProblem()
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        problems.add("", "must be a JSON object")
-        problems.raise_if_any()
-    for key in body:
-        if key != "ttl_seconds":
-            problems.add(f"/{key}", "unknown property")
-    ttl = body.get("ttl_seconds", 900)
-    low, high = PREVIEW_TOKEN_TTL
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not low <= ttl <= high:
-        problems.add("/ttl_seconds", f"must be a whole number of seconds from {low} to {high}")
-    problems.raise_if_any()
+    ttl = int(_seconds_body(body, "ttl_seconds", 900, *PREVIEW_TOKEN_TTL, whole=True))
     secret = keys.generate_secret("preview_token")
     token_id = str(ULID())
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
@@ -230,6 +204,9 @@ class _Cached(msgspec.Struct):
     tags: frozenset[str]  # invalidation tags that end it: key:{id} (and its parent's), client:{id}, jti:{jti}
 
 
+CREDENTIAL_TAGS = ("key:", "client:", "jti:")
+
+
 class CredentialResolver:
     """Secret → Credential with a short, bounded in-process cache.
 
@@ -263,13 +240,16 @@ class CredentialResolver:
         self.lookups = 0  # database lookups made (tests count them)
 
     def invalidate(self, tags: list[str] | None) -> None:
-        self._generation += 1
+        """Drop what the tags name. Only credential tags count: every publish sends entry and type
+        tags too, and those must not disturb a lookup in flight (see `_lookup`)."""
         if tags is None:
+            self._generation += 1
             self._cache.clear()
             self._misses.clear()
             return
-        wanted = {t for t in tags if t.startswith(("key:", "client:", "jti:"))}
+        wanted = {t for t in tags if t.startswith(CREDENTIAL_TAGS)}
         if wanted:
+            self._generation += 1
             for secret, cached in list(self._cache.items()):
                 if cached.tags & wanted:
                     del self._cache[secret]
@@ -307,9 +287,10 @@ class CredentialResolver:
         digest = self._digest(secret, allow_bootstrap)
         if digest is None or self._missed(digest):
             return None
-        row = await self._lookup(repository.find_by_hash, digest)
+        row, stable = await self._lookup(repository.find_by_hash, digest)
         if row is None or row["revoked_at"] is not None or row["parent_revoked_at"] is not None:
-            self._miss(digest)
+            if stable:
+                self._miss(digest)
             return None
         limits = [
             t for t in (row["expires_at"], row["secret_expires_at"], row["parent_expires_at"]) if t is not None
@@ -320,7 +301,7 @@ class CredentialResolver:
             expires_at=min(limits) if limits else None, rate_limit=row["rate_limit"],
         )
         tags = {f"key:{row['id']}"} | ({f"key:{row['parent_id']}"} if row["parent_id"] else set())
-        return self._remember(secret, credential, min(limits).timestamp() if limits else float("inf"), tags)
+        return self._remember(secret, credential, min(limits).timestamp() if limits else float("inf"), tags, stable)
 
     async def _resolve_token(self, token: str) -> Credential | None:
         """An OAuth access token: verified locally (signature, claims), then its client and
@@ -333,9 +314,10 @@ class CredentialResolver:
         claims = await oauth.verified_claims(self.signing, token, self.issuer)
         if claims is None:
             return None  # nothing to look up: only we can mint a token that passes
-        row = await self._lookup(oauth_repo.token_state, claims["client_id"], claims["jti"])
+        row, stable = await self._lookup(oauth_repo.token_state, claims["client_id"], claims["jti"])
         if row is None or row["revoked"]:
-            self._miss(digest)
+            if stable:
+                self._miss(digest)
             return None
         expires = float(claims["exp"])
         credential = Credential(
@@ -344,18 +326,20 @@ class CredentialResolver:
             content_types=frozenset(row["content_types"]) if row["content_types"] is not None else None,
             expires_at=datetime.fromtimestamp(expires, UTC),
         )
-        return self._remember(token, credential, expires, {f"client:{row['id']}", f"jti:{claims['jti']}"})
+        return self._remember(token, credential, expires, {f"client:{row['id']}", f"jti:{claims['jti']}"}, stable)
 
-    async def _lookup(self, find: Any, *args: Any) -> Any:
-        """`find(pool, *args)`, repeated while invalidations arrive during it, so a revocation that
-        overlaps the lookup is never cached as valid."""
+    async def _lookup(self, find: Any, *args: Any) -> tuple[Any, bool]:
+        """`find(pool, *args)` and whether it may be remembered: repeated while credential
+        invalidations arrive during it, so a revocation that overlaps the lookup is never cached as
+        valid. After 3 overlapped tries the last answer is used for this request only (each try
+        began after the revocations before it were committed), neither cached nor remembered as a miss."""
         for _ in range(3):
             generation = self._generation
             self.lookups += 1
             row = await find(self.pool, *args)
             if generation == self._generation:
-                return row
-        return None  # revocations keep arriving: refuse rather than guess
+                return row, True
+        return row, False
 
     def _missed(self, digest: bytes) -> bool:
         missed = self._misses.get(digest)
@@ -367,9 +351,13 @@ class CredentialResolver:
         while len(self._misses) > self.MAX_MISSES:
             self._misses.popitem(last=False)
 
-    def _remember(self, secret: str, credential: Credential, expires: float, tags: set[str]) -> Credential | None:
+    def _remember(
+        self, secret: str, credential: Credential, expires: float, tags: set[str], stable: bool = True,
+    ) -> Credential | None:
         if time.time() >= expires:
             return None
+        if not stable:
+            return credential
         now = time.monotonic()
         self._cache[secret] = _Cached(credential=credential, fetched=now, expires=expires, tags=frozenset(tags))
         self._cache.move_to_end(secret)

@@ -118,12 +118,16 @@ class DeliveryFastPath:
     def _credential(self, scope: Scope, state: Any) -> Credential | None:
         """The delivery credential of the request when this process already knows it (None: let the
         full app decide)."""
-        presented = presented_in(scope["headers"])
+        known = scope["state"].get("presented")
+        if known is not None:  # the rate limits (the layer before this one) have read it already
+            presented, credential = known
+        else:
+            presented = presented_in(scope["headers"])
+            credential = state.credentials.cached(presented) if presented else None
         if presented is None:
             return ANONYMOUS if state.settings.public_delivery else None
         if not presented:
             return None
-        credential: Credential | None = state.credentials.cached(presented)
         if credential is None or credential.kind not in ("delivery", "preview"):
             return None
         return credential

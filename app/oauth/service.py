@@ -24,7 +24,7 @@ from ulid import ULID
 
 from ..audit.service import record as audit
 from ..credentials import keys
-from ..credentials.schemas import Credential
+from ..credentials.schemas import Credential, parse_grant
 from ..events.outbox import invalidate
 from ..problems import FieldErrorsProblem, not_found
 from ..times import iso
@@ -72,29 +72,7 @@ async def create_client(
 ) -> tuple[asyncpg.Record, str]:
     """A client and its secret (shown once): it can get tokens with at most these scopes."""
     problems = FieldErrorsProblem()
-    if not isinstance(body, dict):
-        problems.add("", "must be a JSON object")
-        problems.raise_if_any()
-    for key in body:
-        if key not in {"name", "scopes", "content_types"}:
-            problems.add(f"/{key}", "unknown property")
-    name = body.get("name")
-    if not isinstance(name, str) or not 1 <= len(name) <= 200 or "\x00" in name:
-        problems.add("/name", "is required: a string of 1 to 200 characters")
-    scopes = body.get("scopes")
-    if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) for s in scopes):
-        problems.add("/scopes", "is required: a non-empty list of scopes")
-        scopes = []
-    for index, scope in enumerate(scopes):
-        if scope not in keys.SCOPES:
-            problems.add(f"/scopes/{index}", f"unknown scope; one of {', '.join(keys.SCOPES)}")
-    content_types = body.get("content_types")
-    if content_types is not None and (
-        not isinstance(content_types, list) or not all(isinstance(t, str) for t in content_types)
-        or len(content_types) > 1000
-    ):
-        problems.add("/content_types", "must be a list of content type ids")
-        content_types = None
+    name, scopes, content_types = parse_grant(body, {"name", "scopes", "content_types"}, problems, scopes_required=True)
     problems.raise_if_any()
     actor.require_grants(scopes, content_types)
     client_id = CLIENT_PREFIX + str(ULID())

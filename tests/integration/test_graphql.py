@@ -407,6 +407,36 @@ async def test_persisted_queries_over_get_are_cached_and_purged_like_rest(blog: 
     assert fresh
 
 
+async def test_posts_are_answered_from_the_delivery_cache_and_purged_like_gets(blog: Apps) -> None:
+    """A POST stays `no-store` for HTTP caches, but this process keeps its answer under the
+    request's canonical JSON, purged by the same tags: a repeat runs no query."""
+    await _library(blog)
+    d = await blog.reader()
+    query = "query($n: Int) { articleCollection(limit: $n) { items { title author { name } } } }"
+    first = await d.post("/graphql", json={"query": query, "variables": {"n": 2}})
+    assert first.headers["cache-control"] == "no-store" and "errors" not in first.json()
+    cache = blog.delivery_app.state.cache
+    hits = cache.hits
+    for body in ({"query": query, "variables": {"n": 2}}, {"variables": {"n": 2}, "query": query}):
+        again = await d.post("/graphql", json=body)
+        assert again.content == first.content and again.headers["cache-control"] == "no-store"
+    assert cache.hits == hits + 2
+    other = await d.post("/graphql", json={"query": query, "variables": {"n": 3}})  # another entry
+    assert len(other.json()["data"]["articleCollection"]["items"]) == 3
+    limited = blog.client("delivery", await blog.key("delivery", content_types=["article"]))
+    async with limited:  # another key scope, another entry: the author stays hidden for it
+        scoped = (await limited.post("/graphql", json={"query": query, "variables": {"n": 2}})).json()
+        assert scoped["data"]["articleCollection"]["items"][0]["author"] is None
+    fresh = await _publish(blog, "article", {"title": "Posted fresh"})
+
+    async def purged() -> None:
+        got = (await d.post("/graphql", json={"query": query, "variables": {"n": 2}})).json()
+        assert got["data"]["articleCollection"]["items"][0]["title"] == "Posted fresh", got
+
+    await eventually(purged, timeout=5)
+    assert fresh
+
+
 async def test_a_second_process_finds_persisted_queries_in_redis(blog: Apps, database_url: str, services: Any,
                                                                   tmp_path: Any) -> None:
     await _library(blog)

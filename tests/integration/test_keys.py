@@ -336,3 +336,38 @@ async def test_rotation_cannot_hand_out_a_wider_key(apps) -> None:
         assert r.status_code == 403, r.text
         assert (await narrow.post("/v1/keys", json={"name": "x", "kind": "management", "scopes": ["content:write"]})).status_code == 403
     assert (await m.get(f"/v1/keys/{wide['id']}")).json()["data"]["prefix"] == wide["prefix"]
+
+
+async def test_purges_arriving_during_a_lookup_never_refuse_a_valid_key(apps) -> None:
+    """Every publish NOTIFYs entry and type tags; they must not make a lookup give up (a valid key
+    answered 401 under 50 publishes/s before this was fixed), and credential tags that keep
+    arriving must not turn a valid key into a remembered miss."""
+    from cms.app.credentials.service import CredentialResolver
+
+    secret = await apps.key("delivery")
+    pool = apps.delivery_app.state.pool
+
+    class Busy:
+        """The real pool; every read is overlapped by invalidations."""
+
+        def __init__(self, tags: list[str]) -> None:
+            self.tags = tags
+            self.resolver: CredentialResolver | None = None
+
+        async def fetchrow(self, *args: object) -> object:
+            row = await pool.fetchrow(*args)
+            assert self.resolver is not None
+            self.resolver.invalidate(self.tags)
+            return row
+
+    purges = Busy(["entry:e1", "type:article"])
+    resolver = CredentialResolver(purges)  # type: ignore[arg-type]
+    purges.resolver = resolver
+    assert await resolver.resolve(secret, allow_bootstrap=False) is not None
+    assert resolver.lookups == 1 and resolver.cached(secret) is not None
+
+    revocations = Busy(["key:someone-else"])
+    resolver = CredentialResolver(revocations)  # type: ignore[arg-type]
+    revocations.resolver = resolver
+    assert await resolver.resolve(secret, allow_bootstrap=False) is not None  # answered, for this request
+    assert resolver.lookups == 3 and resolver.cached(secret) is None and not resolver._misses

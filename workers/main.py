@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # else one line per webhook request
     if argv not in ([], ["republish"]):
         print("usage: python -m cms.workers.main [republish]", file=sys.stderr)
         return 2

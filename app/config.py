@@ -17,10 +17,13 @@ class ConfigError(Exception):
     """A CMS_* variable has an invalid value; the message names it in one line."""
 
 
-def _parse_rate(name: str, value: str) -> tuple[int, int]:
+def _parse_rate(name: str, value: str) -> tuple[int, int] | None:
+    """COUNT/SECONDS, or `off` (no limit and no bookkeeping: for benchmarks and trusted networks)."""
+    if value.strip().lower() == "off":
+        return None
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
     if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
-        raise ConfigError(f"{name}={value!r}: expected COUNT/SECONDS, e.g. 600/60")
+        raise ConfigError(f"{name}={value!r}: expected COUNT/SECONDS, e.g. 600/60, or off")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -79,8 +82,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     asset_base_url: str | None = None
     bootstrap_key: str | None = None
     public_delivery: bool = False
-    rate_limit_management: tuple[int, int] = (600, 60)
-    rate_limit_delivery: tuple[int, int] = (6000, 60)
+    rate_limit_management: tuple[int, int] | None = (600, 60)  # None: off
+    rate_limit_delivery: tuple[int, int] | None = (6000, 60)
     max_body_bytes: int = 1024 * 1024
     max_bulk_body_bytes: int = 16 * 1024 * 1024
     max_upload_bytes: int = 50 * 1000 * 1000

@@ -72,10 +72,12 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
         )
         state.denied = DeniedRequests(state.pool)
         namespace = settings.pipeline.namespace  # CMS_BROKER_NAMESPACE: the project's Redis key prefix
-        state.limiter = (
+        rate = settings.rate_limit_delivery if delivery else settings.rate_limit_management
+        state.limiter = None if rate is None else (
             LocalLimiter(redis_url, "delivery", namespace) if delivery else RedisLimiter(redis_url, "management", namespace)
         )
-        await state.limiter.start()
+        if state.limiter is not None:
+            await state.limiter.start()
         state.listener = InvalidationListener(database_url)
         state.listener.subscribe(state.credentials.invalidate)
         state.listener.subscribe(state.signing.invalidate)
@@ -102,7 +104,8 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
                 await state.purge_subscriber.stop()
             await state.listener.stop()
             await state.denied.stop()
-            await state.limiter.stop()
+            if state.limiter is not None:
+                await state.limiter.stop()
             await state.redis.aclose()
             if state.read_pool is not state.pool:
                 await state.read_pool.close()

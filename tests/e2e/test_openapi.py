@@ -67,10 +67,12 @@ def test_both_apps_keep_their_openapi_under_fuzzing(cms_env: dict[str, str], sta
                        CMS_RATE_LIMIT_DELIVERY="1000000/1"), "fuzz")
     keys = _seed(cms.management)
     document = httpx.get(f"{cms.management}/openapi.json").json()
-    # The fuzzer would revoke the key it runs with (the bootstrap key's id is `bootstrap`).
+    # The fuzzer would revoke the keys it runs with (the bootstrap key's id is `bootstrap`; the
+    # delivery key's it learns from the inventory) or rotate them away with a grace of 0.
     revoke = _operation_id(document, "/v1/keys/{key_id}", "delete")
+    rotate = _operation_id(document, "/v1/keys/{key_id}/rotate", "post")
     for base, secret, examples, exclude in (
-        (cms.management, BOOTSTRAP_KEY, 25, [revoke]),
+        (cms.management, BOOTSTRAP_KEY, 25, [revoke, rotate]),
         (cms.delivery, keys["delivery"], 40, []),
     ):
         run = _fuzz(base, secret, examples, tmp_path, exclude=exclude)

@@ -119,3 +119,10 @@ async def test_management_keeps_working_when_redis_is_down(database_url: str, se
         assert (await m.put("/v1/content-types/x", json={"name": "X", "fields": []})).status_code == 201
         assert asyncio.get_running_loop().time() - started < 3.0  # and not slowed down by the outage
     assert unavailable() >= before + 6
+
+
+async def test_off_means_no_limit_and_no_bookkeeping(apps_with) -> None:
+    async with apps_with(CMS_RATE_LIMIT_MANAGEMENT="off", CMS_RATE_LIMIT_DELIVERY="off") as apps:
+        assert apps.management_app.state.limiter is None and apps.delivery_app.state.limiter is None
+        r = await apps.management.get("/v1/locales")
+        assert r.status_code == 200 and "ratelimit" not in r.headers and "ratelimit-policy" not in r.headers

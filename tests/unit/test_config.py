@@ -197,3 +197,8 @@ def test_bootstrap_key_length_is_bounded() -> None:
     assert load_settings({"CMS_BOOTSTRAP_KEY": "k" * 256}).bootstrap_key == "k" * 256
     with pytest.raises(ConfigError, match="32 to 256"):
         load_settings({"CMS_BOOTSTRAP_KEY": "k" * 257})
+
+
+def test_rate_limits_can_be_off() -> None:
+    settings = load_settings({"CMS_RATE_LIMIT_MANAGEMENT": "OFF", "CMS_RATE_LIMIT_DELIVERY": "120/10"})
+    assert settings.rate_limit_management is None and settings.rate_limit_delivery == (120, 10)

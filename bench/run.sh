@@ -214,7 +214,7 @@ if [[ $any_cms == 1 ]]; then
       if [[ $ok_filter == 1 ]]; then bench filter_slug "a. list filter[slug][eq]=$BENCH_SLUG (peers' ours.sh a)" "" "$FILTER_URL"
       else fail_row filter_slug "a. list filter[slug][eq]=$BENCH_SLUG (peers' ours.sh a)" "sanity check failed"; fi
     fi
-    label_gpost="d. GraphQL POST list 20 +author name (never cached)"
+    label_gpost="d. GraphQL POST list 20 +author name (server-side cache since 2026-12-06)"
     label_ghit="e. GraphQL persisted query GET (hash only), cache hit"
     if want gql_post_list; then
       if [[ $ok_gql_post == 1 ]]; then bench gql_post_list "$label_gpost" rps:2000 "$GQL_URL" "$GQL_LUA"

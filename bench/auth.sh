@@ -188,8 +188,11 @@ echo
 "$PY" - "$RESULTS_JSONL" <<'PY'
 import json, sys
 r = {x["name"]: x for x in map(json.loads, open(sys.argv[1])) if x.get("valid")}
+ran = {x["name"] for x in map(json.loads, open(sys.argv[1]))}
 def rps(n): return r[n]["rps"] if n in r else None
 def cmp(what, a, b, target):
+    if a not in ran or b not in ran:
+        return  # a row that did not run (ROWS)
     if rps(a) is None or rps(b) is None:
         print(f"| {what} | {a} vs {b} | n/a | | {target} |"); return
     d = rps(b) / rps(a) - 1

@@ -1,4 +1,4 @@
-# Shared shell functions of the delivery benchmarks (bench/run.sh, bench/mixed.sh). Source it after
+# Shared shell functions of the delivery benchmarks (bench/run.sh, bench/mixed.sh, bench/auth.sh). Source it after
 # setting the knobs; the functions read these globals when they run:
 #   HERE ROOT PY CMS                      paths (bench/, the checkout, the venv's python and cms)
 #   WRK_THREADS WRK_CONNS WARMUP_S DURATION_S

@@ -33,6 +33,7 @@ from .events.listener import InvalidationListener
 from .events.routes import EVENT_ROUTES
 from .http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from .oauth.routes import OAUTH_ROUTES
+from .oauth.service import Clients as OAuthClients
 from .oauth.service import SigningKeys
 from .platform import PLATFORM_ROUTES
 from .protection.idempotency import IdempotentWrites
@@ -81,6 +82,9 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
         state.listener = InvalidationListener(database_url)
         state.listener.subscribe(state.credentials.invalidate)
         state.listener.subscribe(state.signing.invalidate)
+        if not delivery:
+            state.oauth_clients = OAuthClients(state.pool)
+            state.listener.subscribe(state.oauth_clients.invalidate)
         state.types = ContentTypeRegistry(state.pool)
         state.listener.subscribe(state.types.invalidate)
         if delivery:

@@ -4,7 +4,8 @@
 Thin: authenticate as the REST delivery routes do (delivery_guard), read the request, let
 execution.py answer. GET answers of published content go through the delivery cache with the REST
 rules: ETag and 304, Cache-Control, surrogate keys of every entry and type in the answer, purged by
-the same tags. POST is never cached; preview never is.
+the same tags. POST answers are kept there too, under the body's canonical JSON, but answered
+`no-store` (for this process only, not for HTTP caches); preview answers never are.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ async def token(request: Req) -> Response[bytes]:
         if form.get("grant_type") != "client_credentials":
             error = "invalid_request" if not form.get("grant_type") else "unsupported_grant_type"
             raise OAuthError(error, "grant_type must be client_credentials")
-        client = await service.authenticate(state.pool, client_id, secret, by_basic)
+        client = await service.authenticate(state.oauth_clients, client_id, secret, by_basic)
         answer = await service.issue_token(state.signing, client, form.get("scope"), state.settings.management_url)
     except OAuthError as exc:
         return _error(exc)
@@ -119,7 +119,7 @@ async def revoke(request: Req) -> Response[bytes]:
     try:
         form = await _form(request)
         client_id, secret, by_basic = service.client_from_request(request.headers.get("authorization"), form)
-        await service.authenticate(state.pool, client_id, secret, by_basic)
+        await service.authenticate(state.oauth_clients, client_id, secret, by_basic)
         if not form.get("token"):
             raise OAuthError("invalid_request", "token is required")
         async with state.pool.acquire() as conn:

@@ -12,6 +12,7 @@ import hmac
 import json
 import secrets
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
@@ -220,12 +221,47 @@ def client_from_request(authorization: str | None, form: dict[str, str]) -> tupl
     return form_id, form_secret, False
 
 
-async def authenticate(pool: Any, client_id: str, secret: str, by_basic: bool) -> asyncpg.Record:
+class Clients:
+    """Client rows by id, kept briefly so a token request costs no database round trip. Deleting a
+    client NOTIFYs `client:{id}`, which drops it here at once (and its tokens are refused at
+    verification whatever this holds); the TTL bounds a lost notification. Unknown ids are not
+    kept, so made-up ids cannot push real clients out."""
+
+    TTL = 5.0
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self._rows: OrderedDict[str, tuple[float, asyncpg.Record]] = OrderedDict()
+
+    def invalidate(self, tags: list[str] | None) -> None:
+        if tags is None:
+            self._rows.clear()
+            return
+        for tag in tags:
+            if tag.startswith("client:"):
+                self._rows.pop(tag[7:], None)
+
+    async def get(self, client_id: str) -> asyncpg.Record | None:
+        now = time.monotonic()
+        kept = self._rows.get(client_id)
+        if kept is not None and now - kept[0] <= self.TTL:
+            return kept[1]
+        async with self.pool.acquire() as conn:
+            row = await repo.client_with_secret(conn, client_id)
+        if row is not None:
+            self._rows[client_id] = (now, row)
+            self._rows.move_to_end(client_id)
+            while len(self._rows) > self.MAX_ENTRIES:
+                self._rows.popitem(last=False)
+        return row
+
+
+async def authenticate(clients: Clients, client_id: str, secret: str, by_basic: bool) -> asyncpg.Record:
     """The client, if the secret is its own (constant-time); else `invalid_client`."""
     row = None
     if len(client_id) <= 64 and len(secret) <= 128:
-        async with pool.acquire() as conn:
-            row = await repo.client_with_secret(conn, client_id)
+        row = await clients.get(client_id)
     if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), keys.hash_secret(secret)):
         headers = {"WWW-Authenticate": 'Basic realm="cms"'} if by_basic else {}
         raise OAuthError("invalid_client", "unknown client or wrong secret", 401, headers)

@@ -116,7 +116,8 @@ async def open_apps(
         await conn.close()
     management_app = create_management_app(settings, database_url, redis_url)
     delivery_app = create_delivery_app(settings, database_url, redis_url)
-    async with LifespanManager(management_app), LifespanManager(delivery_app):
+    # Generous: on a loaded CI machine a pool's close can take more than the default 5 s.
+    async with LifespanManager(management_app, shutdown_timeout=30), LifespanManager(delivery_app, shutdown_timeout=30):
         apps = Apps(management_app, delivery_app, settings, database_url)
         async with apps.management, apps.delivery:
             yield apps

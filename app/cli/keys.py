@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import Settings
 from .errors import CliError
 from .up import _connect, database
+
+T = TypeVar("T")
 
 
 def _cli_credential() -> Any:
@@ -27,10 +30,33 @@ def _problem_message(exc: Any) -> str:
     return "; ".join(details) if details else exc.detail
 
 
+def _in_database(settings: Settings, work: Callable[[Any], Awaitable[T]], *, missing: str | None = None) -> T:
+    """`work(conn)` on the settings' database (migrated first), acting as the CLI; a problem it
+    raises becomes one line (`missing`: the line for a 404)."""
+    from ..problems import ProblemError
+
+    async def run(url: str) -> T:
+        from ..db.migrate import migrate
+
+        conn = await _connect(url)
+        try:
+            await migrate(conn)
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    with database(settings) as url:
+        try:
+            return asyncio.run(run(url))
+        except ProblemError as exc:
+            if exc.status == 404 and missing is not None:
+                raise CliError(missing) from None
+            raise CliError(_problem_message(exc)) from None
+
+
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     from ..credentials.keys import SCOPES
     from ..credentials.service import create_key
-    from ..problems import ProblemError
 
     scopes = list(SCOPES) if args.all_scopes else list(args.scope or [])
     body: dict[str, Any] = {"name": args.name, "kind": args.kind, "scopes": scopes}
@@ -41,21 +67,9 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     if args.rate_limit:
         body["rate_limit"] = args.rate_limit
 
-    async def run(url: str) -> tuple[Any, str]:
-        from ..db.migrate import migrate
-
-        conn = await _connect(url)
-        try:
-            await migrate(conn)
-            return await create_key(conn, body, _cli_credential(), request_id=None, ip=None)
-        finally:
-            await conn.close()
-
-    with database(settings) as url:
-        try:
-            row, secret = asyncio.run(run(url))
-        except ProblemError as exc:
-            raise CliError(_problem_message(exc)) from None
+    row, secret = _in_database(
+        settings, lambda conn: create_key(conn, body, _cli_credential(), request_id=None, ip=None)
+    )
     scope_text = ", ".join(row["scopes"]) or "none"
     print(
         f"created {row['kind']} key {row['id']} ({row['name']}; scopes: {scope_text}). "
@@ -75,25 +89,17 @@ def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
     from ..credentials.keys import SCOPES
     from ..credentials.service import key_json
 
-    async def run(url: str) -> list[Any]:
-        from ..db.migrate import migrate
+    async def every_key(conn: Any) -> list[Any]:
+        rows: list[Any] = []
+        after = None
+        while True:
+            page = await repository.list_keys(conn, after, 500)
+            rows += page
+            if len(page) < 500:
+                return rows
+            after = page[-1]["id"]
 
-        conn = await _connect(url)
-        try:
-            await migrate(conn)
-            rows: list[Any] = []
-            after = None
-            while True:
-                page = await repository.list_keys(conn, after, 500)
-                rows += page
-                if len(page) < 500:
-                    return rows
-                after = page[-1]["id"]
-        finally:
-            await conn.close()
-
-    with database(settings) as url:
-        rows = asyncio.run(run(url))
+    rows = _in_database(settings, every_key)
     if args.json:
         print(json.dumps([key_json(r) for r in rows], indent=2))
         return 0
@@ -113,25 +119,12 @@ def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
     from ..credentials.service import rotate
-    from ..problems import ProblemError
 
-    async def run(url: str) -> tuple[Any, str]:
-        from ..db.migrate import migrate
-
-        conn = await _connect(url)
-        try:
-            await migrate(conn)
-            return await rotate(conn, args.id, {"grace_seconds": args.grace}, _cli_credential(), request_id=None, ip=None)
-        finally:
-            await conn.close()
-
-    with database(settings) as url:
-        try:
-            row, secret = asyncio.run(run(url))
-        except ProblemError as exc:
-            if exc.status == 404:
-                raise CliError(f"no key with id {args.id!r}") from None
-            raise CliError(_problem_message(exc)) from None
+    row, secret = _in_database(
+        settings, lambda conn: rotate(conn, args.id, {"grace_seconds": args.grace}, _cli_credential(),
+                                      request_id=None, ip=None),
+        missing=f"no key with id {args.id!r}",
+    )
     print(
         f"rotated key {row['id']} ({row['name']}); the old secret works for {args.grace:g} more seconds. "
         "The new secret below is shown only this once:",
@@ -143,25 +136,9 @@ def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from ..credentials.service import revoke
-    from ..problems import ProblemError
 
-    async def run(url: str) -> None:
-        from ..db.migrate import migrate
-
-        conn = await _connect(url)
-        try:
-            await migrate(conn)
-            await revoke(conn, args.id, _cli_credential(), request_id=None, ip=None)
-        finally:
-            await conn.close()
-
-    with database(settings) as url:
-        try:
-            asyncio.run(run(url))
-        except ProblemError as exc:
-            if exc.status == 404:
-                raise CliError(f"no key with id {args.id!r}") from None
-            raise CliError(_problem_message(exc)) from None
+    _in_database(settings, lambda conn: revoke(conn, args.id, _cli_credential(), request_id=None, ip=None),
+                 missing=f"no key with id {args.id!r}")
     print(f"revoked key {args.id}")
     return 0
 
@@ -170,17 +147,6 @@ def cmd_oauth_rotate_signing_key(settings: Settings, args: argparse.Namespace) -
     from ..oauth.service import rotate_signing_key
     from ..webhooks.service import secret_box
 
-    async def run(url: str) -> str:
-        from ..db.migrate import migrate
-
-        conn = await _connect(url)
-        try:
-            await migrate(conn)
-            return await rotate_signing_key(conn, secret_box(settings))
-        finally:
-            await conn.close()
-
-    with database(settings) as url:
-        kid = asyncio.run(run(url))
+    kid = _in_database(settings, lambda conn: rotate_signing_key(conn, secret_box(settings)))
     print(f"new token signing key {kid}; tokens signed by the old one stay valid until they expire")
     return 0

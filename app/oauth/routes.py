@@ -90,6 +90,13 @@ async def _form(request: Req) -> dict[str, str]:
     return form
 
 
+async def _client_form(request: Req) -> tuple[dict[str, str], Any]:
+    """The form and the client it authenticates (RFC 6749 §2.3.1), for both RFC endpoints."""
+    form = await _form(request)
+    client_id, secret, by_basic = service.client_from_request(request.headers.get("authorization"), form)
+    return form, await service.authenticate(request.app.state.oauth_clients, client_id, secret, by_basic)
+
+
 def _error(exc: OAuthError) -> Response[bytes]:
     body = encode({"error": exc.error, "error_description": exc.description})
     return Response(content=body, status_code=exc.status, media_type=JSON, headers={**NO_STORE, **exc.headers})
@@ -100,12 +107,10 @@ async def token(request: Req) -> Response[bytes]:
     """Client credentials grant → an access token (RFC 6749 §4.4, §5.1)."""
     state = request.app.state
     try:
-        form = await _form(request)
-        client_id, secret, by_basic = service.client_from_request(request.headers.get("authorization"), form)
+        form, client = await _client_form(request)
         if form.get("grant_type") != "client_credentials":
             error = "invalid_request" if not form.get("grant_type") else "unsupported_grant_type"
             raise OAuthError(error, "grant_type must be client_credentials")
-        client = await service.authenticate(state.oauth_clients, client_id, secret, by_basic)
         answer = await service.issue_token(state.signing, client, form.get("scope"), state.settings.management_url)
     except OAuthError as exc:
         return _error(exc)
@@ -117,13 +122,11 @@ async def revoke(request: Req) -> Response[bytes]:
     """RFC 7009: 200 whatever the token was, once the client is authenticated."""
     state = request.app.state
     try:
-        form = await _form(request)
-        client_id, secret, by_basic = service.client_from_request(request.headers.get("authorization"), form)
-        await service.authenticate(state.oauth_clients, client_id, secret, by_basic)
+        form, client = await _client_form(request)
         if not form.get("token"):
             raise OAuthError("invalid_request", "token is required")
         async with state.pool.acquire() as conn:
-            await service.revoke_token(conn, state.signing, client_id, form["token"], state.settings.management_url)
+            await service.revoke_token(conn, state.signing, client["id"], form["token"], state.settings.management_url)
     except OAuthError as exc:
         return _error(exc)
     return Response(content=b"", status_code=200, headers=NO_STORE)

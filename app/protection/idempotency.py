@@ -63,8 +63,12 @@ class IdempotentWrites:
             await self.inner(scope, receive, send)
             return
         state = self.app.state
-        presented = presented_in(scope["headers"])
-        credential = await state.credentials.resolve(presented, allow_bootstrap=True) if presented else None
+        known = scope["state"].get("presented")
+        if known is not None:  # the rate limits (the layer before this one) have resolved it
+            credential = known[1]
+        else:
+            presented = presented_in(scope["headers"])
+            credential = await state.credentials.resolve(presented, allow_bootstrap=True) if presented else None
         if credential is None:
             await self.inner(scope, receive, send)  # the app answers 401
             return

@@ -212,3 +212,23 @@ async def test_rotating_the_signing_key_breaks_no_live_token(apps) -> None:
     for token in (before, after):
         assert (await apps.management.get("/v1/content-types", headers=_bearer(token))).status_code == 200
         assert (await apps.delivery.get("/preview/v1/entries/nosuchtype", headers=_bearer(token))).status_code == 404
+
+
+async def test_token_requests_are_bounded(apps) -> None:
+    client = await _client(apps, ["content:read"])
+    auth = (client["client_id"], client["client_secret"])
+    anonymous = apps.client("management")
+    async with anonymous:
+        at_limit = "grant_type=client_credentials&pad=" + "x" * (16 * 1024 - 34)
+        assert len(at_limit) == 16 * 1024
+        r = await anonymous.post("/oauth/token", content=at_limit, headers={"Content-Type": FORM}, auth=auth)
+        assert r.status_code == 200, r.text
+        r = await anonymous.post("/oauth/token", content=at_limit + "x", headers={"Content-Type": FORM}, auth=auth)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+        r = await anonymous.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "content:read " * 100},
+                                 auth=auth)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_scope"
+        fields = "&".join(f"f{i}=1" for i in range(30))
+        r = await anonymous.post("/oauth/token", content=f"grant_type=client_credentials&{fields}",
+                                 headers={"Content-Type": FORM}, auth=auth)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -104,18 +105,33 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
         try:
             yield
         finally:
+            # Every step bounded: a stuck one (a request still holding a connection, a flush
+            # waiting for one) must not keep the process from stopping.
             if delivery:
-                await state.purge_subscriber.stop()
-            await state.listener.stop()
-            await state.denied.stop()
+                await _bounded(state.purge_subscriber.stop(), "the purge subscriber")
+            await _bounded(state.listener.stop(), "the invalidation listener")
+            await _bounded(state.denied.stop(), "the denied-request audit")
             if state.limiter is not None:
-                await state.limiter.stop()
-            await state.redis.aclose()
-            if state.read_pool is not state.pool:
-                await state.read_pool.close()
-            await state.pool.close()
+                await _bounded(state.limiter.stop(), "the rate limiter")
+            await _bounded(state.redis.aclose(), "Redis")
+            for pool in {id(state.read_pool): state.read_pool, id(state.pool): state.pool}.values():
+                if not await _bounded(pool.close(), "the database pool"):
+                    pool.terminate()
 
     return lifespan
+
+
+SHUTDOWN_STEP_SECONDS = 5.0
+
+
+async def _bounded(step: Any, what: str) -> bool:
+    """Await one shutdown step for at most SHUTDOWN_STEP_SECONDS; False (logged) if it took longer."""
+    try:
+        await asyncio.wait_for(step, SHUTDOWN_STEP_SECONDS)
+        return True
+    except TimeoutError:
+        log.warning("stopping %s took over %.0f s; going on without it", what, SHUTDOWN_STEP_SECONDS)
+        return False
 
 
 def _ignore(tags: list[str] | None) -> None:

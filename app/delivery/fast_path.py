@@ -57,6 +57,10 @@ _remembered_read_of = functools.lru_cache(maxsize=_MEMO_SIZE)(_read_of)
 
 
 class DeliveryFastPath:
+    # The rate limits (the layer before) leave their headers in scope["state"]["rate_headers"]:
+    # this layer adds them to what it answers and to what the full app answers.
+    adds_rate_headers = True
+
     def __init__(self, app: Any, inner: ASGIApp) -> None:
         self.app = app  # the Litestar app: its state holds the cache, credentials and settings
         self.inner = inner
@@ -75,7 +79,17 @@ class DeliveryFastPath:
                     return
             elif path == GRAPHQL and await self._graphql_hit(scope, send, state):
                 return
-        await self.inner(scope, receive, send)
+        rate_headers = scope["state"].get("rate_headers")
+        if rate_headers is None:
+            await self.inner(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *rate_headers]
+            await send(message)
+
+        await self.inner(scope, receive, send_with_headers)
 
     async def _graphql_hit(self, scope: Scope, send: Send, state: Any) -> bool:
         """A GraphQL GET already in the cache (graphql/routes.py computes and stores the others)."""
@@ -137,10 +151,12 @@ class DeliveryFastPath:
     ) -> None:
         if_none_match = next((v for k, v in scope["headers"] if k == b"if-none-match"), None)
         if if_none_match is not None and etag_matches(if_none_match.decode("latin-1"), etag):
-            await send({"type": "http.response.start", "status": 304, "headers": raw_headers})
+            await send({"type": "http.response.start", "status": 304,
+                        "headers": [*raw_headers, *scope["state"].get("rate_headers", ())]})
             await send({"type": "http.response.body", "body": b""})
             return
-        headers = [*raw_headers, _JSON, (b"content-length", str(len(body)).encode())]
+        headers = [*raw_headers, _JSON, (b"content-length", str(len(body)).encode()),
+                   *scope["state"].get("rate_headers", ())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -148,5 +164,6 @@ class DeliveryFastPath:
         body = problem_body(problem, scope["state"].get("request_id"))
         headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in problem.headers.items()]
+        headers += scope["state"].get("rate_headers", ())
         await send({"type": "http.response.start", "status": problem.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -1,9 +1,14 @@
 """Rate limits (API.md, "Rate limits"): GCRA per credential, per client address without one.
 
-- Management: one GCRA state per identity in Redis, updated by one Lua script (one round trip,
-  atomic, Redis's clock), so every process shares the limit exactly. If Redis cannot answer in
-  time, requests pass (fail open: logged, counted in `cms_rate_limit_unavailable_total`) and Redis
-  is left alone for a second, so an outage costs no latency.
+- Management: one GCRA state per identity in Redis, updated by one Lua script (atomic, Redis's
+  clock), so every process shares the limit. A busy identity does not pay a round trip per request:
+  the script hands its process a small lease of cells (at most 1/20 of the limit, ≤ 64, granted
+  only while they fit the window, so the limit holds exactly), spent locally within a second;
+  cells of an expired lease are given back with the next call. An identity far from busy takes one
+  cell per call, so small limits are exact to the request. If Redis cannot answer in time, requests
+  pass (fail open: logged, counted in `cms_rate_limit_unavailable_total`) and Redis is left alone
+  for a second, so an outage costs no latency. A refusal is remembered until a cell is due (at most
+  half a second), so an identity hammering past its limit does not cost a round trip each time.
 - Delivery: no I/O per request. Each process keeps its own GCRA states (bounded) with its share
   of the limit; the processes of the app count each other in Redis once a second (a heartbeat),
   so N processes each allow limit/N.
@@ -41,14 +46,18 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local want = tonumber(ARGV[3])
+local refund = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') - refund * interval
 if tat < now then tat = now end
-local diff = tat + interval - now
-if diff > window then
-  return {0, tostring(diff)}
+local fits = math.floor((window - (tat - now)) / interval + 1e-9)
+if fits < 1 then
+  return {0, tostring(tat + interval - now)}
 end
-redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(diff * 1000) + 1000)
-return {1, tostring(diff)}
+local granted = math.min(want, fits)
+local diff = tat + granted * interval - now
+redis.call('SET', KEYS[1], tostring(tat + granted * interval), 'PX', math.ceil(diff * 1000) + 1000)
+return {granted, tostring(diff)}
 """
 
 
@@ -75,8 +84,27 @@ def parse_rate(text: str | None) -> tuple[int, int] | None:
         return None
 
 
+class _Lease:
+    """Cells this process took from Redis for one identity and has not spent yet."""
+
+    __slots__ = ("cells", "diff", "expires", "refused_until", "taken", "want")
+
+    def __init__(self) -> None:
+        self.cells = 0  # unspent
+        self.diff = 0.0  # Redis's TAT - now when the lease was granted
+        self.taken = 0.0  # monotonic time of the grant
+        self.expires = 0.0
+        self.refused_until = 0.0
+        self.want = 1  # the next lease's size: doubles while leases run out early, else shrinks
+
+
 class RedisLimiter:
-    """Management: the exact, shared limit."""
+    """Management: the exact, shared limit (leases keep busy identities off Redis)."""
+
+    LEASE_SECONDS = 1.0
+    REFUSED_SECONDS = 0.5
+    MAX_LEASE = 64
+    MAX_IDENTITIES = 100_000
 
     def __init__(self, redis_url: str, app_name: str, namespace: str = "cms") -> None:
         self.app_name = app_name
@@ -84,17 +112,40 @@ class RedisLimiter:
         # Short timeouts: a slow Redis must not make every request slow.
         self.redis = aioredis.from_url(redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
         self.script = self.redis.register_script(_GCRA)
+        self._leases: OrderedDict[str, _Lease] = OrderedDict()
         self._down_until = 0.0
         self._logged_at = -1e9
 
     async def check(self, identity: str, limit: int, window: int) -> Verdict | None:
         """None: Redis did not answer; the request passes."""
         now = time.monotonic()
+        interval = window / limit
+        lease = self._leases.get(identity)
+        if lease is not None:
+            if lease.cells > 0 and now < lease.expires:
+                lease.cells -= 1
+                # What Redis would say now: the lease counts as spent there, its unspent cells are ours.
+                diff = max(0.0, lease.diff - (now - lease.taken)) - lease.cells * interval
+                return verdict(True, max(diff, interval), limit, window)
+            if now < lease.refused_until:  # refused a moment ago: an identity over its limit costs no round trip
+                return verdict(False, lease.diff - (now - lease.taken), limit, window)
         if now < self._down_until:
             UNAVAILABLE.labels(self.app_name).inc()
             return None
+        if lease is None:
+            lease = self._leases[identity] = _Lease()
+            if len(self._leases) > self.MAX_IDENTITIES:
+                self._leases.popitem(last=False)
+        else:
+            self._leases.move_to_end(identity)
+            # A lease spent before it expired: the identity is busy, take more next time.
+            cap = max(1, min(self.MAX_LEASE, limit // 20))
+            lease.want = min(cap, lease.want * 2) if lease.cells == 0 and now < lease.expires else max(1, lease.want // 2)
+        refund, lease.cells = lease.cells, 0
         try:
-            allowed, diff = await self.script(keys=[f"{self.prefix}:{identity}"], args=[window / limit, window])
+            granted, diff = await self.script(
+                keys=[f"{self.prefix}:{identity}"], args=[interval, window, lease.want, refund],
+            )
         except (TimeoutError, aioredis.RedisError, OSError) as exc:
             self._down_until = now + 1.0
             UNAVAILABLE.labels(self.app_name).inc()
@@ -102,7 +153,15 @@ class RedisLimiter:
                 self._logged_at = now
                 log.warning("rate limits not enforced: Redis did not answer (%s); requests pass", exc)
             return None
-        return verdict(bool(allowed), float(diff), limit, window)
+        granted, diff = int(granted), float(diff)
+        if granted < 1:
+            # Remembered until a cell is due, at most REFUSED_SECONDS (another process may give cells back).
+            lease.diff, lease.taken = diff, now
+            lease.refused_until = now + min(self.REFUSED_SECONDS, max(0.0, diff - window))
+            return verdict(False, diff, limit, window)
+        lease.cells += granted - 1  # one is this request's
+        lease.diff, lease.taken, lease.expires = diff, now, now + self.LEASE_SECONDS
+        return verdict(True, diff - lease.cells * interval, limit, window)
 
     async def start(self) -> None:
         pass
@@ -184,6 +243,8 @@ class RateLimits:
         self._rates: dict[str, tuple[int, int] | None] = {}
         self._policies: dict[tuple[int, int], tuple[bytes, bytes]] = {}
         self._bound: tuple[Any, Any, tuple[int, int], bool] | None = None
+        # An inner layer that adds `scope["state"]["rate_headers"]` to its answers itself.
+        self._inner_adds_headers = bool(getattr(inner, "adds_rate_headers", False))
 
     def _bind(self) -> tuple[Any, Any, tuple[int, int], bool] | None:
         """What every request needs from the app's state, looked up once (it is set at startup)."""
@@ -228,6 +289,10 @@ class RateLimits:
         headers = (policy, (b"ratelimit", b'"default";r=%d;t=%d' % (remaining, reset)))
         if not allowed:
             await self._refuse(scope, send, credential, found, headers)
+            return
+        if self._inner_adds_headers:  # the delivery fast path: no wrapper per cache hit
+            scope["state"]["rate_headers"] = headers
+            await self.inner(scope, receive, send)
             return
 
         async def send_with_headers(message: dict[str, Any]) -> None:

@@ -88,7 +88,15 @@ async def test_delivery_limits_locally_with_a_share_per_process(database_url: st
         answers = [await d.get("/api/v1/entries/page", headers=key) for _ in range(11)]
         assert [r.status_code for r in answers] == [200] * 10 + [429]
         assert answers[0].headers["ratelimit-policy"] == '"default";q=10;w=60'
+        assert [_remaining(r) for r in answers[:10]] == list(range(9, -1, -1))  # computed, then cache hits
         assert int(answers[-1].headers["retry-after"]) >= 1
+        # A 304 from the cache, and answers of the full app (GraphQL), carry the headers as well.
+        third = {"Authorization": f"Bearer {await a.key('delivery')}"}
+        tag = answers[1].headers["etag"]
+        not_modified = await d.get("/api/v1/entries/page", headers={**third, "If-None-Match": tag})
+        assert not_modified.status_code == 304 and _remaining(not_modified) == 9
+        graphql = await d.post("/graphql", json={"query": "{ __typename }"}, headers=third)
+        assert graphql.status_code == 200 and _remaining(graphql) == 8
         async with open_apps(database_url, services.redis_url, tmp_path / "b", env) as b:
             # Two delivery processes now: each allows its share (5 of 10) to a new identity.
             limiters = (a.delivery_app.state.limiter, b.delivery_app.state.limiter)
@@ -126,3 +134,50 @@ async def test_off_means_no_limit_and_no_bookkeeping(apps_with) -> None:
         assert apps.management_app.state.limiter is None and apps.delivery_app.state.limiter is None
         r = await apps.management.get("/v1/locales")
         assert r.status_code == 200 and "ratelimit" not in r.headers and "ratelimit-policy" not in r.headers
+
+
+def _count_redis_calls(limiter) -> list[int]:
+    """Counts the limiter's Lua calls (the real script still runs)."""
+    calls = [0]
+    script = limiter.script
+
+    async def counted(*args, **kwargs):
+        calls[0] += 1
+        return await script(*args, **kwargs)
+
+    limiter.script = counted
+    return calls
+
+
+async def test_a_busy_identity_spends_leases_and_the_shared_limit_stays_exact(
+    database_url: str, services, tmp_path: Path,
+) -> None:
+    # 200 an hour: a cell comes back every 18 s, so nothing refills while the test runs.
+    env = {"CMS_RATE_LIMIT_MANAGEMENT": "200/3600", "CMS_BROKER_NAMESPACE": f"cms-test-lease-{uuid.uuid4().hex[:8]}"}
+    async with open_apps(database_url, services.redis_url, tmp_path / "a", env) as a, \
+            open_apps(database_url, services.redis_url, tmp_path / "b", env) as b:
+        calls = [_count_redis_calls(apps.management_app.state.limiter) for apps in (a, b)]
+        first = [await a.management.get("/v1/locales") for _ in range(60)]
+        assert [r.status_code for r in first] == [200] * 60
+        # Served from leases, the headers still count down one by one.
+        assert [_remaining(r) for r in first] == list(range(199, 139, -1))
+        assert calls[0][0] <= 10  # leases of 1, 2, 4, 8, then 10 (1/20 of the limit)
+        statuses = [(await (a if i % 2 else b).management.get("/v1/locales")).status_code for i in range(200)]
+        # Exactly the limit in all, whichever process held which lease.
+        assert statuses.count(200) == 140 and statuses.count(429) == 60
+        assert sum(c[0] for c in calls) < 80
+
+
+async def test_an_unspent_lease_is_given_back(database_url: str, services, tmp_path: Path) -> None:
+    env = {"CMS_RATE_LIMIT_MANAGEMENT": "200/3600", "CMS_BROKER_NAMESPACE": f"cms-test-lease-{uuid.uuid4().hex[:8]}"}
+    async with open_apps(database_url, services.redis_url, tmp_path / "a", env) as a:
+        limiter = a.management_app.state.limiter
+        limiter.LEASE_SECONDS = 0.2
+        for _ in range(8):  # leases of 1, 2, 4: the last one has cells left
+            assert (await a.management.get("/v1/locales")).status_code == 200
+        unspent = next(iter(limiter._leases.values())).cells
+        assert unspent > 0
+        await asyncio.sleep(0.3)
+        r = await a.management.get("/v1/locales")
+        # The expired lease's cells went back to Redis: only the 9 requests are counted.
+        assert r.status_code == 200 and _remaining(r) == 200 - 9

@@ -85,6 +85,8 @@ class FieldShape(msgspec.Struct, kw_only=True):
     to: builtins.list[str] | Unset = UNSET
     from_: str | None | Unset = msgspec.field(default=UNSET, name="from")
     values: builtins.list[str] | Unset = UNSET
+    fields: builtins.list[FieldShape] | Unset = UNSET  # component
+    blocks: dict[str, builtins.list[FieldShape]] | Unset = UNSET  # blocks
 
 
 class ContentType(msgspec.Struct, kw_only=True):
@@ -263,6 +265,8 @@ class FieldInput(msgspec.Struct, kw_only=True):
     to: builtins.list[str] | Unset = UNSET
     from_: str | Unset = msgspec.field(default=UNSET, name="from")
     values: builtins.list[str] | Unset = UNSET
+    fields: builtins.list[FieldInput] | Unset = UNSET  # component
+    blocks: dict[str, builtins.list[FieldInput]] | Unset = UNSET  # blocks
 
 
 class ContentTypeInput(msgspec.Struct, kw_only=True):

@@ -14,7 +14,16 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from .schema.model import NON_LOCALIZED, SEARCHABLE_TYPES, ContentType, Field
+from .schema.model import (
+    NON_LOCALIZED,
+    STRUCTURED_TYPES,
+    ContentType,
+    Field,
+    map_links,
+    map_values,
+    text_values,
+    walk_links,
+)
 from .times import iso
 
 _encode = msgspec.json.Encoder().encode
@@ -55,16 +64,19 @@ def asset_ids(ct: ContentType, data: dict[str, Any]) -> set[str]:
     """Every asset id any locale of this entry points to (to fetch them in one query)."""
     found: set[str] = set()
     for field in ct.fields:
-        if field.type != "asset":
+        if not field.has_links:
             continue
         for value in (data.get(field.id) or {}).values():
-            for link in value if isinstance(value, list) else [value]:
-                if isinstance(link, dict) and "id" in link:
+            for holder, link in walk_links(field, value):  # inside components and blocks too
+                if holder.type == "asset" and "id" in link:
                     found.add(link["id"])
     return found
 
 
 def _render_field(field: Field, value: Any, assets: dict[str, dict[str, Any]]) -> Any:
+    if field.type in STRUCTURED_TYPES:
+        # Every sub-field present in the output (null or [] without a value), assets resolved.
+        return map_values(field, value, lambda sub, sub_value: _render_field(sub, sub_value, assets))
     if value is None:
         return [] if field.list else None
     if field.type == "asset":
@@ -100,8 +112,7 @@ def render_entry(
         fields[field.id] = _render_field(field, value, assets)
         if value is not None:
             vals[field.id] = value
-            if field.type in SEARCHABLE_TYPES and isinstance(value, str):
-                search.append(value)
+            search.extend(text_values(field, value))
             if field.type == "slug" and slug is None:
                 slug = value
     document = entry_document(
@@ -141,10 +152,11 @@ class Spliced:
 
     def __init__(self, body: bytes, ct: ContentType, only: set[str] | None) -> None:
         self._entry = _decode_stored(body)
-        # field id -> its decoded value, for the reference fields to include
+        # field id -> (the field, its decoded value), for the fields to include from (references,
+        # and components and blocks that hold references)
         self._references = {
-            f.id: _decode(self._entry.fields[f.id]) for f in ct.fields
-            if f.type == "reference" and (only is None or f.id in only) and f.id in self._entry.fields
+            f.id: (f, _decode(self._entry.fields[f.id])) for f in ct.fields
+            if _follows(f) and (only is None or f.id in only) and f.id in self._entry.fields
         }
 
     def linked_ids(self) -> list[str]:
@@ -154,26 +166,47 @@ class Spliced:
     def encode(self, found: dict[str, bytes], fields: list[str] | None) -> bytes:
         """The ENTRY with the links whose id is in `found` replaced by those stored ENTRY bytes."""
         spliced = dict(self._entry.fields)
-        for field_id, value in self._references.items():
-            items = value if isinstance(value, list) else [value]
-            if not any(self._includable(link) and link["id"] in found for link in items):
+        for field_id, (field, value) in self._references.items():
+            if not any(_includable(link) and link["id"] in found for link in _reference_links(field, value)):
                 continue
-            parts = [bytes(found[link["id"]]) if self._includable(link) and link["id"] in found else _encode(link)
-                     for link in items]
-            spliced[field_id] = msgspec.Raw(b"[" + b",".join(parts) + b"]" if isinstance(value, list) else parts[0])
+
+            def embed(holder: Field, link: Any) -> Any:
+                if holder.type == "reference" and _includable(link) and link["id"] in found:
+                    return msgspec.Raw(found[link["id"]])
+                return link
+
+            spliced[field_id] = msgspec.Raw(_encode(map_links(field, value, embed)))
         if fields is not None:
             spliced = {k: v for k, v in spliced.items() if k in fields}
         return _encode(msgspec.structs.replace(self._entry, fields=spliced))
 
     def _links(self) -> list[dict[str, Any]]:
         return [
-            link for value in self._references.values()
-            for link in (value if isinstance(value, list) else [value]) if self._includable(link)
+            link for field, value in self._references.values()
+            for link in _reference_links(field, value) if _includable(link)
         ]
 
-    @staticmethod
-    def _includable(link: Any) -> bool:
-        return isinstance(link, dict) and "id" in link and "fields" not in link  # as `reference_links`
+
+def _follows(field: Field) -> bool:
+    """A field `include` follows: a reference, or a component or blocks field holding references."""
+    return field.type == "reference" or (field.type in STRUCTURED_TYPES and any(
+        holder.type == "reference" for holder in _link_fields(field)))
+
+
+def _link_fields(field: Field) -> list[Field]:
+    found = [field] if field.type in ("reference", "asset") else []
+    for sub in field.subfields():
+        found.extend(_link_fields(sub))
+    return found
+
+
+def _reference_links(field: Field, value: Any) -> list[Any]:
+    return [link for holder, link in walk_links(field, value) if holder.type == "reference"]
+
+
+def _includable(link: Any) -> bool:
+    """A link not included yet (an included entry has `fields`)."""
+    return isinstance(link, dict) and "id" in link and "fields" not in link
 
 
 def envelope(document: bytes) -> bytes:
@@ -198,12 +231,9 @@ def reference_links(document: dict[str, Any], ct: ContentType, only: set[str] | 
     links: list[dict[str, Any]] = []
     fields = document.get("fields") or {}
     for field in ct.fields:
-        if field.type != "reference" or (only is not None and field.id not in only):
+        if not _follows(field) or (only is not None and field.id not in only):
             continue
-        value = fields.get(field.id)
-        for link in value if isinstance(value, list) else [value]:
-            if isinstance(link, dict) and "id" in link and "fields" not in link:
-                links.append(link)
+        links.extend(link for link in _reference_links(field, fields.get(field.id)) if _includable(link))
     return links
 
 
@@ -212,11 +242,13 @@ def resolve_includes(
 ) -> None:
     """Replace reference links by the full documents found in `resolved` (in place)."""
     fields = document.get("fields") or {}
+
+    def replace(holder: Field, link: Any) -> Any:
+        if holder.type == "reference" and _includable(link) and link["id"] in resolved:
+            return resolved[link["id"]]
+        return link
+
     for field in ct.fields:
-        if field.type != "reference" or (only is not None and field.id not in only):
+        if not _follows(field) or (only is not None and field.id not in only) or field.id not in fields:
             continue
-        value = fields.get(field.id)
-        if isinstance(value, list):
-            fields[field.id] = [resolved.get(link["id"], link) if isinstance(link, dict) else link for link in value]
-        elif isinstance(value, dict) and value.get("id") in resolved:
-            fields[field.id] = resolved[value["id"]]
+        fields[field.id] = map_links(field, fields[field.id], replace)

@@ -20,7 +20,7 @@ from cms.app.credentials.schemas import Credential
 from cms.app.delivery.documents import IncludeLimit
 from cms.app.problems import ProblemError
 from cms.app.query.parse import Condition, Group, parse_condition, parse_list_query
-from cms.app.schema.model import ContentType
+from cms.app.schema.model import STRUCTURED_TYPES, ContentType, Field
 from cms.app.schema.registry import ContentTypeRegistry, resolve_locale
 
 from .dataloaders import EntryLoaders
@@ -48,22 +48,57 @@ class Context:
     errors: list[GraphQLError] = field(default_factory=list)  # added to graphql-core's
 
     def __post_init__(self) -> None:
-        self.loaders = EntryLoaders(self.pool, self.reader, shape, self.limit)
+        self.loaders = EntryLoaders(self.pool, self.reader, self.shape, self.limit)
+
+    def shape(self, document: dict[str, Any]) -> dict[str, Any]:
+        return shape(document, self.types)
 
     @property
     def types(self) -> dict[str, ContentType]:
         return self.built.types  # type: ignore[no-any-return]
 
 
-def shape(document: dict[str, Any]) -> dict[str, Any]:
-    """An ENTRY document as GraphQL objects read it."""
+def shape(document: dict[str, Any], types: dict[str, ContentType]) -> dict[str, Any]:
+    """An ENTRY document as GraphQL objects read it. Components and blocks become objects that carry
+    the entry's locale (their references load in it) and, as `__type`, their GraphQL type's name."""
     out = dict(document.get("fields") or {})
+    locale = document["locale"]
+    ct = types.get(document["type"])
+    if ct is not None:
+        for field in ct.fields:
+            if field.type in STRUCTURED_TYPES and field.id in out:
+                out[field.id] = _shape_value(field, out[field.id], type_name(ct.id) + type_name(field.id), locale)
     out.update(
-        id=document["id"], version=document["version"], locale=document["locale"],
+        id=document["id"], version=document["version"], locale=locale,
         publishedAt=document.get("published_at"), updatedAt=document.get("updated_at"),
         createdAt=document.get("created_at"), __type=document["type"],
     )
     return out
+
+
+def _shape_value(field: Field, value: Any, name: str, locale: str) -> Any:
+    """A rendered component or blocks value as GraphQL objects (`name`: the component's type name,
+    or the prefix of the blocks' names)."""
+
+    def one(fields: list[Field], item: Any, object_name: str) -> Any:
+        if not isinstance(item, dict):
+            return None
+        out = dict(item)
+        for sub in fields:
+            if sub.type in STRUCTURED_TYPES and sub.id in out:
+                out[sub.id] = _shape_value(sub, out[sub.id], object_name + type_name(sub.id), locale)
+        out["locale"], out["__type"] = locale, object_name
+        return out
+
+    if field.type == "component":
+        if field.list:
+            return [one(field.fields or [], item, name) for item in value or []]
+        return one(field.fields or [], value, name)
+    kinds = field.blocks or {}
+    return [
+        one(kinds[block["block"]], block.get("fields"), name + type_name(block["block"]))
+        for block in value or [] if isinstance(block, dict) and block.get("block") in kinds
+    ]
 
 
 def user_error(problem: ProblemError) -> GraphQLError:
@@ -115,7 +150,7 @@ def single(type_id: str) -> Callable[..., Awaitable[Any]]:
             context.tags.add(f"type:{type_id}")  # a publish of this type may make it appear
             return None
         context.tags.add(f"entry:{document['id']}")
-        return shape(document)
+        return context.shape(document)
 
     return _guarded(resolve)
 
@@ -143,7 +178,7 @@ def collection(type_id: str) -> Callable[..., Awaitable[Any]]:
             documents, total, next_cursor = await context.reader.page(conn, query)
         context.tags.add(f"type:{type_id}")
         context.tags.update(f"entry:{d['id']}" for d in documents)
-        return {"items": [shape(d) for d in documents], "total": total, "nextCursor": next_cursor}
+        return {"items": [context.shape(d) for d in documents], "total": total, "nextCursor": next_cursor}
 
     return _guarded(resolve)
 
@@ -224,7 +259,15 @@ def conditions_of(where: dict[str, Any], ct: ContentType, types: dict[str, Conte
             out += _leaves(f"{at}.{key}", SYSTEM_FILTERS[key], value, ct, types, allowed)
         else:
             field_def = ct.field(key)
-            if field_def is not None and field_def.type in ("reference", "asset"):
+            if field_def is not None and field_def.type == "component" and not field_def.list:
+                # `seo: {title: {eq: …}}` is REST's filter[seo.title][eq]
+                for nested, ops in value.items():
+                    sub = next((f for f in field_def.fields or [] if f.id == nested), None)
+                    if ops is not None and sub is not None and sub.type in ("reference", "asset"):
+                        ops = ops.get("id") or {}
+                    if ops is not None:
+                        out += _leaves(f"{at}.{key}.{nested}", f"{key}.{nested}", ops, ct, types, allowed)
+            elif field_def is not None and field_def.type in ("reference", "asset"):
                 for nested, ops in value.items():
                     if ops is None:
                         continue

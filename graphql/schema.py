@@ -17,6 +17,7 @@ from typing import Any
 
 from graphql import (
     GraphQLArgument,
+    GraphQLBoolean,
     GraphQLEnumType,
     GraphQLEnumValue,
     GraphQLField,
@@ -33,7 +34,7 @@ from graphql import (
     print_schema,
 )
 
-from cms.app.schema.model import ContentType, Field
+from cms.app.schema.model import STRUCTURED_TYPES, ContentType, Field
 from cms.app.schema.registry import ContentTypeRegistry
 
 from . import resolvers
@@ -116,11 +117,45 @@ def build(types: dict[str, ContentType], *, preview: bool = False) -> Built:
                                                      resolve=resolvers.reference_list(field.id))
                     else:
                         out[field.id] = GraphQLField(target, resolve=resolvers.reference(field.id))
+                elif field.type in STRUCTURED_TYPES:
+                    out[field.id] = GraphQLField(structured(type_name(ct.id) + type_name(field.id), field))
                 else:
                     out[field.id] = GraphQLField(output_scalar(field))
             return out
 
         return thunk
+
+    def structured(name: str, field: Field) -> Any:
+        """A component's object type (`ArticleSeo`), or the union of a blocks field's block types
+        (`PageBody = PageBodyHero | PageBodyQuote`)."""
+        if field.type == "component":
+            obj = sub_object(name, field.fields or [])
+            return GraphQLNonNull(GraphQLList(GraphQLNonNull(obj))) if field.list else obj
+        members = [sub_object(name + type_name(block), fields) for block, fields in (field.blocks or {}).items()]
+        union = GraphQLUnionType(name, members, resolve_type=resolvers.resolve_union_type)
+        return GraphQLNonNull(GraphQLList(GraphQLNonNull(union)))
+
+    def sub_object(name: str, fields: list[Field]) -> GraphQLObjectType:
+        def thunk() -> dict[str, GraphQLField]:
+            out: dict[str, GraphQLField] = {}
+            for sub in fields:
+                if sub.type == "reference":
+                    target = target_of(name, sub)
+                    if target is None:
+                        continue
+                    if sub.list:
+                        out[sub.id] = GraphQLField(GraphQLNonNull(GraphQLList(GraphQLNonNull(target))),
+                                                   resolve=resolvers.reference_list(sub.id))
+                    else:
+                        out[sub.id] = GraphQLField(target, resolve=resolvers.reference(sub.id))
+                elif sub.type in STRUCTURED_TYPES:
+                    out[sub.id] = GraphQLField(structured(name + type_name(sub.id), sub))
+                else:
+                    out[sub.id] = GraphQLField(output_scalar(sub))
+            # An object type needs a field: a block without fields (a divider) gets `_empty` (null).
+            return out or {"_empty": GraphQLField(GraphQLBoolean, description="A block without fields.")}
+
+        return GraphQLObjectType(name, thunk)
 
     for type_id, ct in visible.items():
         objects[type_id] = GraphQLObjectType(type_name(type_id), object_fields(ct), description=ct.description)
@@ -140,6 +175,8 @@ def build(types: dict[str, ContentType], *, preview: bool = False) -> Built:
             for field in content_fields(ct):
                 if field.type == "reference":
                     own[field.id] = GraphQLInputField(reference_filter(field))
+                elif field.type == "component" and not field.list:
+                    own[field.id] = GraphQLInputField(component_filter(type_name(ct.id) + type_name(field.id), field))
                 else:
                     kind = value_filter(field)
                     if kind is not None:
@@ -171,6 +208,18 @@ def build(types: dict[str, ContentType], *, preview: bool = False) -> Built:
                 return nested
 
             filters[name] = GraphQLInputObjectType(name, thunk)
+        return filters[name]
+
+    def component_filter(name: str, field: Field) -> GraphQLInputObjectType:
+        """The sub-fields of a (non-list) component: `seo: {title: {eq: …}}`."""
+        name = f"{name}Filter"
+        if name not in filters:
+            nested: dict[str, GraphQLInputField] = {}
+            for sub in field.fields or []:
+                kind = reference_id_filter() if sub.type == "reference" else value_filter(sub)
+                if kind is not None:
+                    nested[sub.id] = GraphQLInputField(kind)
+            filters[name] = GraphQLInputObjectType(name, nested or {"_empty": GraphQLInputField(GraphQLBoolean)})
         return filters[name]
 
     def reference_id_filter() -> GraphQLInputObjectType:

@@ -39,13 +39,13 @@ from ..problems import FieldErrorsProblem, ProblemError, conflict, not_found
 from ..publishing import repository as documents_repo
 from ..publishing.documents import assets_by_id, published_rows
 from ..schema.model import (
-    LINK_TYPES,
     NON_LOCALIZED,
     ContentType,
     Locales,
     has_patterns,
     pattern_budget,
     run_checks,
+    walk_links,
 )
 from ..schema.registry import load_locales, load_types, resolve_locale
 from .errors import atomic_failure, prefixed_errors
@@ -162,11 +162,10 @@ def _linked_ids(
         if action.op != "upsert" or ct is None or not isinstance(action.fields, dict):
             continue
         for f in ct.fields:
-            if f.type in LINK_TYPES:
-                value = action.fields.get(f.id)
-                for link in value if isinstance(value, list) else [value]:
-                    if isinstance(link, dict) and isinstance(link.get("id"), str):
-                        (entries if f.type == "reference" else assets).add(link["id"])
+            if f.has_links:
+                for holder, link in walk_links(f, action.fields.get(f.id)):
+                    if isinstance(link.get("id"), str):
+                        (entries if holder.type == "reference" else assets).add(link["id"])
     for entry in loaded:
         if entry.type in types:
             refs, asset_links = rules.links(types[entry.type], entry.data)

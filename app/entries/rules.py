@@ -12,16 +12,18 @@ from unidecode import unidecode
 from .. import render
 from ..problems import FieldErrorsProblem, invalid
 from ..schema.model import (
-    LINK_TYPES,
     NON_LOCALIZED,
     RESOURCE_ID,
     SLUG_MAX,
+    STRUCTURED_TYPES,
     UNIQUE_TYPES,
     ContentType,
     Locales,
     check_value,
     is_reserved_id,
+    missing_required,
     values_equal_for_unique,
+    walk_links,
 )
 from ..times import iso
 
@@ -75,7 +77,7 @@ def validate_fields(
         if field is None:
             errors.add(f"/fields/{key}", "unknown field")
             continue
-        if value is None or (field.list and value == []):
+        if value is None or (field.many and value == []):
             out[key] = None
             continue
         checked = check_value(field, value, f"/fields/{key}", errors)
@@ -137,6 +139,14 @@ def publish_problems(ct: ContentType, data: dict[str, Any], default: str, at: st
         value = per_locale.get(default if field.localized else NON_LOCALIZED)
         if value is None or value == "" or value == []:
             problems.add(f"{at}/fields/{field.id}", f"is required (in the default locale {default})")
+    # Required fields inside components and blocks: where their component or block is present.
+    for field in ct.fields:
+        if field.type not in STRUCTURED_TYPES:
+            continue
+        for code, value in (data.get(field.id) or {}).items():
+            if code in (default, NON_LOCALIZED):
+                for where in missing_required(field, value, f"{at}/fields/{field.id}"):
+                    problems.add(where, f"is required (in the default locale {default})")
     return problems
 
 
@@ -144,11 +154,12 @@ def links(ct: ContentType, data: dict[str, Any]) -> tuple[list[tuple[str, dict[s
     refs: list[tuple[str, dict[str, Any]]] = []
     assets: list[tuple[str, str]] = []
     for field in ct.fields:
-        if field.type not in LINK_TYPES:
+        if not field.has_links:
             continue
         for value in (data.get(field.id) or {}).values():
-            for link in value if isinstance(value, list) else [value]:
-                if field.type == "reference":
+            # inside components and blocks too, recorded under the top-level field
+            for holder, link in walk_links(field, value):
+                if holder.type == "reference":
                     refs.append((field.id, link))
                 else:
                     assets.append((field.id, link["id"]))
@@ -168,7 +179,7 @@ def management_entry(row: Any, ct: ContentType, locale: str, locales: Locales) -
                 fields[field.id] = {locales.default: value} if value is not None else {}
             continue
         value = per_locale.get(locale if field.localized else NON_LOCALIZED)
-        fields[field.id] = value if value is not None else ([] if field.list else None)
+        fields[field.id] = value if value is not None else ([] if field.many else None)
     if row["published_version"] is None:
         status = "draft"
     elif row["published_version"] == row["version"]:

@@ -192,7 +192,9 @@ async def _update_entry(
             merged = {}
             for key, value in given.items():
                 field = ct.field(key) if isinstance(key, str) else None
-                if field is not None and field.type == "json" and value is not None:
+                # json values and (single) components merge as JSON merge patches; lists are replaced
+                mergeable = field is not None and (field.type == "json" or (field.type == "component" and not field.list))
+                if mergeable and value is not None:
                     merged[key] = merge_patch(current.get(key), value)
                 else:
                     merged[key] = value

@@ -19,6 +19,7 @@ from ..schema.model import (
     INT64,
     LINK_TYPES,
     SORTABLE_TYPES,
+    STRUCTURED_TYPES,
     TEXT_TYPES,
     ContentType,
     Field,
@@ -64,10 +65,12 @@ _encode = msgspec.json.Encoder().encode
 
 @dataclass(frozen=True, kw_only=True)
 class Target:
-    """One field a filter reads: a content field (`field`) or, when `field` is None, system field `name`."""
+    """One field a filter reads: a content field (`field`) or, when `field` is None, system field `name`.
+    `within`: the (non-list) component whose sub-field `field` is (`filter[seo.title]`)."""
 
     name: str
     field: Field | None
+    within: Field | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,15 +284,15 @@ def _parse_include(flat: dict[str, Any], ct: ContentType) -> list[str]:
     if text == "":
         return []
     if text == "*":
-        return [f.id for f in ct.fields if f.type in LINK_TYPES]
+        return [f.id for f in ct.fields if f.has_links]
     out: list[str] = []
     for name in text.split(","):
         name = name.strip()
         field = ct.field(name)
         if field is None:
             raise malformed("include", f"unknown field {name!r}")
-        if field.type not in LINK_TYPES:
-            raise malformed("include", f"{name!r} is not a reference or asset field")
+        if not field.has_links:
+            raise malformed("include", f"{name!r} is not a reference or asset field (nor holds one)")
         if name not in out:
             out.append(name)
     return out
@@ -366,8 +369,16 @@ def parse_condition(
                       target=target)
 
     via = target.field
+    if via is not None and via.type == "component" and not via.list:
+        sub = next((f for f in via.fields or [] if f.id == parts[1]), None)
+        if sub is None:
+            raise malformed(parameter, f"the component {parts[0]!r} has no field {parts[1]!r}")
+        if sub.type in STRUCTURED_TYPES:
+            raise malformed(parameter, f"{parts[1]!r} is a {sub.type}: filters reach one level into a component")
+        inner = Target(name=path, field=sub, within=via)
+        return Filter(parameter=parameter, path=path, op=op, value=_parse_value(parameter, inner, op, raw), target=inner)
     if via is None or via.type != "reference":
-        raise malformed(parameter, f"{parts[0]!r} is not a reference field")
+        raise malformed(parameter, f"{parts[0]!r} is not a reference field (nor a component)")
     nested = parts[1]
     candidates = via.to or sorted(types)
     if allowed is not None and not set(candidates) <= allowed:
@@ -401,7 +412,7 @@ def _parse_value(parameter: str, target: Target, op: str, raw: str | list[str]) 
         kind = "id" if target.name == "id" else "timestamp"
     elif field.type in LINK_TYPES:
         allowed, kind = LINK_OPS, "link"
-    elif field.type == "json":
+    elif field.type in ("json", "component", "blocks"):
         allowed, kind = {"exists"}, "json"
     else:
         allowed = {"eq", "ne", "in", "nin", "exists"}

@@ -226,7 +226,10 @@ def _condition(source: Source, alias: str, target: Target, op: str, value: Any, 
             return f"{column} IS DISTINCT FROM {p.add(value)}::timestamptz"
         return f"{column} {_COMPARE[op]} {p.add(value)}::timestamptz"
 
-    v = source.value(field, alias)
+    if target.within is None:
+        v = source.value(field, alias)
+    else:  # a sub-field of a component
+        v = f"coalesce({source.value(target.within, alias)}->'{_ident(field.id, FIELD_ID)}', 'null'::jsonb)"
     if field.type in LINK_TYPES:
         if field.list:
             if op == "exists":

@@ -17,13 +17,16 @@ from ..query.sql import index_ddl
 from . import repository as repo
 from .model import (
     NON_LOCALIZED,
+    STRUCTURED_TYPES,
     TYPE_ID,
     ContentType,
     check_value,
     content_type_from_row,
     has_patterns,
     parse_content_type,
+    prune,
     run_checks,
+    stored_fields,
     values_equal_for_unique,
 )
 from .registry import load_locales, load_types
@@ -48,7 +51,7 @@ async def put_content_type(
         check_precondition(if_match, existing.version if existing else None)
         stored = {
             "name": ct.name, "description": ct.description, "display_field": ct.display_field,
-            "fields": [f.to_json() for f in ct.fields],
+            "fields": stored_fields(ct.fields),
         }
         if existing is None:
             row = await repo.insert_type(conn, type_id, stored)
@@ -96,6 +99,8 @@ def _blocking_values(
             before.type != field.type or before.list != field.list
             or (field.type == "reference" and set(field.to or []) != set(before.to or []))
             or (field.type == "enum" and set(field.values or []) != set(before.values or []))
+            # inside components and blocks: any change re-checks the values (what was removed is dropped)
+            or (field.type in STRUCTURED_TYPES and field.to_json() != before.to_json())
         )
         tightened = field.validations != before.validations or (field.unique and not before.unique)
         if not structural and not tightened:
@@ -106,7 +111,7 @@ def _blocking_values(
             per_locale = (row["data"] or {}).get(field.id) or {}
             for locale, value in per_locale.items():
                 errors = FieldErrorsProblem()
-                check_value(field, value, at, errors)
+                check_value(field, prune(field, value), at, errors)
                 if errors:
                     bad_entries.add(row["id"])
                 elif field.unique:
@@ -124,7 +129,12 @@ async def _migrate_entries(conn: asyncpg.Connection, old: ContentType, new: Cont
     """Removed fields drop their values; a localized flip moves values between `_` and the default locale."""
     removed = [f.id for f in old.fields if new.field(f.id) is None]
     flipped = [f for f in new.fields if (o := old.field(f.id)) is not None and o.localized != f.localized]
-    if not removed and not flipped:
+    # components and blocks whose definition changed: removed sub-fields and block types are dropped
+    reshaped = [
+        f for f in new.fields
+        if f.type in STRUCTURED_TYPES and (o := old.field(f.id)) is not None and o.to_json() != f.to_json()
+    ]
+    if not removed and not flipped and not reshaped:
         return
     default = (await load_locales(conn)).default
     rows = await repo.entry_values_of_type(conn, old.id, for_update=True)
@@ -135,6 +145,9 @@ async def _migrate_entries(conn: asyncpg.Connection, old: ContentType, new: Cont
                 updated.append(None)
                 continue
             data = {k: v for k, v in data.items() if k not in removed}
+            for field in reshaped:
+                if field.id in data:
+                    data[field.id] = {code: prune(field, value) for code, value in data[field.id].items()}
             for field in flipped:
                 per_locale = data.get(field.id)
                 if not per_locale:

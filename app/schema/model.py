@@ -10,7 +10,7 @@ import functools
 import math
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -33,7 +33,7 @@ SLUG_MAX = 200
 
 FIELD_TYPES = (
     "text", "long_text", "rich_text", "slug", "integer", "number", "boolean",
-    "date", "datetime", "enum", "json", "reference", "asset",
+    "date", "datetime", "enum", "json", "reference", "asset", "component", "blocks",
 )
 TEXT_TYPES = {"text", "long_text", "rich_text", "slug"}
 NUMBER_TYPES = {"integer", "number"}
@@ -41,7 +41,16 @@ LINK_TYPES = {"reference", "asset"}
 SORTABLE_TYPES = {"text", "slug", "integer", "number", "boolean", "date", "datetime", "enum"}
 UNIQUE_TYPES = {"text", "slug", "integer", "number", "date", "datetime", "enum"}
 SEARCHABLE_TYPES = {"text", "long_text", "rich_text"}
-FIELD_KEYS = {"id", "type", "required", "unique", "localized", "indexed", "validations", "to", "list", "from", "values", "name"}
+STRUCTURED_TYPES = {"component", "blocks"}  # values made of sub-fields
+FIELD_KEYS = {
+    "id", "type", "required", "unique", "localized", "indexed", "validations", "to", "list", "from", "values", "name",
+    "fields", "blocks",
+}
+RESERVED_FIELD_IDS = frozenset({"id", "type", "locale", "version", "status"})
+MAX_NESTING = 3  # component/blocks levels
+MAX_BLOCKS = 100  # blocks in one blocks field, items in one list of components
+MAX_BLOCK_TYPES = 50
+MAX_SUBFIELDS = 100
 VALIDATION_KEYS = {"min_length", "max_length", "pattern", "min", "max"}
 
 # A schema author's `pattern` runs against every value written: `regex` (re-compatible syntax) stops
@@ -80,7 +89,10 @@ def pattern_budget(seconds: float = PATTERN_BUDGET) -> Iterator[PatternBudget]:
 
 
 def has_patterns(ct: ContentType) -> bool:
-    return any("pattern" in f.validations for f in ct.fields)
+    def any_pattern(fields: Iterable[Field]) -> bool:
+        return any("pattern" in f.validations or any_pattern(f.subfields()) for f in fields)
+
+    return any_pattern(ct.fields)
 
 
 async def run_checks(needed: bool, check: Callable[[], T]) -> T:
@@ -111,6 +123,27 @@ class Field(msgspec.Struct, kw_only=True, frozen=True):
     list: bool = False
     from_: str | None = msgspec.field(default=None, name="from")
     values: builtins.list[str] | None = None
+    fields: builtins.list[Field] | None = None  # component: its sub-fields
+    blocks: dict[str, builtins.list[Field]] | None = None  # blocks: block name -> its fields
+
+    @property
+    def many(self) -> bool:
+        """The value is a list (empty when there is none)."""
+        return self.list or self.type == "blocks"
+
+    @property
+    def has_links(self) -> bool:
+        """References or assets in the value, at any depth."""
+        if self.type in LINK_TYPES:
+            return True
+        return any(sub.has_links for sub in self.subfields())
+
+    def subfields(self) -> Iterator[Field]:
+        """Every field of a component, or of every block type."""
+        if self.fields:
+            yield from self.fields
+        for block_fields in (self.blocks or {}).values():
+            yield from block_fields
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -127,6 +160,11 @@ class Field(msgspec.Struct, kw_only=True, frozen=True):
             out["from"] = self.from_
         if self.type == "enum":
             out["values"] = self.values or []
+        if self.type == "component":
+            out["list"] = self.list
+            out["fields"] = [f.to_json() for f in self.fields or []]
+        if self.type == "blocks":
+            out["blocks"] = {name: [f.to_json() for f in fields] for name, fields in (self.blocks or {}).items()}
         return out
 
 
@@ -252,7 +290,8 @@ def _position(raw_fields: list[Any], field_id: str) -> int:
     return 0
 
 
-def _parse_field(raw: Any, at: str, errors: FieldErrors, known_types: set[str]) -> Field | None:
+def _parse_field(raw: Any, at: str, errors: FieldErrors, known_types: set[str], level: int = 0) -> Field | None:
+    """One FIELD; `level` > 0 for a sub-field of a component or block (that many levels deep)."""
     if not isinstance(raw, dict):
         errors.add(at, "must be an object")
         return None
@@ -263,11 +302,15 @@ def _parse_field(raw: Any, at: str, errors: FieldErrors, known_types: set[str]) 
     field_id = raw.get("id")
     if not isinstance(field_id, str) or not FIELD_ID.fullmatch(field_id):
         errors.add(f"{at}/id", "must match ^[a-z][a-zA-Z0-9_]{0,63}$")
-    elif field_id in {"id", "type", "locale", "version", "status"}:
+    elif field_id in RESERVED_FIELD_IDS:
         errors.add(f"{at}/id", f"{field_id!r} is reserved")
     ftype = raw.get("type")
     if ftype not in FIELD_TYPES:
         errors.add(f"{at}/type", f"must be one of {', '.join(FIELD_TYPES)}")
+    elif level and ftype == "slug":
+        errors.add(f"{at}/type", "slug fields belong to the content type itself, not to a component or block")
+    elif ftype in STRUCTURED_TYPES and level >= MAX_NESTING:
+        errors.add(f"{at}/type", f"components and blocks nest at most {MAX_NESTING} levels")
     name = raw.get("name")
     if name is not None and (not isinstance(name, str) or len(name) > 200):
         errors.add(f"{at}/name", "must be a string of at most 200 characters")
@@ -277,8 +320,13 @@ def _parse_field(raw: Any, at: str, errors: FieldErrors, known_types: set[str]) 
         if not isinstance(value, bool):
             errors.add(f"{at}/{flag}", "must be true or false")
         flags[flag] = value is True
-    if flags["list"] and ftype not in LINK_TYPES:
-        errors.add(f"{at}/list", "only reference and asset fields can be lists")
+    if level:
+        for flag in ("unique", "localized", "indexed"):
+            if flags[flag]:
+                errors.add(f"{at}/{flag}", f"a field inside a component or block cannot be {flag}"
+                           + (" (the whole field is localized or not)" if flag == "localized" else ""))
+    if flags["list"] and ftype not in LINK_TYPES | {"component"}:
+        errors.add(f"{at}/list", "only reference, asset and component fields can be lists")
     if flags["unique"] and ftype not in UNIQUE_TYPES:
         errors.add(f"{at}/unique", f"a {ftype} field cannot be unique")
     if flags["indexed"] and ftype not in SORTABLE_TYPES | LINK_TYPES:
@@ -313,6 +361,25 @@ def _parse_field(raw: Any, at: str, errors: FieldErrors, known_types: set[str]) 
             values = []
     elif values is not None:
         errors.add(f"{at}/values", "only enum fields have `values`")
+    sub_fields = _parse_subfields(raw, "fields", at, errors, known_types, level) if ftype == "component" else None
+    if ftype != "component" and "fields" in raw:
+        errors.add(f"{at}/fields", "only component fields have `fields`")
+    blocks: dict[str, list[Field]] | None = None
+    if ftype == "blocks":
+        raw_blocks = raw.get("blocks")
+        if not isinstance(raw_blocks, dict) or not raw_blocks or len(raw_blocks) > MAX_BLOCK_TYPES:
+            errors.add(f"{at}/blocks", f"must be an object of 1 to {MAX_BLOCK_TYPES} block types: name -> [FIELD, ...]")
+        else:
+            blocks = {}
+            for block_name in raw_blocks:
+                if not isinstance(block_name, str) or not FIELD_ID.fullmatch(block_name):
+                    errors.add(f"{at}/blocks/{block_name}", "a block name must match ^[a-z][a-zA-Z0-9_]{0,63}$")
+                    continue
+                parsed = _parse_subfields(raw_blocks, block_name, f"{at}/blocks", errors, known_types, level)
+                if parsed is not None:
+                    blocks[block_name] = parsed
+    elif "blocks" in raw:
+        errors.add(f"{at}/blocks", "only blocks fields have `blocks`")
     validations = raw.get("validations", {})
     if validations is None:
         validations = {}
@@ -339,7 +406,8 @@ def _parse_field(raw: Any, at: str, errors: FieldErrors, known_types: set[str]) 
                 except regex.error as exc:
                     errors.add(vat, f"invalid regular expression: {exc}")
         elif key in ("min", "max"):
-            if ftype not in NUMBER_TYPES and not (ftype in LINK_TYPES and flags["list"]):
+            counted = ftype == "blocks" or (ftype in LINK_TYPES | {"component"} and flags["list"])
+            if ftype not in NUMBER_TYPES and not counted:
                 errors.add(vat, f"not applicable to {ftype} fields")
             elif not _is_number(value):
                 errors.add(vat, "must be a number")
@@ -350,13 +418,63 @@ def _parse_field(raw: Any, at: str, errors: FieldErrors, known_types: set[str]) 
         localized=flags["localized"], indexed=flags["indexed"], validations=dict(validations),
         to=list(to or []) if ftype == "reference" else None, list=flags["list"],
         from_=source if ftype == "slug" else None, values=list(values or []) if ftype == "enum" else None,
+        fields=sub_fields, blocks=blocks,
     )
+
+
+def _parse_subfields(
+    raw: dict[str, Any], key: str, at: str, errors: FieldErrors, known_types: set[str], level: int,
+) -> list[Field] | None:
+    """`raw[key]`: the [FIELD, ...] of a component or of one block type, one level deeper."""
+    items = raw.get(key)
+    where = f"{at}/{key}"
+    if not isinstance(items, list) or len(items) > MAX_SUBFIELDS:
+        errors.add(where, f"must be a list of at most {MAX_SUBFIELDS} fields")
+        return None
+    out: list[Field] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        sub = _parse_field(item, f"{where}/{index}", errors, known_types, level + 1)
+        if sub is None:
+            continue
+        if sub.id in seen:
+            errors.add(f"{where}/{index}/id", f"duplicate field id {sub.id!r}")
+            continue
+        seen.add(sub.id)
+        out.append(sub)
+    return out
+
+
+def stored_fields(fields: list[Field]) -> list[dict[str, Any]]:
+    """Fields as the database keeps them: as `to_json`, but each `blocks` as a list of
+    {"block": name, "fields": [...]}, since a jsonb object does not keep the order of its keys."""
+
+    def one(field: dict[str, Any]) -> dict[str, Any]:
+        out = dict(field)
+        if "fields" in out:
+            out["fields"] = [one(f) for f in out["fields"]]
+        if "blocks" in out:
+            out["blocks"] = [{"block": name, "fields": [one(f) for f in fs]} for name, fs in out["blocks"].items()]
+        return out
+
+    return [one(f.to_json()) for f in fields]
+
+
+def _from_stored(field: Any) -> Any:
+    if not isinstance(field, dict):
+        return field
+    out = dict(field)
+    if isinstance(out.get("fields"), list):
+        out["fields"] = [_from_stored(f) for f in out["fields"]]
+    if isinstance(out.get("blocks"), list):
+        out["blocks"] = {b["block"]: [_from_stored(f) for f in b["fields"]] for b in out["blocks"]}
+    return out
 
 
 def content_type_from_row(row: Any) -> ContentType:
     return ContentType(
         id=row["id"], name=row["name"], description=row["description"], display_field=row["display_field"],
-        fields=msgspec.convert(row["fields"], list[Field]), version=row["version"],
+        fields=msgspec.convert([_from_stored(f) for f in row["fields"]], list[Field]), version=row["version"],
         created_at=row["created_at"], updated_at=row["updated_at"],
     )
 
@@ -460,6 +578,15 @@ def check_value(field: Field, value: Any, at: str, errors: FieldErrors) -> Any:
         return value
     if ftype == "json":
         return value
+    if ftype == "component":
+        if not field.list:
+            return _check_object(field.fields or [], value, at, errors)
+        items = _check_count(field, value, at, errors)
+        return None if items is None else [_check_object(field.fields or [], item, f"{at}/{i}", errors)
+                                           for i, item in enumerate(items)]
+    if ftype == "blocks":
+        items = _check_count(field, value, at, errors)
+        return None if items is None else [_check_block(field, item, f"{at}/{i}", errors) for i, item in enumerate(items)]
     if ftype in LINK_TYPES:
         if field.list:
             if not isinstance(value, list):
@@ -476,6 +603,59 @@ def check_value(field: Field, value: Any, at: str, errors: FieldErrors) -> Any:
         return _check_link(field, value, at, errors)
     errors.add(at, "unsupported field type")
     return None
+
+
+def _check_count(field: Field, value: Any, at: str, errors: FieldErrors) -> list[Any] | None:
+    """A list of components or blocks: a list, within `validations.min`/`max` and MAX_BLOCKS."""
+    if not isinstance(value, list):
+        errors.add(at, "must be a list")
+        return None
+    if len(value) > MAX_BLOCKS:
+        errors.add(at, f"at most {MAX_BLOCKS} items")
+        return None
+    v = field.validations
+    if "min" in v and len(value) < v["min"]:
+        errors.add(at, f"must have at least {v['min']} items")
+    if "max" in v and len(value) > v["max"]:
+        errors.add(at, f"must have at most {v['max']} items")
+    return value
+
+
+def _check_object(fields: list[Field], value: Any, at: str, errors: FieldErrors) -> dict[str, Any] | None:
+    """A component's value (or a block's `fields`): known sub-fields only; absent ones are left out."""
+    if not isinstance(value, dict):
+        errors.add(at, "must be an object")
+        return None
+    by_id = {f.id: f for f in fields}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        sub = by_id.get(key)
+        if sub is None:
+            errors.add(f"{at}/{key}", "unknown field")
+            continue
+        if item is None or item == "" or (sub.many and item == []):  # as at the top level: no value
+            continue
+        checked = check_value(sub, item, f"{at}/{key}", errors)
+        if checked is not None:
+            out[key] = checked
+    return out
+
+
+def _check_block(field: Field, value: Any, at: str, errors: FieldErrors) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        errors.add(at, 'must be an object {"block": name, "fields": {...}}')
+        return None
+    extra = set(value) - {"block", "fields"}
+    if extra:
+        errors.add(f"{at}/{sorted(extra)[0]}", "unknown property of a block")
+        return None
+    kinds = field.blocks or {}
+    name = value.get("block")
+    if not isinstance(name, str) or name not in kinds:
+        errors.add(f"{at}/block", f"must be one of {', '.join(kinds)}")
+        return None
+    checked = _check_object(kinds[name], value.get("fields", {}), f"{at}/fields", errors)
+    return None if checked is None else {"block": name, "fields": checked}
 
 
 def _check_range(v: dict[str, Any], value: float, at: str, errors: FieldErrors) -> None:
@@ -521,3 +701,135 @@ def values_equal_for_unique(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return value if isinstance(value, str) else msgspec.json.encode(value).decode()
+
+
+# ---------------------------------------------------------------------------------------------------
+# walking values with sub-fields (components and blocks)
+
+
+def _items(field: Field, value: Any) -> Iterator[tuple[builtins.list[Field], dict[str, Any], str]]:
+    """The objects of a component or blocks value with their fields and the pointer part that
+    leads to their sub-fields' values (`/0`, `/2/fields`; "" for a single component)."""
+    if field.type == "component":
+        items = value if field.list and isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            if isinstance(item, dict):
+                yield field.fields or [], item, f"/{index}" if field.list else ""
+    elif field.type == "blocks" and isinstance(value, list):
+        kinds = field.blocks or {}
+        for index, block in enumerate(value):
+            if isinstance(block, dict) and block.get("block") in kinds and isinstance(block.get("fields"), dict):
+                yield kinds[block["block"]], block["fields"], f"/{index}/fields"
+
+
+def walk_links(field: Field, value: Any) -> Iterator[tuple[Field, dict[str, Any]]]:
+    """Every reference or asset link in a value of `field`, at any depth, in document order, with the
+    (sub-)field that holds it."""
+    if value is None:
+        return
+    if field.type in LINK_TYPES:
+        for link in value if isinstance(value, list) else [value]:
+            if isinstance(link, dict):
+                yield field, link
+        return
+    for fields, item, _ in _items(field, value):
+        for sub in fields:
+            if sub.has_links:
+                yield from walk_links(sub, item.get(sub.id))
+
+
+def map_values(field: Field, value: Any, leaf: Callable[[Field, Any], Any]) -> Any:
+    """A copy of `value` in which every leaf value (one that is not a component or blocks) is
+    `leaf(its field, it)`, absent ones included (None); the shape of components and blocks kept."""
+    if field.type not in STRUCTURED_TYPES:
+        return leaf(field, value)
+    if value is None:
+        return [] if field.many else None
+
+    def each(fields: builtins.list[Field], item: dict[str, Any]) -> dict[str, Any]:
+        return {sub.id: map_values(sub, item.get(sub.id), leaf) for sub in fields}
+
+    if field.type == "component":
+        if field.list:
+            return [each(field.fields or [], item) for item in value if isinstance(item, dict)]
+        return each(field.fields or [], value) if isinstance(value, dict) else None
+    kinds = field.blocks or {}
+    return [
+        {"block": block["block"], "fields": each(kinds[block["block"]], block.get("fields") or {})}
+        for block in value if isinstance(block, dict) and block.get("block") in kinds
+    ]
+
+
+def map_links(field: Field, value: Any, replace: Callable[[Field, Any], Any]) -> Any:
+    """A copy of `value` with each link replaced by `replace(its field, link)`; the rest as it is."""
+    if value is None:
+        return None
+    if field.type in LINK_TYPES:
+        return [replace(field, link) for link in value] if isinstance(value, list) else replace(field, value)
+    if field.type not in STRUCTURED_TYPES or not field.has_links:
+        return value
+
+    def each(fields: builtins.list[Field], item: dict[str, Any]) -> dict[str, Any]:
+        by_id = {sub.id: sub for sub in fields}
+        return {k: map_links(by_id[k], v, replace) if k in by_id else v for k, v in item.items()}
+
+    if field.type == "component":
+        if field.list:
+            return [each(field.fields or [], item) if isinstance(item, dict) else item for item in value]
+        return each(field.fields or [], value) if isinstance(value, dict) else value
+    kinds = field.blocks or {}
+    return [
+        dict(block, fields=each(kinds[block["block"]], block["fields"]))
+        if isinstance(block, dict) and block.get("block") in kinds and isinstance(block.get("fields"), dict) else block
+        for block in value
+    ]
+
+
+def missing_required(field: Field, value: Any, at: str) -> Iterator[str]:
+    """Pointers (below `at`, the value's own pointer) of required sub-fields without a value."""
+    for fields, item, part in _items(field, value):
+        for sub in fields:
+            sub_value = item.get(sub.id)
+            where = f"{at}{part}/{sub.id}"
+            if sub.required and (sub_value is None or sub_value == "" or sub_value == []):
+                yield where
+            elif sub.type in STRUCTURED_TYPES and sub_value is not None:
+                yield from missing_required(sub, sub_value, where)
+
+
+def prune(field: Field, value: Any) -> Any:
+    """A stored value without what `field` no longer defines (removed sub-fields, removed block
+    types), so the rest can be checked against it; other values as they are."""
+    if field.type not in STRUCTURED_TYPES or value is None:
+        return value
+
+    def each(fields: builtins.list[Field], item: Any) -> Any:
+        if not isinstance(item, dict):
+            return item
+        by_id = {sub.id: sub for sub in fields}
+        return {k: prune(by_id[k], v) for k, v in item.items() if k in by_id}
+
+    if field.type == "component":
+        if field.list:
+            return [each(field.fields or [], item) for item in value] if isinstance(value, list) else value
+        return each(field.fields or [], value)
+    if not isinstance(value, list):
+        return value
+    kinds = field.blocks or {}
+    return [
+        dict(block, fields=each(kinds[block["block"]], block.get("fields")))
+        for block in value if not isinstance(block, dict) or block.get("block") in kinds
+    ]
+
+
+def text_values(field: Field, value: Any) -> Iterator[str]:
+    """The searchable text in a value, at any depth."""
+    if value is None:
+        return
+    if field.type in SEARCHABLE_TYPES:
+        if isinstance(value, str):
+            yield value
+        return
+    for fields, item, _ in _items(field, value):
+        for sub in fields:
+            yield from text_values(sub, item.get(sub.id))

@@ -9,28 +9,27 @@ next delay of the retry schedule, or failed when the schedule is used up (and th
 disabled once it has failed for 5 days without a success).
 
 Many deliveries are in flight at once (asyncio); the claim lets at most `per_endpoint` of one
-endpoint fly, so a slow endpoint never holds back the others. Each endpoint has its own HTTP client
-and connections (kept alive; one shared pool of many connections costs a scan of all of them per
-request). Outcomes are recorded together: the attempts that finish while one batch is being
-written are written next, in one statement (a group commit).
+endpoint fly, so a slow endpoint never holds back the others. Connections are kept alive per
+endpoint address (http.py: a small HTTP/1.1 client; httpx's layers were most of the sender's CPU).
+Outcomes are recorded together: the attempts that finish while one batch is being written are
+written next, in one statement (a group commit).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
-import httpx
 from prometheus_client import Counter, Histogram
 
 from . import repository as repo
+from .http import ProtocolError, WebhookHttp
 from .signing import SecretBox, signature_headers
 from .ssrf import Resolver, UnsafeUrl, check_url, default_resolver
 
@@ -42,7 +41,7 @@ ATTEMPT_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
 )
 
-MAX_CLIENTS = 1024  # endpoints' HTTP clients kept (each keeps up to per_endpoint connections)
+MAX_TARGETS = 1024  # endpoint addresses whose idle connections are kept (up to per_endpoint each)
 MAX_BATCH = 500  # outcomes recorded in one statement
 SEND_TIMEOUT = 15.0  # seconds for the whole exchange (CMS_WEBHOOK_TIMEOUT_SECONDS)
 DISABLE_AFTER = 5 * 86400.0  # seconds of failures without a success
@@ -67,6 +66,7 @@ class WebhookSender:
         self, pool: Any, box: SecretBox, *, schedule: tuple[float, ...], allow_private: bool,
         resolver: Resolver = default_resolver, concurrency: int = 64, per_endpoint: int = 4,
         lease_seconds: float = 60.0, timeout: float = SEND_TIMEOUT, on_recorded: Callable[[], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.pool = pool
         self.box = box
@@ -77,10 +77,9 @@ class WebhookSender:
         self.per_endpoint = per_endpoint
         self.timeout = timeout
         self.lease_seconds = max(lease_seconds, timeout * 2)  # never runs out while the send may still answer
-        self._clients: OrderedDict[tuple[str, str, int, str], httpx.AsyncClient] = OrderedDict()
+        self.http = WebhookHttp(per_target=per_endpoint, max_targets=MAX_TARGETS, ssl_context=ssl_context)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._recording = GroupCommit(self._record_batch)
-        self._closing: set[asyncio.Task[None]] = set()
         self.on_recorded = on_recorded  # slots are free again (the sender loop may claim more)
         self.sent = 0  # attempts made (tests and metrics)
 
@@ -114,29 +113,7 @@ class WebhookSender:
         for task in list(self._in_flight):
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
-        clients, self._clients = list(self._clients.values()), OrderedDict()
-        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
-
-    def _client(self, scheme: str, address: str, port: int, host: str) -> httpx.AsyncClient:
-        """The HTTP client of one endpoint's (checked) address; the least recently used beyond
-        MAX_CLIENTS is closed."""
-        key = (scheme, address, port, host)
-        client = self._clients.get(key)
-        if client is not None:
-            self._clients.move_to_end(key)
-            return client
-        client = self._clients[key] = httpx.AsyncClient(
-            follow_redirects=False, timeout=httpx.Timeout(self.timeout),
-            limits=httpx.Limits(max_connections=self.per_endpoint, max_keepalive_connections=self.per_endpoint),
-        )
-        # A receiver's cookies are never kept, so none travels with a later request.
-        client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        while len(self._clients) > MAX_CLIENTS:
-            _, oldest = self._clients.popitem(last=False)
-            task = asyncio.get_running_loop().create_task(oldest.aclose())  # its sends in flight finish first
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-        return client
+        await self.http.aclose()
 
     async def _deliver(self, row: Any) -> None:
         try:
@@ -161,30 +138,23 @@ class WebhookSender:
         if row["old_secret"] is not None and row["old_secret_until"] is not None and row["old_secret_until"] > datetime.now(UTC):
             secrets.append(self.box.decrypt(row["old_secret"]))
         body = bytes(row["body"])
-        host = f"[{address}]" if ":" in address else address
-        headers = {
-            **dict(row["headers"]), "content-type": "application/json", "user-agent": USER_AGENT,
-            "host": target.host_header,
-            **signature_headers(row["event_id"], int(time.time()), body, secrets),
-        }
-        url = f"{target.scheme}://{host}:{target.port}{target.path_and_query}"
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        # The subscription's own headers, then ours (which win: one value per name).
+        merged = {name.lower(): value for name, value in dict(row["headers"]).items()}
+        merged.update({"content-type": "application/json", "user-agent": USER_AGENT})
+        merged.update(signature_headers(row["event_id"], int(time.time()), body, secrets))
         try:
             async with asyncio.timeout(self.timeout):
-                client = self._client(target.scheme, address, target.port, target.host)
-                async with client.stream("POST", url, content=body, headers=headers, extensions=extensions) as response:
-                    kept = b""
-                    async for chunk in response.aiter_raw():
-                        kept += chunk
-                        if len(kept) >= RESPONSE_KEPT:
-                            break
-            text = kept[:RESPONSE_KEPT].decode("utf-8", "replace")
-            if 300 <= response.status_code < 400:
-                return outcome(response.status_code, "redirect not followed", text)
-            return outcome(response.status_code, None, text)
+                answer = await self.http.post(
+                    target.scheme, address, target.port, target.host, target.host_header, target.path_and_query,
+                    list(merged.items()), body, keep=RESPONSE_KEPT,
+                )
+            text = answer.body.decode("utf-8", "replace")
+            if 300 <= answer.status < 400:
+                return outcome(answer.status, "redirect not followed", text)
+            return outcome(answer.status, None, text)
         except TimeoutError:
             return outcome(None, f"timeout: no complete answer within {self.timeout:g} s")
-        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, ProtocolError, ValueError) as exc:
             return outcome(None, f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__)
         finally:
             self.sent += 1

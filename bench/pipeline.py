@@ -45,6 +45,9 @@ WEBHOOK_ENDPOINTS [0] (N > 0: after the RATES runs, subscribe N endpoints served
 receivers, which pipeline.sh then starts, on WEBHOOK_BASE_PORT [18140] …, and run the RATES again
 while the webhooks fire, `<run>-webhooks<N>`, waiting up to WEBHOOK_DRAIN_S [180] for every delivery;
 then, WEBHOOK_CONTROL [1], deactivate them and run the RATES once more, `<run>-after`).
+PUBLISH_TYPES ["article"] (issue 14: "article landing" runs every RATES item for each type in turn,
+the landing pages (bench/seed.py's `landing`, 20 blocks, ~6 KB, 3 cta references to published
+articles) as `<run>-landing`; bulk and the webhook runs stay articles).
 Set by pipeline.sh: BENCH_ROOTS, BENCH_SERVER_PIDS, BENCH_COMPONENTS
 ("name=pid ..."), BENCH_STAMP, POLL_MS [3] (observer fallback only).
 """
@@ -81,7 +84,7 @@ IN_MOVED_TO = 0x80
 IN_Q_OVERFLOW = 0x4000
 
 
-def observe(records_path: str, watch_dir: str, port: int) -> None:
+def observe(records_path: str, watch_dirs: str, port: int) -> None:
     parent = os.getppid()
     out = open(records_path, "a", buffering=1)  # noqa: SIM115 (lives as long as the process)
     lock = threading.Lock()
@@ -115,7 +118,7 @@ def observe(records_path: str, watch_dir: str, port: int) -> None:
     threading.Thread(target=server.serve_forever, name="cdn", daemon=True).start()
     rec(time.monotonic_ns(), f"ready cdn 127.0.0.1:{port}")
 
-    def watch() -> None:
+    def watch(watch_dir: str) -> None:
         while not os.path.isdir(watch_dir):
             time.sleep(0.02)
         libc = ctypes.CDLL(None, use_errno=True)
@@ -153,7 +156,8 @@ def observe(records_path: str, watch_dir: str, port: int) -> None:
             with lock:
                 out.writelines(f"{t} {line}\n" for line in lines)
 
-    threading.Thread(target=watch, name="watch", daemon=True).start()
+    for watch_dir in watch_dirs.split(","):  # one thread per directory (PUBLISH_TYPES: one per type)
+        threading.Thread(target=watch, args=(watch_dir,), name="watch", daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     while os.getppid() == parent:  # the parent (pipeline.sh) is gone: stop too
         time.sleep(0.5)
@@ -172,6 +176,7 @@ class Records:
         self.purge_requests = 0
         self.overflow = 0
         self.watching = ""
+        self.watched: set[str] = set()  # every directory the observer watches (PUBLISH_TYPES)
         self.cdn_ready = False
 
     def poll(self) -> None:
@@ -195,6 +200,7 @@ class Records:
                 self.cdn_ready = True
             elif kind == "watching":
                 self.watching = parts[2]
+                self.watched.add(parts[3] if len(parts) > 3 else "")
             elif kind == "overflow":
                 self.overflow += 1
 
@@ -329,6 +335,27 @@ def article_fields(i: int, tag: str, author_id: str) -> dict[str, Any]:
             "author": {"id": author_id, "type": "author"}}
 
 
+def landing_fields_for(i: int, tag: str, targets: list[str]) -> dict[str, Any]:
+    """Issue 14: a landing page of 20 blocks (bench/seed.py's generator), its 3 cta blocks pointing
+    at published articles (`targets`)."""
+    import random
+
+    from seed import landing_fields
+
+    rnd = random.Random(f"{tag}-{i}")
+    picks = [targets[(i * 3 + j) % len(targets)] for j in range(3)]
+    return landing_fields(rnd, f"Landing {tag} {i}", f"{tag}-{i:05d}", picks)
+
+
+def publish_types() -> list[str]:
+    """PUBLISH_TYPES ["article"]: the types each RATES item publishes, in order (article, landing)."""
+    types = os.environ.get("PUBLISH_TYPES", "article").split() or ["article"]
+    for t in types:
+        if t not in ("article", "landing"):
+            raise SystemExit(f"pipeline: PUBLISH_TYPES: unknown type {t!r} (article, landing)")
+    return types
+
+
 class _Stale(ConnectionError):
     """The connection was closed before an answer came."""
 
@@ -395,6 +422,8 @@ class Bench:
         self.key = key
         self.objects = Path(data_dir) / "objects"
         self.watch_dir = self.objects / "entries" / "article" / "en"
+        self.types = publish_types()
+        self.cta_targets: list[str] = []  # published articles the landing pages' cta blocks point at
         self.outdir = Path(outdir)
         self.rec = Records(records)
         self.cpu = Cpu()
@@ -422,10 +451,12 @@ class Bench:
         return str(doc["data"]["id"])
 
     async def setup(self) -> None:
-        from seed import ARTICLE_TYPE, AUTHOR_TYPE
+        from seed import ARTICLE_TYPE, AUTHOR_TYPE, LANDING_TYPE
 
         await self.call("PUT", "/v1/content-types/author", AUTHOR_TYPE)
         await self.call("PUT", "/v1/content-types/article", ARTICLE_TYPE)
+        if "landing" in self.types:
+            await self.call("PUT", "/v1/content-types/landing", LANDING_TYPE)
         self.authors = list(await asyncio.gather(
             *(self.create("author", {"name": f"Bench Author {i:02d}"}) for i in range(10))))
         for a in self.authors:
@@ -435,11 +466,25 @@ class Bench:
         ids = [await self.create("article", article_fields(i, "warm", self.authors[i % 10])) for i in range(5)]
         for entry_id in ids:
             await self.call("POST", f"/v1/entries/article/{entry_id}/publish")
+        self.cta_targets = ids
+        files = [self.watch_dir / f"{i}.json" for i in ids]
+        if "landing" in self.types:
+            # The landing pages' cta targets: 20 published articles (more than the 5 above).
+            more = [await self.create("article", article_fields(i, "cta", self.authors[i % 10])) for i in range(15)]
+            for entry_id in more:
+                await self.call("POST", f"/v1/entries/article/{entry_id}/publish")
+            self.cta_targets = ids + more
+            # and a few landing pages end to end (which makes the landing directory the observer watches)
+            lids = [await self.create("landing", landing_fields_for(i, "warm-landing", self.cta_targets)) for i in range(5)]
+            for entry_id in lids:
+                await self.call("POST", f"/v1/entries/landing/{entry_id}/publish")
+            files += [self.type_dir("landing") / f"{i}.json" for i in lids]
+        want_watched = {str(self.type_dir(t)) for t in self.types}
         deadline = time.monotonic() + 120
-        while not all((self.watch_dir / f"{i}.json").exists() for i in ids) or not self.rec.watching:
+        while not all(f.exists() for f in files) or not want_watched <= self.rec.watched:
             if time.monotonic() > deadline:
                 raise SystemExit(f"pipeline: warm-up files not written within 120 s (or the observer "
-                                 f"is not watching {self.watch_dir})")
+                                 f"is not watching {sorted(want_watched - self.rec.watched)})")
             await asyncio.sleep(0.05)
             self.rec.poll()
         log(f"warm-up done; observer watching ({self.rec.watching}), CDN purges seen: {self.rec.purge_requests}")
@@ -461,28 +506,40 @@ class Bench:
             log(f"{len(pending)} of {len(ids)} not seen (file and purge) within the drain timeout")
         return time.monotonic() - t
 
-    def check_files(self, ids: list[str]) -> dict[str, Any]:
+    def type_dir(self, type_id: str) -> Path:
+        return self.objects / "entries" / type_id / "en"
+
+    def check_files(self, ids: list[str], type_id: str = "article") -> dict[str, Any]:
         """Every file exists on disk; a sample decodes to the right entry."""
-        missing = [i for i in ids if not (self.watch_dir / f"{i}.json").exists()]
+        folder = self.type_dir(type_id)
+        missing = [i for i in ids if not (folder / f"{i}.json").exists()]
         bad = []
         for i in ids[:: max(1, len(ids) // 20)]:
-            p = self.watch_dir / f"{i}.json"
+            p = folder / f"{i}.json"
             if p.exists():
                 d = json.loads(p.read_bytes())
-                if d["data"]["id"] != i or len(d["data"]["fields"]["body"]) < 2000 \
-                        or "fields" not in (d["data"]["fields"].get("author") or {}):
+                f = d["data"]["fields"]
+                if type_id == "landing":
+                    ok = d["data"]["id"] == i and len(f["body"]) == 20 and all("fields" in b for b in f["body"]) \
+                        and sum(1 for b in f["body"] if b["block"] == "cta" and (b["fields"].get("target") or {}).get("id")) == 3
+                else:
+                    ok = d["data"]["id"] == i and len(f["body"]) >= 2000 and "fields" in (f.get("author") or {})
+                if not ok:
                     bad.append(i)
         return {"missing_on_disk": len(missing), "sample_checked": len(ids[:: max(1, len(ids) // 20)]),
                 "sample_bad": len(bad)}
 
     # -- latency ---------------------------------------------------------------------------
 
-    async def latency(self, name: str, rate: float, seconds: float) -> dict[str, Any]:
+    async def latency(self, name: str, rate: float, seconds: float, type_id: str = "article") -> dict[str, Any]:
         n = max(1, int(round(rate * seconds)))
         tag = f"{name}-{os.environ.get('BENCH_STAMP', 'x')[-7:-1].lower()}"
-        log(f"{name}: creating {n} article drafts (not timed)")
-        ids = list(await asyncio.gather(
-            *(self.create("article", article_fields(i, tag, self.authors[i % 10])) for i in range(n))))
+        log(f"{name}: creating {n} {type_id} drafts (not timed)")
+        if type_id == "landing":
+            drafts = [landing_fields_for(i, tag, self.cta_targets) for i in range(n)]
+        else:
+            drafts = [article_fields(i, tag, self.authors[i % 10]) for i in range(n)]
+        ids = list(await asyncio.gather(*(self.create(type_id, f) for f in drafts)))
         self.ids_of[name] = ids
         settle()
         others_before = wait_quiet()
@@ -494,7 +551,7 @@ class Bench:
         async def one(i: int, t_sched: int) -> None:
             t0 = time.monotonic_ns()
             try:
-                status = await self.poster.post(f"/v1/entries/article/{ids[i]}/publish")
+                status = await self.poster.post(f"/v1/entries/{type_id}/{ids[i]}/publish")
             except (OSError, ValueError, asyncio.IncompleteReadError):
                 status = 0
             sends[i] = (t_sched, t0, time.monotonic_ns(), status)
@@ -525,7 +582,7 @@ class Bench:
             lag_ms.append((t0 - t_sched) / 1e6)
             tf = Records.first_after(self.rec.files.get(f"{ids[i]}.json"), t0)
             tp = Records.first_after(self.rec.purges.get(ids[i]), t0)
-            tpp = Records.first_after(self.rec.path_purges.get(f"/cdn/entries/article/en/{ids[i]}.json"), t0)
+            tpp = Records.first_after(self.rec.path_purges.get(f"/cdn/entries/{type_id}/en/{ids[i]}.json"), t0)
             if tf is None:
                 missing_file += 1
             else:
@@ -550,7 +607,7 @@ class Bench:
                 error_statuses[str(status)] = error_statuses.get(str(status), 0) + 1
         achieved = (len(t0s) - 1) / ((t0s[-1] - t0s[0]) / 1e9) if len(t0s) > 1 and t0s[-1] > t0s[0] else None
         result = {
-            "name": name, "rate": rate, "seconds": seconds, "publishes": n, "errors": errors,
+            "name": name, "type": type_id, "rate": rate, "seconds": seconds, "publishes": n, "errors": errors,
             "statuses": error_statuses,
             "achieved_rate": round(achieved, 2) if achieved else None,
             "send_lag_ms": stats(lag_ms), "publish_api_ms": stats(api_ms),
@@ -558,7 +615,7 @@ class Bench:
             "purge_path_ms": stats(path_ms),
             "missing_file": missing_file, "missing_purge": missing_purge,
             "api_s": round((t_api_end - start) / 1e9, 2), "drain_s": round(waited, 2),
-            "files": self.check_files(ids), "cpu": self.cpu.diff(c0, c1), "others_before": others_before,
+            "files": self.check_files(ids, type_id), "cpu": self.cpu.diff(c0, c1), "others_before": others_before,
             "observer_overflows": self.rec.overflow,
         }
         self.phases[name] = result
@@ -901,7 +958,7 @@ def meta(root: Path) -> dict[str, Any]:
                      **{p: ver(p) for p in ("granian", "litestar", "dramatiq", "asyncpg", "redis", "httpx")}},
         "config": {k: os.environ.get(k) for k in ("RATES", "BULK_N", "BULK_ACTIONS", "BULK_CONCURRENCY",
                                                    "DRAIN_TIMEOUT_S", "QUIET_MAX_CORES", "QUIET_WAIT_S",
-                                                   "WEBHOOK_ENDPOINTS", "CMS_ENV")},
+                                                   "WEBHOOK_ENDPOINTS", "CMS_ENV", "PUBLISH_TYPES")},
         "notes": "shared noisy 2-core VM; the publisher, the observer and the CMS share the same cores",
     }
 
@@ -919,7 +976,9 @@ async def run(base: str, key: str, data_dir: str, outdir: str, records: str) -> 
         await b.log_statements()
         rates = [(float(r), float(s or 20)) for r, _, s in (i.partition(":") for i in os.environ.get("RATES", "10:30 100:20").split())]
         for rate, secs in rates:
-            await b.latency(f"rate{rate:g}".replace(".", "p"), rate, secs)
+            for type_id in b.types:  # PUBLISH_TYPES: article as `rate100`, landing pages as `rate100-landing`
+                suffix = "" if type_id == "article" else f"-{type_id}"
+                await b.latency(f"rate{rate:g}".replace(".", "p") + suffix, rate, secs, type_id)
         if env_int("WEBHOOK_ENDPOINTS", 0) > 0:
             await b.webhook_runs(env_int("WEBHOOK_ENDPOINTS", 0), rates)
         if env_int("BULK_N", 5000) > 0:

@@ -8,6 +8,8 @@
 #
 # Env knobs (defaults in brackets):
 #   RATES ["10:30 100:20"]   publishes/s : seconds, one latency run each, in order
+#   PUBLISH_TYPES ["article"] the types each RATES item publishes, in turn: "article landing" adds a
+#                    run of landing pages with 20 blocks (`<run>-landing`, issue 14) after each article run
 #   BULK_N [5000] BULK_ACTIONS [1000] BULK_CONCURRENCY [2]   (BULK_N=0: no bulk run)
 #   DRAIN_TIMEOUT_S [90]     after a run, wait at most this long for the last file and purge
 #   BENCH_DATA_ROOT [/tmp/cms-bench-pipeline]  every run gets its own CMS_DATA_DIR below it,
@@ -23,6 +25,7 @@
 #                    `py-spy record` (worker and management app); PROFILE_RATE [100] PROFILE_S [20]
 #   PYSPY [/tmp/pyspy/bin/py-spy]  PYSPY_ARGS [--gil]
 #   PG_LOG_MIN_DURATION_MS [""]   diagnosis: PostgreSQL logs statements slower than this (to its data dir)
+#   BENCH_COMMIT [""] e.g. HEAD: the CMS from an export of that commit (as run.sh, see bench/lib.sh)
 #   CMS_ENV [""]     extra VAR=value settings for `cms up` (e.g. "CMS_WORKER_POLL_MS=50")
 #   WEBHOOK_ENDPOINTS [0]  N > 0: start bench/webhooks.py's receivers on WEBHOOK_BASE_PORT [18140] …+N-1,
 #                    run the CMS with CMS_WEBHOOK_ALLOW_PRIVATE=1, and after the RATES runs, run them
@@ -42,6 +45,7 @@ START_TIMEOUT_S="${START_TIMEOUT_S:-180}"
 RUN_TIMEOUT_S="${RUN_TIMEOUT_S:-1800}"
 CMS_ENV="${CMS_ENV:-}"
 export WEBHOOK_ENDPOINTS="${WEBHOOK_ENDPOINTS:-0}" WEBHOOK_BASE_PORT="${WEBHOOK_BASE_PORT:-18140}"
+export PUBLISH_TYPES="${PUBLISH_TYPES:-article}"
 export RATES="${RATES:-10:30 100:20}" BULK_N="${BULK_N:-5000}" BULK_ACTIONS="${BULK_ACTIONS:-1000}"
 export BULK_CONCURRENCY="${BULK_CONCURRENCY:-2}" DRAIN_TIMEOUT_S="${DRAIN_TIMEOUT_S:-90}"
 export QUIET_MAX_CORES="${QUIET_MAX_CORES:-0.3}" QUIET_WAIT_S="${QUIET_WAIT_S:-60}"
@@ -53,6 +57,21 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 [[ -x "$PY" && -x "$CMS" ]] || die "no $ROOT/.venv with the cms command: run 'make up' once (or make the venv)"
+
+# BENCH_COMMIT (e.g. HEAD): the CMS from an export of that commit, as lib.sh does for run.sh (the same
+# /tmp/cms-src-<sha>); inherited when webhooks.sh starts this script (BENCH_COMMIT_SRC set).
+export BENCH_GIT_HEAD="${BENCH_GIT_HEAD:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+if [[ -n "${BENCH_COMMIT:-}" && -z "${BENCH_COMMIT_SRC:-}" ]]; then
+  BENCH_COMMIT_SHA="$(git -C "$ROOT" rev-parse --short "$BENCH_COMMIT")" || die "BENCH_COMMIT=$BENCH_COMMIT is no commit"
+  BENCH_COMMIT_SRC="/tmp/cms-src-$BENCH_COMMIT_SHA"
+  if [[ ! -d "$BENCH_COMMIT_SRC/cms/app" ]]; then
+    rm -rf "$BENCH_COMMIT_SRC.tmp"; mkdir -p "$BENCH_COMMIT_SRC.tmp/cms"
+    git -C "$ROOT" archive "$BENCH_COMMIT_SHA" app graphql workers storage | tar -x -C "$BENCH_COMMIT_SRC.tmp/cms"
+    mv "$BENCH_COMMIT_SRC.tmp" "$BENCH_COMMIT_SRC"
+  fi
+  export BENCH_COMMIT_SHA BENCH_COMMIT_SRC PYTHONPATH="$BENCH_COMMIT_SRC${PYTHONPATH:+:$PYTHONPATH}"
+  log "the CMS runs from commit $BENCH_COMMIT_SHA ($BENCH_COMMIT_SRC), not the working tree"
+fi
 
 # --- processes this script started: stopped by PID only (as in run.sh) ----------------------
 STARTED_PIDS=()
@@ -128,7 +147,9 @@ if compgen -G "$BENCH_DATA_ROOT/run-*" > /dev/null; then
 fi
 mkdir -p "$BENCH_DATA_DIR"; touch "$BENCH_DATA_DIR/.cms-bench"
 RECORDS="$OUTDIR/observer.records"; : > "$RECORDS"
-WATCH_DIR="$BENCH_DATA_DIR/objects/entries/article/en"
+WATCH_DIR=""   # one directory per published type, comma-separated
+for t in $PUBLISH_TYPES; do WATCH_DIR="${WATCH_DIR:+$WATCH_DIR,}$BENCH_DATA_DIR/objects/entries/$t/en"; done
+[[ ",$WATCH_DIR," == *"/entries/article/en,"* ]] || WATCH_DIR="$BENCH_DATA_DIR/objects/entries/article/en,$WATCH_DIR"
 
 # --- 1. the observer (recording CDN + object-store watcher), before the CMS can purge anything
 "$PY" "$HERE/pipeline.py" observe "$RECORDS" "$WATCH_DIR" "$CDN_PORT" > "$OUTDIR/observer.log" 2>&1 &

@@ -17,7 +17,10 @@
 #                    list filter) and scenarios 2 and 3 with every request missing the cache (the
 #                    CMS started again on the same data with CMS_DELIVERY_CACHE_MB=0)
 #   ONLY [""]        space-separated subset of: slug_same slug_rotate list filter_slug
+#                    landing_slug landing_list
 #                    gql_post_list gql_get_hit slug_nocache list_nocache gql_nocache ceiling
+#                    (landing_*: issue 14, 1,000 landing pages of 20 blocks seeded beside the articles,
+#                    SEED_LANDING=1000 for seed.py, only when one of these rows is wanted)
 #   GQL_LUA [../shared/peers/graphql.lua]  the peers' wrk script that POSTs $GQL_BODY (GraphQL rows)
 #   PROFILE [""]     CMS scenario names (as for ONLY): after all CMS
 #                    measurements, load each again for PROFILE_S [10] s under `py-spy record`
@@ -92,6 +95,8 @@ profile_one() {
   case "$name" in
     slug_same) purl="$SLUG_URL" ;;
     slug_rotate) purl="$D"; plua="$HERE/slugs.lua" ;;
+    landing_slug) purl="$D"; plua="$HERE/slugs.lua"; export SLUG_BASE=landing SLUG_PREFIX=/api/v1/entries/landing/by-slug/ ;;
+    landing_list) purl="$LANDING_LIST_URL" ;;
     list) purl="$LIST_URL" ;;
     filter_slug) purl="$FILTER_URL" ;;
     slug_nocache) purl="$D"; plua="$HERE/slugs.lua" ;;   # (run while the cache is off)
@@ -111,6 +116,7 @@ profile_one() {
   spy=$!; STARTED_PIDS+=("$spy")
   sleep 1
   wrk_run "$PROFILE_S" "$OUTDIR/profile-$name.wrk.txt" "${WRK_H[@]}" "${s[@]}" "$purl"
+  unset SLUG_BASE SLUG_PREFIX
   wait "$spy" || log "py-spy rc=$? (see $OUTDIR/py-spy-$name.log)"
   if [[ -s "$OUTDIR/profile-$name.txt" ]]; then
     "$PY" "$HERE/pyspy_top.py" "$OUTDIR/profile-$name.txt" 25 | tee "$OUTDIR/profile-$name.top.txt" >&2
@@ -123,6 +129,10 @@ M="http://127.0.0.1:$MANAGEMENT_PORT"
 SLUG_URL="$D/api/v1/entries/article/by-slug/$BENCH_SLUG"
 LIST_URL="$D/api/v1/entries/article?limit=20&sort=-published_at&include=author"
 FILTER_URL="$D/api/v1/entries/article?filter%5Bslug%5D%5Beq%5D=$BENCH_SLUG"   # filter[slug][eq]=
+# Issue 14: landing pages (a blocks field of 20 blocks, ~6 KB per page), by slug and listed (no include).
+LANDING_LIST_URL="$D/api/v1/entries/landing?limit=20&sort=-published_at"
+# landing_expr: the document is a landing page with its 20 blocks, each with every field of its type.
+LANDING_DOC="(lambda e: e['type'] == 'landing' and len(e['fields']['body']) == 20 and e['fields']['body'][0]['block'] == 'hero' and all(set(b['fields']) == {'hero': {'title', 'subtitle'}, 'text': {'body'}, 'quote': {'text', 'by'}, 'cta': {'label', 'target'}}[b['block']] for b in e['fields']['body']) and sum(1 for b in e['fields']['body'] if b['block'] == 'cta' and b['fields']['target'] and b['fields']['target']['id']) == 3)"
 # GraphQL (issue 11): the peers' Directus query (../shared/peers/run.sh, row c) in this CMS's schema:
 # 20 articles, newest first, with the author's name. (`status` has no counterpart: delivery serves
 # published entries only.) POSTed with the peers' graphql.lua, and as a persisted query over GET.
@@ -152,7 +162,7 @@ gql_checks() {
     || ok_gql_get=0
   check "gql_get$sfx" "$GQL_GET_URL" 200 "$expr" || ok_gql_get=0
 }
-CMS_SCENARIOS=(slug_same slug_rotate list filter_slug gql_post_list gql_get_hit slug_nocache list_nocache gql_nocache)
+CMS_SCENARIOS=(slug_same slug_rotate list filter_slug landing_slug landing_list gql_post_list gql_get_hit slug_nocache list_nocache gql_nocache)
 any_cms=0; for s in "${CMS_SCENARIOS[@]}"; do want "$s" && any_cms=1; done
 
 if [[ $any_cms == 1 ]]; then
@@ -162,7 +172,8 @@ if [[ $any_cms == 1 ]]; then
   if [[ $cms_ok == 1 ]]; then
     log "seeding through the management API"
     CURL_H=(); SEED_T0=$SECONDS
-    if ! "$PY" "$HERE/seed.py" "$M" "$BOOTSTRAP_KEY" "$OUTDIR/delivery-key" 2> >(tee "$OUTDIR/seed.log" >&2); then
+    SEED_LANDING=0; { want landing_slug || want landing_list; } && SEED_LANDING=1000
+    if ! SEED_LANDING=$SEED_LANDING "$PY" "$HERE/seed.py" "$M" "$BOOTSTRAP_KEY" "$OUTDIR/delivery-key" 2> >(tee "$OUTDIR/seed.log" >&2); then
       cms_ok=0; log "seeding failed (see $OUTDIR/seed.log)"
     fi
     SEED_S=$((SECONDS - SEED_T0))
@@ -196,6 +207,17 @@ if [[ $any_cms == 1 ]]; then
       || ok_list=0
     check filter_slug "$FILTER_URL" 200 \
       "len(d['data']) == 1 and d['data'][0]['fields']['slug'] == '$BENCH_SLUG'" || ok_filter=0
+    ok_lslug=1; ok_llist=1
+    if [[ $SEED_LANDING != 0 ]]; then
+      for s in landing-0000 landing-0500 landing-0999; do
+        check "landing_slug_$s" "$D/api/v1/entries/landing/by-slug/$s" 200 \
+          "d['data']['fields']['slug'] == '$s' and $LANDING_DOC(d['data'])" || ok_lslug=0
+      done
+      check landing_draft_hidden "$D/api/v1/entries/landing/by-slug/landing-0007" 404 "d['status'] == 404" || ok_lslug=0
+      check landing_list "$LANDING_LIST_URL" 200 \
+        "len(d['data']) == 20 and d['meta']['total'] == 950 and all($LANDING_DOC(e) for e in d['data']) and [e['published_at'] for e in d['data']] == sorted((e['published_at'] for e in d['data']), reverse=True)" \
+        || ok_llist=0
+    fi
     gql_checks ""
 
     if want slug_same; then
@@ -209,6 +231,17 @@ if [[ $any_cms == 1 ]]; then
     if want list; then
       if [[ $ok_list == 1 ]]; then bench list "3. list 20, sort=-published_at, include=author" 0.25 "$LIST_URL"
       else fail_row list "3. list 20, sort=-published_at, include=author" "sanity check failed" 0.25; fi
+    fi
+    label_lslug="g. landing by-slug (20 blocks), 950 slugs rotating"
+    label_llist="h. landing list 20 (20 blocks each), sort=-published_at"
+    if want landing_slug; then
+      if [[ $ok_lslug == 1 ]]; then
+        SLUG_BASE=landing SLUG_PREFIX=/api/v1/entries/landing/by-slug/ bench landing_slug "$label_lslug" 0.5 "$D" "$HERE/slugs.lua"
+      else fail_row landing_slug "$label_lslug" "sanity check failed" 0.5; fi
+    fi
+    if want landing_list; then
+      if [[ $ok_llist == 1 ]]; then bench landing_list "$label_llist" 0.25 "$LANDING_LIST_URL"
+      else fail_row landing_list "$label_llist" "sanity check failed" 0.25; fi
     fi
     if [[ "$EXTRA" == 1 ]] && want filter_slug; then
       if [[ $ok_filter == 1 ]]; then bench filter_slug "a. list filter[slug][eq]=$BENCH_SLUG (peers' ours.sh a)" "" "$FILTER_URL"

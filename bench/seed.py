@@ -8,6 +8,12 @@ Every 20th article (i % 20 == 7) stays a draft; the other 950 are published, in 
 Titles and bodies are deterministic (the same generator idea as ../shared/peers/dataset.py).
 Finally creates a delivery key (rate limit lifted so wrk never meets a 429) and writes its
 secret to DELIVERY_KEY_FILE. Requests run with CONCURRENCY (default 8) in flight.
+
+SEED_LANDING=N (default 0; run.sh sets 1000 when a landing row is wanted): also the content type
+`landing` (title, slug from title, `body`: a blocks field with the block types hero {title, subtitle},
+text {body long_text}, quote {text, by}, cta {label, target -> article}; issue 14) and N landing
+pages `landing-0000` … with 20 blocks each (~5 KB of text; 3 cta blocks per page point at published
+articles), published in slug order except every 20th (i % 20 == 7) as for the articles.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import httpx
 
 N_AUTHORS = 50
 N_ARTICLES = 1000
+N_LANDINGS = int(os.environ.get("SEED_LANDING", "0"))
+LANDING_BLOCKS = 20
 BODY_BYTES = 2048
 CONCURRENCY = int(os.environ.get("CONCURRENCY", "8"))
 
@@ -49,6 +57,68 @@ ARTICLE_TYPE = {
         {"id": "author", "type": "reference", "to": ["author"]},
     ],
 }
+# Issue 14: a landing page as a blocks field (docs/api.md "Components and blocks").
+LANDING_TYPE = {
+    "name": "Landing page", "display_field": "title",
+    "fields": [
+        {"id": "title", "type": "text", "required": True},
+        {"id": "slug", "type": "slug", "from": "title", "unique": True},
+        {"id": "body", "type": "blocks", "blocks": {
+            "hero": [{"id": "title", "type": "text", "required": True}, {"id": "subtitle", "type": "text"}],
+            "text": [{"id": "body", "type": "long_text"}],
+            "quote": [{"id": "text", "type": "text"}, {"id": "by", "type": "text"}],
+            "cta": [{"id": "label", "type": "text"}, {"id": "target", "type": "reference", "to": ["article"]}],
+        }},
+    ],
+}
+# The block types of a page, in order: a hero, then text/quote/cta mixed (10 text, 6 quote, 3 cta).
+LANDING_LAYOUT = ["hero", "text", "text", "quote", "cta", "text", "quote", "text", "text", "quote",
+                  "cta", "text", "quote", "text", "text", "quote", "text", "cta", "quote", "text"]
+assert len(LANDING_LAYOUT) == LANDING_BLOCKS
+
+
+def _words(rnd: random.Random, nbytes: int) -> str:
+    words: list[str] = []
+    size = 0
+    while size < nbytes:
+        w = rnd.choice(WORDS)
+        words.append(w)
+        size += len(w) + 1
+    return " ".join(words)[:nbytes].strip()
+
+
+def landing_fields(rnd: random.Random, title: str, slug: str | None, targets: list[str]) -> dict[str, Any]:
+    """A landing page's fields: 20 blocks, ~5 KB of text; the cta blocks point at `targets` (article ids)."""
+    blocks: list[dict[str, Any]] = []
+    ncta = 0
+    for kind in LANDING_LAYOUT:
+        if kind == "hero":
+            f = {"title": _words(rnd, 48).capitalize(), "subtitle": _words(rnd, 140).capitalize()}
+        elif kind == "text":
+            f = {"body": _words(rnd, 360).capitalize() + "."}
+        elif kind == "quote":
+            f = {"text": _words(rnd, 160).capitalize() + ".", "by": f"{rnd.choice(FIRST)} {rnd.choice(LAST)}"}
+        else:
+            f = {"label": _words(rnd, 24).capitalize(),
+                 "target": {"id": targets[ncta % len(targets)], "type": "article"}}
+            ncta += 1
+        blocks.append({"block": kind, "fields": f})
+    out: dict[str, Any] = {"title": title, "body": blocks}
+    if slug:
+        out["slug"] = slug
+    return out
+
+
+def landings(article_ids: list[str]) -> list[dict[str, Any]]:
+    """N_LANDINGS pages landing-0000 …; page i's 3 cta blocks point at 3 published articles."""
+    rnd = random.Random(20261207)
+    published = [a for i, a in enumerate(article_ids) if not is_draft(i)]
+    pages = []
+    for i in range(N_LANDINGS):
+        title = f"{_words(rnd, 30).capitalize()} {i:04d}"
+        targets = [published[(i * 3 + j) % len(published)] for j in range(3)]
+        pages.append(landing_fields(rnd, title, f"landing-{i:04d}", targets))
+    return pages
 
 
 def is_draft(i: int) -> bool:
@@ -119,7 +189,7 @@ async def seed(base: str, key: str) -> str:
             return await create_published(api, "article", fields, not is_draft(i))
 
         # In slug order, CONCURRENCY at a time, so published_at roughly follows the slug number.
-        await asyncio.gather(*(article(i, a) for i, a in enumerate(articles)))
+        article_ids = await asyncio.gather(*(article(i, a) for i, a in enumerate(articles)))
 
         published = (await api.call("GET", "/v1/entries/article?limit=1&status=published"))["meta"]["total"]
         drafts = (await api.call("GET", "/v1/entries/article?limit=1&status=draft"))["meta"]["total"]
@@ -127,6 +197,16 @@ async def seed(base: str, key: str) -> str:
         if (published, drafts) != (want_pub, N_ARTICLES - want_pub):
             raise SystemExit(f"seed: expected {want_pub} published / {N_ARTICLES - want_pub} drafts, "
                              f"got {published} / {drafts}")
+
+        if N_LANDINGS:
+            await api.call("PUT", "/v1/content-types/landing", LANDING_TYPE)
+            pages = landings(list(article_ids))
+            await asyncio.gather(*(create_published(api, "landing", p, not is_draft(i)) for i, p in enumerate(pages)))
+            lp = (await api.call("GET", "/v1/entries/landing?limit=1&status=published"))["meta"]["total"]
+            want_lp = sum(1 for i in range(N_LANDINGS) if not is_draft(i))
+            if lp != want_lp:
+                raise SystemExit(f"seed: expected {want_lp} published landing pages, got {lp}")
+            print(f"seeded {N_LANDINGS} landing pages of {LANDING_BLOCKS} blocks ({lp} published)", file=sys.stderr)
 
         key_doc = (await api.call("POST", "/v1/keys", {"name": "bench", "kind": "delivery",
                                                         "rate_limit": "999999999/1"}))["data"]

@@ -175,10 +175,11 @@ def collection(type_id: str) -> Callable[..., Awaitable[Any]]:
         query = parse_list_query(params, ct, context.types, locale=code, default_sort="-published_at",
                                  conditions=conditions)
         async with context.pool.acquire() as conn:
-            documents, total, next_cursor = await context.reader.page(conn, query)
+            documents, page = await context.reader.page(conn, query)
         context.tags.add(f"type:{type_id}")
         context.tags.update(f"entry:{d['id']}" for d in documents)
-        return {"items": [context.shape(d) for d in documents], "total": total, "nextCursor": next_cursor}
+        return {"items": [context.shape(d) for d in documents], "total": page.total,
+                "totalRelation": page.total_relation, "nextCursor": page.next_cursor}
 
     return _guarded(resolve)
 

@@ -245,6 +245,8 @@ def build(types: dict[str, ContentType], *, preview: bool = False) -> Built:
         collection = GraphQLObjectType(f"{type_name(type_id)}Collection", {
             "items": GraphQLField(GraphQLNonNull(GraphQLList(GraphQLNonNull(obj)))),
             "total": GraphQLField(GraphQLNonNull(GraphQLInt)),
+            "totalRelation": GraphQLField(GraphQLNonNull(GraphQLString), description=(
+                '"eq": total is exact; "gte": there are more (a filtered set counts up to 10,000)')),
             "nextCursor": GraphQLField(GraphQLString),
         })
         query_fields[field_name(type_id)] = GraphQLField(obj, args={

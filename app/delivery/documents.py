@@ -276,7 +276,7 @@ async def published_list(
 ) -> Body:
     """`GET /api/v1/entries/{type}` for a parsed query."""
     page = await sql.fetch_page(conn, query, sql.DeliverySource(), "d.entry_id, d.body")
-    meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total}
+    meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total, "total_relation": page.total_relation}
     ids = [r["entry_id"] for r in page.rows]
     included: set[str] = set()
     if query.depth == 1 and (query.include or query.fields is not None):
@@ -334,7 +334,7 @@ async def draft_list(
     included = await expand(documents, ct, types, query.include, query.depth, fetch, limit)
     for document in documents:
         _select_fields(document, query.fields)
-    meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total}
+    meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total, "total_relation": page.total_relation}
     body = render.list_envelope([render.encode(d) for d in documents], meta)
     return Body(body, render.etag_of(body), (f"type:{ct.id}", *_entry_tags([d["id"] for d in documents], included)))
 
@@ -348,9 +348,9 @@ class PublishedDocuments:
 
     preview = False
 
-    async def page(self, conn: Any, query: ListQuery) -> tuple[list[dict[str, Any]], int, str | None]:
+    async def page(self, conn: Any, query: ListQuery) -> tuple[list[dict[str, Any]], sql.Page]:
         page = await sql.fetch_page(conn, query, sql.DeliverySource(), "d.entry_id, d.body")
-        return [render.decode(r["body"]) for r in page.rows], page.total, page.next_cursor
+        return [render.decode(r["body"]) for r in page.rows], page
 
     async def one(
         self, conn: Any, ct: ContentType, locale: str, *, entry_id: str | None, slug: str | None,
@@ -376,10 +376,10 @@ class DraftDocuments:
         self.locales = locales
         self.assets_url = assets_url
 
-    async def page(self, conn: Any, query: ListQuery) -> tuple[list[dict[str, Any]], int, str | None]:
+    async def page(self, conn: Any, query: ListQuery) -> tuple[list[dict[str, Any]], sql.Page]:
         page = await sql.fetch_page(conn, query, sql.DraftSource(self.locales.chain(query.locale)), "e.id")
         found = await self.many(conn, [r["id"] for r in page.rows], query.locale)
-        return [found[r["id"]][0] for r in page.rows if r["id"] in found], page.total, page.next_cursor
+        return [found[r["id"]][0] for r in page.rows if r["id"] in found], page
 
     async def one(
         self, conn: Any, ct: ContentType, locale: str, *, entry_id: str | None, slug: str | None,

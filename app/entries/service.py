@@ -344,7 +344,7 @@ async def list_entries(
         if query.fields is not None:
             entry["fields"] = {k: v for k, v in entry["fields"].items() if k in query.fields}
         data.append(entry)
-    return data, {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total}
+    return data, {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total, "total_relation": page.total_relation}
 
 
 async def list_versions(

@@ -90,6 +90,14 @@ class Source:
     def status(self, status: str) -> str:
         raise malformed("status", "is not available here")
 
+    def counted(self, query: ListQuery, params: Params) -> str:
+        """SQL of the exact number of the type's rows in scope (no filter), from list_counts."""
+        raise NotImplementedError
+
+    def text(self, field: Field, alias: str | None = None) -> str | None:
+        """A text expression of a string field that trigram indexes serve (None: none here)."""
+        return None
+
 
 class DeliverySource(Source):
     """Published content: `published_documents d`, fallback-resolved values in `d.vals`."""
@@ -106,6 +114,16 @@ class DeliverySource(Source):
 
     def id_column(self, alias: str | None = None) -> str:
         return f"{alias or self.alias}.entry_id"
+
+    def counted(self, query: ListQuery, params: Params) -> str:
+        return (
+            "SELECT coalesce(sum(n), 0)::bigint FROM list_counts WHERE kind = 'published'"
+            f" AND type = '{_ident(query.type_id, TYPE_ID)}' AND locale = {params.add(query.locale)}::text"
+        )
+
+    def text(self, field: Field, alias: str | None = None) -> str | None:
+        # The expression of index_ddl()'s trigram index: NULL unless the value is there.
+        return f"({alias or self.alias}.vals->>'{_ident(field.id, FIELD_ID)}')"
 
     def search_match(self, ct: ContentType, q_ref: str) -> str:
         return f"d.search @@ websearch_to_tsquery('simple', {q_ref}::text)"
@@ -144,6 +162,12 @@ class DraftSource(Source):
     def id_column(self, alias: str | None = None) -> str:
         return f"{alias or self.alias}.id"
 
+    def counted(self, query: ListQuery, params: Params) -> str:
+        return (
+            "SELECT coalesce(sum(n), 0)::bigint FROM list_counts WHERE kind = 'entries'"
+            f" AND type = '{_ident(query.type_id, TYPE_ID)}' AND locale = ''"
+        )
+
     def system_sort(self, name: str) -> str:
         if name == "published_at":  # never-published drafts sort lowest, like fields with no value
             return "coalesce(e.published_at, '-infinity'::timestamptz)"
@@ -181,6 +205,21 @@ def index_ddl(type_id: str, field_id: str) -> str:
     return (
         f'CREATE INDEX IF NOT EXISTS "{name}" ON published_documents '
         f"(locale, (coalesce(vals->'{field_id}', 'null'::jsonb)), entry_id) WHERE type = '{type_id}'"
+    )
+
+
+def trigram_ddl(type_id: str, field_id: str) -> str:
+    """CREATE INDEX (pg_trgm) serving `contains`/`startswith` on an indexed text field of delivery
+    lists (the expression of DeliverySource.text)."""
+    _ident(type_id, TYPE_ID)
+    _ident(field_id, FIELD_ID)
+    name = f"pd_trgm_{type_id}_{field_id}"
+    if len(name) > 63:
+        digest = hashlib.sha256(f"{type_id}\x00{field_id}".encode()).hexdigest()[:12]
+        name = f"{name[:50]}_{digest}"
+    return (
+        f'CREATE INDEX IF NOT EXISTS "{name}" ON published_documents '
+        f"USING gin ((vals->>'{field_id}') gin_trgm_ops) WHERE type = '{type_id}'"
     )
 
 
@@ -262,6 +301,9 @@ def _condition(source: Source, alias: str, target: Target, op: str, value: Any, 
         return f"(jsonb_typeof({v}) = '{kind}' AND {v} {_COMPARE[op]} {p.json(value)})"
     escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     pattern = f"%{escaped}%" if op == "contains" else f"{escaped}%"
+    text = source.text(field, alias) if target.within is None else None
+    if text is not None:  # the form a trigram index (index_ddl) serves
+        return f"{text} ILIKE {p.add(pattern)}::text ESCAPE '\\'"
     return f"(jsonb_typeof({v}) = 'string' AND ({v} #>> '{{}}') ILIKE {p.add(pattern)}::text ESCAPE '\\')"
 
 
@@ -377,14 +419,22 @@ class Executor(Protocol):
     async def fetchval(self, query: str, *args: Any) -> Any: ...
 
 
+# `meta.total` of a filtered list counts at most this many (then it says "gte"); an unfiltered
+# list's total is exact at any size (the list_counts table).
+TOTAL_BOUND = 10_000
+# `q` sorted by rank ranks at most this many matches (the first the text index yields).
+RANK_BOUND = 10_000
+
+
 class Page(NamedTuple):
     rows: list[asyncpg.Record]
     next_cursor: str | None
     total: int
+    total_relation: str = "eq"  # "gte": there are more than `total` (TOTAL_BOUND)
 
 
-def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[str, str, list[Any], int]:
-    """(page SQL, count SQL, bind values, how many of them the count uses)."""
+def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[str, str, list[Any], list[Any]]:
+    """(page SQL, count SQL, the page's bind values, the count's when it runs alone)."""
     p = Params()
     where = source.scope(query, p)
     for flt in query.filters:
@@ -395,9 +445,19 @@ def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[st
     if query.q is not None:
         q_ref = p.add(query.q)
         where.append(source.search_match(query.content_type, q_ref))
-    count_params = len(p.values)
     table = f"{source.table} {source.alias}"
-    count_sql = f"SELECT count(*) FROM {table} WHERE {' AND '.join(where)}"  # noqa: S608 - see module doc
+    if not query.filters and query.status is None and q_ref is None:
+        # The whole type (in a locale): kept count rows, whatever the size.
+        count_sql = source.counted(query, p)
+        alone = Params()
+        standalone = (source.counted(query, alone), alone.values)
+    else:
+        # At most TOTAL_BOUND + 1 matches are counted, so a total never costs more than that.
+        count_sql = (
+            f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {' AND '.join(where)}"  # noqa: S608 - see module doc
+            f" LIMIT {TOTAL_BOUND + 1}) _counted"
+        )
+        standalone = (count_sql, list(p.values))
 
     keys = _sort_keys(query, source, q_ref)
     page_where = list(where)
@@ -409,30 +469,39 @@ def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[st
     key_columns = ", ".join(f"{key.text} AS _cursor_k{i}" for i, key in enumerate(keys))
     order = ", ".join(f"{key.expr} {'DESC' if key.desc else 'ASC'}" for key in keys)
     limit_ref = p.add(query.limit + 1)
+    source_sql = table
+    if q_ref is not None and any(name == RANK for name, _ in query.sort):
+        # Ranking reads every match's text vector: a common word in a million documents would rank
+        # them all. Only the first RANK_BOUND matches are ranked (docs/api.md says so).
+        source_sql = (
+            f"(SELECT * FROM {table} WHERE {' AND '.join(where)} LIMIT {RANK_BOUND}) {source.alias}"  # noqa: S608
+        )
     # The count rides along as a column (one round trip, computed once: an uncorrelated subquery);
-    # a page without rows has no row to carry it, and count_sql answers alone.
+    # a page without rows has no row to carry it, and the count answers alone.
     page_sql = (
         f"SELECT {select_columns}, {key_columns}, ({count_sql}) AS _total"  # noqa: S608
-        f" FROM {table} WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}::int"
+        f" FROM {source_sql} WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}::int"
     )
-    return page_sql, count_sql, p.values, count_params
+    return page_sql, standalone[0], p.values, standalone[1]
 
 
 async def fetch_page(conn: Executor, query: ListQuery, source: Source, select_columns: str) -> Page:
     """One page (keyset, LIMIT limit+1) and the count of the whole filtered set: one statement (two
     when the page is empty)."""
-    page_sql, count_sql, values, count_params = build_sql(query, source, select_columns)
+    page_sql, count_sql, values, count_values = build_sql(query, source, select_columns)
     try:
         rows = await conn.fetch(page_sql, *values)
     except asyncpg.DataError as exc:
         if query.cursor is None:
             raise
         raise malformed("cursor", "is not a valid cursor") from exc
-    total = rows[0]["_total"] if rows else await conn.fetchval(count_sql, *values[:count_params])
+    total = int(rows[0]["_total"] if rows else await conn.fetchval(count_sql, *count_values))
     next_cursor = None
     if len(rows) > query.limit:
         rows = rows[: query.limit]
         last = rows[-1]
         key_count = len(key_names(query.sort))
         next_cursor = encode_cursor(query_fingerprint(query), [last[f"_cursor_k{i}"] for i in range(key_count)])
-    return Page(rows=list(rows), next_cursor=next_cursor, total=int(total))
+    if total > TOTAL_BOUND and (query.filters or query.status is not None or query.q is not None):
+        return Page(rows=list(rows), next_cursor=next_cursor, total=TOTAL_BOUND, total_relation="gte")
+    return Page(rows=list(rows), next_cursor=next_cursor, total=total)

@@ -13,7 +13,8 @@ from ..events.outbox import emit, invalidate
 from ..problems import FieldErrorsProblem, conflict, forbidden, invalid, not_found
 from ..protection.preconditions import check_precondition
 from ..publishing.documents import rerender_all
-from ..query.sql import index_ddl
+from ..query.parse import LIKE_TYPES
+from ..query.sql import index_ddl, trigram_ddl
 from . import repository as repo
 from .model import (
     NON_LOCALIZED,
@@ -62,9 +63,13 @@ async def put_content_type(
             row = await repo.update_type(conn, type_id, stored)
             created = False
         saved = content_type_from_row(row)
+        trigrams = any(f.indexed and f.type in LIKE_TYPES for f in saved.fields) and await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')")
         for field in saved.fields:
             if field.indexed:
                 await conn.execute(index_ddl(type_id, field.id))
+                if trigrams and field.type in LIKE_TYPES:
+                    await conn.execute(trigram_ddl(type_id, field.id))
         if not created:
             await rerender_all(conn, type_id, assets_url)
         await ctx.audit(conn, "content_type.save", f"content_type:{type_id}")

@@ -1,0 +1,181 @@
+"""`meta.total` at any size: exact for a whole type (kept count rows, sharded per backend), capped at
+TOTAL_BOUND with `total_relation: "gte"` for filtered sets; `q` ranks a bounded set; `contains` on an
+indexed text field has a trigram index the planner uses."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import pytest
+
+from cms.app.query import sql
+from cms.app.query.sql import DeliverySource, DraftSource, build_sql, fetch_page, trigram_ddl
+from tests.integration.test_query_engine import query, seed
+
+
+async def _counted(conn: Any, kind: str, type_id: str, locale: str) -> int:
+    return int(await conn.fetchval(
+        "SELECT coalesce(sum(n), 0) FROM list_counts WHERE kind = $1 AND type = $2 AND locale = $3",
+        kind, type_id, locale))
+
+
+async def _actual(conn: Any, type_id: str, locale: str) -> tuple[int, int]:
+    published = await conn.fetchval(
+        "SELECT count(*) FROM published_documents WHERE type = $1 AND locale = $2", type_id, locale)
+    entries = await conn.fetchval("SELECT count(*) FROM entries WHERE type = $1", type_id)
+    return int(published), int(entries)
+
+
+async def _assert_counts_match(conn: Any) -> None:
+    for type_id in ("article", "author", "tag"):
+        for locale in ("en", "de"):
+            published, entries = await _actual(conn, type_id, locale)
+            assert await _counted(conn, "published", type_id, locale) == published, (type_id, locale)
+            assert await _counted(conn, "entries", type_id, "") == entries, type_id
+
+
+async def test_count_rows_follow_every_kind_of_write(db: asyncpg.Pool) -> None:
+    async with db.acquire() as conn:
+        await seed(conn)
+        await _assert_counts_match(conn)
+        assert await _counted(conn, "published", "article", "en") > 0
+        # An upsert that updates in place adds nothing; a new row adds one.
+        await conn.execute(
+            """INSERT INTO published_documents (entry_id, locale, type, version, body, etag, vals, search,
+                                                published_at, updated_at, created_at)
+               SELECT entry_id, locale, type, version + 1, body, etag, vals, search, published_at, updated_at, created_at
+                 FROM published_documents WHERE type = 'article'
+               ON CONFLICT (entry_id, locale) DO UPDATE SET version = excluded.version""")
+        await _assert_counts_match(conn)
+        # Deleting an entry removes its documents by cascade: both counts follow.
+        victim = await conn.fetchval("SELECT entry_id FROM published_documents WHERE type = 'article' LIMIT 1")
+        await conn.execute("DELETE FROM entries WHERE id = $1", victim)
+        await _assert_counts_match(conn)
+        # A locale's documents dropped at once; a rolled-back write leaves the counts as they were.
+        await conn.execute("DELETE FROM published_documents WHERE locale = 'de'")
+        await _assert_counts_match(conn)
+        await conn.execute("DELETE FROM entries WHERE type = 'tag'")
+        await _assert_counts_match(conn)
+        with pytest.raises(RuntimeError):
+            async with conn.transaction():
+                await conn.execute("DELETE FROM entries WHERE type = 'author'")
+                raise RuntimeError("roll back")
+        await _assert_counts_match(conn)
+
+
+async def test_concurrent_writers_keep_exact_counts_without_one_hot_row(db: asyncpg.Pool) -> None:
+    async with db.acquire() as conn:
+        await seed(conn)
+
+    async def writer(n: int) -> None:
+        async with db.acquire() as conn, conn.transaction():
+            for i in range(10):
+                await conn.execute("INSERT INTO entries (id, type, data, version) VALUES ($1, 'tag', '{}', 1)",
+                                   f"w{n}-{i}")
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(writer(n) for n in range(5)))
+    async with db.acquire() as conn:
+        await _assert_counts_match(conn)
+        # Each backend added to its own shard.
+        shards = await conn.fetchval("SELECT count(*) FROM list_counts WHERE kind = 'entries' AND type = 'tag'")
+        assert shards > 1
+
+
+@pytest.mark.parametrize("source", ["delivery", "draft"])
+async def test_an_unfiltered_total_comes_from_the_count_rows(db: asyncpg.Pool, source: str) -> None:
+    async with db.acquire() as conn:
+        await seed(conn)
+        src = DeliverySource() if source == "delivery" else DraftSource(["en"])
+        q = query({"limit": "1"}, source="delivery" if source == "delivery" else "draft")
+        page_sql, count_sql, _, _ = build_sql(q, src, "1")
+        assert "list_counts" in count_sql and "count(*)" not in page_sql
+        page = await fetch_page(conn, q, src, "1")
+        published, entries = await _actual(conn, "article", "en")
+        assert page.total == (published if source == "delivery" else entries) and page.total_relation == "eq"
+        # Past the last page: the count answers alone, still exact.
+        await conn.execute(  # as if 20,000 more had been written by another backend
+            "INSERT INTO list_counts (kind, type, locale, shard, n) VALUES ($1, 'article', $2, 99, 20000)",
+            "published" if source == "delivery" else "entries", "en" if source == "delivery" else "")
+        grown = await fetch_page(conn, q, src, "1")
+        assert grown.total == page.total + 20000 and grown.total_relation == "eq"
+
+
+async def test_a_filtered_total_is_capped_and_says_so(db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with db.acquire() as conn:
+        await seed(conn)
+        q = query({"filter[rank][gte]": "1", "limit": "1"})
+        full = await fetch_page(conn, q, DeliverySource(), "1")
+        assert full.total >= 3 and full.total_relation == "eq"
+        monkeypatch.setattr(sql, "TOTAL_BOUND", 2)
+        capped = await fetch_page(conn, q, DeliverySource(), "1")
+        assert (capped.total, capped.total_relation) == (2, "gte")
+        # The count statement itself stops at the bound.
+        _, count_sql, _, _ = build_sql(q, DeliverySource(), "1")
+        assert "LIMIT 3" in count_sql
+
+
+async def test_q_ranks_a_bounded_set(db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with db.acquire() as conn:
+        await seed(conn)
+        q = query({"q": "docker", "limit": "100"})
+        everything = await fetch_page(conn, q, DeliverySource(), "d.entry_id")
+        assert len(everything.rows) >= 2
+        monkeypatch.setattr(sql, "RANK_BOUND", 1)
+        bounded = await fetch_page(conn, query({"q": "docker", "limit": "100"}), DeliverySource(), "d.entry_id")
+        assert len(bounded.rows) == 1 and bounded.total == everything.total
+        # Sorted by something else, every match is there.
+        by_date = await fetch_page(conn, query({"q": "docker", "sort": "-published_at", "limit": "100"}),
+                                   DeliverySource(), "d.entry_id")
+        assert len(by_date.rows) == len(everything.rows)
+
+
+async def test_contains_on_an_indexed_text_field_uses_the_trigram_index(db: asyncpg.Pool) -> None:
+    async with db.acquire() as conn:
+        assert await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')")
+        await seed(conn)
+        # Enough other documents of the type that the planner prefers the selective trigram index.
+        await conn.execute(
+            """INSERT INTO entries (id, type, data, version) SELECT 'bulk' || n, 'article', '{}', 1
+                 FROM generate_series(1, 3000) n""")
+        await conn.execute(
+            """INSERT INTO published_documents (entry_id, locale, type, version, body, etag, vals, search,
+                                                published_at, updated_at, created_at)
+               SELECT 'bulk' || n, 'en', 'article', 1, '', 'x', jsonb_build_object('slug', 'other-' || n),
+                      ''::tsvector, now(), now(), now() FROM generate_series(1, 3000) n""")
+        await conn.execute(trigram_ddl("article", "slug"))
+        await conn.execute("ANALYZE published_documents")
+        for params, expected in (({"filter[slug][contains]": "ECOND"}, ["art2"]),
+                                 ({"filter[slug][startswith]": "hello"}, ["art1"])):
+            q = query({**params, "limit": "100"})
+            page = await fetch_page(conn, q, DeliverySource(), "d.entry_id AS id")
+            assert [r["id"] for r in page.rows] == expected
+            page_sql, _, values, _ = build_sql(q, DeliverySource(), "d.entry_id")
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {page_sql}", *values))
+            assert "pd_trgm_article_slug" in plan, plan
+
+
+async def test_the_api_says_how_exact_a_total_is(apps: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = apps.management
+    r = await m.put("/v1/content-types/note", json={"name": "Note", "fields": [
+        {"id": "text", "type": "text", "indexed": True}]})
+    assert r.status_code == 201
+    trigram = await apps.management_app.state.pool.fetchval(
+        "SELECT count(*) FROM pg_indexes WHERE indexname = 'pd_trgm_note_text'")
+    assert trigram == 1  # an indexed text field gets its trigram index with the type
+    for n in range(4):
+        entry = (await m.post("/v1/entries/note", json={"fields": {"text": f"note {n}"}})).json()["data"]["id"]
+        assert (await m.post(f"/v1/entries/note/{entry}/publish")).status_code == 200
+    reader = await apps.reader()
+    whole = (await reader.get("/api/v1/entries/note?limit=1")).json()["meta"]
+    assert (whole["total"], whole["total_relation"]) == (4, "eq")
+    monkeypatch.setattr(sql, "TOTAL_BOUND", 2)
+    filtered = (await reader.get("/api/v1/entries/note?limit=1&filter[text][contains]=note")).json()["meta"]
+    assert (filtered["total"], filtered["total_relation"]) == (2, "gte")
+    drafts = (await m.get("/v1/entries/note?status=published")).json()["meta"]
+    assert (drafts["total"], drafts["total_relation"]) == (2, "gte")
+    assert (await m.get("/v1/entries/note")).json()["meta"]["total"] == 4
+    gql = await reader.post("/graphql", json={"query": "{ noteCollection(limit: 1) { total totalRelation } }"})
+    assert gql.json()["data"]["noteCollection"] == {"total": 4, "totalRelation": "eq"}

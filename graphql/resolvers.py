@@ -263,11 +263,12 @@ def conditions_of(where: dict[str, Any], ct: ContentType, types: dict[str, Conte
             if field_def is not None and field_def.type == "component" and not field_def.list:
                 # `seo: {title: {eq: …}}` is REST's filter[seo.title][eq]
                 for nested, ops in value.items():
+                    if not isinstance(ops, dict):  # null, or `_empty` of a component with nothing to filter
+                        continue
                     sub = next((f for f in field_def.fields or [] if f.id == nested), None)
-                    if ops is not None and sub is not None and sub.type in ("reference", "asset"):
+                    if sub is not None and sub.type in ("reference", "asset"):
                         ops = ops.get("id") or {}
-                    if ops is not None:
-                        out += _leaves(f"{at}.{key}.{nested}", f"{key}.{nested}", ops, ct, types, allowed)
+                    out += _leaves(f"{at}.{key}.{nested}", f"{key}.{nested}", ops, ct, types, allowed)
             elif field_def is not None and field_def.type in ("reference", "asset"):
                 for nested, ops in value.items():
                     if ops is None:

@@ -108,22 +108,27 @@ def build(types: dict[str, ContentType], *, preview: bool = False) -> Built:
                 "createdAt": GraphQLField(GraphQLNonNull(DateTime)),
             }
             for field in content_fields(ct):
-                if field.type == "reference":
-                    target = target_of(ct.id, field)
-                    if target is None:
-                        continue
-                    if field.list:
-                        out[field.id] = GraphQLField(GraphQLNonNull(GraphQLList(GraphQLNonNull(target))),
-                                                     resolve=resolvers.reference_list(field.id))
-                    else:
-                        out[field.id] = GraphQLField(target, resolve=resolvers.reference(field.id))
-                elif field.type in STRUCTURED_TYPES:
-                    out[field.id] = GraphQLField(structured(type_name(ct.id) + type_name(field.id), field))
-                else:
-                    out[field.id] = GraphQLField(output_scalar(field))
+                graphql_field = field_of(type_name(ct.id), field)
+                if graphql_field is not None:
+                    out[field.id] = graphql_field
             return out
 
         return thunk
+
+    def field_of(owner: str, field: Field) -> GraphQLField | None:
+        """The GraphQL field of a content field or sub-field of `owner` (a GraphQL type name); None
+        for a reference to no visible type."""
+        if field.type == "reference":
+            target = target_of(owner, field)
+            if target is None:
+                return None
+            if field.list:
+                return GraphQLField(GraphQLNonNull(GraphQLList(GraphQLNonNull(target))),
+                                    resolve=resolvers.reference_list(field.id))
+            return GraphQLField(target, resolve=resolvers.reference(field.id))
+        if field.type in STRUCTURED_TYPES:
+            return GraphQLField(structured(owner + type_name(field.id), field))
+        return GraphQLField(output_scalar(field))
 
     def structured(name: str, field: Field) -> Any:
         """A component's object type (`ArticleSeo`), or the union of a blocks field's block types
@@ -139,19 +144,9 @@ def build(types: dict[str, ContentType], *, preview: bool = False) -> Built:
         def thunk() -> dict[str, GraphQLField]:
             out: dict[str, GraphQLField] = {}
             for sub in fields:
-                if sub.type == "reference":
-                    target = target_of(name, sub)
-                    if target is None:
-                        continue
-                    if sub.list:
-                        out[sub.id] = GraphQLField(GraphQLNonNull(GraphQLList(GraphQLNonNull(target))),
-                                                   resolve=resolvers.reference_list(sub.id))
-                    else:
-                        out[sub.id] = GraphQLField(target, resolve=resolvers.reference(sub.id))
-                elif sub.type in STRUCTURED_TYPES:
-                    out[sub.id] = GraphQLField(structured(name + type_name(sub.id), sub))
-                else:
-                    out[sub.id] = GraphQLField(output_scalar(sub))
+                graphql_field = field_of(name, sub)
+                if graphql_field is not None:
+                    out[sub.id] = graphql_field
             # An object type needs a field: a block without fields (a divider) gets `_empty` (null).
             return out or {"_empty": GraphQLField(GraphQLBoolean, description="A block without fields.")}
 

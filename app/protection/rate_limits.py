@@ -47,8 +47,8 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
-local refund = tonumber(ARGV[4])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0') - refund * interval
+local refund = tonumber(ARGV[4])  -- seconds of the timeline an expired lease did not use
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') - refund
 if tat < now then tat = now end
 local fits = math.floor((window - (tat - now)) / interval + 1e-9)
 if fits < 1 then
@@ -141,7 +141,10 @@ class RedisLimiter:
             # A lease spent before it expired: the identity is busy, take more next time.
             cap = max(1, min(self.MAX_LEASE, limit // 20))
             lease.want = min(cap, lease.want * 2) if lease.cells == 0 and now < lease.expires else max(1, lease.want // 2)
-        refund, lease.cells = lease.cells, 0
+        # Unspent cells of an expired lease go back, but only the part of them still ahead of now:
+        # the rest of their time has passed anyway, and giving it back would admit it twice.
+        refund = min(lease.cells * interval, max(0.0, lease.diff - (now - lease.taken))) if lease.cells else 0.0
+        lease.cells = 0
         try:
             granted, diff = await self.script(
                 keys=[f"{self.prefix}:{identity}"], args=[interval, window, lease.want, refund],

@@ -194,14 +194,20 @@ class DraftSource(Source):
         }[status]
 
 
-def index_ddl(type_id: str, field_id: str) -> str:
-    """CREATE INDEX for sorting/filtering delivery lists of `type_id` on `field_id` (matches DeliverySource)."""
+def _index_name(prefix: str, type_id: str, field_id: str) -> str:
+    """`{prefix}_{type}_{field}` (validated ids), shortened with a digest to PostgreSQL's 63 bytes."""
     _ident(type_id, TYPE_ID)
     _ident(field_id, FIELD_ID)
-    name = f"pd_idx_{type_id}_{field_id}"
+    name = f"{prefix}_{type_id}_{field_id}"
     if len(name) > 63:
         digest = hashlib.sha256(f"{type_id}\x00{field_id}".encode()).hexdigest()[:12]
         name = f"{name[:50]}_{digest}"
+    return name
+
+
+def index_ddl(type_id: str, field_id: str) -> str:
+    """CREATE INDEX for sorting/filtering delivery lists of `type_id` on `field_id` (matches DeliverySource)."""
+    name = _index_name("pd_idx", type_id, field_id)
     return (
         f'CREATE INDEX IF NOT EXISTS "{name}" ON published_documents '
         f"(locale, (coalesce(vals->'{field_id}', 'null'::jsonb)), entry_id) WHERE type = '{type_id}'"
@@ -211,12 +217,7 @@ def index_ddl(type_id: str, field_id: str) -> str:
 def trigram_ddl(type_id: str, field_id: str) -> str:
     """CREATE INDEX (pg_trgm) serving `contains`/`startswith` on an indexed text field of delivery
     lists (the expression of DeliverySource.text)."""
-    _ident(type_id, TYPE_ID)
-    _ident(field_id, FIELD_ID)
-    name = f"pd_trgm_{type_id}_{field_id}"
-    if len(name) > 63:
-        digest = hashlib.sha256(f"{type_id}\x00{field_id}".encode()).hexdigest()[:12]
-        name = f"{name[:50]}_{digest}"
+    name = _index_name("pd_trgm", type_id, field_id)
     return (
         f'CREATE INDEX IF NOT EXISTS "{name}" ON published_documents '
         f"USING gin ((vals->>'{field_id}') gin_trgm_ops) WHERE type = '{type_id}'"

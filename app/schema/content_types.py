@@ -46,6 +46,7 @@ async def put_content_type(
         ct, errors = parse_content_type(type_id, body, set(types))
         errors.raise_if_any()
         assert ct is not None
+        _check_graphql_names({**types, type_id: ct})
         existing = types.get(type_id)
         if existing is None and ctx.actor.content_types is not None:
             raise forbidden("a credential limited to some content types cannot create new ones")
@@ -76,6 +77,18 @@ async def put_content_type(
         await emit(conn, events.CONTENT_TYPE_SAVED, {"id": type_id, "version": saved.version})
         await invalidate(conn, "schema", f"type:{type_id}")
     return saved, created
+
+
+def _check_graphql_names(types: dict[str, ContentType]) -> None:
+    """The GraphQL schema generated from these types must build: a component or block type whose
+    name meets another (`article` + `seo` and a type `article_seo` are both `ArticleSeo`) → 422,
+    before the schema is saved and every delivery process is left with the previous one."""
+    from cms.graphql.schema import build  # the GraphQL layer is built on this one, not the reverse
+
+    try:
+        build(types)
+    except TypeError as exc:
+        raise invalid("/fields", f"the GraphQL names this schema generates collide: {exc}") from None
 
 
 async def _check_type_change(conn: asyncpg.Connection, old: ContentType, new: ContentType, body: Any) -> None:

@@ -51,6 +51,10 @@ MAX_NESTING = 3  # component/blocks levels
 MAX_BLOCKS = 100  # blocks in one blocks field, items in one list of components
 MAX_BLOCK_TYPES = 50
 MAX_SUBFIELDS = 100
+# One component or blocks value, all levels together: objects × their fields. Each list is at most
+# MAX_BLOCKS long, but three nested lists multiply (100³ objects); delivery renders every sub-field
+# of every object, so this bounds what one value can make the server build and store.
+MAX_CELLS = 10_000
 VALIDATION_KEYS = {"min_length", "max_length", "pattern", "min", "max"}
 
 # A schema author's `pattern` runs against every value written: `regex` (re-compatible syntax) stops
@@ -252,17 +256,7 @@ def parse_content_type(type_id: str, body: Any, known_types: set[str]) -> tuple[
         raw_fields = []
     if len(raw_fields) > 200:
         errors.add("/fields", "at most 200 fields")
-    fields: list[Field] = []
-    seen: set[str] = set()
-    for index, raw in enumerate(raw_fields):
-        field = _parse_field(raw, f"/fields/{index}", errors, known_types | {type_id})
-        if field is None:
-            continue
-        if field.id in seen:
-            errors.add(f"/fields/{index}/id", f"duplicate field id {field.id!r}")
-            continue
-        seen.add(field.id)
-        fields.append(field)
+    fields = _parse_fields(raw_fields, "/fields", errors, known_types | {type_id}, 0)
     by_id = {f.id: f for f in fields}
     for field in fields:
         if field.type == "slug" and field.from_ is not None:
@@ -431,17 +425,22 @@ def _parse_subfields(
     if not isinstance(items, list) or len(items) > MAX_SUBFIELDS:
         errors.add(where, f"must be a list of at most {MAX_SUBFIELDS} fields")
         return None
+    return _parse_fields(items, where, errors, known_types, level + 1)
+
+
+def _parse_fields(items: list[Any], at: str, errors: FieldErrors, known_types: set[str], level: int) -> list[Field]:
+    """A [FIELD, ...] at pointer `at`; a repeated id is an error at its second occurrence."""
     out: list[Field] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
-        sub = _parse_field(item, f"{where}/{index}", errors, known_types, level + 1)
-        if sub is None:
+        field = _parse_field(item, f"{at}/{index}", errors, known_types, level)
+        if field is None:
             continue
-        if sub.id in seen:
-            errors.add(f"{where}/{index}/id", f"duplicate field id {sub.id!r}")
+        if field.id in seen:
+            errors.add(f"{at}/{index}/id", f"duplicate field id {field.id!r}")
             continue
-        seen.add(sub.id)
-        out.append(sub)
+        seen.add(field.id)
+        out.append(field)
     return out
 
 
@@ -578,6 +577,9 @@ def check_value(field: Field, value: Any, at: str, errors: FieldErrors) -> Any:
         return value
     if ftype == "json":
         return value
+    if ftype in STRUCTURED_TYPES and _cells(field, value, MAX_CELLS) > MAX_CELLS:
+        errors.add(at, f"too large: its components and blocks hold more than {MAX_CELLS} fields in all")
+        return None
     if ftype == "component":
         if not field.list:
             return _check_object(field.fields or [], value, at, errors)
@@ -603,6 +605,29 @@ def check_value(field: Field, value: Any, at: str, errors: FieldErrors) -> Any:
         return _check_link(field, value, at, errors)
     errors.add(at, "unsupported field type")
     return None
+
+
+def _cells(field: Field, value: Any, budget: int) -> int:
+    """Fields of all the objects in a component or blocks value, at every level (counting stops
+    past `budget`)."""
+    if field.type == "component":
+        items = value if field.list and isinstance(value, list) else [value]
+        kinds = [(field.fields or [], item) for item in items[: budget + 1] if isinstance(item, dict)]
+    elif field.type == "blocks" and isinstance(value, list):
+        blocks = field.blocks or {}
+        kinds = [(blocks[b["block"]], b.get("fields")) for b in value[: budget + 1] if _known_block(b, blocks)]
+    else:
+        return 0
+    total = 0
+    for fields, item in kinds:
+        total += max(1, len(fields))
+        if isinstance(item, dict):
+            for sub in fields:
+                if sub.type in STRUCTURED_TYPES and sub.id in item:
+                    total += _cells(sub, item[sub.id], budget - total)
+        if total > budget:
+            break
+    return total
 
 
 def _check_count(field: Field, value: Any, at: str, errors: FieldErrors) -> list[Any] | None:
@@ -718,8 +743,13 @@ def _items(field: Field, value: Any) -> Iterator[tuple[builtins.list[Field], dic
     elif field.type == "blocks" and isinstance(value, list):
         kinds = field.blocks or {}
         for index, block in enumerate(value):
-            if isinstance(block, dict) and block.get("block") in kinds and isinstance(block.get("fields"), dict):
+            if _known_block(block, kinds) and isinstance(block.get("fields"), dict):
                 yield kinds[block["block"]], block["fields"], f"/{index}/fields"
+
+
+def _known_block(block: Any, kinds: dict[str, builtins.list[Field]]) -> bool:
+    """A block (stored, or raw input not validated yet) of one of the field's block types."""
+    return isinstance(block, dict) and isinstance(block.get("block"), str) and block["block"] in kinds
 
 
 def walk_links(field: Field, value: Any) -> Iterator[tuple[Field, dict[str, Any]]]:
@@ -756,7 +786,7 @@ def map_values(field: Field, value: Any, leaf: Callable[[Field, Any], Any]) -> A
     kinds = field.blocks or {}
     return [
         {"block": block["block"], "fields": each(kinds[block["block"]], block.get("fields") or {})}
-        for block in value if isinstance(block, dict) and block.get("block") in kinds
+        for block in value if _known_block(block, kinds)
     ]
 
 
@@ -780,7 +810,7 @@ def map_links(field: Field, value: Any, replace: Callable[[Field, Any], Any]) ->
     kinds = field.blocks or {}
     return [
         dict(block, fields=each(kinds[block["block"]], block["fields"]))
-        if isinstance(block, dict) and block.get("block") in kinds and isinstance(block.get("fields"), dict) else block
+        if _known_block(block, kinds) and isinstance(block.get("fields"), dict) else block
         for block in value
     ]
 
@@ -818,7 +848,7 @@ def prune(field: Field, value: Any) -> Any:
     kinds = field.blocks or {}
     return [
         dict(block, fields=each(kinds[block["block"]], block.get("fields")))
-        for block in value if not isinstance(block, dict) or block.get("block") in kinds
+        for block in value if not isinstance(block, dict) or _known_block(block, kinds)
     ]
 
 

@@ -24,6 +24,7 @@ import ssl
 import time
 from collections import OrderedDict
 from typing import NamedTuple
+from urllib.parse import quote
 
 MAX_HEADER_LINE = 8192
 MAX_HEADERS = 100
@@ -95,12 +96,15 @@ class WebhookHttp:
         now = time.monotonic()
         while conns:
             conn = conns.pop()
-            if now - conn.idle_since < self.idle_seconds and not conn.reader.at_eof():
+            if now - conn.idle_since < self.idle_seconds and not conn.reader.at_eof() and not _buffered(conn.reader):
                 return conn
             conn.close()
         return None
 
     def _give_back(self, key: tuple[str, str, int, str], conn: _Connection) -> None:
+        if _buffered(conn.reader):  # more than one answer came: the next one would be taken for ours
+            conn.close()
+            return
         conns = self._idle.setdefault(key, [])
         self._idle.move_to_end(key)
         if len(conns) >= self.per_target:
@@ -146,7 +150,14 @@ class WebhookHttp:
         return Answer(status, kept)
 
 
+def _buffered(reader: asyncio.StreamReader) -> int:
+    """Bytes received and not read yet (asyncio has no public accessor for its buffer)."""
+    return len(getattr(reader, "_buffer", b""))
+
+
 def _request_head(path: str, host_header: str, headers: list[tuple[str, str]], length: int) -> bytes:
+    # A path with non-ASCII characters goes out percent-encoded as UTF-8 (what was encoded stays).
+    path = quote(path, safe="/?&=%:@!$'()*+,;~-._[]")
     lines = [f"POST {path} HTTP/1.1", f"host: {host_header}"]
     for name, value in headers:
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:

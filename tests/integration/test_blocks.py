@@ -357,3 +357,44 @@ async def test_random_block_lists_round_trip(pages: Any) -> None:
         assert (await m.post(f"/v1/entries/page/{entry}/publish")).status_code == 200
         got = (await reader.get(f"/api/v1/entries/page/{entry}")).json()["data"]["fields"]["body"]
         assert got == _as_delivered(blocks), blocks
+
+
+async def test_what_one_value_can_make_the_server_build_is_bounded(pages: Any) -> None:
+    m = pages.management
+    # Three nested lists multiply: 100 × 100 × 10 objects of 20 fields would render to ~80 MB.
+    leaf = [{"id": f"t{i:028d}", "type": "text"} for i in range(20)]
+    nested = {"id": "a", "type": "component", "list": True, "fields": [
+        {"id": "b", "type": "component", "list": True, "fields": [
+            {"id": "c", "type": "component", "list": True, "fields": leaf}]}]}
+    assert (await m.put("/v1/content-types/nest", json={"name": "N", "fields": [nested]})).status_code == 201
+    huge = [{"b": [{"c": [{}] * 10}] * 100}] * 100
+    r = await m.post("/v1/entries/nest", json={"fields": {"a": huge}})
+    assert r.status_code == 422 and _pointers(r) == ["/fields/a"] and "too large" in r.text
+    fine = [{"b": [{"c": [{}] * 3}] * 5}] * 5
+    assert (await m.post("/v1/entries/nest", json={"fields": {"a": fine}})).status_code == 201
+    # Raw bulk input of the wrong shape is a 422, not a crash, wherever links are looked for.
+    for block in (["x"], {"a": 1}, 5):
+        r = await m.post("/v1/bulk", json={"atomic": True, "actions": [
+            {"op": "upsert", "type": "page", "id": "odd", "fields": {"title": "t", "body": [{"block": block}]}}]})
+        assert r.status_code == 422 and _pointers(r) == ["/actions/0/fields/body/0/block"], r.text
+    # GraphQL: filtering a component with nothing to filter (only `_empty`) is no 500.
+    r = await m.put("/v1/content-types/holder", json={"name": "H", "fields": [
+        {"id": "meta", "type": "component", "fields": [{"id": "inner", "type": "component", "fields": [
+            {"id": "x", "type": "text"}]}]}]})
+    assert r.status_code == 201, r.text
+    reader = await pages.reader()
+    r = await reader.post("/graphql", json={"query": "{ holderCollection(where: {meta: {_empty: true}}) { total } }"})
+    assert r.status_code == 200 and r.json()["data"]["holderCollection"]["total"] == 0, r.text
+
+
+async def test_graphql_name_collisions_are_refused_when_the_schema_is_saved(pages: Any) -> None:
+    m = pages.management
+    # `article` has a component `seo`: GraphQL calls it ArticleSeo, as it would a type `article_seo`.
+    r = await m.put("/v1/content-types/article_seo", json={"name": "X", "fields": []})
+    assert r.status_code == 422 and "ArticleSeo" in r.text
+    r = await m.put("/v1/content-types/two", json={"name": "T", "fields": [
+        {"id": "body", "type": "blocks", "blocks": {"call_to": [], "callTo": []}}]})
+    assert r.status_code == 422 and "TwoBodyCallTo" in r.text
+    assert (await m.get("/v1/content-types/two")).status_code == 404
+    reader = await pages.reader()
+    assert (await reader.post("/graphql", json={"query": "{ __typename }"})).status_code == 200

@@ -181,3 +181,28 @@ async def test_an_unspent_lease_is_given_back(database_url: str, services, tmp_p
         r = await a.management.get("/v1/locales")
         # The expired lease's cells went back to Redis: only the 9 requests are counted.
         assert r.status_code == 200 and _remaining(r) == 200 - 9
+
+
+async def test_an_expired_lease_gives_back_only_time_still_ahead(services) -> None:
+    """Cells of a lease whose place in the timeline has passed are not admitted a second time."""
+    from cms.app.protection.rate_limits import RedisLimiter
+
+    namespace = f"cms-test-refund-{uuid.uuid4().hex[:8]}"
+    a, b = (RedisLimiter(services.redis_url, "management", namespace) for _ in range(2))
+    for limiter in (a, b):
+        limiter.LEASE_SECONDS = 0.2
+    try:
+        limit, window = 40, 20  # a cell every 0.5 s; leases of up to 2
+        assert (await a.check("k", limit, window))[0] and (await a.check("k", limit, window))[0]
+        unspent = a._leases["k"].cells
+        assert unspent == 1  # its cell sits at the end of a's 1.5 s of the timeline
+        await asyncio.sleep(1.6)  # the lease expired and that cell's time has passed
+        admitted = 0
+        while (await b.check("k", limit, window))[0]:
+            admitted += 1
+        assert admitted == limit  # the whole quota is there again, and b spent it
+        found = await a.check("k", limit, window)
+        assert found is not None and found[0] is False  # not one more through a's old cell
+    finally:
+        await a.stop()
+        await b.stop()

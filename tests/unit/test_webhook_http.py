@@ -203,3 +203,22 @@ async def test_tls_is_verified_for_the_url_host_while_connecting_to_the_checked_
                 await untrusting.post("https", "127.0.0.1", server.port, "hooks.test", "hooks.test", "/h", [], b"{}")
         finally:
             await untrusting.aclose()
+
+
+async def test_a_connection_with_an_extra_answer_is_not_reused(client: WebhookHttp) -> None:
+    two = (b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"
+           b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    async with RawServer(lambda n, req: two if len(server.requests) == 1
+                         else b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n") as server:
+        assert await _post(client, server.port) == (500, b"")
+        await asyncio.sleep(0.05)
+        # The stray 200 is not taken for the next delivery's answer: a new connection is.
+        assert await _post(client, server.port) == (201, b"")
+        assert server.connections == 2
+
+
+async def test_a_path_beyond_ascii_goes_out_percent_encoded(client: WebhookHttp) -> None:
+    async with RawServer(lambda n, req: b"HTTP/1.1 204 No Content\r\n\r\n") as server:
+        answer = await client.post("http", "127.0.0.1", server.port, "h", "h", "/hooks/日本?q=café&x=%41", [], b"")
+        assert answer.status == 204
+        assert server.requests[0].startswith(b"POST /hooks/%E6%97%A5%E6%9C%AC?q=caf%C3%A9&x=%41 HTTP/1.1\r\n")

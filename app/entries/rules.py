@@ -22,6 +22,7 @@ from ..schema.model import (
     check_value,
     is_reserved_id,
     missing_required,
+    prune,
     values_equal_for_unique,
     walk_links,
 )
@@ -96,7 +97,8 @@ def still_valid(ct: ContentType, data: dict[str, Any]) -> dict[str, Any]:
         kept = {}
         for code, value in per_locale.items():
             scratch = FieldErrorsProblem()
-            checked = check_value(field, value, "", scratch)
+            # sub-fields and block types the schema no longer has are dropped, the rest kept
+            checked = check_value(field, prune(field, value), "", scratch)
             if not scratch and checked is not None:
                 kept[code] = checked
         if kept:

@@ -108,9 +108,15 @@ cleanup() {
   stop_cms
   for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid" 5; done
   STARTED_PIDS=()
+  if [[ "${MADE_MARKER:-0}" == 1 ]]; then rm -f "$MARKER"; MADE_MARKER=0; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# /tmp/bench-running while it runs (other sessions check it): made only if absent (webhooks.sh,
+# which starts this script, keeps its own), and then removed by cleanup.
+MARKER=/tmp/bench-running
+MADE_MARKER=0
+if [[ ! -e "$MARKER" ]]; then echo "bench/pipeline.sh pid $$" > "$MARKER"; MADE_MARKER=1; fi
 
 port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
 for p in "$DELIVERY_PORT" "$MANAGEMENT_PORT" "$CDN_PORT"; do

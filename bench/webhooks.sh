@@ -128,7 +128,11 @@ curl -fsS --max-time 5 "$WORKER_METRICS_URL" > "$OUTDIR/worker-metrics.txt" 2>/d
 grep -E 'ERROR|Traceback' "$OUTDIR/cms.log" | head -20 > "$OUTDIR/cms-errors.txt" || true
 [[ -s "$OUTDIR/cms-errors.txt" ]] && { log "errors in the CMS log (first 20, see $OUTDIR/cms-errors.txt):"; cat "$OUTDIR/cms-errors.txt" >&2; }
 log "webhooks.py rc=$rc; stopping the CMS"
-cleanup
+# The CMS, then the receivers; not lib.sh's `cleanup`, which would also remove /tmp/bench-running
+# before the pipeline step (it did until 2026-12-07: the pipeline rows ran unmarked).
+stop_cms
+for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
+STARTED_PIDS=()
 
 # --- 3. publish -> CDN at 100/s, without and with webhooks firing ----------------------------------
 if [[ "$PIPELINE" == 1 ]]; then

@@ -36,6 +36,17 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+
+def _write_json(path: str, data: Any) -> None:
+    Path(path).write_text(json.dumps(data, indent=2))
+
+
+def _du(*args: str) -> int:
+    """Bytes `du` reports (blocking: run in a thread)."""
+    import subprocess
+
+    return int(subprocess.run(["du", *args], capture_output=True, text=True, check=True).stdout.split()[0])
+
 BATCH = int(os.environ.get("BATCH", "1000"))
 CONCURRENCY = int(os.environ.get("CONCURRENCY", "2"))
 REQS = int(os.environ.get("REQS", "200"))
@@ -144,7 +155,7 @@ async def seed(base: str, key: str, start: int, stop: int, out: str) -> None:
            "entries_per_s": round((stop - start) / wall, 1), "batch_actions": BATCH, "concurrency": CONCURRENCY,
            "request_s_p50": round(statistics.median(times), 3), "request_s_max": round(max(times), 3)}
     log(json.dumps(res))
-    Path(out).write_text(json.dumps(res, indent=2))
+    await asyncio.to_thread(_write_json, out, res)
 
 
 def make_key(base: str, key: str, key_file: str) -> None:
@@ -281,9 +292,8 @@ async def sizes(data_dir: str, n: int, out: str) -> None:
         if p.is_file():
             files += 1
             apparent += p.stat().st_size
-    import subprocess
-    du = int(subprocess.run(["du", "-sb", "--apparent-size", str(obj)], capture_output=True, text=True).stdout.split()[0])
-    du_disk = int(subprocess.run(["du", "-sB1", str(obj)], capture_output=True, text=True).stdout.split()[0])
+    du = await asyncio.to_thread(_du, "-sb", "--apparent-size", str(obj))
+    du_disk = await asyncio.to_thread(_du, "-sB1", str(obj))
     pg_total = sum(r["total"] for r in tables)
     res = {
         "n": n, "pg_database_bytes": db, "pg_tables_bytes": pg_total,
@@ -295,7 +305,7 @@ async def sizes(data_dir: str, n: int, out: str) -> None:
         "objects": {"files": files, "apparent_bytes": apparent, "du_disk_bytes": du_disk, "du_apparent": du,
                     "apparent_per_entry": round(apparent / n, 1), "disk_per_entry": round(du_disk / n, 1)},
     }
-    Path(out).write_text(json.dumps(res, indent=2))
+    await asyncio.to_thread(_write_json, out, res)
     log(f"PostgreSQL {res['pg_bytes_per_entry']} B/entry (tables), objects {res['objects']['disk_per_entry']} B/entry on disk")
 
 

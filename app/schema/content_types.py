@@ -14,10 +14,11 @@ from ..problems import FieldErrorsProblem, conflict, forbidden, invalid, not_fou
 from ..protection.preconditions import check_precondition
 from ..publishing.documents import rerender_all
 from ..query.parse import LIKE_TYPES
-from ..query.sql import index_ddl, trigram_ddl
+from ..query.sql import index_ddl, newest_ddl, trigram_ddl
 from . import repository as repo
 from .model import (
     NON_LOCALIZED,
+    SORTABLE_TYPES,
     STRUCTURED_TYPES,
     TYPE_ID,
     ContentType,
@@ -69,6 +70,8 @@ async def put_content_type(
         for field in saved.fields:
             if field.indexed:
                 await conn.execute(index_ddl(type_id, field.id))
+                if field.type in SORTABLE_TYPES:  # eq on a value, newest first (references filter by ->>'id')
+                    await conn.execute(newest_ddl(type_id, field.id))
                 if trigrams and field.type in LIKE_TYPES:
                     await conn.execute(trigram_ddl(type_id, field.id))
         if not created:

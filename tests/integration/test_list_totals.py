@@ -179,3 +179,29 @@ async def test_the_api_says_how_exact_a_total_is(apps: Any, monkeypatch: pytest.
     assert (await m.get("/v1/entries/note")).json()["meta"]["total"] == 4
     gql = await reader.post("/graphql", json={"query": "{ noteCollection(limit: 1) { total totalRelation } }"})
     assert gql.json()["data"]["noteCollection"] == {"total": 4, "totalRelation": "eq"}
+
+
+async def test_an_eq_filter_newest_first_reads_the_page_in_index_order(db: asyncpg.Pool) -> None:
+    from cms.app.query.sql import newest_ddl
+
+    async with db.acquire() as conn:
+        await seed(conn)
+        # Many documents of one kind: sorting all of them would be the plan without the index.
+        await conn.execute(
+            """INSERT INTO entries (id, type, data, version) SELECT 'many' || n, 'article', '{}', 1
+                 FROM generate_series(1, 3000) n""")
+        await conn.execute(
+            """INSERT INTO published_documents (entry_id, locale, type, version, body, etag, vals, search,
+                                                published_at, updated_at, created_at)
+               SELECT 'many' || n, 'en', 'article', 1, '', 'x',
+                      jsonb_build_object('kind', CASE WHEN n % 2 = 0 THEN 'news' ELSE 'blog' END),
+                      ''::tsvector, now() - make_interval(secs => n), now(), now() FROM generate_series(1, 3000) n""")
+        await conn.execute(newest_ddl("article", "kind"))
+        await conn.execute("ANALYZE published_documents")
+        q = query({"filter[kind][eq]": "news", "limit": "20"})
+        page = await fetch_page(conn, q, DeliverySource(), "d.entry_id AS id")
+        assert len(page.rows) == 20 and page.total >= 1500
+        page_sql, _, values, _ = build_sql(q, DeliverySource(), "d.entry_id")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {page_sql}", *values))
+        assert "pd_new_article_kind" in plan, plan
+        assert "Sort" not in plan, plan  # the page is read in index order, not a sort of every match

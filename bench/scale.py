@@ -6,6 +6,8 @@
   python bench/scale.py sizes DATA_DIR N OUT.json                  PostgreSQL / object-store bytes per entry
   python bench/scale.py explain DATA_DIR on|off                    auto_explain (ANALYZE, BUFFERS) for new sessions
   python bench/scale.py plans PLANS.log [TOP]                      the slowest logged plans, slowest first
+  python bench/scale.py prep DATA_DIR OUT.json                     on earlier data: the newest-first indexes of
+                                                                   article.category/rank (newest_ddl), VACUUM ANALYZE
 
 Dataset (deterministic per index i): type `article` with title (text, 5 words + number), slug
 `article-<i:07d>`, body (long_text, 2 KB of words), author (reference to one of 50 authors),
@@ -329,6 +331,29 @@ async def explain(data_dir: str, on: str) -> None:
         await conn.close()
 
 
+async def prep(data_dir: str, out: str) -> None:
+    """Brings data seeded by an older CMS to the current schema without re-saving the type (which
+    re-renders every entry in the request): the CREATE INDEX of newest_ddl for article.category and
+    article.rank, exactly as the CMS on PYTHONPATH words it, then VACUUM ANALYZE of entries and
+    published_documents (the seeding never vacuumed: index-only scans read heap pages)."""
+    from cms.app.query.sql import newest_ddl
+
+    conn = await pg(data_dir)
+    steps = []
+    try:
+        for stmt in (newest_ddl("article", "category"), newest_ddl("article", "rank"),
+                     "VACUUM ANALYZE entries", "VACUUM ANALYZE published_documents"):
+            t = time.monotonic()
+            await conn.execute(stmt)
+            steps.append({"sql": stmt, "s": round(time.monotonic() - t, 1)})
+            log(f"{steps[-1]['s']} s: {stmt}")
+        idx = await conn.fetch("SELECT indexrelid::regclass::text AS index, pg_relation_size(indexrelid) AS bytes "
+                               "FROM pg_index WHERE indrelid = 'published_documents'::regclass ORDER BY 1")
+    finally:
+        await conn.close()
+    await asyncio.to_thread(_write_json, out, {"steps": steps, "published_documents_indexes": [dict(r) for r in idx]})
+
+
 def plans(path: str, top: int) -> None:
     """Splits auto_explain's log into one block per statement; prints the TOP slowest (duration, query, plan)."""
     head = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ UTC \[(\d+)\] (\w+):\s+(.*)$")
@@ -365,6 +390,8 @@ def main() -> None:
         asyncio.run(sizes(a[1], int(a[2]), a[3]))
     elif a[0] == "explain":
         asyncio.run(explain(a[1], a[2]))
+    elif a[0] == "prep":
+        asyncio.run(prep(a[1], a[2]))
     elif a[0] == "plans":
         plans(a[1], int(a[2]) if len(a) > 2 else 20)
     else:

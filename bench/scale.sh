@@ -14,6 +14,8 @@
 #   EXPLAIN [1]  QUIET_WAIT_S [30] QUIET_MAX_CORES [0.3]
 #   To add to an earlier run's data (e.g. 100k -> 300k): HAVE=100000 SIZES=300000
 #   BENCH_DATA_DIR=<its data dir> DELIVERY_KEY_FILE=<its results dir>/delivery.key
+#   Measure an earlier run's data again, no seeding: HAVE=300000 SIZES=300000 (+ BENCH_DATA_DIR, DELIVERY_KEY_FILE)
+#   PREP [0]: 1 = before measuring, `scale.py prep` (newest-first indexes of b7b5ce1 + VACUUM ANALYZE) -> prep.json
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -65,6 +67,10 @@ up() { # LOGNAME
   SERVER_PIDS="$CMS_PID $(daemons)"
 }
 up cms.log
+if [[ "${PREP:-0}" == 1 ]]; then
+  log "prep: newest-first indexes (newest_ddl) and VACUUM ANALYZE on $BENCH_DATA_DIR"
+  "$PY" "$HERE/scale.py" prep "$BENCH_DATA_DIR" "$OUTDIR/prep.json"
+fi
 
 have="$HAVE"
 for n in $SIZES; do

@@ -474,3 +474,29 @@ async def test_a_worker_killed_between_attempts_and_during_sends_loses_nothing(
             assert sent <= row["attempts"], (row["event_id"], sent, row["attempts"])  # never more than attempts made
         await asyncio.sleep(1.5)
         assert sum(len(s.snapshot()) for s in (slow, flaky)) == sum(received.values())  # quiet after success
+
+
+async def test_failing_endpoints_do_not_slow_the_healthy_ones(apps_with: Any, hosts: Hosts, receivers: Any) -> None:
+    """3 endpoints answer 500 to everything (retries pending in 5 s) while 3 answer 200: the healthy
+    ones get every event about as fast as with no failing neighbour."""
+    settings = {**FAST, "CMS_WEBHOOK_RETRY_SCHEDULE": "5,300"}
+    async with apps_with(**settings) as apps:
+        await _blog(apps)
+        failing = [receivers(status=500) for _ in range(3)]
+        healthy = [receivers() for _ in range(3)]
+        for server in [*failing, *healthy]:
+            await _subscribe(apps, server.url, events=["entry.published"])
+        await hosts.start(hosts.settings(**settings), fast_config())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for n in range(30):
+            await _publish(apps, f"Post {n}")
+        published = loop.time()
+
+        async def all_delivered() -> None:
+            assert [len(_published(server)) for server in healthy] == [30, 30, 30]
+
+        await eventually(all_delivered, timeout=30)
+        # Never held back until the failing ones' retries (due 5 s after their first attempts).
+        assert loop.time() - published < 4.5, (published - started, loop.time() - published)
+        assert all(len(_published(server)) >= 30 for server in failing)  # each tried once at least

@@ -19,6 +19,8 @@ from .schema.model import (
     STRUCTURED_TYPES,
     ContentType,
     Field,
+)
+from .schema.structured import (
     map_links,
     map_values,
     text_values,
@@ -189,15 +191,10 @@ class Spliced:
 
 def _follows(field: Field) -> bool:
     """A field `include` follows: a reference, or a component or blocks field holding references."""
-    return field.type == "reference" or (field.type in STRUCTURED_TYPES and any(
-        holder.type == "reference" for holder in _link_fields(field)))
+    return field.holds(_REFERENCE)
 
 
-def _link_fields(field: Field) -> list[Field]:
-    found = [field] if field.type in ("reference", "asset") else []
-    for sub in field.subfields():
-        found.extend(_link_fields(sub))
-    return found
+_REFERENCE = {"reference"}
 
 
 def _reference_links(field: Field, value: Any) -> list[Any]:

@@ -38,6 +38,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from seed import AUTHOR_TYPE, WORDS  # bench/ is the script's directory
+
 
 def _write_json(path: str, data: Any) -> None:
     Path(path).write_text(json.dumps(data, indent=2))
@@ -63,16 +65,7 @@ CATEGORIES = ("news sports technology science health business politics culture t
 CATEGORY_EQ = "science"       # 5%
 CATEGORY_CONTAINS = "ech"     # 'technology' only: 5%
 
-WORDS = (
-    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et "
-    "dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco laboris nisi aliquip ex ea "
-    "commodo consequat duis aute irure in reprehenderit voluptate velit esse cillum fugiat nulla pariatur "
-    "excepteur sint occaecat cupidatat non proident sunt culpa qui officia deserunt mollit anim id est laborum "
-    "event driven headless content delivery cache schema entry revision publish draft slug author"
-).split()
-
-AUTHOR_TYPE = {"name": "Author", "display_field": "name",
-               "fields": [{"id": "name", "type": "text", "required": True}]}
+# The words and the author type of the delivery bench's seed (bench/seed.py, same directory).
 ARTICLE_TYPE = {
     "name": "Article", "display_field": "title",
     "fields": [

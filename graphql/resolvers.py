@@ -20,7 +20,11 @@ from cms.app.credentials.schemas import Credential
 from cms.app.delivery.documents import IncludeLimit
 from cms.app.problems import ProblemError
 from cms.app.query.parse import Condition, Group, parse_condition, parse_list_query
-from cms.app.schema.model import STRUCTURED_TYPES, ContentType, Field
+from cms.app.schema.model import (
+    STRUCTURED_TYPES,
+    ContentType,
+    Field,
+)
 from cms.app.schema.registry import ContentTypeRegistry, resolve_locale
 
 from .dataloaders import EntryLoaders

@@ -34,7 +34,11 @@ from graphql import (
     print_schema,
 )
 
-from cms.app.schema.model import STRUCTURED_TYPES, ContentType, Field
+from cms.app.schema.model import (
+    STRUCTURED_TYPES,
+    ContentType,
+    Field,
+)
 from cms.app.schema.registry import ContentTypeRegistry
 
 from . import resolvers

@@ -22,7 +22,10 @@ import asyncpg
 import httpx
 
 from cms.app.config import PipelineConfig, Settings, load_settings
-from cms.app.schema.model import ContentType, Field
+from cms.app.schema.model import (
+    ContentType,
+    Field,
+)
 from cms.workers.main import WorkerHost
 
 # ---------------------------------------------------------------------------------------------

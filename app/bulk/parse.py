@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..problems import FieldErrorsProblem
-from ..schema.model import RESOURCE_ID, TYPE_ID
+from ..schema.model import (
+    RESOURCE_ID,
+    TYPE_ID,
+)
 
 MAX_ACTIONS = 1000
 # The scope each operation needs, beyond the route's content:write.

@@ -14,7 +14,7 @@ import asyncpg
 from ..audit.service import WriteContext
 from ..entries import service as entries
 from ..problems import ProblemError
-from ..schema.model import pattern_budget
+from ..schema.values import pattern_budget
 from .errors import atomic_failure, prefixed_errors
 from .parse import Action
 

@@ -15,7 +15,7 @@ import asyncpg
 
 from ..audit.service import WriteContext
 from ..problems import ProblemError, forbidden
-from ..schema.model import pattern_budget
+from ..schema.values import pattern_budget
 from . import per_action, sets
 from .errors import problem_object
 from .parse import OP_SCOPES, Action, parse_bulk

@@ -42,12 +42,14 @@ from ..schema.model import (
     NON_LOCALIZED,
     ContentType,
     Locales,
+)
+from ..schema.registry import load_locales, load_types, resolve_locale
+from ..schema.structured import walk_links
+from ..schema.values import (
     has_patterns,
     pattern_budget,
     run_checks,
-    walk_links,
 )
-from ..schema.registry import load_locales, load_types, resolve_locale
 from .errors import atomic_failure, prefixed_errors
 from .parse import Action
 

@@ -20,7 +20,11 @@ from ..publishing import repository as repo
 from ..publishing.documents import assets_by_id
 from ..query import sql
 from ..query.parse import ListQuery
-from ..schema.model import NON_LOCALIZED, ContentType, Locales
+from ..schema.model import (
+    NON_LOCALIZED,
+    ContentType,
+    Locales,
+)
 
 log = logging.getLogger("cms.delivery")
 

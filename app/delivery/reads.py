@@ -21,7 +21,11 @@ from typing import Any
 
 from ..problems import not_found
 from ..query.parse import parse_list_query
-from ..schema.model import RESOURCE_ID, ContentType, Locales
+from ..schema.model import (
+    RESOURCE_ID,
+    ContentType,
+    Locales,
+)
 from ..schema.registry import ContentTypeRegistry, resolve_locale
 from . import documents
 from .cache import DeliveryCache, cache_key, known_parameters, type_scoped_key

@@ -23,7 +23,10 @@ from ..http import JSON, encode, page_params, query_int
 from ..openapi import LIST_QUERY, ContentType, Doc, Entry, Locale, SyncPage, list_of, one_of
 from ..problems import not_found
 from ..schema.locales import locale_json
-from ..schema.model import LOCALE_CODE, TYPE_ID
+from ..schema.model import (
+    LOCALE_CODE,
+    TYPE_ID,
+)
 from . import sync
 from .cache import answer_headers, etag_matches
 from .reads import for_credential, make_read

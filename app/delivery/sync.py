@@ -25,7 +25,11 @@ from ..credentials.schemas import Credential
 from ..events import feed
 from ..problems import gone, malformed, not_found
 from ..publishing import repository as documents
-from ..schema.model import LOCALE_CODE, RESOURCE_ID, TYPE_ID
+from ..schema.model import (
+    LOCALE_CODE,
+    RESOURCE_ID,
+    TYPE_ID,
+)
 from ..schema.registry import ContentTypeRegistry, resolve_locale
 
 PAGE = 100

@@ -19,12 +19,16 @@ from ..schema.model import (
     UNIQUE_TYPES,
     ContentType,
     Locales,
-    check_value,
     is_reserved_id,
+)
+from ..schema.structured import (
     missing_required,
     prune,
-    values_equal_for_unique,
     walk_links,
+)
+from ..schema.values import (
+    check_value,
+    values_equal_for_unique,
 )
 from ..times import iso
 

@@ -28,11 +28,13 @@ from ..schema.model import (
     ContentType,
     Locales,
     content_type_from_row,
+)
+from ..schema.registry import load_locales, load_types, resolve_locale
+from ..schema.values import (
     has_patterns,
     pattern_budget,
     run_checks,
 )
-from ..schema.registry import load_locales, load_types, resolve_locale
 from . import repository as repo
 from .rules import (
     apply_values,

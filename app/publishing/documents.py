@@ -10,7 +10,10 @@ import asyncpg
 from .. import render
 from ..assets import repository as assets_repo
 from ..entries.rules import links
-from ..schema.model import ContentType, Locales
+from ..schema.model import (
+    ContentType,
+    Locales,
+)
 from ..schema.registry import load_locales, load_types
 from . import repository as repo
 

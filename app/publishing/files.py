@@ -36,7 +36,10 @@ from ..config import Settings
 from ..db import locks
 from ..delivery import documents as delivery
 from ..query.parse import parse_list_query
-from ..schema.model import ContentType, is_reserved_id
+from ..schema.model import (
+    ContentType,
+    is_reserved_id,
+)
 from ..schema.registry import load_locales, load_types
 from . import repository as repo
 

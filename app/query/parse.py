@@ -23,6 +23,8 @@ from ..schema.model import (
     TEXT_TYPES,
     ContentType,
     Field,
+)
+from ..schema.values import (
     normalize_date,
     normalize_datetime,
 )

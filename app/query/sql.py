@@ -19,7 +19,15 @@ import asyncpg
 import msgspec
 
 from ..problems import malformed
-from ..schema.model import FIELD_ID, LINK_TYPES, LOCALE_CODE, SEARCHABLE_TYPES, TYPE_ID, ContentType, Field
+from ..schema.model import (
+    FIELD_ID,
+    LINK_TYPES,
+    LOCALE_CODE,
+    SEARCHABLE_TYPES,
+    TYPE_ID,
+    ContentType,
+    Field,
+)
 from .parse import (
     LIST_OPS,
     RANGE_OPS,

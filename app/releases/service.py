@@ -16,7 +16,10 @@ from ..events import types as events
 from ..events.outbox import emit
 from ..problems import FieldErrorsProblem, ProblemError, conflict, forbidden, not_found
 from ..protection.preconditions import check_precondition
-from ..schema.model import RESOURCE_ID, TYPE_ID
+from ..schema.model import (
+    RESOURCE_ID,
+    TYPE_ID,
+)
 from ..schema.registry import load_locales, load_types
 from ..times import iso
 from . import repository as repo

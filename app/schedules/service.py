@@ -19,7 +19,10 @@ from ..entries import service as entries
 from ..problems import FieldErrorsProblem, ProblemError, conflict, forbidden, malformed, not_found
 from ..releases import repository as releases_repo
 from ..releases import service as releases
-from ..schema.model import RESOURCE_ID, TYPE_ID
+from ..schema.model import (
+    RESOURCE_ID,
+    TYPE_ID,
+)
 from ..times import iso, parse_rfc3339
 from . import repository as repo
 

@@ -22,16 +22,18 @@ from .model import (
     STRUCTURED_TYPES,
     TYPE_ID,
     ContentType,
-    check_value,
     content_type_from_row,
-    has_patterns,
-    parse_content_type,
-    prune,
-    run_checks,
     stored_fields,
+)
+from .parsing import parse_content_type
+from .registry import load_locales, load_types
+from .structured import prune
+from .values import (
+    check_value,
+    has_patterns,
+    run_checks,
     values_equal_for_unique,
 )
-from .registry import load_locales, load_types
 
 
 async def put_content_type(

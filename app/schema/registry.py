@@ -13,7 +13,11 @@ import asyncpg
 
 from ..problems import malformed
 from . import repository as repo
-from .model import ContentType, Locales, content_type_from_row
+from .model import (
+    ContentType,
+    Locales,
+    content_type_from_row,
+)
 
 
 def locales_from_rows(rows: list[asyncpg.Record]) -> Locales:

@@ -16,7 +16,10 @@ from ..http import many, one, page_params, read_json
 from ..openapi import LIST_QUERY, ContentType, ContentTypeInput, Doc, Locale, LocaleInput, list_of, one_of
 from ..routing import assets_url, force_param, if_match, pool, version_etag, write_context
 from . import content_types, locales
-from .model import LOCALE_CODE, TYPE_ID
+from .model import (
+    LOCALE_CODE,
+    TYPE_ID,
+)
 
 Req = Request[Any, Any, Any]
 WRITE = {"scope": "schema:write"}

@@ -14,7 +14,10 @@ from ..audit.service import WriteContext
 from ..config import Settings
 from ..events import types as events
 from ..problems import FieldErrorsProblem, malformed, not_found
-from ..schema.model import RESOURCE_ID, TYPE_ID
+from ..schema.model import (
+    RESOURCE_ID,
+    TYPE_ID,
+)
 from ..times import iso
 from . import fanout
 from . import repository as repo

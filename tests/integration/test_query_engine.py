@@ -16,7 +16,10 @@ from hypothesis import strategies as st
 from cms.app.problems import ProblemError
 from cms.app.query.parse import ListQuery, encode_cursor, parse_list_query, query_fingerprint
 from cms.app.query.sql import DeliverySource, DraftSource, Page, Source, fetch_page, index_ddl
-from cms.app.schema.model import ContentType, Field
+from cms.app.schema.model import (
+    ContentType,
+    Field,
+)
 from tests.support import AUTHOR_TYPE, TAG_TYPE, article_type
 
 ARTICLE = article_type()

@@ -21,7 +21,10 @@ from cms.app.query.parse import (
     query_fingerprint,
 )
 from cms.app.query.sql import DeliverySource, DraftSource, build_sql, index_ddl
-from cms.app.schema.model import ContentType, Field
+from cms.app.schema.model import (
+    ContentType,
+    Field,
+)
 from tests.support import AUTHOR_TYPE, TAG_TYPE, article_type
 
 ARTICLE = article_type(Field(id="gallery", type="asset", list=True))

@@ -12,7 +12,10 @@ import pytest
 
 from cms.app import render
 from cms.app.delivery.documents import IncludeLimit, _Budget, _select_fields, expand_each, splice_each
-from cms.app.schema.model import ContentType, Field
+from cms.app.schema.model import (
+    ContentType,
+    Field,
+)
 from tests.support import AUTHOR_TYPE, TAG_TYPE, article_type
 
 ARTICLE_TYPE = article_type(Field(id="related", type="reference", to=["article", "author"], list=True))

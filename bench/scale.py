@@ -329,7 +329,7 @@ async def prep(data_dir: str, out: str) -> None:
     re-renders every entry in the request): the CREATE INDEX of newest_ddl for article.category and
     article.rank, exactly as the CMS on PYTHONPATH words it, then VACUUM ANALYZE of entries and
     published_documents (the seeding never vacuumed: index-only scans read heap pages)."""
-    from cms.app.query.sql import newest_ddl
+    from cms.app.query.indexes import newest_ddl
 
     conn = await pg(data_dir)
     steps = []

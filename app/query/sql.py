@@ -9,7 +9,6 @@ identifier pattern right where it is inlined (`_ident`), so a quote can never ge
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -48,7 +47,7 @@ _CURSOR_NUMERIC = re.compile(r"-?\d{1,20}(\.\d{1,60})?")
 _encode = msgspec.json.Encoder().encode
 
 
-def _ident(value: str, pattern: re.Pattern[str]) -> str:
+def ident(value: str, pattern: re.Pattern[str]) -> str:
     """A validated identifier, safe to inline between single quotes."""
     if not pattern.fullmatch(value) or "'" in value:
         raise ValueError(f"refusing to inline {value!r} into SQL")
@@ -114,11 +113,11 @@ class DeliverySource(Source):
     alias = "d"
 
     def scope(self, query: ListQuery, params: Params) -> list[str]:
-        # The type is inlined so partial indexes (`WHERE type = '…'`) of index_ddl() are usable.
-        return [f"d.type = '{_ident(query.type_id, TYPE_ID)}'", f"d.locale = {params.add(query.locale)}::text"]
+        # The type is inlined so partial indexes (`WHERE type = '…'`) of indexes.py are usable.
+        return [f"d.type = '{ident(query.type_id, TYPE_ID)}'", f"d.locale = {params.add(query.locale)}::text"]
 
     def value(self, field: Field, alias: str | None = None) -> str:
-        return f"coalesce({alias or self.alias}.vals->'{_ident(field.id, FIELD_ID)}', 'null'::jsonb)"
+        return f"coalesce({alias or self.alias}.vals->'{ident(field.id, FIELD_ID)}', 'null'::jsonb)"
 
     def id_column(self, alias: str | None = None) -> str:
         return f"{alias or self.alias}.entry_id"
@@ -126,12 +125,12 @@ class DeliverySource(Source):
     def counted(self, query: ListQuery, params: Params) -> str:
         return (
             "SELECT coalesce(sum(n), 0)::bigint FROM list_counts WHERE kind = 'published'"
-            f" AND type = '{_ident(query.type_id, TYPE_ID)}' AND locale = {params.add(query.locale)}::text"
+            f" AND type = '{ident(query.type_id, TYPE_ID)}' AND locale = {params.add(query.locale)}::text"
         )
 
     def text(self, field: Field, alias: str | None = None) -> str | None:
-        # The expression of index_ddl()'s trigram index: NULL unless the value is there.
-        return f"({alias or self.alias}.vals->>'{_ident(field.id, FIELD_ID)}')"
+        # The expression of indexes.py's trigram index: NULL unless the value is there.
+        return f"({alias or self.alias}.vals->>'{ident(field.id, FIELD_ID)}')"
 
     def search_match(self, ct: ContentType, q_ref: str) -> str:
         return f"d.search @@ websearch_to_tsquery('simple', {q_ref}::text)"
@@ -155,13 +154,13 @@ class DraftSource(Source):
     def __init__(self, chain: list[str]) -> None:
         if not chain:
             raise ValueError("a locale fallback chain needs at least one locale")
-        self.chain = [_ident(code, LOCALE_CODE) for code in chain]
+        self.chain = [ident(code, LOCALE_CODE) for code in chain]
 
     def scope(self, query: ListQuery, params: Params) -> list[str]:
-        return [f"e.type = '{_ident(query.type_id, TYPE_ID)}'"]
+        return [f"e.type = '{ident(query.type_id, TYPE_ID)}'"]
 
     def value(self, field: Field, alias: str | None = None) -> str:
-        base = f"{alias or self.alias}.data->'{_ident(field.id, FIELD_ID)}'"
+        base = f"{alias or self.alias}.data->'{ident(field.id, FIELD_ID)}'"
         if not field.localized:
             return f"coalesce({base}->'_', 'null'::jsonb)"
         parts = [f"{base}->'{code}'" for code in self.chain]
@@ -173,7 +172,7 @@ class DraftSource(Source):
     def counted(self, query: ListQuery, params: Params) -> str:
         return (
             "SELECT coalesce(sum(n), 0)::bigint FROM list_counts WHERE kind = 'entries'"
-            f" AND type = '{_ident(query.type_id, TYPE_ID)}' AND locale = ''"
+            f" AND type = '{ident(query.type_id, TYPE_ID)}' AND locale = ''"
         )
 
     def system_sort(self, name: str) -> str:
@@ -200,47 +199,6 @@ class DraftSource(Source):
             "published": "e.published_version IS NOT NULL AND e.published_version = e.version",
             "changed": "e.published_version IS NOT NULL AND e.published_version <> e.version",
         }[status]
-
-
-def _index_name(prefix: str, type_id: str, field_id: str) -> str:
-    """`{prefix}_{type}_{field}` (validated ids), shortened with a digest to PostgreSQL's 63 bytes."""
-    _ident(type_id, TYPE_ID)
-    _ident(field_id, FIELD_ID)
-    name = f"{prefix}_{type_id}_{field_id}"
-    if len(name) > 63:
-        digest = hashlib.sha256(f"{type_id}\x00{field_id}".encode()).hexdigest()[:12]
-        name = f"{name[:50]}_{digest}"
-    return name
-
-
-def index_ddl(type_id: str, field_id: str) -> str:
-    """CREATE INDEX for sorting/filtering delivery lists of `type_id` on `field_id` (matches DeliverySource)."""
-    name = _index_name("pd_idx", type_id, field_id)
-    return (
-        f'CREATE INDEX IF NOT EXISTS "{name}" ON published_documents '
-        f"(locale, (coalesce(vals->'{field_id}', 'null'::jsonb)), entry_id) WHERE type = '{type_id}'"
-    )
-
-
-def newest_ddl(type_id: str, field_id: str) -> str:
-    """CREATE INDEX for `filter[field][eq]` (or `in`) with the default order, newest first: the page
-    is read in index order instead of sorting every match (`category = x`, latest 20)."""
-    name = _index_name("pd_new", type_id, field_id)
-    return (
-        f'CREATE INDEX IF NOT EXISTS "{name}" ON published_documents '
-        f"(locale, (coalesce(vals->'{field_id}', 'null'::jsonb)), published_at DESC, entry_id DESC)"
-        f" WHERE type = '{type_id}'"
-    )
-
-
-def trigram_ddl(type_id: str, field_id: str) -> str:
-    """CREATE INDEX (pg_trgm) serving `contains`/`startswith` on an indexed text field of delivery
-    lists (the expression of DeliverySource.text)."""
-    name = _index_name("pd_trgm", type_id, field_id)
-    return (
-        f'CREATE INDEX IF NOT EXISTS "{name}" ON published_documents '
-        f"USING gin ((vals->>'{field_id}') gin_trgm_ops) WHERE type = '{type_id}'"
-    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -288,7 +246,7 @@ def _condition(source: Source, alias: str, target: Target, op: str, value: Any, 
     if target.within is None:
         v = source.value(field, alias)
     else:  # a sub-field of a component
-        v = f"coalesce({source.value(target.within, alias)}->'{_ident(field.id, FIELD_ID)}', 'null'::jsonb)"
+        v = f"coalesce({source.value(target.within, alias)}->'{ident(field.id, FIELD_ID)}', 'null'::jsonb)"
     if field.type in LINK_TYPES:
         if field.list:
             if op == "exists":
@@ -337,7 +295,7 @@ def _filter_sql(source: Source, flt: Condition, p: Params) -> str:
         return _condition(source, source.alias, flt.target, flt.op, flt.value, p)
     inner = source.inner_alias
     by_type = " OR ".join(
-        f"({inner}.type = '{_ident(type_id, TYPE_ID)}' AND {_condition(source, inner, target, flt.op, flt.value, p)})"
+        f"({inner}.type = '{ident(type_id, TYPE_ID)}' AND {_condition(source, inner, target, flt.op, flt.value, p)})"
         for type_id, target in flt.targets
     )
     v = source.value(flt.via)

@@ -13,8 +13,8 @@ from ..events.outbox import emit, invalidate
 from ..problems import FieldErrorsProblem, conflict, forbidden, invalid, not_found
 from ..protection.preconditions import check_precondition
 from ..publishing.documents import rerender_all
+from ..query.indexes import index_ddl, newest_ddl, trigram_ddl
 from ..query.parse import LIKE_TYPES
-from ..query.sql import index_ddl, newest_ddl, trigram_ddl
 from . import repository as repo
 from .model import (
     NON_LOCALIZED,

@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 
 from cms.app.query import sql
-from cms.app.query.sql import DeliverySource, DraftSource, build_sql, fetch_page, trigram_ddl
+from cms.app.query.indexes import trigram_ddl
+from cms.app.query.sql import DeliverySource, DraftSource, build_sql, fetch_page
 from tests.integration.test_query_engine import query, seed
 
 
@@ -182,7 +183,7 @@ async def test_the_api_says_how_exact_a_total_is(apps: Any, monkeypatch: pytest.
 
 
 async def test_an_eq_filter_newest_first_reads_the_page_in_index_order(db: asyncpg.Pool) -> None:
-    from cms.app.query.sql import newest_ddl
+    from cms.app.query.indexes import newest_ddl
 
     async with db.acquire() as conn:
         await seed(conn)

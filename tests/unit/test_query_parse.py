@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cms.app.problems import ProblemError
+from cms.app.query.indexes import index_ddl
 from cms.app.query.parse import (
     RANK,
     ListQuery,
@@ -20,7 +21,7 @@ from cms.app.query.parse import (
     parse_list_query,
     query_fingerprint,
 )
-from cms.app.query.sql import DeliverySource, DraftSource, build_sql, index_ddl
+from cms.app.query.sql import DeliverySource, DraftSource, build_sql
 from cms.app.schema.model import (
     ContentType,
     Field,

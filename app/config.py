@@ -43,6 +43,7 @@ class PipelineConfig:
     relay_batch: int = 200  # CMS_RELAY_BATCH
     worker_threads: int = 8  # CMS_WORKER_THREADS: concurrent steps per worker process
     deliver_batch: int = 100  # CMS_DELIVER_BATCH: most deliver steps one run takes from a backlog
+    rerender_batch: int = 500  # CMS_RERENDER_BATCH: entries per batch of a schema change's background work
     poll_ms: int = 100  # CMS_WORKER_POLL_MS: Dramatiq's idle poll of the queue (latency when idle)
     namespace: str = "cms"  # CMS_BROKER_NAMESPACE: prefix of the broker's Redis keys
     sweep_batch: int = 1000
@@ -99,6 +100,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_include_mb: int = 32
     delivery_statement_timeout_ms: int = 3000
     db_pool_size: int = 10
+    # A schema change of a type with at most this many entries re-renders them in its request (the
+    # change is visible at once); more: in the background (app/schema/rerenders.py). Also decides
+    # whether new field indexes are built in the request (published_documents ≤ 100× this).
+    schema_inline_entries: int = 500
     pipeline: PipelineConfig = msgspec.field(default_factory=PipelineConfig)
 
     @property
@@ -217,6 +222,7 @@ _PIPELINE_NUMBERS = (
     ("CMS_RELAY_BATCH", "relay_batch", 1, 10000),
     ("CMS_WORKER_THREADS", "worker_threads", 1, 256),
     ("CMS_DELIVER_BATCH", "deliver_batch", 1, 1000),
+    ("CMS_RERENDER_BATCH", "rerender_batch", 1, 5000),
     ("CMS_WORKER_POLL_MS", "poll_ms", 10, 60000),
     ("CMS_OUTBOX_RETENTION_DAYS", "retention_days", 0, 36500),
     ("CMS_OUTBOX_PRUNE_INTERVAL_SECONDS", "prune_interval", 0.05, 86400),
@@ -331,5 +337,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             kw[key] = _int(var, v, low, high)
     if (v := get("CMS_DB_POOL_SIZE")) is not None:
         kw["db_pool_size"] = _int("CMS_DB_POOL_SIZE", v, 1, 500)
+    if (v := get("CMS_SCHEMA_INLINE_ENTRIES")) is not None:
+        kw["schema_inline_entries"] = _int("CMS_SCHEMA_INLINE_ENTRIES", v, 0, 100_000)
     kw["pipeline"] = _load_pipeline(get)
     return Settings(**kw)  # type: ignore[arg-type]

@@ -89,6 +89,23 @@ class FieldShape(msgspec.Struct, kw_only=True):
     blocks: dict[str, builtins.list[FieldShape]] | Unset = UNSET  # blocks
 
 
+class Rendering(msgspec.Struct, kw_only=True):
+    """How far the type's last change has reached its entries, documents and files (app/schema/rerenders.py)."""
+
+    status: str  # running | done | failed
+    phase: str  # entries | dependents | finish | done
+    reason: str  # content_type | locale
+    version: int
+    entries_done: int
+    entries_total: int
+    dependents_done: int
+    attempts: int
+    error: str | None
+    started_at: str
+    updated_at: str
+    finished_at: str | None
+
+
 class ContentType(msgspec.Struct, kw_only=True):
     id: str
     name: str
@@ -98,6 +115,7 @@ class ContentType(msgspec.Struct, kw_only=True):
     version: int
     created_at: str | None
     updated_at: str | None
+    rendering: Rendering | None = None  # GET of one type and PUT: null for a type never changed
 
 
 class Locale(msgspec.Struct, kw_only=True):

@@ -369,6 +369,40 @@ def plans(path: str, top: int) -> None:
         print()
 
 
+def change(mbase: str, key: str, n: int, out: str) -> None:
+    """Issue 13's content-type change: add one optional field to the article type (n entries), time
+    the PUT, then poll GET /v1/content-types/article until its background work (entries, documents,
+    files, dependents, indexes) is done; entries/s = entries of the type / background seconds."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=mbase, headers=headers, timeout=600) as c:
+        current = c.get("/v1/content-types/article").json()["data"]
+        fields = [f for f in current["fields"] if f["id"] != "subtitle"]
+        if len(fields) == len(current["fields"]):
+            fields.append({"id": "subtitle", "type": "text"})  # toggled: a second run removes it again
+        body = {"name": current["name"], "display_field": current.get("display_field"), "fields": fields}
+        t0 = time.perf_counter()
+        r = c.put("/v1/content-types/article", json=body)
+        request_s = time.perf_counter() - t0
+        r.raise_for_status()
+        rendering = r.json()["data"].get("rendering") or {}
+        samples = []
+        while True:
+            time.sleep(1.0)
+            rendering = c.get("/v1/content-types/article").json()["data"]["rendering"]
+            samples.append({"t": round(time.perf_counter() - t0, 1), "phase": rendering["phase"],
+                            "done": rendering["entries_done"], "dependents": rendering["dependents_done"]})
+            if rendering["status"] == "done":
+                break
+        background_s = time.perf_counter() - t0
+    res = {"n": n, "request_s": round(request_s, 3), "background_s": round(background_s, 1),
+           "entries": rendering["entries_done"], "entries_per_s": round(rendering["entries_done"] / background_s, 1),
+           "added" if len(fields) > len(current["fields"]) else "removed": "subtitle", "samples": samples[-20:]}
+    log(json.dumps({k: v for k, v in res.items() if k != "samples"}))
+    _write_json(out, res)
+
+
 def main() -> None:
     a = sys.argv[1:]
     if not a:
@@ -385,6 +419,8 @@ def main() -> None:
         asyncio.run(explain(a[1], a[2]))
     elif a[0] == "prep":
         asyncio.run(prep(a[1], a[2]))
+    elif a[0] == "change":
+        change(a[1], a[2], int(a[3]), a[4])
     elif a[0] == "plans":
         plans(a[1], int(a[2]) if len(a) > 2 else 20)
     else:

@@ -15,6 +15,8 @@
 #   To add to an earlier run's data (e.g. 100k -> 300k): HAVE=100000 SIZES=300000
 #   BENCH_DATA_DIR=<its data dir> DELIVERY_KEY_FILE=<its results dir>/delivery.key
 #   Measure an earlier run's data again, no seeding: HAVE=300000 SIZES=300000 (+ BENCH_DATA_DIR, DELIVERY_KEY_FILE)
+#   CHANGE [1]: after measuring each size, add (or remove again) an optional field of article: the
+#     PUT's time, then its background work until done (scale.py change) -> change-N.json
 #   PREP [0]: 1 = before measuring, `scale.py prep` (newest-first indexes of b7b5ce1 + VACUUM ANALYZE) -> prep.json
 set -euo pipefail
 
@@ -86,6 +88,9 @@ for n in $SIZES; do
   wait_quiet
   "$PY" "$HERE/scale.py" measure "$D" "$M" "$OUTDIR/delivery.key" "$BOOTSTRAP_KEY" "$n" "$OUTDIR/latency-$n.json"
   "$PY" "$HERE/scale.py" sizes "$BENCH_DATA_DIR" "$n" "$OUTDIR/sizes-$n.json"
+  if [[ "${CHANGE:-1}" == 1 ]]; then   # a content-type change: the request, then the background work
+    "$PY" "$HERE/scale.py" change "$M" "$BOOTSTRAP_KEY" "$n" "$OUTDIR/change-$n.json"
+  fi
 done
 
 if [[ "$EXPLAIN" == 1 ]]; then

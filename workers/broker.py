@@ -30,10 +30,10 @@ from cms.app.db.pool import create_pool
 from cms.app.publishing.files import Publisher
 from cms.storage.cdn import CdnPurger
 from cms.storage.objects import ObjectStore
-from cms.workers.actors import deliver, webhooks
+from cms.workers.actors import deliver, rerender, webhooks
 from cms.workers.actors.purge import PurgeSender
 from cms.workers.outputs import object_store_from_settings, purger_from_settings
-from cms.workers.pipeline import DELIVER, WEBHOOK
+from cms.workers.pipeline import DELIVER, RERENDER, WEBHOOK
 
 log = logging.getLogger("cms.workers.broker")
 
@@ -70,6 +70,7 @@ class WorkerRuntime:
         self.redis: Any = None
         self.purge: PurgeSender = PurgeSender.for_settings(None, self.purger, settings)
         self.error: BaseException | None = None
+        self.send_rerender: Callable[[str], Any] = lambda type_id: None  # declare_actors binds it
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def open(self) -> None:
@@ -173,10 +174,29 @@ class StepQueue:
 def declare_actors(broker: RedisBroker, runtime: WorkerRuntime | None) -> dict[str, dramatiq.Actor[Any, Any]]:
     """Declare every step's actor on `broker`. `runtime` None: a sender only (it never runs them)."""
     bound = runtime if runtime is not None else _SenderOnly()
-    return {
+    actors = {
         DELIVER: _step_actor(broker, bound, "cms.deliver", deliver.deliver_step),
         WEBHOOK: _step_actor(broker, bound, "cms.webhook", webhooks.webhook_step),
+        RERENDER: _rerender_actor(broker, bound),
     }
+    if runtime is not None:
+        runtime.send_rerender = actors[RERENDER].send
+    return actors
+
+
+def _rerender_actor(broker: RedisBroker, runtime: Any) -> dramatiq.Actor[Any, Any]:
+    """One batch of a schema change's background work per message (on its own queue, so entry
+    deliveries never wait behind a big type's re-render)."""
+
+    async def run(type_id: str) -> None:
+        await rerender.rerender_step(runtime, type_id, declared.send)
+
+    run.__name__ = "rerender"
+    declared: dramatiq.Actor[Any, Any] = dramatiq.actor(
+        broker=broker, actor_name="cms.rerender", queue_name="cms_rerender", max_retries=0,
+        time_limit=int(runtime.config.time_limit_seconds * 1000),
+    )(run)
+    return declared
 
 
 def _step_actor(

@@ -32,6 +32,7 @@ log = logging.getLogger("cms.pipeline")
 
 DELIVER = "deliver"
 WEBHOOK = "webhook"
+RERENDER = "rerender"  # not an outbox step: a schema change's batches (app/schema/rerenders.py)
 
 # Which steps an outbox event needs. Events not listed need none: the relay only marks them relayed.
 # Schema changes re-render documents in the database; their files follow through the same step

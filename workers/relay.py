@@ -25,6 +25,7 @@ from cms.app.db.listen import Listener
 from cms.app.db.pool import create_pool
 from cms.app.events import feed
 from cms.app.events.outbox import OUTBOX_CHANNEL
+from cms.app.schema import repository as schema_repo
 from cms.app.webhooks import repository as webhooks_repo
 from cms.workers import pipeline
 from cms.workers.broker import StepQueue
@@ -227,4 +228,12 @@ class Sweeper(_Loop):
         if result.due:
             log.info("re-enqueueing %d step(s)", len(result.due))
             await self._send(result.due)
-        return len(result.due)
+        # Schema changes' re-renders that nobody has touched for a while (a lost message, a worker
+        # killed in a batch: its lease ran out).
+        async with self.pool.acquire() as conn:
+            stalled = await schema_repo.unfinished_rerenders(conn, idle_seconds=self.config.reenqueue_after)
+        for type_id in stalled:
+            log.info("re-enqueueing the re-render of %s", type_id)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.queue.actors[pipeline.RERENDER].send, type_id)
+        return len(result.due) + len(stalled)

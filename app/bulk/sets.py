@@ -123,7 +123,12 @@ async def apply(
     plan = _Plan(now, types, locales)
     ids = sorted({a.id for a in actions if a.id is not None})
     for row in await repo.get_entries(conn, ids, for_update=True):
-        plan.entries[row["id"]] = _Entry(**dict(row))
+        entry = plan.entries[row["id"]] = _Entry(**dict(row))
+        if (ct := types.get(entry.type)) is not None:
+            # still in a previous schema's shape (a change being applied in the background): conform first
+            data, published = rules.conform(ct, locales, entry.data), rules.conform(ct, locales, entry.published_data)
+            if data != entry.data or published != entry.published_data:
+                entry.data, entry.published_data, entry.changed = data or {}, published, True
     linked_entries, linked_assets = _linked_ids(actions, types, list(plan.entries.values()))
     known_ids = await repo.existing_ids(conn, sorted(linked_entries)) if linked_entries else {}
     known_assets = await assets_repo.existing_asset_ids(conn, sorted(linked_assets)) if linked_assets else set()

@@ -110,6 +110,33 @@ def still_valid(ct: ContentType, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def conform(ct: ContentType, locales: Locales, data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Stored values in the shape the current schema and locales give them: fields the type no longer
+    has dropped, sub-fields and block types it no longer has pruned, values moved between `_` and the
+    default locale where `localized` flipped, values of deleted locales dropped. Idempotent. A schema
+    change applies it to every entry in the background (app/schema/rerenders.py); every write applies
+    it first to the entry it changes, so a write never meets the previous shape."""
+    if data is None:
+        return None
+    out: dict[str, Any] = {}
+    for field in ct.fields:
+        per_locale = data.get(field.id)
+        if not per_locale:
+            continue
+        if field.localized:
+            if NON_LOCALIZED in per_locale:
+                per_locale = {locales.default: per_locale[NON_LOCALIZED]}
+            else:
+                per_locale = {code: v for code, v in per_locale.items() if code in locales.rows}
+        elif NON_LOCALIZED not in per_locale:
+            per_locale = {NON_LOCALIZED: per_locale.get(locales.default, next(iter(per_locale.values())))}
+        if field.type in STRUCTURED_TYPES:
+            per_locale = {code: prune(field, v) for code, v in per_locale.items()}
+        if per_locale:
+            out[field.id] = per_locale
+    return out
+
+
 def apply_values(data: dict[str, Any], ct: ContentType, values: dict[str, Any], locale: str) -> dict[str, Any]:
     data = {k: dict(v) for k, v in data.items()}
     for key, value in values.items():

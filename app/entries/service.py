@@ -39,6 +39,7 @@ from . import repository as repo
 from .rules import (
     apply_values,
     check_new_id,
+    conform,
     entry_event,
     fields_input,
     links,
@@ -227,7 +228,18 @@ async def _locked_entry(
     locales = await load_locales(conn)
     existing = await _entry_of_type(conn, type_id, entry_id, for_update=True)
     check_precondition(if_match, existing["version"])
-    return ct, locales, existing
+    return ct, locales, await _conformed(conn, ct, locales, existing)
+
+
+async def _conformed(conn: asyncpg.Connection, ct: ContentType, locales: Locales, row: Any) -> Any:
+    """The locked entry in the current schema's shape: while a schema change is still being applied in
+    the background, a write first brings its own entry up to date (no new version: nothing the
+    editor wrote changed)."""
+    data, published = conform(ct, locales, row["data"]), conform(ct, locales, row["published_data"])
+    if data == row["data"] and published == row["published_data"]:
+        return row
+    await schema_repo.set_entry_values(conn, row["id"], data, published)
+    return {**dict(row), "data": data, "published_data": published}
 
 
 async def _entry_of_type(conn: asyncpg.Connection, type_id: str, entry_id: str, *, for_update: bool = False) -> Any:

@@ -15,6 +15,8 @@ ENTRY_DELIVERED = "entry.delivered"  # after the prerendered files are written a
 RELEASE_PUBLISHED = "release.published"
 CONTENT_TYPE_SAVED = "content_type.saved"
 CONTENT_TYPE_DELETED = "content_type.deleted"
+# a change's background work done: every entry, document and file of the type in the new shape
+CONTENT_TYPE_RERENDERED = "content_type.rerendered"
 LOCALE_SAVED = "locale.saved"
 LOCALE_DELETED = "locale.deleted"
 ASSET_CREATED = "asset.created"
@@ -37,6 +39,7 @@ EVENT_TYPES: dict[str, EventType] = {
         EventType(RELEASE_PUBLISHED, "content:read", None, members_key="entries"),
         EventType(CONTENT_TYPE_SAVED, "content:read", "id"),
         EventType(CONTENT_TYPE_DELETED, "content:read", "id"),
+        EventType(CONTENT_TYPE_RERENDERED, "content:read", "id"),
         EventType(LOCALE_SAVED, "content:read", None),
         EventType(LOCALE_DELETED, "content:read", None),
         EventType(ASSET_CREATED, "content:read", None),

@@ -14,7 +14,6 @@ from ..schema.model import (
     ContentType,
     Locales,
 )
-from ..schema.registry import load_locales, load_types
 from . import repository as repo
 
 
@@ -48,13 +47,3 @@ async def assets_by_id(conn: asyncpg.Connection, ids: set[str], assets_url: str)
     if not ids:
         return {}
     return {row["id"]: render.asset_json(row, assets_url) for row in await assets_repo.get_assets(conn, sorted(ids))}
-
-
-async def rerender_all(conn: asyncpg.Connection, type_id: str | None, assets_url: str) -> int:
-    """Re-render published documents (after a schema or locale change)."""
-    types = await load_types(conn)
-    locales = await load_locales(conn)
-    rows = await (repo.published_entries_of_type(conn, type_id) if type_id else repo.all_published_entries(conn))
-    for row in rows:
-        await render_published(conn, row, types[row["type"]], locales, assets_url)
-    return len(rows)

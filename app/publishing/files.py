@@ -147,6 +147,7 @@ class Publisher:
         self.store = store
         self.files = AsyncObjectStore(store)
         self.cache_control = settings.cache_control
+        self.assets_url = settings.assets_url
         self.include_limit = delivery.IncludeLimit.of(settings)
         # republish: compare with the stored object first and skip identical writes (and purges)
         self.only_changed = only_changed

@@ -7,7 +7,6 @@ from typing import Any
 import asyncpg
 
 from ..db.rows import Conn
-from ..entries.repository import ENTRY_COLUMNS
 
 DOCUMENT_COLUMNS = "entry_id, type, body, etag, render_seq"
 
@@ -24,14 +23,6 @@ async def delete_documents(conn: Conn, entry_id: str) -> None:
     await conn.execute("DELETE FROM published_documents WHERE entry_id = $1", entry_id)
 
 
-async def published_entries_of_type(conn: Conn, type_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        f"SELECT {ENTRY_COLUMNS} FROM entries WHERE type = $1 AND published_version IS NOT NULL", type_id
-    )
-
-
-async def all_published_entries(conn: Conn) -> list[asyncpg.Record]:
-    return await conn.fetch(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE published_version IS NOT NULL")
 
 
 async def document(conn: Conn, type_id: str, locale: str, entry_id: str) -> asyncpg.Record | None:
@@ -134,7 +125,3 @@ async def replace_references_many(conn: Conn, source_ids: list[str], rows: list[
            ON CONFLICT DO NOTHING""",
         [r[0] for r in rows], [r[1] for r in rows], source_ids,
     )
-
-
-async def delete_locale_documents(conn: Conn, code: str) -> None:
-    await conn.execute("DELETE FROM published_documents WHERE locale = $1", code)

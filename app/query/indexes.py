@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 
-from ..schema.model import FIELD_ID, TYPE_ID
+import asyncpg
+
+from ..schema.model import FIELD_ID, SORTABLE_TYPES, TYPE_ID, ContentType
+from .parse import LIKE_TYPES
 from .sql import ident
 
 
@@ -48,3 +51,43 @@ def trigram_ddl(type_id: str, field_id: str) -> str:
         f'CREATE INDEX IF NOT EXISTS "{name}" ON published_documents '
         f"USING gin ((vals->>'{field_id}') gin_trgm_ops) WHERE type = '{type_id}'"
     )
+
+
+def field_index_ddl(type_id: str, field_id: str, field_type: str, trigrams: bool) -> list[str]:
+    """Every index an `indexed` field gets: value order, newest first for a scalar (references
+    filter by ->>'id'), and with pg_trgm a trigram index for text."""
+    ddl = [index_ddl(type_id, field_id)]
+    if field_type in SORTABLE_TYPES:
+        ddl.append(newest_ddl(type_id, field_id))
+    if trigrams and field_type in LIKE_TYPES:
+        ddl.append(trigram_ddl(type_id, field_id))
+    return ddl
+
+
+async def ensure_indexes(conn: asyncpg.Connection, ct: ContentType, *, concurrently: bool) -> list[str]:
+    """Create the indexes of `ct`'s indexed fields that do not exist yet; returns their names.
+
+    `concurrently`: without a transaction and without blocking writes to published_documents (a
+    schema change of a big site builds them in the background); an index a failed earlier attempt
+    left invalid is dropped and built again."""
+    if not any(f.indexed for f in ct.fields):
+        return []
+    trigrams = bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')"))
+    built = []
+    for field in ct.fields:
+        if not field.indexed:
+            continue
+        for ddl in field_index_ddl(ct.id, field.id, field.type, trigrams):
+            name = ddl.split('"')[1]
+            valid = await conn.fetchval(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = $1", name,
+            )
+            if valid:
+                continue
+            if concurrently:
+                if valid is False:
+                    await conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
+                ddl = ddl.replace("CREATE INDEX IF NOT EXISTS", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1)
+            await conn.execute(ddl)
+            built.append(name)
+    return built

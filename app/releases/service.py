@@ -12,6 +12,7 @@ from ..credentials.schemas import Credential
 from ..db import locks
 from ..entries import repository as entries_repo
 from ..entries import service as entry_service
+from ..entries.rules import conform
 from ..events import types as events
 from ..events.outbox import emit
 from ..problems import FieldErrorsProblem, ProblemError, conflict, forbidden, not_found
@@ -215,7 +216,7 @@ async def publish_release(
             if row is None or ct is None or row["type"] != entry["type"]:
                 errors.append({"pointer": f"/entries/{i}", "detail": f"no {entry['type']} entry with id {entry['id']!r}"})
                 continue
-            problems = await entry_service.validate_for_publish(conn, ct, row["data"], locales)
+            problems = await entry_service.validate_for_publish(conn, ct, conform(ct, locales, row["data"]) or {}, locales)
             if problems:
                 errors.append({"pointer": f"/entries/{i}", "detail": _summary(problems)})
         if errors:

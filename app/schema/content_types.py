@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import asyncpg
@@ -12,16 +13,15 @@ from ..events import types as events
 from ..events.outbox import emit, invalidate
 from ..problems import FieldErrorsProblem, conflict, forbidden, invalid, not_found
 from ..protection.preconditions import check_precondition
-from ..publishing.documents import rerender_all
-from ..query.indexes import index_ddl, newest_ddl, trigram_ddl
-from ..query.parse import LIKE_TYPES
+from ..query.indexes import ensure_indexes
 from . import repository as repo
+from . import rerenders
 from .model import (
-    NON_LOCALIZED,
-    SORTABLE_TYPES,
     STRUCTURED_TYPES,
     TYPE_ID,
+    UNIQUE_TYPES,
     ContentType,
+    Field,
     content_type_from_row,
     stored_fields,
 )
@@ -32,14 +32,19 @@ from .values import (
     check_value,
     has_patterns,
     run_checks,
-    values_equal_for_unique,
 )
 
+INLINE_ENTRIES = rerenders.INLINE_ENTRIES
+CHECK_CHUNK = 1000  # stored values checked per round trip
 
 async def put_content_type(
     conn: asyncpg.Connection, type_id: str, body: Any, ctx: WriteContext, assets_url: str,
-    if_match: str | None = None,
+    if_match: str | None = None, inline_entries: int = INLINE_ENTRIES,
 ) -> tuple[ContentType, bool]:
+    """Create or change a content type. The request costs O(1) of the type's entry count unless a
+    changed field's stored values must be checked (then it reads that field's values only): the
+    existing entries, documents and files are brought to the new shape in the background
+    (app/schema/rerenders.py), or here when the type has at most `inline_entries` entries."""
     if not TYPE_ID.fullmatch(type_id):
         raise invalid("/id", "content type ids match ^[a-z][a-z0-9_]{0,63}$")
     async with conn.transaction():
@@ -58,30 +63,54 @@ async def put_content_type(
             "name": ct.name, "description": ct.description, "display_field": ct.display_field,
             "fields": stored_fields(ct.fields),
         }
+        removed: list[str] = []
         if existing is None:
             row = await repo.insert_type(conn, type_id, stored)
             created = True
         else:
+            removed = [f.id for f in existing.fields if ct.field(f.id) is None]
+            await _check_pending_removals(conn, ct, body)
             await _check_type_change(conn, existing, ct, body)
-            await _migrate_entries(conn, existing, ct)
             row = await repo.update_type(conn, type_id, stored)
             created = False
         saved = content_type_from_row(row)
-        trigrams = any(f.indexed and f.type in LIKE_TYPES for f in saved.fields) and await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')")
-        for field in saved.fields:
-            if field.indexed:
-                await conn.execute(index_ddl(type_id, field.id))
-                if field.type in SORTABLE_TYPES:  # eq on a value, newest first (references filter by ->>'id')
-                    await conn.execute(newest_ddl(type_id, field.id))
-                if trigrams and field.type in LIKE_TYPES:
-                    await conn.execute(trigram_ddl(type_id, field.id))
-        if not created:
-            await rerender_all(conn, type_id, assets_url)
+        inline = await repo.count_entries_fast(conn, type_id) <= inline_entries
+        if await _small_table(conn, "published_documents", inline_entries * 100):
+            await ensure_indexes(conn, saved, concurrently=False)
+        if inline and not created:
+            # Small: entries, documents and unique values in the new shape before the change commits.
+            locales = await load_locales(conn)
+            rows = await repo.entry_rows_of_type(conn, type_id)
+            await rerenders.render_entries(conn, saved, locales, rows, assets_url)
+            await repo.drop_stale_unique_values(conn, type_id, removed, locales.codes)
+            removed = []
+        # The files (and, when not inline, entries and documents), the indexes of a big site, and
+        # `content_type.rerendered` when all is done: the workers, in batches.
+        await rerenders.schedule(conn, type_id, saved.version, "content_type", removed=removed)
         await ctx.audit(conn, "content_type.save", f"content_type:{type_id}")
         await emit(conn, events.CONTENT_TYPE_SAVED, {"id": type_id, "version": saved.version})
         await invalidate(conn, "schema", f"type:{type_id}")
     return saved, created
+
+
+async def _small_table(conn: asyncpg.Connection, table: str, rows: int) -> bool:
+    """The planner's estimate of the table's rows is at most `rows` (a CREATE INDEX over it is quick)."""
+    return float(await conn.fetchval("SELECT greatest(reltuples, 0) FROM pg_class WHERE relname = $1", table) or 0) <= rows
+
+
+async def _check_pending_removals(conn: asyncpg.Connection, new: ContentType, body: Any) -> None:
+    """A field removed by an earlier change whose values are still being dropped cannot come back
+    yet: its old values would reappear in the entries not yet reached."""
+    pending = await rerenders.pending_removals(conn, new.id)
+    again = [f.id for f in new.fields if f.id in pending]
+    if again:
+        positions = {f.get("id"): i for i, f in enumerate(body.get("fields", [])) if isinstance(f, dict)}
+        problems = FieldErrorsProblem()
+        for field_id in again:
+            problems.add(f"/fields/{positions.get(field_id, 0)}/id",
+                         f"field {field_id!r} was removed and its values are still being dropped in the background; "
+                         "add it again when GET /v1/content-types/{id} shows rendering.status done")
+        problems.raise_if_any(409, "conflict")
 
 
 def _check_graphql_names(types: dict[str, ContentType]) -> None:
@@ -97,27 +126,19 @@ def _check_graphql_names(types: dict[str, ContentType]) -> None:
 
 
 async def _check_type_change(conn: asyncpg.Connection, old: ContentType, new: ContentType, body: Any) -> None:
-    """Changes existing values cannot satisfy → 409 with blocking_entries and pointers."""
+    """Changes existing values cannot satisfy → 409 with blocking_entries and pointers.
+
+    Only changed fields whose change can reject a stored value are checked, and only their values
+    are read (a server-side cursor, a chunk at a time; entries without a value are skipped by the
+    query); unique values are compared by PostgreSQL. Adding, removing or renaming fields and
+    loosening rules read nothing."""
     problems = FieldErrorsProblem()
     blocking: set[str] = set()
     positions = {f.get("id"): i for i, f in enumerate(body.get("fields", [])) if isinstance(f, dict)}
-    rows = await repo.entry_values_of_type(conn, old.id)
-    # Checking every stored value is pure CPU: with patterns, off the event loop.
-    await run_checks(has_patterns(new), lambda: _blocking_values(old, new, rows, positions, problems, blocking))
-    if problems:
-        problems.raise_if_any(409, "conflict", blocking_entries=len(blocking))
-
-
-def _blocking_values(
-    old: ContentType, new: ContentType, rows: list[Any], positions: dict[Any, int], problems: FieldErrorsProblem,
-    blocking: set[str],
-) -> None:
-    """Collect, per changed field, the entries whose values the new field rejects."""
     for field in new.fields:
         before = old.field(field.id)
         if before is None:
             continue
-        at = f"/fields/{positions.get(field.id, 0)}"
         structural = (
             before.type != field.type or before.list != field.list
             or (field.type == "reference" and set(field.to or []) != set(before.to or []))
@@ -125,65 +146,38 @@ def _blocking_values(
             # inside components and blocks: any change re-checks the values (what was removed is dropped)
             or (field.type in STRUCTURED_TYPES and field.to_json() != before.to_json())
         )
-        tightened = field.validations != before.validations or (field.unique and not before.unique)
-        if not structural and not tightened:
-            continue
-        bad_entries: set[str] = set()
-        seen_unique: dict[tuple[str, str], str] = {}
-        for row in rows:
-            per_locale = (row["data"] or {}).get(field.id) or {}
-            for locale, value in per_locale.items():
-                errors = FieldErrorsProblem()
-                check_value(field, prune(field, value), at, errors)
-                if errors:
-                    bad_entries.add(row["id"])
-                elif field.unique:
-                    key = (locale, values_equal_for_unique(value))
-                    if key in seen_unique and seen_unique[key] != row["id"]:
-                        bad_entries.add(row["id"])
-                    seen_unique[key] = row["id"]
-        if bad_entries:
-            blocking |= bad_entries
-            reason = "type" if before.type != field.type else "change"
-            problems.add(f"{at}/{reason if reason == 'type' else 'id'}", f"{len(bad_entries)} entries have values this change rejects")
+        tightened = field.validations != before.validations
+        bad: set[str] = set()
+        if structural or tightened:
+            cursor = await conn.cursor(
+                "SELECT id, data -> $2 AS draft, published_data -> $2 AS published FROM entries "
+                "WHERE type = $1 AND (data ? $2 OR published_data ? $2)", old.id, field.id,
+            )
+            while chunk := await cursor.fetch(CHECK_CHUNK):
+                # Pure CPU: with patterns, off the event loop.
+                bad |= await run_checks(has_patterns(new), functools.partial(_rejected, field, chunk))
+        if field.unique and field.type in UNIQUE_TYPES and (structural or not before.unique):
+            bad |= await repo.entries_sharing_values(conn, old.id, field.id)
+        if bad:
+            blocking |= bad
+            at = f"/fields/{positions.get(field.id, 0)}"
+            reason = "type" if before.type != field.type else "id"
+            problems.add(f"{at}/{reason}", f"{len(bad)} entries have values this change rejects")
+    if problems:
+        problems.raise_if_any(409, "conflict", blocking_entries=len(blocking))
 
 
-async def _migrate_entries(conn: asyncpg.Connection, old: ContentType, new: ContentType) -> None:
-    """Removed fields drop their values; a localized flip moves values between `_` and the default locale."""
-    removed = [f.id for f in old.fields if new.field(f.id) is None]
-    flipped = [f for f in new.fields if (o := old.field(f.id)) is not None and o.localized != f.localized]
-    # components and blocks whose definition changed: removed sub-fields and block types are dropped
-    reshaped = [
-        f for f in new.fields
-        if f.type in STRUCTURED_TYPES and (o := old.field(f.id)) is not None and o.to_json() != f.to_json()
-    ]
-    if not removed and not flipped and not reshaped:
-        return
-    default = (await load_locales(conn)).default
-    rows = await repo.entry_values_of_type(conn, old.id, for_update=True)
+def _rejected(field: Field, rows: list[Any]) -> set[str]:
+    """Ids of the entries one of whose values (draft or published, any locale) `field` rejects."""
+    bad = set()
     for row in rows:
-        updated: list[dict[str, Any] | None] = []
-        for data in (row["data"], row["published_data"]):
-            if data is None:
-                updated.append(None)
-                continue
-            data = {k: v for k, v in data.items() if k not in removed}
-            for field in reshaped:
-                if field.id in data:
-                    data[field.id] = {code: prune(field, value) for code, value in data[field.id].items()}
-            for field in flipped:
-                per_locale = data.get(field.id)
-                if not per_locale:
-                    continue
-                if field.localized and NON_LOCALIZED in per_locale:
-                    data[field.id] = {default: per_locale[NON_LOCALIZED]}
-                elif not field.localized:
-                    value = per_locale.get(default, next(iter(per_locale.values())))
-                    data[field.id] = {NON_LOCALIZED: value}
-            updated.append(data)
-        await repo.set_entry_values(conn, row["id"], updated[0], updated[1])
-    if removed:
-        await repo.drop_unique_values(conn, old.id, removed)
+        for per_locale in (row["draft"], row["published"]):
+            for value in (per_locale or {}).values():
+                errors = FieldErrorsProblem()
+                check_value(field, prune(field, value), "", errors)
+                if errors:
+                    bad.add(row["id"])
+    return bad
 
 
 async def delete_content_type(conn: asyncpg.Connection, type_id: str, ctx: WriteContext) -> None:
@@ -204,6 +198,11 @@ async def delete_content_type(conn: asyncpg.Connection, type_id: str, ctx: Write
         await ctx.audit(conn, "content_type.delete", f"content_type:{type_id}")
         await emit(conn, events.CONTENT_TYPE_DELETED, {"id": type_id})
         await invalidate(conn, "schema", f"type:{type_id}")
+
+
+async def rendering(conn: asyncpg.Connection, type_id: str) -> dict[str, Any] | None:
+    """How far the type's last change has been applied to its entries, documents and files."""
+    return rerenders.status_json(await repo.get_rerender(conn, type_id))
 
 
 async def list_content_types(conn: asyncpg.Connection) -> list[ContentType]:

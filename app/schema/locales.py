@@ -11,10 +11,9 @@ from ..db import locks
 from ..events import types as events
 from ..events.outbox import emit, invalidate
 from ..problems import FieldErrorsProblem, conflict, forbidden, invalid, not_found
-from ..publishing import repository as documents_repo
-from ..publishing.documents import rerender_all
 from ..times import iso
 from . import repository as repo
+from . import rerenders
 from .model import LOCALE_CODE
 from .registry import load_locales
 
@@ -33,7 +32,8 @@ def _require_every_type(ctx: WriteContext) -> None:
 
 
 async def put_locale(
-    conn: asyncpg.Connection, code: str, body: Any, ctx: WriteContext, assets_url: str
+    conn: asyncpg.Connection, code: str, body: Any, ctx: WriteContext, assets_url: str,
+    inline_entries: int = rerenders.INLINE_ENTRIES,
 ) -> tuple[dict[str, Any], bool]:
     _require_every_type(ctx)
     if not LOCALE_CODE.fullmatch(code) or len(code) > 35:
@@ -69,6 +69,9 @@ async def put_locale(
                     raise invalid("/fallback", "this fallback would make a cycle")
                 seen.add(current)
                 current = locales.rows.get(current, {}).get("fallback")
+        if code not in locales.rows and await rerenders.locale_still_dropping(conn, code, inline_entries):
+            raise conflict(f"locale {code!r} was deleted and its values are still being dropped in the background; "
+                           "create it again when the content types' rendering.status is done")
         was_default = locales.rows.get(code, {}).get("is_default", False)
         if was_default and make_default is False and "default" in body:
             raise invalid("/default", "move the default by making another locale default")
@@ -76,14 +79,17 @@ async def put_locale(
         if make_default and not was_default:
             await repo.set_default_locale(conn, code)
         row = next(r for r in await repo.all_locales(conn) if r["code"] == code)
-        await rerender_all(conn, None, assets_url)
+        await rerenders.rerender_every_type(conn, assets_url, inline_entries)
         await ctx.audit(conn, "locale.save", f"locale:{code}")
         await emit(conn, events.LOCALE_SAVED, {"code": code})
         await invalidate(conn, "schema", "locales")
     return locale_json(dict(row)), created
 
 
-async def delete_locale(conn: asyncpg.Connection, code: str, force: bool, ctx: WriteContext, assets_url: str) -> None:
+async def delete_locale(
+    conn: asyncpg.Connection, code: str, force: bool, ctx: WriteContext, assets_url: str,
+    inline_entries: int = rerenders.INLINE_ENTRIES,
+) -> None:
     _require_every_type(ctx)
     async with conn.transaction():
         await locks.lock_schema(conn)
@@ -96,10 +102,9 @@ async def delete_locale(conn: asyncpg.Connection, code: str, force: bool, ctx: W
             count = await repo.count_entries_with_locale(conn, code)
             if count:
                 raise conflict(f"{count} entries have values in {code}; use ?force=true", blocking_entries=count)
-        await repo.drop_locale_values(conn, code)
         await repo.delete_locale(conn, code)
-        await documents_repo.delete_locale_documents(conn, code)
-        await rerender_all(conn, None, assets_url)
+        # Its values, documents and files go with every type's re-render (here for small types).
+        await rerenders.rerender_every_type(conn, assets_url, inline_entries, dropped_locale=code)
         await ctx.audit(conn, "locale.delete", f"locale:{code}")
         await emit(conn, events.LOCALE_DELETED, {"code": code})
         await invalidate(conn, "schema", "locales")

@@ -35,7 +35,9 @@ def parse_content_type(type_id: str, body: Any, known_types: set[str]) -> tuple[
         errors.add("", "must be a JSON object")
         return None, errors
     for key in body:
-        if key not in {"name", "description", "display_field", "fields", "id", "version", "created_at", "updated_at"}:
+        # what GET answers besides the schema is accepted back (and ignored): GET → edit → PUT works
+        if key not in {"name", "description", "display_field", "fields", "id", "version", "created_at", "updated_at",
+                       "rendering"}:
             errors.add(f"/{key}", "unknown property")
     name = body.get("name")
     if not isinstance(name, str) or not 1 <= len(name) <= 200 or "\x00" in name:

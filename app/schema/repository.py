@@ -82,23 +82,8 @@ async def count_entries_with_locale(conn: Conn, code: str) -> int:
     )
 
 
-async def drop_locale_values(conn: Conn, code: str) -> None:
-    await conn.execute(
-        """UPDATE entries SET data = (
-               SELECT coalesce(jsonb_object_agg(f.key, f.value - $1), '{}'::jsonb) FROM jsonb_each(data) f)
-           WHERE EXISTS (SELECT 1 FROM jsonb_each(data) f WHERE f.value ? $1)""",
-        code,
-    )
-    await conn.execute("DELETE FROM entry_unique_values WHERE locale = $1", code)
-
 
 # --- what a content type change does to its entries -----------------------------------------------
-
-
-async def entry_values_of_type(conn: Conn, type_id: str, *, for_update: bool = False) -> list[asyncpg.Record]:
-    """id, data and published_data of every entry of the type."""
-    lock = " FOR UPDATE" if for_update else ""
-    return await conn.fetch(f"SELECT id, data, published_data FROM entries WHERE type = $1{lock}", type_id)
 
 
 async def set_entry_values(
@@ -107,5 +92,182 @@ async def set_entry_values(
     await conn.execute("UPDATE entries SET data = $2, published_data = $3 WHERE id = $1", entry_id, data, published_data)
 
 
-async def drop_unique_values(conn: Conn, type_id: str, field_ids: list[str]) -> None:
-    await conn.execute("DELETE FROM entry_unique_values WHERE type = $1 AND field = ANY($2::text[])", type_id, field_ids)
+# --- background re-renders after a schema change (app/schema/rerenders.py) ------------------------
+
+
+async def schedule_rerender(
+    conn: Conn, type_id: str, type_version: int, reason: str, removed: list[str], dropped_locales: list[str],
+) -> None:
+    """Start (or restart from the first entry) the type's re-render. What an unfinished one still had
+    to drop stays to be dropped."""
+    await conn.execute(
+        """INSERT INTO schema_rerenders AS r (type, type_version, reason, removed_fields, dropped_locales, total)
+           VALUES ($1, $2, $3, $4, $5, (SELECT coalesce(sum(n), 0) FROM list_counts
+                                         WHERE kind = 'entries' AND type = $1 AND locale = ''))
+           ON CONFLICT (type) DO UPDATE SET
+               type_version = excluded.type_version, generation = r.generation + 1, reason = excluded.reason,
+               removed_fields = ARRAY(SELECT DISTINCT f FROM unnest(
+                   CASE WHEN r.finished_at IS NULL THEN r.removed_fields ELSE '{}' END || excluded.removed_fields) f),
+               dropped_locales = ARRAY(SELECT DISTINCT c FROM unnest(
+                   CASE WHEN r.finished_at IS NULL THEN r.dropped_locales ELSE '{}' END || excluded.dropped_locales) c),
+               phase = 'entries', cursor = '', done = 0, total = excluded.total, dependents = 0,
+               attempts = 0, last_error = NULL, failed_at = NULL,
+               started_at = now(), updated_at = now(), finished_at = NULL""",
+        type_id, type_version, reason, removed, dropped_locales,
+    )
+
+
+async def get_rerender(conn: Conn, type_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM schema_rerenders WHERE type = $1", type_id)
+
+
+async def unfinished_rerenders(conn: Conn, idle_seconds: float = 0.0) -> list[str]:
+    """Types whose re-render is unfinished, not leased, and untouched for `idle_seconds`."""
+    rows = await conn.fetch(
+        """SELECT type FROM schema_rerenders
+            WHERE finished_at IS NULL AND failed_at IS NULL AND (lease_until IS NULL OR lease_until < now())
+              AND updated_at <= now() - make_interval(secs => $1) ORDER BY updated_at""",
+        idle_seconds,
+    )
+    return [r["type"] for r in rows]
+
+
+async def claim_rerender(conn: Conn, type_id: str, token: str, lease_seconds: float) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """UPDATE schema_rerenders SET lease_until = now() + make_interval(secs => $3), lease_token = $2
+            WHERE type = $1 AND finished_at IS NULL AND failed_at IS NULL
+              AND (lease_until IS NULL OR lease_until < now())
+        RETURNING *""",
+        type_id, token, lease_seconds,
+    )
+
+
+async def advance_rerender(
+    conn: Conn, job: Any, token: str, phase: str, cursor: str, done: int, dependents: int,
+) -> bool:
+    """Record a batch as done, unless the type changed again meanwhile (its generation moved on) or
+    the lease was lost; True when recorded."""
+    status = await conn.execute(
+        """UPDATE schema_rerenders SET phase = $4, cursor = $5, done = done + $6, dependents = dependents + $7,
+                  attempts = 0, last_error = NULL, updated_at = now()
+            WHERE type = $1 AND generation = $2 AND lease_token = $3""",
+        job["type"], job["generation"], token, phase, cursor, done, dependents,
+    )
+    return status.endswith(" 1")
+
+
+async def finish_rerender(conn: Conn, job: Any, token: str) -> bool:
+    status = await conn.execute(
+        """UPDATE schema_rerenders SET phase = 'done', finished_at = now(), updated_at = now(),
+                  removed_fields = '{}', dropped_locales = '{}', lease_until = NULL, lease_token = NULL
+            WHERE type = $1 AND generation = $2 AND lease_token = $3""",
+        job["type"], job["generation"], token,
+    )
+    return status.endswith(" 1")
+
+
+async def release_rerender(conn: Conn, type_id: str, token: str) -> None:
+    await conn.execute(
+        "UPDATE schema_rerenders SET lease_until = NULL, lease_token = NULL WHERE type = $1 AND lease_token = $2",
+        type_id, token,
+    )
+
+
+async def current_generation(conn: Conn, type_id: str) -> int | None:
+    return await conn.fetchval("SELECT generation FROM schema_rerenders WHERE type = $1", type_id)  # type: ignore[no-any-return]
+
+
+async def entries_after(conn: Conn, type_id: str, after: str, limit: int) -> list[asyncpg.Record]:
+    """The next batch of the type's entries in id order, locked for the batch's transaction."""
+    from ..entries.repository import ENTRY_COLUMNS
+
+    return await conn.fetch(
+        f"SELECT {ENTRY_COLUMNS} FROM entries WHERE type = $1 AND id > $2 ORDER BY id LIMIT $3 FOR UPDATE",
+        type_id, after, limit,
+    )
+
+
+async def set_entry_values_many(conn: Conn, rows: list[tuple[str, Any, Any]]) -> None:
+    """(id, data, published_data) of many entries, in one statement."""
+    await conn.execute(
+        """UPDATE entries e SET data = u.data, published_data = u.published_data
+             FROM unnest($1::text[], $2::jsonb[], $3::jsonb[]) AS u(id, data, published_data)
+            WHERE e.id = u.id""",
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+    )
+
+
+async def dependents_after(conn: Conn, type_id: str, after: str, limit: int) -> list[asyncpg.Record]:
+    """Published entries of other types that reference an entry of `type_id` (their files include
+    it), in id order after `after`."""
+    # Walks the references in source order from the cursor (their primary key) and stops at `limit`:
+    # a batch costs what it returns, not what the whole reference table holds.
+    return await conn.fetch(
+        """SELECT DISTINCT ON (r.source_id) r.source_id AS id, s.type FROM entry_references r
+             JOIN entries t ON t.id = r.target_id AND t.type = $1
+             JOIN entries s ON s.id = r.source_id AND s.type <> $1 AND s.published_version IS NOT NULL
+            WHERE r.source_id > $2
+            ORDER BY r.source_id LIMIT $3""",
+        type_id, after, limit,
+    )
+
+
+async def drop_stale_unique_values(conn: Conn, type_id: str, removed: list[str], locales: list[str]) -> None:
+    """Unique values of fields the type no longer has, or of locales that are gone."""
+    await conn.execute(
+        """DELETE FROM entry_unique_values
+            WHERE type = $1 AND (field = ANY($2::text[]) OR NOT (locale = ANY($3::text[])))""",
+        type_id, removed, [*locales, "_"],
+    )
+
+
+async def count_entries_fast(conn: Conn, type_id: str) -> int:
+    """The type's entries from list_counts (kept by triggers): O(1) of the entry count."""
+    return int(await conn.fetchval(
+        "SELECT coalesce(sum(n), 0) FROM list_counts WHERE kind = 'entries' AND type = $1 AND locale = ''", type_id,
+    ))
+
+
+async def entry_rows_of_type(conn: Conn, type_id: str) -> list[asyncpg.Record]:
+    """Every entry of a (small) type, locked: a schema change re-renders them in its request."""
+    from ..entries.repository import ENTRY_COLUMNS
+
+    return await conn.fetch(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE type = $1 ORDER BY id FOR UPDATE", type_id)
+
+
+async def entries_sharing_values(conn: Conn, type_id: str, field_id: str) -> set[str]:
+    """Entries whose value of `field_id` (in one locale, draft) another entry of the type has too,
+    compared as entry_unique_values stores them (values_equal_for_unique)."""
+    rows = await conn.fetch(
+        """SELECT unnest(array_agg(DISTINCT e.id)) AS id FROM entries e, jsonb_each(e.data -> $2) AS v(locale, value)
+            WHERE e.type = $1 AND e.data ? $2
+            GROUP BY v.locale, CASE jsonb_typeof(v.value) WHEN 'string' THEN v.value #>> '{}'
+                                    WHEN 'number' THEN trim_scale(v.value::numeric)::text ELSE v.value::text END
+           HAVING count(DISTINCT e.id) > 1""",
+        type_id, field_id,
+    )
+    return {r["id"] for r in rows}
+
+
+async def renew_rerender(conn: Conn, type_id: str, token: str, lease_seconds: float) -> None:
+    await conn.execute(
+        "UPDATE schema_rerenders SET lease_until = now() + make_interval(secs => $3) WHERE type = $1 AND lease_token = $2",
+        type_id, token, lease_seconds,
+    )
+
+
+async def rerender_failed(
+    conn: Conn, job: Any, token: str, error: str, retry_in: float, max_attempts: int,
+) -> bool:
+    """A batch failed: retried after `retry_in` seconds (the lease doubles as the not-before time),
+    or, after `max_attempts`, left failed (visible on the type; the next change starts it again).
+    True when it failed for good."""
+    failed = await conn.fetchval(
+        """UPDATE schema_rerenders SET attempts = attempts + 1, last_error = $4, updated_at = now(),
+                  lease_until = now() + make_interval(secs => $5), lease_token = NULL,
+                  failed_at = CASE WHEN attempts + 1 >= $6 THEN now() END
+            WHERE type = $1 AND generation = $2 AND lease_token = $3
+        RETURNING failed_at IS NOT NULL""",
+        job["type"], job["generation"], token, error[:1000], retry_in, max_attempts,
+    )
+    return bool(failed)

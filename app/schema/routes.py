@@ -22,6 +22,10 @@ from .model import (
 )
 
 Req = Request[Any, Any, Any]
+
+
+def inline_entries(request: Req) -> int:
+    return request.app.state.settings.schema_inline_entries  # type: ignore[no-any-return]
 WRITE = {"scope": "schema:write"}
 
 
@@ -38,7 +42,8 @@ async def list_types(request: Req) -> Response[bytes]:
 async def get_type(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     async with pool(request).acquire() as conn:
         ct = await content_types.get_content_type(conn, type_id)
-    return one(ct.to_json(), headers=version_etag(ct.version))
+        rendering = await content_types.rendering(conn, type_id)
+    return one({**ct.to_json(), "rendering": rendering}, headers=version_etag(ct.version))
 
 
 @put("/content-types/{type_id:str}", opt={**WRITE, "doc": Doc((200, 201), one_of(ContentType), (409, 412), body=ContentTypeInput)})
@@ -46,12 +51,14 @@ async def put_type(request: Req, type_id: FromPath[str]) -> Response[bytes]:
     body = await read_json(request)
     async with pool(request).acquire() as conn:
         ct, created = await content_types.put_content_type(
-            conn, type_id, body, write_context(request), assets_url(request), if_match(request)
+            conn, type_id, body, write_context(request), assets_url(request), if_match(request),
+            inline_entries(request),
         )
+        rendering = await content_types.rendering(conn, type_id)
     headers = version_etag(ct.version)
     if created:
         headers["Location"] = f"/v1/content-types/{type_id}"
-    return one(ct.to_json(), 201 if created else 200, headers)
+    return one({**ct.to_json(), "rendering": rendering}, 201 if created else 200, headers)
 
 
 @delete("/content-types/{type_id:str}", opt={**WRITE, "doc": Doc(204, None, (404, 409))}, status_code=204)
@@ -73,7 +80,9 @@ async def list_locales(request: Req) -> Response[bytes]:
 async def put_locale(request: Req, code: FromPath[str]) -> Response[bytes]:
     body = await read_json(request)
     async with pool(request).acquire() as conn:
-        data, created = await locales.put_locale(conn, code, body, write_context(request), assets_url(request))
+        data, created = await locales.put_locale(
+            conn, code, body, write_context(request), assets_url(request), inline_entries(request),
+        )
     return one(data, 201 if created else 200)
 
 
@@ -81,7 +90,9 @@ async def put_locale(request: Req, code: FromPath[str]) -> Response[bytes]:
 async def delete_locale(request: Req, code: FromPath[str]) -> None:
     force = force_param(request)
     async with pool(request).acquire() as conn:
-        await locales.delete_locale(conn, code, force, write_context(request), assets_url(request))
+        await locales.delete_locale(
+            conn, code, force, write_context(request), assets_url(request), inline_entries(request),
+        )
 
 
 SCHEMA_ROUTES = Router(

@@ -35,7 +35,8 @@ SETTLE_TIMEOUT = 30.0
 
 
 async def settle(database_url: str, timeout: float = SETTLE_TIMEOUT) -> dict[str, int]:
-    """Wait until every event is relayed and every step is done (or failed); returns step counts."""
+    """Wait until every event is relayed, every step is done (or failed) and every schema change's
+    re-render finished; returns step counts."""
     conn = await connect(database_url)
     try:
         deadline = time.monotonic() + timeout
@@ -47,7 +48,8 @@ async def settle(database_url: str, timeout: float = SETTLE_TIMEOUT) -> dict[str
                 "SELECT s.status, count(*) AS n FROM outbox_steps s JOIN outbox_events e ON e.id = s.event_id "
                 "WHERE e.type LIKE 'entry.%' GROUP BY s.status"
             )}
-            if unrelayed == 0 and not open_steps:
+            rerendering = await conn.fetchval("SELECT count(*) FROM schema_rerenders WHERE finished_at IS NULL AND failed_at IS NULL")
+            if unrelayed == 0 and not open_steps and not rerendering:
                 return counts
             if time.monotonic() > deadline:
                 raise AssertionError(f"pipeline did not settle in {timeout} s: unrelayed={unrelayed} steps={counts}")

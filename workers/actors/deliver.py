@@ -14,6 +14,7 @@ import asyncpg
 from cms.app.events import types as events
 from cms.app.events.outbox import emit_many
 from cms.app.publishing.files import Changes, republish_all
+from cms.app.schema import repository as schema_repo
 from cms.workers import pipeline
 
 log = logging.getLogger("cms.workers.deliver")
@@ -29,13 +30,16 @@ async def deliver_step(runtime: Any, event_ids: list[str]) -> dict[str, str]:
         claimed = [c.event for c in claims if isinstance(c.event.payload, dict)]
         schema_events = [e for e in claimed if e.type in events.SCHEMA_CHANGES]
         entry_events = [e for e in claimed if e.type in events.ENTRY_CHANGES]
-        if schema_events:
-            # A field or locale change altered every document of the type (or of all types).
-            scopes = {e.payload.get("id") if e.type in events.TYPE_SCHEMA_CHANGES else None for e in schema_events}
-            for only in [None] if None in scopes else sorted(str(s) for s in scopes):
-                republished = await republish_all(runtime.pool, runtime.publisher, only_type=only)
-                await runtime.purge.send(republished.changes.tags, republished.changes.keys,
-                                         reference=schema_events[0].id)
+        # A content type or locale change: its entries, documents and files are brought to the new
+        # shape by the type's re-render batches (app/schema/rerenders.py), started here.
+        if any(e.type != events.CONTENT_TYPE_DELETED for e in schema_events):
+            async with runtime.pool.acquire() as conn:
+                for type_id in await schema_repo.unfinished_rerenders(conn):
+                    runtime.send_rerender(type_id)
+        for deleted in sorted({str(e.payload.get("id")) for e in schema_events if e.type == events.CONTENT_TYPE_DELETED}):
+            # A deleted type had no entries: only its index files are left to remove.
+            republished = await republish_all(runtime.pool, runtime.publisher, only_type=deleted)
+            await runtime.purge.send(republished.changes.tags, republished.changes.keys, reference=schema_events[0].id)
         if not entry_events:
             return None
         changes = Changes()

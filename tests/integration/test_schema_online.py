@@ -1,0 +1,187 @@
+"""Online schema changes (issue 13): a content type or locale change commits without touching the
+entries; the workers bring entries, documents, files and indexes to the new shape in resumable
+batches (app/schema/rerenders.py), with progress on GET /v1/content-types/{id} and an event at
+the end. CMS_SCHEMA_INLINE_ENTRIES=0 sends every change to the background, as on a big site."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from cms.storage.objects import LocalObjectStore
+from tests.integration.test_pipeline import api, new_entry, settle
+from tests.support import ARTICLE, AUTHOR, TAG, Hosts, eventually, fast_config
+
+BACKGROUND = {"CMS_SCHEMA_INLINE_ENTRIES": "0"}
+ENTRIES = 23  # with batches of 7: four batches of the type's entries
+
+
+async def _blog(site: Any) -> None:
+    for type_id, body in (("author", AUTHOR), ("tag", TAG), ("article", ARTICLE)):
+        r = await site.management.put(f"/v1/content-types/{type_id}", json=body)
+        assert r.status_code == 201, r.text
+
+
+def _without(body: dict[str, Any], field_id: str, *extra: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "fields": [f for f in body["fields"] if f["id"] != field_id] + list(extra)}
+
+
+async def test_a_change_commits_at_once_and_the_workers_apply_it_in_batches(
+    apps_with: Any, hosts: Hosts, db: asyncpg.Pool,
+) -> None:
+    async with apps_with(**BACKGROUND) as site:
+        await _blog(site)
+        author = await new_entry(site, "author", {"name": "Ada"})
+        ids = [await new_entry(site, "article", {"title": f"T{i}", "rank": i, "author": {"id": author}})
+               for i in range(ENTRIES)]
+        changed = _without(ARTICLE, "rank", {"id": "summary", "type": "text", "indexed": True})
+        r = await site.management.put("/v1/content-types/article", json=changed)
+        assert r.status_code == 200, r.text
+        rendering = r.json()["data"]["rendering"]
+        assert rendering["status"] == "running" and rendering["entries_total"] == ENTRIES
+        assert rendering["entries_done"] == 0 and rendering["version"] == r.json()["data"]["version"]
+
+        # The request did not touch the entries; delivery keeps answering with the previous shape.
+        assert await db.fetchval("SELECT count(*) FROM entries WHERE type = 'article' AND data ? 'rank'") == ENTRIES
+        first = await api(site, f"/api/v1/entries/article/{ids[0]}")
+        assert first.status_code == 200 and b'"rank":0' in first.content
+        # A removed field cannot come back while its values are still being dropped.
+        again = await site.management.put("/v1/content-types/article", json=changed | {"fields": [
+            *changed["fields"], {"id": "rank", "type": "text"}]})
+        assert again.status_code == 409, again.text
+        assert "still being dropped" in again.text
+
+        # A worker killed in a batch left its lease behind: it runs out and the batch runs again.
+        await db.execute("UPDATE schema_rerenders SET lease_token = 'dead', lease_until = now() - interval '1 second'")
+        await hosts.start(config=fast_config(rerender_batch=7))
+        await settle(site.database_url)
+
+        done = (await site.management.get("/v1/content-types/article")).json()["data"]["rendering"]
+        assert done["status"] == "done" and done["phase"] == "done"
+        assert done["entries_done"] == ENTRIES and done["dependents_done"] == 0 and done["finished_at"]
+        assert await db.fetchval("SELECT count(*) FROM entries WHERE type = 'article' AND data ? 'rank'") == 0
+        assert await db.fetchval(
+            "SELECT count(*) FROM entries WHERE type = 'article' AND published_data ? 'rank'") == 0
+        store = LocalObjectStore(site.settings.objects_dir)
+
+        async def new_shape() -> None:
+            for entry_id in ids:
+                served = await api(site, f"/api/v1/entries/article/{entry_id}?locale=en&include=*")
+                assert b'"rank"' not in served.content and b'"summary":null' in served.content
+                stored = store.get(f"entries/article/en/{entry_id}.json")
+                assert stored is not None and stored.body == served.content
+
+        await eventually(new_shape)
+        index = store.get("entries/article/en/index.json")
+        assert index is not None and b'"rank"' not in index.body and b'"summary":null' in index.body
+        # The new indexed field's indexes were built without blocking writes, and are valid.
+        valid = await db.fetch(
+            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname LIKE 'pd_%_article_summary'")
+        assert {r["relname"] for r in valid} == {"pd_idx_article_summary", "pd_new_article_summary",
+                                                  "pd_trgm_article_summary"}
+        assert all(r["indisvalid"] for r in valid)
+        events = await db.fetch("SELECT payload FROM outbox_events WHERE type = 'content_type.rerendered'")
+        payloads = [e["payload"] for e in events if e["payload"]["id"] == "article"]
+        assert payloads[-1]["entries"] == ENTRIES and payloads[-1]["version"] == done["version"]
+
+        # Done: the field may come back, and comes back empty.
+        r = await site.management.put("/v1/content-types/article", json=ARTICLE)
+        assert r.status_code == 200, r.text
+        await settle(site.database_url)
+        served = await api(site, f"/api/v1/entries/article/{ids[3]}?locale=en")
+        assert b'"rank":null' in served.content
+
+
+async def test_an_author_change_rewrites_the_files_of_articles_that_include_authors(
+    apps_with: Any, hosts: Hosts,
+) -> None:
+    async with apps_with(**BACKGROUND) as site:
+        await _blog(site)
+        authors = [await new_entry(site, "author", {"name": f"A{i}"}) for i in range(3)]
+        articles = [await new_entry(site, "article", {"title": f"T{i}", "author": {"id": authors[i % 3]}})
+                    for i in range(9)]
+        await hosts.start(config=fast_config(rerender_batch=4))
+        await settle(site.database_url)
+        r = await site.management.put("/v1/content-types/author", json={**AUTHOR, "fields": [
+            *AUTHOR["fields"], {"id": "bio", "type": "text"}]})
+        assert r.status_code == 200, r.text
+        await settle(site.database_url)
+        done = (await site.management.get("/v1/content-types/author")).json()["data"]["rendering"]
+        assert done["status"] == "done" and done["entries_done"] == 3 and done["dependents_done"] == 9
+        store = LocalObjectStore(site.settings.objects_dir)
+        for article in articles:
+            stored = store.get(f"entries/article/en/{article}.json")
+            served = await api(site, f"/api/v1/entries/article/{article}?locale=en&include=*")
+            assert stored is not None and stored.body == served.content and b'"bio":null' in stored.body
+
+
+async def test_a_write_during_the_background_work_meets_the_new_shape(apps_with: Any, db: asyncpg.Pool) -> None:
+    """No worker runs: the change stays unapplied, and each write conforms its own entry first."""
+    async with apps_with(**BACKGROUND) as site:
+        await _blog(site)
+        entry = await new_entry(site, "article", {"title": "T", "rank": 1, "body": "Body"})
+        flipped = _without(ARTICLE, "rank")
+        flipped["fields"] = [{**f, "localized": False} if f["id"] == "body" else f for f in flipped["fields"]]
+        r = await site.management.put("/v1/content-types/article", json=flipped)
+        assert r.status_code == 200, r.text
+        assert await db.fetchval("SELECT data -> 'body' FROM entries WHERE id = $1", entry) == {"en": "Body"}
+
+        r = await site.management.patch(f"/v1/entries/article/{entry}", json={"fields": {"title": "T2"}})
+        assert r.status_code == 200, r.text
+        fields = r.json()["data"]["fields"]
+        assert fields["body"] == "Body" and "rank" not in fields and fields["title"] == "T2"
+        stored = await db.fetchrow("SELECT data, published_data, version FROM entries WHERE id = $1", entry)
+        assert stored["data"]["body"] == {"_": "Body"} and "rank" not in stored["data"]
+        assert stored["published_data"]["body"] == {"_": "Body"} and stored["version"] == 2  # the PATCH only
+
+        r = await site.management.post(f"/v1/entries/article/{entry}/publish")
+        assert r.status_code == 200, r.text
+        served = (await api(site, f"/api/v1/entries/article/{entry}?locale=en")).json()["data"]["fields"]
+        assert served["body"] == "Body" and served["title"] == "T2" and "rank" not in served
+
+
+async def test_making_a_field_unique_with_duplicates_is_refused_by_a_query(apps_with: Any) -> None:
+    async with apps_with(**BACKGROUND) as site:
+        await _blog(site)
+        for label in ("x", "x", "y", "z", "z", "z"):
+            await new_entry(site, "tag", {"label": label}, publish=False)
+        unique = {**TAG, "fields": [{"id": "label", "type": "text", "unique": True}]}
+        r = await site.management.put("/v1/content-types/tag", json=unique)
+        assert r.status_code == 409, r.text
+        assert r.json()["blocking_entries"] == 5
+        assert r.json()["errors"][0]["pointer"] == "/fields/0/id"
+        # A changed rule is checked against the stored values (only this field's are read).
+        short = {**TAG, "fields": [{"id": "label", "type": "text", "validations": {"max_length": 0}}]}
+        assert (await site.management.put("/v1/content-types/tag", json=short)).status_code == 409
+
+
+async def test_a_locale_deleted_on_a_big_site_goes_in_the_background(
+    apps_with: Any, hosts: Hosts, db: asyncpg.Pool,
+) -> None:
+    async with apps_with(**BACKGROUND) as site:
+        await _blog(site)
+        r = await site.management.put("/v1/locales/de", json={"name": "Deutsch", "fallback": "en"})
+        assert r.status_code == 201, r.text
+        entry = await new_entry(site, "article", {"title": "T"})
+        r = await site.management.patch(f"/v1/entries/article/{entry}?locale=de", json={"fields": {"title": "Titel"}})
+        assert r.status_code == 200, r.text
+        assert (await site.management.post(f"/v1/entries/article/{entry}/publish")).status_code == 200
+        await hosts.start(config=fast_config(rerender_batch=7))
+        await settle(site.database_url)
+        store = LocalObjectStore(site.settings.objects_dir)
+        assert store.get(f"entries/article/de/{entry}.json") is not None
+
+        assert (await site.management.delete("/v1/locales/de?force=true")).status_code == 204
+        await hosts.stop_all()  # hold the background work: the locale cannot come back meanwhile
+        assert await db.fetchval("SELECT data -> 'title' ? 'de' FROM entries WHERE id = $1", entry)
+        r = await site.management.put("/v1/locales/de", json={"name": "Deutsch"})
+        assert r.status_code == 409 and "still being dropped" in r.text
+
+        await hosts.start(config=fast_config(rerender_batch=7))
+        await settle(site.database_url)
+        assert not await db.fetchval("SELECT data -> 'title' ? 'de' FROM entries WHERE id = $1", entry)
+        assert await db.fetchval("SELECT count(*) FROM published_documents WHERE locale = 'de'") == 0
+        assert store.list("entries/article/de/") == []
+        assert (await site.management.put("/v1/locales/de", json={"name": "Deutsch"})).status_code == 201

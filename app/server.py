@@ -23,6 +23,7 @@ from .config import Settings
 from .credentials.routes import CREDENTIAL_ROUTES, PREVIEW_TOKEN_ROUTES
 from .credentials.service import CredentialResolver
 from .db.pool import create_pool
+from .db.replica import ReplicaRouting
 from .delivery.cache import DeliveryCache
 from .delivery.documents import IncludeLimit
 from .delivery.fast_path import DeliveryFastPath
@@ -60,9 +61,10 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
             database_url, min_size=1, max_size=settings.db_pool_size, statement_timeout_ms=timeout_ms
         )
         read_url = settings.database_read_url if delivery and settings.database_read_url else None
-        state.read_pool = await create_pool(
+        # A replica serves delivery reads once it has replayed what the purges announced (app/db/replica.py).
+        state.read_pool = ReplicaRouting(state.pool, await create_pool(
             read_url, max_size=settings.db_pool_size, statement_timeout_ms=timeout_ms
-        ) if read_url else state.pool
+        )) if read_url else state.pool
         # Explicit socket timeouts: redis-py's defaults break blocking reads and pub/sub.
         state.redis = aioredis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         if not delivery:
@@ -95,9 +97,18 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
                 state.types, state.read_pool, state.cache, assets_url=settings.assets_url,
                 limit=IncludeLimit.of(settings),
             )
-            # Purges at commit (NOTIFY) and, once the files are written, from the workers (Redis).
+            # Purges at commit (NOTIFY) and, once the files are written, from the workers (Redis). The
+            # replica routing hears them first: no read after a purge goes to a replica behind it.
+            routing = state.read_pool.purged if isinstance(state.read_pool, ReplicaRouting) else _ignore
+            state.listener.subscribe(routing)
             state.listener.subscribe(state.cache.invalidate if state.cache is not None else _ignore)
-            state.purge_subscriber = RedisPurgeSubscriber(redis_url, state.cache.confirm if state.cache else _ignore)
+            confirm = state.cache.confirm if state.cache is not None else _ignore
+
+            def worker_purge(tags: list[str] | None) -> None:
+                routing(tags)
+                confirm(tags)
+
+            state.purge_subscriber = RedisPurgeSubscriber(redis_url, worker_purge)
             state.graphql = GraphQLService(state.types, state.redis, introspection=settings.graphql_introspection)
         await state.listener.start()
         if delivery:

@@ -34,6 +34,7 @@ from .parse import (
     SYSTEM_FIELDS,
     SYSTEM_TIMESTAMPS,
     Condition,
+    Filter,
     Group,
     ListQuery,
     Target,
@@ -411,6 +412,44 @@ class Page(NamedTuple):
     total_relation: str = "eq"  # "gte": there are more than `total` (TOTAL_BOUND)
 
 
+class _ValuesSource(Source):
+    """published_values (migration 0014): one row per published document and counted field."""
+
+    table = "published_values"
+    alias = "v"
+
+    def value(self, field: Field, alias: str | None = None) -> str:
+        return f"{alias or self.alias}.value"
+
+
+_COUNTED_OPS = {"eq", "in", "lt", "lte", "gt", "gte"}
+
+
+def _counted_by_values(query: ListQuery, source: Source, p: Params) -> tuple[str, str] | None:
+    """A delivery list filtered on one indexed scalar field: (is the field ready, its count from
+    published_values by an index-only scan). Ready: indexed_fields says every document has its row;
+    else the caller counts the documents. The branch not taken never runs (an initplan runs when
+    its value is needed)."""
+    if not isinstance(source, DeliverySource) or query.q is not None or query.status is not None:
+        return None
+    if len(query.filters) != 1 or not isinstance(flt := query.filters[0], Filter):
+        return None
+    field = flt.target.field
+    if flt.via is not None or flt.target.within is not None or field is None or not field.counted:
+        return None
+    if flt.op not in _COUNTED_OPS:
+        return None
+    type_id, field_id = ident(query.type_id, TYPE_ID), ident(field.id, FIELD_ID)
+    condition = _condition(_ValuesSource(), "v", flt.target, flt.op, flt.value, p)
+    fast = (
+        f"SELECT count(*) FROM (SELECT 1 FROM published_values v WHERE v.type = '{type_id}'"  # noqa: S608
+        f" AND v.field = '{field_id}' AND v.locale = {p.add(query.locale)}::text AND {condition}"
+        f" LIMIT {TOTAL_BOUND + 1}) _counted"
+    )
+    ready = f"SELECT ready FROM indexed_fields WHERE type = '{type_id}' AND field = '{field_id}'"  # noqa: S608
+    return ready, fast
+
+
 def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[str, str, list[Any], list[Any]]:
     """(page SQL, count SQL, the page's bind values, the count's when it runs alone)."""
     p = Params()
@@ -435,6 +474,9 @@ def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[st
             f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {' AND '.join(where)}"  # noqa: S608 - see module doc
             f" LIMIT {TOTAL_BOUND + 1}) _counted"
         )
+        if (counted := _counted_by_values(query, source, p)) is not None:
+            ready, fast = counted
+            count_sql = f"SELECT CASE WHEN coalesce(({ready}), false) THEN ({fast}) ELSE ({count_sql}) END"
         standalone = (count_sql, list(p.values))
 
     keys = _sort_keys(query, source, q_ref)

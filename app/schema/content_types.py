@@ -75,6 +75,12 @@ async def put_content_type(
             created = False
         saved = content_type_from_row(row)
         inline = await repo.count_entries_fast(conn, type_id) <= inline_entries
+        counted = [f.id for f in saved.fields if f.counted]
+        changed = [f for f in counted if existing is None or (before := existing.field(f)) is None
+                   or not before.counted or before.to_json() != saved.field(f).to_json()]  # type: ignore[union-attr]
+        # Filtered counts use published_values once every document has its rows: at once for a new
+        # or small type (its documents are rewritten below), after the background work otherwise.
+        await repo.sync_counted_fields(conn, type_id, counted, changed, ready=created or inline)
         if await _small_table(conn, "published_documents", inline_entries * 100):
             await ensure_indexes(conn, saved, concurrently=False)
         if inline and not created:

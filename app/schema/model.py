@@ -76,6 +76,11 @@ class Field(msgspec.Struct, kw_only=True, frozen=True):
         """The value is a list (empty when there is none)."""
         return self.list or self.type == "blocks"
 
+    @property
+    def counted(self) -> bool:
+        """An indexed scalar: its published values are kept in published_values (filtered counts)."""
+        return self.indexed and self.type in SORTABLE_TYPES and not self.list
+
     def holds(self, types: set[str]) -> bool:
         """The field is of one of `types`, or a component/blocks field holding one at any depth."""
         return self.type in types or any(sub.holds(types) for sub in self.subfields())

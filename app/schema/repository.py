@@ -271,3 +271,29 @@ async def rerender_failed(
         job["type"], job["generation"], token, error[:1000], retry_in, max_attempts,
     )
     return bool(failed)
+
+
+# --- indexed fields whose values published_values holds (migration 0014) -------------------------
+
+
+async def sync_counted_fields(conn: Conn, type_id: str, fields: list[str], changed: list[str], ready: bool) -> None:
+    """The type's counted fields are `fields`; those in `changed` (new, or their definition changed)
+    are `ready` only if every published document is (re)written before this commits."""
+    await conn.execute("DELETE FROM indexed_fields WHERE type = $1 AND NOT (field = ANY($2::text[]))", type_id, fields)
+    await conn.execute(
+        """INSERT INTO indexed_fields AS i (type, field, ready)
+           SELECT $1, f, $3 OR NOT (f = ANY($4::text[])) FROM unnest($2::text[]) f
+           ON CONFLICT (type, field) DO UPDATE SET ready = CASE WHEN i.field = ANY($4::text[]) THEN $3 ELSE i.ready END""",
+        type_id, fields, ready, changed,
+    )
+
+
+async def counted_fields_ready(conn: Conn, type_id: str) -> None:
+    """Every published document of the type has been rewritten: its counted fields' values are
+    complete; values of fields no longer counted go."""
+    await conn.execute("UPDATE indexed_fields SET ready = true WHERE type = $1 AND NOT ready", type_id)
+    await conn.execute(
+        """DELETE FROM published_values WHERE type = $1
+              AND NOT (field = ANY(ARRAY(SELECT field FROM indexed_fields WHERE type = $1)))""",
+        type_id,
+    )

@@ -217,6 +217,7 @@ async def _finish(pool: Any, publisher: Publisher, purge: Purge, job: Any, token
             row = await repo.get_rerender(conn, type_id)
             finished = await repo.finish_rerender(conn, job, token)
             if finished:
+                await repo.counted_fields_ready(conn, type_id)
                 await emit(conn, events.CONTENT_TYPE_RERENDERED, {
                     "id": type_id, "version": job["type_version"], "reason": job["reason"],
                     "entries": int(row["done"]) if row else 0, "dependents": int(row["dependents"]) if row else 0,

@@ -42,6 +42,9 @@ async def test_a_change_commits_at_once_and_the_workers_apply_it_in_batches(
         assert rendering["status"] == "running" and rendering["entries_total"] == ENTRIES
         assert rendering["entries_done"] == 0 and rendering["version"] == r.json()["data"]["version"]
 
+        # Filtered counts on the new indexed field wait for its published_values rows (migration 0014).
+        ready = "SELECT field, ready FROM indexed_fields WHERE type = 'article' ORDER BY field"
+        assert [tuple(r) for r in await db.fetch(ready)] == [("summary", False)]
         # The request did not touch the entries; delivery keeps answering with the previous shape.
         assert await db.fetchval("SELECT count(*) FROM entries WHERE type = 'article' AND data ? 'rank'") == ENTRIES
         first = await api(site, f"/api/v1/entries/article/{ids[0]}")
@@ -82,6 +85,10 @@ async def test_a_change_commits_at_once_and_the_workers_apply_it_in_batches(
         assert {r["relname"] for r in valid} == {"pd_idx_article_summary", "pd_new_article_summary",
                                                   "pd_trgm_article_summary"}
         assert all(r["indisvalid"] for r in valid)
+        assert [tuple(r) for r in await db.fetch(ready)] == [("summary", True)]
+        assert await db.fetchval("SELECT count(*) FROM published_values WHERE type = 'article' AND field = 'summary'"
+                                 " AND value = 'null'::jsonb") == ENTRIES * 1  # one locale
+        assert not await db.fetchval("SELECT count(*) FROM published_values WHERE type = 'article' AND field = 'rank'")
         events = await db.fetch("SELECT payload FROM outbox_events WHERE type = 'content_type.rerendered'")
         payloads = [e["payload"] for e in events if e["payload"]["id"] == "article"]
         assert payloads[-1]["entries"] == ENTRIES and payloads[-1]["version"] == done["version"]
@@ -173,8 +180,8 @@ async def test_a_locale_deleted_on_a_big_site_goes_in_the_background(
         store = LocalObjectStore(site.settings.objects_dir)
         assert store.get(f"entries/article/de/{entry}.json") is not None
 
-        assert (await site.management.delete("/v1/locales/de?force=true")).status_code == 204
         await hosts.stop_all()  # hold the background work: the locale cannot come back meanwhile
+        assert (await site.management.delete("/v1/locales/de?force=true")).status_code == 204
         assert await db.fetchval("SELECT data -> 'title' ? 'de' FROM entries WHERE id = $1", entry)
         r = await site.management.put("/v1/locales/de", json={"name": "Deutsch"})
         assert r.status_code == 409 and "still being dropped" in r.text

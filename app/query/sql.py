@@ -321,14 +321,15 @@ class _Key(NamedTuple):
     desc: bool
 
 
-def _sort_keys(query: ListQuery, source: Source, q_ref: str | None) -> list[_Key]:
+def _sort_keys(query: ListQuery, source: Source, q_ref: str | None, ranked: str | None = None) -> list[_Key]:
+    """The keys ORDER BY and cursors use; `ranked`: an expression holding the rank already computed."""
     keys: list[_Key] = []
     for name, desc in key_names(query.sort):
         if name == RANK:
             if q_ref is None:
                 raise ValueError("sorting by rank needs q")
             # numeric (6 significant digits of the float4 rank) prints exactly, whatever extra_float_digits is
-            expr = f"({source.rank(query.content_type, q_ref)})::numeric"
+            expr = f"({ranked or source.rank(query.content_type, q_ref)})::numeric"
             keys.append(_Key(expr, f"{expr}::text", "::text::numeric", "numeric", desc))
         elif name == "id":
             expr = source.id_column()
@@ -479,6 +480,10 @@ def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[st
             count_sql = f"SELECT CASE WHEN coalesce(({ready}), false) THEN ({fast}) ELSE ({count_sql}) END"
         standalone = (count_sql, list(p.values))
 
+    if q_ref is not None and isinstance(source, DeliverySource) and any(name == RANK for name, _ in query.sort):
+        # One pass over the matches gives the order and the total (the count alone: empty pages only).
+        ranked_sql, values = _ranked_sql(query, source, p, where, q_ref, select_columns)
+        return ranked_sql, standalone[0], values, standalone[1]
     keys = _sort_keys(query, source, q_ref)
     page_where = list(where)
     if query.cursor is not None:
@@ -503,6 +508,38 @@ def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[st
         f" FROM {source_sql} WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}::int"
     )
     return page_sql, standalone[0], p.values, standalone[1]
+
+
+def _ranked_sql(
+    query: ListQuery, source: Source, p: Params, where: list[str], q_ref: str, select_columns: str,
+) -> tuple[str, list[Any]]:
+    """Published documents sorted by rank, in one pass over the matches: the first TOTAL_BOUND + 1
+    matches the text index yields are read once, into a narrow set (id, rank, position) that gives
+    both the total and the order; the first RANK_BOUND of them are ranked; only the page's rows
+    are then read whole."""
+    ranked = "_m._r"
+    keys = _sort_keys(query, source, q_ref, ranked)
+    alias = source.alias
+    page_where = [f"_m._n <= {RANK_BOUND}"]
+    if query.cursor is not None:
+        if len(query.cursor.keys) != len(keys):
+            raise malformed("cursor", "is not a valid cursor")
+        values = [_check_key(key.kind, text) for key, text in zip(keys, query.cursor.keys, strict=True)]
+        page_where.append(_keyset(keys, values, p))
+    key_columns = ", ".join(f"{key.text} AS _cursor_k{i}" for i, key in enumerate(keys))
+    order = ", ".join(f"{key.expr} {'DESC' if key.desc else 'ASC'}" for key in keys)
+    locale_ref = p.add(query.locale)
+    limit_ref = p.add(query.limit + 1)
+    sql_text = (
+        f"WITH _m AS MATERIALIZED (SELECT {alias}.entry_id AS _id, {source.rank(query.content_type, q_ref)} AS _r,"  # noqa: S608
+        f" row_number() OVER () AS _n FROM {source.table} {alias} WHERE {' AND '.join(where)}"
+        f" LIMIT {TOTAL_BOUND + 1})"
+        f" SELECT {select_columns}, {key_columns}, (SELECT count(*) FROM _m) AS _total"
+        f" FROM _m JOIN {source.table} {alias} ON {alias}.entry_id = _m._id AND {alias}.locale = {locale_ref}::text"
+        f" AND {alias}.type = '{ident(query.type_id, TYPE_ID)}'"
+        f" WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}::int"
+    )
+    return sql_text, p.values
 
 
 async def fetch_page(conn: Executor, query: ListQuery, source: Source, select_columns: str) -> Page:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from .schema.model import (
+    BULKY_TYPES,
     NON_LOCALIZED,
     STRUCTURED_TYPES,
     ContentType,
@@ -39,6 +40,7 @@ class Rendered(NamedTuple):
     vals: dict[str, Any]  # fallback-resolved stored values, for filters and sorts
     slug: str | None
     search_text: str
+    bulky: dict[str, Any] = {}  # the same for BULKY_TYPES fields (long text, json, components, blocks)
 
 
 def field_value(field: Field, data: dict[str, Any], chain: list[str]) -> Any:
@@ -107,13 +109,14 @@ def render_entry(
     data = entry["data"] if draft else entry["published_data"]
     fields: dict[str, Any] = {}
     vals: dict[str, Any] = {}
+    bulky: dict[str, Any] = {}
     search: list[str] = []
     slug = None
     for field in ct.fields:
         value = field_value(field, data, chain)
         fields[field.id] = _render_field(field, value, assets)
         if value is not None:
-            vals[field.id] = value
+            (bulky if field.type in BULKY_TYPES else vals)[field.id] = value
             search.extend(text_values(field, value))
             if field.type == "slug" and slug is None:
                 slug = value
@@ -124,7 +127,7 @@ def render_entry(
         published_at=entry["published_at"], fields=fields,
     )
     body = _encode(document)
-    return Rendered(locale, body, etag_of(body), vals, slug, " ".join(search))
+    return Rendered(locale, body, etag_of(body), vals, slug, " ".join(search), bulky)
 
 
 def etag_of(body: bytes) -> str:

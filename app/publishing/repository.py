@@ -12,7 +12,8 @@ DOCUMENT_COLUMNS = "entry_id, type, body, etag, render_seq"
 
 
 async def replace_documents(conn: Conn, entry_id: str, docs: list[tuple[Any, ...]]) -> None:
-    """docs: (locale, type, version, slug, body, etag, vals, search_text, published_at, updated_at, created_at).
+    """docs: (locale, type, version, slug, body, etag, vals, search_text, published_at, updated_at, created_at,
+    bulky).
 
     One statement: the rows of locales not in docs go, the others are inserted or replaced.
     """
@@ -85,30 +86,31 @@ async def slug_owners(conn: Conn, slugs: list[tuple[str, str, str]]) -> dict[tup
 
 async def replace_documents_many(conn: Conn, entry_ids: list[str], docs: list[tuple[Any, ...]]) -> None:
     """docs: (entry id, locale, type, version, slug, body, etag, vals, search_text, published_at,
-    updated_at, created_at), replacing every document of entry_ids, in one statement."""
-    columns: list[list[Any]] = [list(c) for c in zip(*docs, strict=True)] if docs else [[] for _ in range(12)]
+    updated_at, created_at, bulky), replacing every document of entry_ids, in one statement."""
+    columns: list[list[Any]] = [list(c) for c in zip(*docs, strict=True)] if docs else [[] for _ in range(13)]
     # The DELETE touches only rows the INSERT does not write (other entries' locales), so the two
     # parts of the statement never meet the same row.
     await conn.execute(
         """WITH u AS (
                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bytea[],
                                     $7::text[], $8::jsonb[], $9::text[], $10::timestamptz[], $11::timestamptz[],
-                                    $12::timestamptz[])
+                                    $12::timestamptz[], $13::jsonb[])
                  AS u(entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at,
-                      created_at)
+                      created_at, bulky)
            ), gone AS (
-               DELETE FROM published_documents d WHERE d.entry_id = ANY($13::text[])
+               DELETE FROM published_documents d WHERE d.entry_id = ANY($14::text[])
                   AND NOT EXISTS (SELECT 1 FROM u WHERE u.entry_id = d.entry_id AND u.locale = d.locale)
            )
            INSERT INTO published_documents
-                 (entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at, created_at)
+                 (entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at, created_at,
+                  bulky)
            SELECT u.entry_id, u.locale, u.type, u.version, u.slug, u.body, u.etag, u.vals,
-                  to_tsvector('simple', u.search), u.published_at, u.updated_at, u.created_at FROM u
+                  to_tsvector('simple', u.search), u.published_at, u.updated_at, u.created_at, u.bulky FROM u
            ON CONFLICT (entry_id, locale) DO UPDATE SET
                type = excluded.type, version = excluded.version, slug = excluded.slug, body = excluded.body,
                etag = excluded.etag, vals = excluded.vals, search = excluded.search,
                published_at = excluded.published_at, updated_at = excluded.updated_at,
-               created_at = excluded.created_at, render_seq = excluded.render_seq""",
+               created_at = excluded.created_at, render_seq = excluded.render_seq, bulky = excluded.bulky""",
         *columns, entry_ids,
     )
 

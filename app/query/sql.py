@@ -19,6 +19,7 @@ import msgspec
 
 from ..problems import malformed
 from ..schema.model import (
+    BULKY_TYPES,
     FIELD_ID,
     LINK_TYPES,
     LOCALE_CODE,
@@ -118,7 +119,10 @@ class DeliverySource(Source):
         return [f"d.type = '{ident(query.type_id, TYPE_ID)}'", f"d.locale = {params.add(query.locale)}::text"]
 
     def value(self, field: Field, alias: str | None = None) -> str:
-        return f"coalesce({alias or self.alias}.vals->'{ident(field.id, FIELD_ID)}', 'null'::jsonb)"
+        a, f = alias or self.alias, ident(field.id, FIELD_ID)
+        if field.type in BULKY_TYPES:  # long values live in `bulky` (documents rendered before 0015: in vals)
+            return f"coalesce({a}.bulky->'{f}', {a}.vals->'{f}', 'null'::jsonb)"
+        return f"coalesce({a}.vals->'{f}', 'null'::jsonb)"
 
     def id_column(self, alias: str | None = None) -> str:
         return f"{alias or self.alias}.entry_id"
@@ -131,6 +135,8 @@ class DeliverySource(Source):
 
     def text(self, field: Field, alias: str | None = None) -> str | None:
         # The expression of indexes.py's trigram index: NULL unless the value is there.
+        if field.type in BULKY_TYPES:
+            return None  # never trigram-indexed; read through value()
         return f"({alias or self.alias}.vals->>'{ident(field.id, FIELD_ID)}')"
 
     def search_match(self, ct: ContentType, q_ref: str) -> str:

@@ -34,6 +34,9 @@ TEXT_TYPES = {"text", "long_text", "rich_text", "slug"}
 NUMBER_TYPES = {"integer", "number"}
 LINK_TYPES = {"reference", "asset"}
 SORTABLE_TYPES = {"text", "slug", "integer", "number", "boolean", "date", "datetime", "enum"}
+# Values that can be long: kept out of published_documents.vals (in `bulky`), so the small values
+# every filter and sort reads stay uncompressed and the row fits two to a page (migration 0015).
+BULKY_TYPES = {"long_text", "rich_text", "json", "component", "blocks"}
 UNIQUE_TYPES = {"text", "slug", "integer", "number", "date", "datetime", "enum"}
 SEARCHABLE_TYPES = {"text", "long_text", "rich_text"}
 STRUCTURED_TYPES = {"component", "blocks"}  # values made of sub-fields

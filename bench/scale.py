@@ -6,8 +6,8 @@
   python bench/scale.py sizes DATA_DIR N OUT.json                  PostgreSQL / object-store bytes per entry
   python bench/scale.py explain DATA_DIR on|off                    auto_explain (ANALYZE, BUFFERS) for new sessions
   python bench/scale.py plans PLANS.log [TOP]                      the slowest logged plans, slowest first
-  python bench/scale.py prep DATA_DIR OUT.json                     on earlier data: the newest-first indexes of
-                                                                   article.category/rank (newest_ddl), VACUUM ANALYZE
+  python bench/scale.py prep DATA_DIR OUT.json                     VACUUM ANALYZE of published_documents,
+                                                                   published_values and entries
 
 Dataset (deterministic per index i): type `article` with title (text, 5 words + number), slug
 `article-<i:07d>`, body (long_text, 2 KB of words), author (reference to one of 50 authors),
@@ -324,27 +324,38 @@ async def explain(data_dir: str, on: str) -> None:
         await conn.close()
 
 
-async def prep(data_dir: str, out: str) -> None:
-    """Brings data seeded by an older CMS to the current schema without re-saving the type (which
-    re-renders every entry in the request): the CREATE INDEX of newest_ddl for article.category and
-    article.rank, exactly as the CMS on PYTHONPATH words it, then VACUUM ANALYZE of entries and
-    published_documents (the seeding never vacuumed: index-only scans read heap pages)."""
-    from cms.app.query.indexes import newest_ddl
+PREP_TABLES = ("published_documents", "published_values", "entries")
 
+
+async def prep(data_dir: str, out: str) -> None:
+    """VACUUM ANALYZE of the tables delivery lists read: published_documents, published_values (a
+    filtered total is counted by an index-only scan of it, which skips the heap only for pages the
+    visibility map marks all-visible) and entries. Seeding through POST /v1/bulk never vacuums;
+    autovacuum may or may not have come by. A table this data dir lacks (published_values before
+    migration 0014) is skipped. (Until 2026-12-07 it also created the newest-first indexes of
+    b7b5ce1 on older data; the CMS creates those itself since, so that step is gone.)"""
     conn = await pg(data_dir)
     steps = []
     try:
-        for stmt in (newest_ddl("article", "category"), newest_ddl("article", "rank"),
-                     "VACUUM ANALYZE entries", "VACUUM ANALYZE published_documents"):
+        for table in PREP_TABLES:
+            if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+                log(f"no table {table}: skipped")
+                continue
+            stmt = f"VACUUM ANALYZE {table}"
             t = time.monotonic()
             await conn.execute(stmt)
-            steps.append({"sql": stmt, "s": round(time.monotonic() - t, 1)})
-            log(f"{steps[-1]['s']} s: {stmt}")
-        idx = await conn.fetch("SELECT indexrelid::regclass::text AS index, pg_relation_size(indexrelid) AS bytes "
-                               "FROM pg_index WHERE indrelid = 'published_documents'::regclass ORDER BY 1")
+            s = round(time.monotonic() - t, 1)
+            r = await conn.fetchrow("SELECT relpages, relallvisible, reltuples FROM pg_class WHERE oid = $1::regclass",
+                                    table)
+            steps.append({"sql": stmt, "s": s, "relpages": r["relpages"], "relallvisible": r["relallvisible"],
+                          "reltuples": int(r["reltuples"])})
+            log(f"{s} s: {stmt} (all-visible {r['relallvisible']} of {r['relpages']} pages)")
+        idx = await conn.fetch("SELECT indrelid::regclass::text AS table, indexrelid::regclass::text AS index, "
+                               "pg_relation_size(indexrelid) AS bytes FROM pg_index "
+                               "WHERE indrelid::regclass::text = ANY($1::text[]) ORDER BY 1, 2", list(PREP_TABLES))
     finally:
         await conn.close()
-    await asyncio.to_thread(_write_json, out, {"steps": steps, "published_documents_indexes": [dict(r) for r in idx]})
+    await asyncio.to_thread(_write_json, out, {"steps": steps, "indexes": [dict(r) for r in idx]})
 
 
 def plans(path: str, top: int) -> None:

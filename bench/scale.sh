@@ -17,7 +17,10 @@
 #   Measure an earlier run's data again, no seeding: HAVE=300000 SIZES=300000 (+ BENCH_DATA_DIR, DELIVERY_KEY_FILE)
 #   CHANGE [1]: after measuring each size, add (or remove again) an optional field of article: the
 #     PUT's time, then its background work until done (scale.py change) -> change-N.json
-#   PREP [0]: 1 = before measuring, `scale.py prep` (newest-first indexes of b7b5ce1 + VACUUM ANALYZE) -> prep.json
+#   VACUUM [1]: at each size, after settle and wait_quiet and before measuring, `scale.py prep`: VACUUM ANALYZE
+#     of published_documents, published_values and entries (filtered totals are counted index-only from
+#     published_values: that needs the visibility map; bulk seeding never vacuums) -> prep-N.json
+#   PREP [0]: 1 = the same once right after the CMS starts, before any seeding (on earlier data) -> prep.json
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,6 +34,7 @@ MANAGEMENT_PORT="${MANAGEMENT_PORT:-18301}"
 START_TIMEOUT_S="${START_TIMEOUT_S:-300}"
 SETTLE_TIMEOUT_S="${SETTLE_TIMEOUT_S:-600}"
 EXPLAIN="${EXPLAIN:-1}"
+VACUUM="${VACUUM:-1}"
 QUIET_WAIT_S="${QUIET_WAIT_S:-30}"
 QUIET_MAX_CORES="${QUIET_MAX_CORES:-0.3}"
 WRK_THREADS=1 WRK_CONNS=1 WARMUP_S=0 DURATION_S=0   # lib.sh's write_meta reads them (wrk is not used)
@@ -70,7 +74,7 @@ up() { # LOGNAME
 }
 up cms.log
 if [[ "${PREP:-0}" == 1 ]]; then
-  log "prep: newest-first indexes (newest_ddl) and VACUUM ANALYZE on $BENCH_DATA_DIR"
+  log "prep: VACUUM ANALYZE on $BENCH_DATA_DIR"
   "$PY" "$HERE/scale.py" prep "$BENCH_DATA_DIR" "$OUTDIR/prep.json"
 fi
 
@@ -86,6 +90,11 @@ for n in $SIZES; do
   t0=$SECONDS; settle; log "settled after $((SECONDS - t0)) s"
   echo "{\"n\": $n, \"settle_s\": $((SECONDS - t0))}" > "$OUTDIR/settle-$n.json"
   wait_quiet
+  if [[ "$VACUUM" == 1 ]]; then   # the visibility map for index-only counts (published_values)
+    t0=$SECONDS; log "VACUUM ANALYZE published_documents, published_values, entries"
+    "$PY" "$HERE/scale.py" prep "$BENCH_DATA_DIR" "$OUTDIR/prep-$n.json"
+    log "VACUUM took $((SECONDS - t0)) s"
+  fi
   "$PY" "$HERE/scale.py" measure "$D" "$M" "$OUTDIR/delivery.key" "$BOOTSTRAP_KEY" "$n" "$OUTDIR/latency-$n.json"
   "$PY" "$HERE/scale.py" sizes "$BENCH_DATA_DIR" "$n" "$OUTDIR/sizes-$n.json"
   if [[ "${CHANGE:-1}" == 1 ]]; then   # a content-type change: the request, then the background work

@@ -95,7 +95,7 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
             state.cache = DeliveryCache(cache_bytes, settings.cache_control) if cache_bytes else None
             state.reads = DeliveryReads(
                 state.types, state.read_pool, state.cache, assets_url=settings.assets_url,
-                limit=IncludeLimit.of(settings),
+                limit=IncludeLimit.of(settings), preview_pool=state.pool,
             )
             # Purges at commit (NOTIFY) and, once the files are written, from the workers (Redis). The
             # replica routing hears them first: no read after a purge goes to a replica behind it.

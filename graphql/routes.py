@@ -135,7 +135,8 @@ async def _answer(request: Req, parsed: execution.Request, *, preview: bool, cac
                 return Response(content=item.body, media_type=JSON, headers={"Cache-Control": "no-store"})
             return _respond(request, item.body, item.etag, item.tags, preview)
     since = cache.seq if cache is not None else 0
-    context = execution.new_context(built, state.types, credential, state.read_pool, reader,
+    # Previews read drafts, which announce no purge: never from a replica (app/db/replica.py).
+    context = execution.new_context(built, state.types, credential, state.pool if preview else state.read_pool, reader,
                                     IncludeLimit.of(state.settings))
     answer = await execution.run(parsed, built, service.documents, service.persisted, context)
     etag = render.etag_of(answer.body)

@@ -194,7 +194,9 @@ def _rerender_actor(broker: RedisBroker, runtime: Any) -> dramatiq.Actor[Any, An
     run.__name__ = "rerender"
     declared: dramatiq.Actor[Any, Any] = dramatiq.actor(
         broker=broker, actor_name="cms.rerender", queue_name="cms_rerender", max_retries=0,
-        time_limit=int(runtime.config.time_limit_seconds * 1000),
+        # A batch is bounded by its size, but the last step builds indexes over the whole table
+        # (minutes at millions of rows): the lease, renewed while it runs, guards it instead.
+        time_limit=int(max(runtime.config.time_limit_seconds, 6 * 3600) * 1000),
     )(run)
     return declared
 

@@ -230,8 +230,10 @@ class Sweeper(_Loop):
             await self._send(result.due)
         # Schema changes' re-renders that nobody has touched for a while (a lost message, a worker
         # killed in a batch: its lease ran out).
+        # (While the queues have a backlog, a message may just be waiting its turn: wait longer.)
+        after = self.config.reenqueue_after if idle else self.config.reenqueue_busy_after
         async with self.pool.acquire() as conn:
-            stalled = await schema_repo.unfinished_rerenders(conn, idle_seconds=self.config.reenqueue_after)
+            stalled = await schema_repo.unfinished_rerenders(conn, idle_seconds=after)
         for type_id in stalled:
             log.info("re-enqueueing the re-render of %s", type_id)
             with contextlib.suppress(Exception):

@@ -6,8 +6,8 @@ not replayed that commit yet would be the old content, and would be cached as if
 every purge this process receives raises the WAL position the replica must have replayed before it
 is read again: the primary's `pg_current_wal_lsn()` asked after the purge arrived (the commit record
 is at or before it). Until the replica has replayed that far, reads go to the primary; while a purge's
-position is being asked, too. The replica's replay position is asked only while it is behind, so a
-replica that keeps up costs no extra query per read.
+position is being asked, too. While the replica is behind, one task asks its replay position every
+20 ms; reads only look at what it found, so no read ever pays an extra query.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ _LSN = "SELECT ({fn}() - '0/0'::pg_lsn)::bigint"
 class ReplicaRouting:
     """Chooses the pool of each delivery read: the replica once it has what the purges announced."""
 
+    POLL_SECONDS = 0.02  # how often the replay position is asked while the replica is behind
+
     def __init__(self, primary: asyncpg.Pool, replica: asyncpg.Pool) -> None:
         self.primary = primary
         self.replica = replica
@@ -36,6 +38,7 @@ class ReplicaRouting:
         self._asking = 0  # purges whose primary position is being asked (reads go to the primary)
         self._again = False
         self._task: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
         self.replica_reads = 0
         self.primary_reads = 0
 
@@ -52,7 +55,8 @@ class ReplicaRouting:
             self._again = False
             pending = self._asking
             try:
-                position = await self.primary.fetchval(_LSN.format(fn="pg_current_wal_lsn"))
+                # The insert position: at or after the commit record even with synchronous_commit off.
+                position = await self.primary.fetchval(_LSN.format(fn="pg_current_wal_insert_lsn"))
                 self.required = max(self.required, int(position))
             except Exception as exc:  # the primary is away: keep reading it (it fails loudly there)
                 log.warning("could not read the primary's WAL position: %s", exc)
@@ -60,28 +64,36 @@ class ReplicaRouting:
                 continue
             self._asking -= pending
             if not self._again:
-                return
+                break
+        self._watch()
 
-    async def _replica_has_it(self) -> bool:
-        if self._asking:
-            return False
-        if self.replayed >= self.required:
-            return True
-        try:
-            position = await self.replica.fetchval(_LSN.format(fn="pg_last_wal_replay_lsn"))
-        except Exception as exc:
-            log.warning("could not read the replica's replay position: %s", exc)
-            return False
-        if position is None:  # not a standby (a read URL naming a primary): always up to date
-            self.replayed = self.required = 1 << 62
-            return True
-        self.replayed = max(self.replayed, int(position))
-        return self.replayed >= self.required
+    def _watch(self) -> None:
+        """While the replica is behind, one task asks how far it has replayed (reads never wait for it)."""
+        if self.replayed < self.required and (self._poller is None or self._poller.done()):
+            self._poller = asyncio.get_running_loop().create_task(self._poll_replica())
+
+    async def _poll_replica(self) -> None:
+        while self.replayed < self.required:
+            try:
+                position = await self.replica.fetchval(_LSN.format(fn="pg_last_wal_replay_lsn"))
+            except Exception as exc:
+                log.warning("could not read the replica's replay position: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if position is None:  # not a standby (a read URL naming a primary): always up to date
+                self.replayed = self.required = 1 << 62
+                return
+            self.replayed = max(self.replayed, int(position))
+            if self.replayed < self.required:
+                await asyncio.sleep(self.POLL_SECONDS)
+
+    def _replica_has_it(self) -> bool:
+        return not self._asking and self.replayed >= self.required
 
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[Any]:
         """`async with routing.acquire() as conn`, as with a pool."""
-        if await self._replica_has_it():
+        if self._replica_has_it():
             self.replica_reads += 1
             pool = self.replica
         else:
@@ -91,10 +103,11 @@ class ReplicaRouting:
             yield conn
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        for task in (self._task, self._poller):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self.replica.close()
 
     def terminate(self) -> None:

@@ -73,10 +73,12 @@ class DeliveryReads:
 
     def __init__(
         self, registry: ContentTypeRegistry, pool: Any, cache: DeliveryCache | None, *, assets_url: str,
-        limit: IncludeLimit, max_stale: float = 0.5,
+        limit: IncludeLimit, max_stale: float = 0.5, preview_pool: Any = None,
     ) -> None:
         self.registry = registry
         self.pool = pool
+        # Previews read drafts, whose saves announce no purge: from the primary, never a replica.
+        self.preview_pool = preview_pool if preview_pool is not None else pool
         self.cache = cache
         self.assets_url = assets_url
         self.limit = limit
@@ -139,7 +141,7 @@ class DeliveryReads:
             query = parse_list_query(
                 read.parameters, ct, types, locale=locale, default_sort="-published_at", allowed=read.allowed
             )
-            async with self.pool.acquire() as conn:
+            async with (self.preview_pool if read.preview else self.pool).acquire() as conn:
                 if read.preview:
                     return await documents.draft_list(conn, visible, ct, locales, query, self.assets_url, self.limit)
                 return await documents.published_list(conn, visible, ct, query, self.limit)
@@ -154,7 +156,7 @@ class DeliveryReads:
                 default_sort="-published_at", allowed=read.allowed,
             )
         include, depth, fields = (options.include, options.depth, options.fields) if options else ([], 1, None)
-        async with self.pool.acquire() as conn:
+        async with (self.preview_pool if read.preview else self.pool).acquire() as conn:
             if read.preview:
                 result = await documents.draft_entry(
                     conn, visible, ct, locales, locale, self.assets_url, entry_id=read.entry_id, slug=read.slug,

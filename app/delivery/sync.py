@@ -6,7 +6,8 @@ switches to delta mode from the captured position: visible entry.published / ent
 entry.deleted events of the type after it, collapsed to distinct entries, each answered with its
 state now (the stored ENTRY bytes, or a delete). An entry that changed during the initial pages
 simply comes again in the first delta: at least once, always the latest state. A schema change that
-re-rendered the type's documents (content_type.saved of the type, locale.saved/deleted) sends the
+re-rendered the type's documents (content_type.saved of the type, locale.saved/deleted, and
+content_type.rerendered when a big type's documents were re-rendered in the background) sends the
 cursor through the initial pages again, from that event's position.
 
 The cursor is opaque base64url JSON holding the mode, type, locale and position; nothing but a

@@ -326,7 +326,8 @@ async def restore_version(
         if old is None:
             raise not_found("version")
         with pattern_budget():
-            data = await run_checks(has_patterns(ct), lambda: still_valid(ct, old["data"]))
+            # in the current shape: deleted locales' values and a flipped `localized` as a write leaves them
+            data = await run_checks(has_patterns(ct), lambda: conform(ct, locales, still_valid(ct, old["data"])) or {})
         if data == existing["data"]:
             return management_entry(existing, ct, locales.default, locales)
         await _save_unique(conn, ct, data, entry_id)

@@ -172,14 +172,16 @@ async def entry_changes(
     conn: asyncpg.Connection, after: Position, limit: int, type_id: str
 ) -> list[EntryChange]:
     """Visible publish/unpublish/delete events of one content type after a position, in feed order,
-    and the schema changes that re-rendered all of its documents."""
+    and the schema changes that re-rendered all of its documents: the change itself (a small type
+    is re-rendered in its request) and `content_type.rerendered` once the background work of a big
+    type's change (or of a locale change) has reached every document."""
     rows = await conn.fetch(
         f"""SELECT txid::text AS txid_text, seq, payload->>'id' AS entry_id, type NOT LIKE 'entry.%' AS schema
               FROM outbox_events
              WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
                AND txid < {_XMIN}
                AND ((type = ANY($4::text[]) AND payload->>'type' = $5)
-                    OR (type = 'content_type.saved' AND payload->>'id' = $5)
+                    OR (type IN ('content_type.saved', 'content_type.rerendered') AND payload->>'id' = $5)
                     OR type = ANY($6::text[]))
              ORDER BY txid, seq
              LIMIT $3""",

@@ -85,9 +85,17 @@ async def ensure_indexes(conn: asyncpg.Connection, ct: ContentType, *, concurren
             if valid:
                 continue
             if concurrently:
-                if valid is False:
-                    await conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
-                ddl = ddl.replace("CREATE INDEX IF NOT EXISTS", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1)
-            await conn.execute(ddl)
+                # Scans the whole table and waits for older transactions: no statement or lock time
+                # limit of the pool applies (RESET: back to the connection's own defaults).
+                await conn.execute("SET statement_timeout = 0; SET lock_timeout = 0")
+                try:
+                    if valid is False:
+                        await conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
+                    await conn.execute(
+                        ddl.replace("CREATE INDEX IF NOT EXISTS", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1))
+                finally:
+                    await conn.execute("RESET statement_timeout; RESET lock_timeout")
+            else:
+                await conn.execute(ddl)
             built.append(name)
     return built

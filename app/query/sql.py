@@ -327,8 +327,11 @@ class _Key(NamedTuple):
     desc: bool
 
 
-def _sort_keys(query: ListQuery, source: Source, q_ref: str | None, ranked: str | None = None) -> list[_Key]:
-    """The keys ORDER BY and cursors use; `ranked`: an expression holding the rank already computed."""
+def _sort_keys(
+    query: ListQuery, source: Source, q_ref: str | None, ranked: str | None = None, ranked_id: str | None = None,
+) -> list[_Key]:
+    """The keys ORDER BY and cursors use; `ranked`, `ranked_id`: expressions holding the rank and the
+    id already read (the ranked set of `_ranked_sql`)."""
     keys: list[_Key] = []
     for name, desc in key_names(query.sort):
         if name == RANK:
@@ -338,7 +341,7 @@ def _sort_keys(query: ListQuery, source: Source, q_ref: str | None, ranked: str 
             expr = f"({ranked or source.rank(query.content_type, q_ref)})::numeric"
             keys.append(_Key(expr, f"{expr}::text", "::text::numeric", "numeric", desc))
         elif name == "id":
-            expr = source.id_column()
+            expr = ranked_id or source.id_column()
             keys.append(_Key(expr, expr, "::text", "id", desc))
         elif name in SYSTEM_FIELDS:
             expr = source.system_sort(name)
@@ -523,8 +526,7 @@ def _ranked_sql(
     matches the text index yields are read once, into a narrow set (id, rank, position) that gives
     both the total and the order; the first RANK_BOUND of them are ranked; only the page's rows
     are then read whole."""
-    ranked = "_m._r"
-    keys = _sort_keys(query, source, q_ref, ranked)
+    keys = _sort_keys(query, source, q_ref, "_m._r", "_m._id")
     alias = source.alias
     page_where = [f"_m._n <= {RANK_BOUND}"]
     if query.cursor is not None:
@@ -536,16 +538,24 @@ def _ranked_sql(
     order = ", ".join(f"{key.expr} {'DESC' if key.desc else 'ASC'}" for key in keys)
     locale_ref = p.add(query.locale)
     limit_ref = p.add(query.limit + 1)
-    sql_text = (
+    matches = (
         f"WITH _m AS MATERIALIZED (SELECT {alias}.entry_id AS _id, {source.rank(query.content_type, q_ref)} AS _r,"  # noqa: S608
         f" row_number() OVER () AS _n FROM {source.table} {alias} WHERE {' AND '.join(where)}"
         f" LIMIT {TOTAL_BOUND + 1})"
-        f" SELECT {select_columns}, {key_columns}, (SELECT count(*) FROM _m) AS _total"
-        f" FROM _m JOIN {source.table} {alias} ON {alias}.entry_id = _m._id AND {alias}.locale = {locale_ref}::text"
-        f" AND {alias}.type = '{ident(query.type_id, TYPE_ID)}'"
-        f" WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}::int"
     )
-    return sql_text, p.values
+    joined = (
+        f" JOIN {source.table} {alias} ON {alias}.entry_id = _m._id AND {alias}.locale = {locale_ref}::text"
+        f" AND {alias}.type = '{ident(query.type_id, TYPE_ID)}'"
+    )
+    select = f"SELECT {select_columns}, {key_columns}, (SELECT count(*) FROM _m) AS _total"
+    if all("_m." in key.expr for key in keys):
+        # Every key is in the ranked set: the page is chosen there, and only its rows are read whole.
+        page = f"(SELECT * FROM _m WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}::int) _m"
+        return f"{matches} {select} FROM {page}{joined} ORDER BY {order}", p.values
+    return (
+        f"{matches} {select} FROM _m{joined} WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}::int",
+        p.values,
+    )
 
 
 async def fetch_page(conn: Executor, query: ListQuery, source: Source, select_columns: str) -> Page:

@@ -75,6 +75,10 @@ async def put_locale(
         was_default = locales.rows.get(code, {}).get("is_default", False)
         if was_default and make_default is False and "default" in body:
             raise invalid("/default", "move the default by making another locale default")
+        if make_default and not was_default and await rerenders.background_pending(conn, inline_entries):
+            # an unapplied `localized` flip moves values to or from the default locale as it is then
+            raise conflict("a content type change is still being applied in the background; "
+                           "change the default locale when the content types' rendering.status is done")
         row, created = await repo.upsert_locale(conn, code, name, fallback)
         if make_default and not was_default:
             await repo.set_default_locale(conn, code)

@@ -198,14 +198,15 @@ async def set_entry_values_many(conn: Conn, rows: list[tuple[str, Any, Any]]) ->
 
 
 async def dependents_after(conn: Conn, type_id: str, after: str, limit: int) -> list[asyncpg.Record]:
-    """Published entries of other types that reference an entry of `type_id` (their files include
-    it), in id order after `after`."""
+    """Published entries that reference an entry of `type_id` (their files include it), in id order
+    after `after`: of other types, and of the type itself (an entry's file written in an early batch
+    includes an entry a later batch re-rendered)."""
     # Walks the references in source order from the cursor (their primary key) and stops at `limit`:
     # a batch costs what it returns, not what the whole reference table holds.
     return await conn.fetch(
         """SELECT DISTINCT ON (r.source_id) r.source_id AS id, s.type FROM entry_references r
              JOIN entries t ON t.id = r.target_id AND t.type = $1
-             JOIN entries s ON s.id = r.source_id AND s.type <> $1 AND s.published_version IS NOT NULL
+             JOIN entries s ON s.id = r.source_id AND s.published_version IS NOT NULL
             WHERE r.source_id > $2
             ORDER BY r.source_id LIMIT $3""",
         type_id, after, limit,

@@ -31,7 +31,7 @@ from .. import render
 from ..db import locks
 from ..entries import rules
 from ..events import types as events
-from ..events.outbox import emit
+from ..events.outbox import emit, invalidate
 from ..publishing import repository as documents_repo
 from ..publishing.documents import assets_by_id, published_rows
 from ..publishing.files import Changes, Publisher
@@ -78,6 +78,9 @@ async def render_entries(
         ids = [e["id"] for e in published]
         await documents_repo.replace_documents_many(conn, ids, docs)
         await documents_repo.replace_references_many(conn, ids, refs)
+        # Delivery caches drop these at commit (a purge at commit, not the workers' confirmation:
+        # answers cached after an unrelated publish of the type must go too).
+        await invalidate(conn, f"type:{ct.id}", *(f"entry:{i}" for i in ids))
     return [e["id"] for e in published]
 
 
@@ -125,7 +128,10 @@ async def run_batch(
     async def keep_lease() -> None:  # a long step (an index build at 1M) keeps its lease while it runs
         while True:
             await asyncio.sleep(lease_seconds / 3)
-            await repo.renew_rerender(pool, type_id, token, lease_seconds)
+            try:
+                await repo.renew_rerender(pool, type_id, token, lease_seconds)
+            except Exception as exc:  # try again at the next tick: the lease has two more in it
+                log.warning("could not renew the lease of %s's re-render: %s", type_id, exc)
 
     renewing = asyncio.create_task(keep_lease())
     try:
@@ -174,7 +180,7 @@ async def _entries_batch(pool: Any, publisher: Publisher, purge: Purge, job: Any
 
 
 async def _dependents_batch(pool: Any, publisher: Publisher, purge: Purge, job: Any, token: str, batch: int) -> bool:
-    """Files of other types' entries that include the type's entries (their documents are not
+    """Files of the entries that include the type's entries, of any type (their documents are not
     affected: delivery splices includes when it reads)."""
     type_id = job["type"]
     async with pool.acquire() as conn:
@@ -213,10 +219,12 @@ async def _finish(pool: Any, publisher: Publisher, purge: Purge, job: Any, token
         await publisher.write_indexes(conn, types, locales.codes, type_id, changes)
         async with conn.transaction():
             await locks.lock_schema_shared(conn)
-            await repo.drop_stale_unique_values(conn, type_id, list(job["removed_fields"]), locales.codes)
             row = await repo.get_rerender(conn, type_id)
-            finished = await repo.finish_rerender(conn, job, token)
+            finished = await repo.finish_rerender(conn, job, token)  # fenced: a later change finishes itself
             if finished:
+                # The locales now (not when this step began: one may have been created since).
+                current = await load_locales(conn)
+                await repo.drop_stale_unique_values(conn, type_id, list(job["removed_fields"]), current.codes)
                 await repo.counted_fields_ready(conn, type_id)
                 await emit(conn, events.CONTENT_TYPE_RERENDERED, {
                     "id": type_id, "version": job["type_version"], "reason": job["reason"],
@@ -233,8 +241,11 @@ async def rerender_every_type(
     shape, here for small types and in the background for the others; their files in the background."""
     types, locales = await load_types(conn), await load_locales(conn)
     dropped = [dropped_locale] if dropped_locale else []
+    budget = inline_entries  # for the whole request, not per type: 200 small types are a big site
     for ct in types.values():
-        if await repo.count_entries_fast(conn, ct.id) <= inline_entries:
+        count = await repo.count_entries_fast(conn, ct.id)
+        if count <= budget:
+            budget -= count
             await render_entries(conn, ct, locales, await repo.entry_rows_of_type(conn, ct.id), assets_url)
             await repo.drop_stale_unique_values(conn, ct.id, [], locales.codes)
         await schedule(conn, ct.id, ct.version, "locale", dropped_locales=dropped)
@@ -244,7 +255,15 @@ async def locale_still_dropping(conn: asyncpg.Connection, code: str, inline_entr
     """A deleted locale whose values a background re-render is still dropping from a big type: it
     cannot be created again yet (the old values would reappear)."""
     return bool(await conn.fetchval(
-        """SELECT EXISTS (SELECT 1 FROM schema_rerenders WHERE finished_at IS NULL AND phase = 'entries'
+        """SELECT EXISTS (SELECT 1 FROM schema_rerenders WHERE finished_at IS NULL
                              AND $1 = ANY(dropped_locales) AND total > $2)""",
         code, inline_entries,
+    ))
+
+
+async def background_pending(conn: asyncpg.Connection, inline_entries: int) -> bool:
+    """Some type's change is still being applied to entries in the background (a big type)."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM schema_rerenders WHERE finished_at IS NULL AND phase = 'entries' AND total > $1)",
+        inline_entries,
     ))

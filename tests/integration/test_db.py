@@ -74,34 +74,33 @@ async def test_concurrent_migrators_apply_each_migration_once(services) -> None:
     assert sorted(v for r in results for v in r) == [v for v, _, _ in available_migrations()]
 
 
-async def test_documents_of_a_few_kilobytes_are_stored_uncompressed(db) -> None:
-    """toast_tuple_target: a 2 KB document is neither compressed (CPU on every write and every
-    cache-miss read) nor moved out of line; a value larger than a page still is."""
+async def test_rows_of_an_article_are_compressed_only_as_much_as_two_to_a_page_needs(db) -> None:
+    """toast_tuple_target (migration 0015): a published document of up to ~4 KB stays as it is (two
+    fit a page), a larger one is compressed inline until it fits; entries three to a page; versions
+    at PostgreSQL's default."""
     async with db.acquire() as conn:
-        for table in ("published_documents", "entries", "entry_versions"):
-            options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = $1", table)
-            assert "toast_tuple_target=8160" in options, table
+        options = {r["relname"]: r["reloptions"] or [] for r in await conn.fetch(
+            "SELECT relname, reloptions FROM pg_class WHERE relname IN ('published_documents', 'entries', 'entry_versions')")}
+        assert "toast_tuple_target=4080" in options["published_documents"]
+        assert "toast_tuple_target=2700" in options["entries"]
+        assert not any(o.startswith("toast_tuple_target") for o in options["entry_versions"])
         body = ("lorem ipsum dolor sit amet " * 100).encode()  # 2.7 KB, compresses well
         await conn.execute("INSERT INTO content_types (id, name, fields) VALUES ('t', 'T', '[]')")
+        ids = ["small", "double", "large"]
         await conn.execute(
-            "INSERT INTO entries (id, type, data, version) SELECT id, 't', '{}', 1 FROM unnest($1::text[]) AS id",
-            ["small", "large"],
-        )
-        await conn.execute(
-            "INSERT INTO published_documents (entry_id, locale, type, version, body, etag, vals, search, "
-            "published_at, updated_at, created_at) VALUES ($1, 'en', 't', 1, $2, 'e', '{}', ''::tsvector, "
-            "now(), now(), now())", "small", body,
-        )
-        await conn.execute(
-            "INSERT INTO published_documents (entry_id, locale, type, version, body, etag, vals, search, "
-            "published_at, updated_at, created_at) VALUES ($1, 'en', 't', 1, $2, 'e', '{}', ''::tsvector, "
-            "now(), now(), now())", "large", body * 10,
-        )
+            "INSERT INTO entries (id, type, data, version) SELECT id, 't', '{}', 1 FROM unnest($1::text[]) AS id", ids)
+        for entry_id, size in zip(ids, (1, 2, 10), strict=True):
+            await conn.execute(
+                "INSERT INTO published_documents (entry_id, locale, type, version, body, etag, vals, search, "
+                "published_at, updated_at, created_at) VALUES ($1, 'en', 't', 1, $2, 'e', '{}', ''::tsvector, "
+                "now(), now(), now())", entry_id, body * size,
+            )
         rows = {r["entry_id"]: r for r in await conn.fetch(
             "SELECT entry_id, pg_column_compression(body) AS method, pg_column_size(body) AS size "
-            "FROM published_documents WHERE entry_id IN ('small', 'large')"
+            "FROM published_documents WHERE type = 't'"
         )}
         assert rows["small"]["method"] is None and rows["small"]["size"] >= len(body)
+        assert rows["double"]["method"] == "pglz" and rows["double"]["size"] < 2 * len(body)
         assert rows["large"]["method"] == "pglz" and rows["large"]["size"] < len(body)
 
 

@@ -87,6 +87,10 @@ async def test_delivery_reads_the_replica_but_never_what_it_has_not_replayed(
             reader = await site.reader()
             first = await new_entry(site, "article", {"title": "First"})
             await _caught_up(primary, standby)
+            for _ in range(100):
+                if routing.replayed >= routing.required:
+                    break
+                await asyncio.sleep(0.02)
 
             # Caught up: reads go to the replica.
             before = routing.replica_reads
@@ -109,10 +113,21 @@ async def test_delivery_reads_the_replica_but_never_what_it_has_not_replayed(
             listed = await reader.get("/api/v1/entries/article?limit=10")
             assert [e["fields"]["title"] for e in listed.json()["data"]] == ["Second", "First"]
             assert routing.primary_reads == primary_before + 2
+            # Previews read drafts, whose saves announce no purge: always from the primary.
+            r = await site.management.patch(f"/v1/entries/article/{first}", json={"fields": {"title": "Draft"}})
+            assert r.status_code == 200, r.text
+            preview_key = await site.key("preview")
+            r = await site.delivery.get(f"/preview/v1/entries/article/{first}",
+                                        headers={"Authorization": f"Bearer {preview_key}"})
+            assert r.status_code == 200 and r.json()["data"]["fields"]["title"] == "Draft"
 
             # Replay resumes: once the replica has the commit, reads go back to it.
             await standby.execute("SELECT pg_wal_replay_resume()")
             await _caught_up(primary, standby)
+            for _ in range(100):  # the routing's poller sees the replay position pass the purge's
+                if routing.replayed >= routing.required:
+                    break
+                await asyncio.sleep(0.02)
             before = routing.replica_reads
             r = await reader.get(f"/api/v1/entries/article/{second}?locale=en")  # another key: computed
             assert r.status_code == 200 and r.json()["data"]["fields"]["title"] == "Second"

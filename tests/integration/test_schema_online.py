@@ -93,6 +93,17 @@ async def test_a_change_commits_at_once_and_the_workers_apply_it_in_batches(
         payloads = [e["payload"] for e in events if e["payload"]["id"] == "article"]
         assert payloads[-1]["entries"] == ENTRIES and payloads[-1]["version"] == done["version"]
 
+        # Sync clients page through the type again at the end of the background work, not only at the
+        # change (when most documents still had the old shape).
+        from cms.app.events.feed import START, entry_changes
+
+        async with db.acquire() as conn:
+            schema_changes = [c for c in await entry_changes(conn, START, 1000, "article") if c.schema]
+        assert len(schema_changes) >= 3  # the blog's PUT, this change, and its content_type.rerendered
+        last_saved = await db.fetchval(
+            "SELECT max(seq) FROM outbox_events WHERE type = 'content_type.saved' AND payload->>'id' = 'article'")
+        assert schema_changes[-1].position.seq > last_saved
+
         # Done: the field may come back, and comes back empty.
         r = await site.management.put("/v1/content-types/article", json=ARTICLE)
         assert r.status_code == 200, r.text

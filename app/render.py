@@ -40,7 +40,7 @@ class Rendered(NamedTuple):
     vals: dict[str, Any]  # fallback-resolved stored values, for filters and sorts
     slug: str | None
     search_text: str
-    bulky: dict[str, Any] = {}  # the same for BULKY_TYPES fields (long text, json, components, blocks)
+    bulky: dict[str, Any] | None = None  # the same for BULKY_TYPES fields (long text, json, components, blocks)
 
 
 def field_value(field: Field, data: dict[str, Any], chain: list[str]) -> Any:

@@ -210,7 +210,7 @@ async def _finish(pool: Any, publisher: Publisher, purge: Purge, job: Any, token
         for code in job["dropped_locales"]:
             if code in locales.rows:  # created again since: its files are the new ones
                 continue
-            keys = (await publisher.files.list(f"entries/{type_id}/{code}/"))[: batch * 2]
+            keys = await publisher.files.list(f"entries/{type_id}/{code}/", limit=batch * 2)
             for key in keys:
                 await publisher._delete(key, changes, exists=True)
             if len(keys) == batch * 2:

@@ -78,8 +78,9 @@ class ObjectStore(Protocol):
         """Remove ``key``; False (nothing removed) if the stored version is newer. A missing key is True."""
         ...
 
-    def list(self, prefix: str = "") -> builtins.list[str]:
-        """Every key starting with ``prefix`` (plain string prefix), sorted."""
+    def list(self, prefix: str = "", limit: int | None = None) -> builtins.list[str]:
+        """Every key starting with ``prefix`` (plain string prefix), sorted; with ``limit``, at most
+        that many of them (not necessarily the first: for work in bounded steps, e.g. deleting)."""
         ...
 
 
@@ -204,5 +205,5 @@ class AsyncObjectStore:
     async def delete(self, key: str, *, version: int | None = None) -> bool:
         return await self.call(self.store.delete, key, version=version)
 
-    async def list(self, prefix: str = "") -> builtins.list[str]:
-        return await self.call(self.store.list, prefix)
+    async def list(self, prefix: str = "", limit: int | None = None) -> builtins.list[str]:
+        return await self.call(self.store.list, prefix, limit)

@@ -279,7 +279,7 @@ class LocalObjectStore:
                     pass
         return True
 
-    def list(self, prefix: str = "") -> builtins.list[str]:
+    def list(self, prefix: str = "", limit: int | None = None) -> builtins.list[str]:
         _validate_prefix(prefix)
         # walk only below the deepest directory the prefix names
         directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
@@ -296,6 +296,8 @@ class LocalObjectStore:
                 key = f"{rel_dir}/{name}" if rel_dir else name
                 if key.startswith(prefix) and not key.startswith("."):
                     keys.append(key)
+            if limit is not None and len(keys) >= limit:
+                break
         keys.sort()
-        return keys
+        return keys if limit is None else keys[:limit]
 

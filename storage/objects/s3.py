@@ -188,13 +188,15 @@ class S3ObjectStore:
             f"delete {full_key!r}: lost {self.CAS_ATTEMPTS} races to concurrent writers"
         )
 
-    def list(self, prefix: str = "") -> builtins.list[str]:
+    def list(self, prefix: str = "", limit: int | None = None) -> builtins.list[str]:
         _validate_prefix(prefix)
         paginator = self.client.get_paginator("list_objects_v2")
         keys: builtins.list[str] = []
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             for item in page.get("Contents", ()):
                 keys.append(item["Key"][len(self.prefix) :])
+            if limit is not None and len(keys) >= limit:
+                break  # the pages after it are never asked for
         keys.sort()
-        return keys
+        return keys if limit is None else keys[:limit]
 

@@ -176,6 +176,10 @@ def test_list_by_prefix(store: ObjectStore) -> None:
     assert store.list("entries/art") == sorted(k for k in keys if k.startswith("entries/article/"))
     assert store.list("entries/article/en/by-slug/") == ["entries/article/en/by-slug/a.json"]
     assert store.list("nothing/") == []
+    # limit: at most that many of the prefix's keys (bounded steps, e.g. a deleted locale's files)
+    some = store.list("entries/article/", limit=2)
+    assert len(some) == 2 and set(some) <= {k for k in keys if k.startswith("entries/article/")}
+    assert sorted(store.list("entries/article/", limit=100)) == sorted(k for k in keys if k.startswith("entries/article/"))
 
 
 @pytest.mark.parametrize("key", BAD_KEYS)

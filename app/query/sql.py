@@ -495,13 +495,7 @@ def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[st
         return ranked_sql, standalone[0], values, standalone[1]
     keys = _sort_keys(query, source, q_ref)
     page_where = list(where)
-    if query.cursor is not None:
-        if len(query.cursor.keys) != len(keys):
-            raise malformed("cursor", "is not a valid cursor")
-        values = [_check_key(key.kind, text) for key, text in zip(keys, query.cursor.keys, strict=True)]
-        page_where.append(_keyset(keys, values, p))
-    key_columns = ", ".join(f"{key.text} AS _cursor_k{i}" for i, key in enumerate(keys))
-    order = ", ".join(f"{key.expr} {'DESC' if key.desc else 'ASC'}" for key in keys)
+    key_columns, order = _paging(query, keys, page_where, p)
     limit_ref = p.add(query.limit + 1)
     source_sql = table
     if q_ref is not None and any(name == RANK for name, _ in query.sort):
@@ -519,6 +513,18 @@ def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[st
     return page_sql, standalone[0], p.values, standalone[1]
 
 
+def _paging(query: ListQuery, keys: list[_Key], page_where: list[str], p: Params) -> tuple[str, str]:
+    """The cursor's keyset condition (appended to `page_where`), the key columns and the ORDER BY."""
+    if query.cursor is not None:
+        if len(query.cursor.keys) != len(keys):
+            raise malformed("cursor", "is not a valid cursor")
+        values = [_check_key(key.kind, text) for key, text in zip(keys, query.cursor.keys, strict=True)]
+        page_where.append(_keyset(keys, values, p))
+    key_columns = ", ".join(f"{key.text} AS _cursor_k{i}" for i, key in enumerate(keys))
+    order = ", ".join(f"{key.expr} {'DESC' if key.desc else 'ASC'}" for key in keys)
+    return key_columns, order
+
+
 def _ranked_sql(
     query: ListQuery, source: Source, p: Params, where: list[str], q_ref: str, select_columns: str,
 ) -> tuple[str, list[Any]]:
@@ -529,13 +535,7 @@ def _ranked_sql(
     keys = _sort_keys(query, source, q_ref, "_m._r", "_m._id")
     alias = source.alias
     page_where = [f"_m._n <= {RANK_BOUND}"]
-    if query.cursor is not None:
-        if len(query.cursor.keys) != len(keys):
-            raise malformed("cursor", "is not a valid cursor")
-        values = [_check_key(key.kind, text) for key, text in zip(keys, query.cursor.keys, strict=True)]
-        page_where.append(_keyset(keys, values, p))
-    key_columns = ", ".join(f"{key.text} AS _cursor_k{i}" for i, key in enumerate(keys))
-    order = ", ".join(f"{key.expr} {'DESC' if key.desc else 'ASC'}" for key in keys)
+    key_columns, order = _paging(query, keys, page_where, p)
     locale_ref = p.add(query.locale)
     limit_ref = p.add(query.limit + 1)
     matches = (

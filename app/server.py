@@ -58,12 +58,13 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
         # (30 s), so one expensive request cannot hold connections the others need.
         timeout_ms = settings.delivery_statement_timeout_ms if delivery else 30_000
         state.pool = await create_pool(
-            database_url, min_size=1, max_size=settings.db_pool_size, statement_timeout_ms=timeout_ms
+            database_url, min_size=1, max_size=settings.db_pool_size, statement_timeout_ms=timeout_ms,
+            parallel_query=not delivery,
         )
         read_url = settings.database_read_url if delivery and settings.database_read_url else None
         # A replica serves delivery reads once it has replayed what the purges announced (app/db/replica.py).
         state.read_pool = ReplicaRouting(state.pool, await create_pool(
-            read_url, max_size=settings.db_pool_size, statement_timeout_ms=timeout_ms
+            read_url, max_size=settings.db_pool_size, statement_timeout_ms=timeout_ms, parallel_query=False,
         )) if read_url else state.pool
         # Explicit socket timeouts: redis-py's defaults break blocking reads and pub/sub.
         state.redis = aioredis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)

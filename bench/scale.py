@@ -398,12 +398,17 @@ def change(mbase: str, key: str, n: int, out: str) -> None:
         request_s = time.perf_counter() - t0
         r.raise_for_status()
         rendering = r.json()["data"].get("rendering") or {}
+        # Kept at once: a run stopped before the background work ends still has the request's time.
+        _write_json(out, {"n": n, "request_s": round(request_s, 3), "background_s": None})
         samples = []
         while True:
             time.sleep(1.0)
             rendering = c.get("/v1/content-types/article").json()["data"]["rendering"]
             samples.append({"t": round(time.perf_counter() - t0, 1), "phase": rendering["phase"],
                             "done": rendering["entries_done"], "dependents": rendering["dependents_done"]})
+            if len(samples) % 30 == 0:  # progress, every 30 s
+                _write_json(out, {"n": n, "request_s": round(request_s, 3), "background_s": None,
+                                  "samples": samples[-20:]})
             if rendering["status"] == "done":
                 break
         background_s = time.perf_counter() - t0

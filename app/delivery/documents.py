@@ -20,6 +20,7 @@ from ..publishing import repository as repo
 from ..publishing.documents import assets_by_id
 from ..query import sql
 from ..query.parse import ListQuery
+from ..query.sources import DeliverySource, DraftSource
 from ..schema.model import (
     NON_LOCALIZED,
     ContentType,
@@ -279,7 +280,7 @@ async def published_list(
     conn: Any, types: dict[str, ContentType], ct: ContentType, query: ListQuery, limit: IncludeLimit
 ) -> Body:
     """`GET /api/v1/entries/{type}` for a parsed query."""
-    page = await sql.fetch_page(conn, query, sql.DeliverySource(), "d.entry_id, d.body")
+    page = await sql.fetch_page(conn, query, DeliverySource(), "d.entry_id, d.body")
     meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total, "total_relation": page.total_relation}
     ids = [r["entry_id"] for r in page.rows]
     included: set[str] = set()
@@ -331,7 +332,7 @@ async def draft_list(
     conn: Any, types: dict[str, ContentType], ct: ContentType, locales: Locales, query: ListQuery, assets_url: str,
     limit: IncludeLimit,
 ) -> Body:
-    page = await sql.fetch_page(conn, query, sql.DraftSource(locales.chain(query.locale)), "e.*")
+    page = await sql.fetch_page(conn, query, DraftSource(locales.chain(query.locale)), "e.*")
     fetch = _fetch_drafts(conn, types, locales, query.locale, assets_url)
     rendered = await fetch([r["id"] for r in page.rows])
     documents = [rendered[r["id"]][0] for r in page.rows if r["id"] in rendered]
@@ -353,7 +354,7 @@ class PublishedDocuments:
     preview = False
 
     async def page(self, conn: Any, query: ListQuery) -> tuple[list[dict[str, Any]], sql.Page]:
-        page = await sql.fetch_page(conn, query, sql.DeliverySource(), "d.entry_id, d.body")
+        page = await sql.fetch_page(conn, query, DeliverySource(), "d.entry_id, d.body")
         return [render.decode(r["body"]) for r in page.rows], page
 
     async def one(
@@ -381,7 +382,7 @@ class DraftDocuments:
         self.assets_url = assets_url
 
     async def page(self, conn: Any, query: ListQuery) -> tuple[list[dict[str, Any]], sql.Page]:
-        page = await sql.fetch_page(conn, query, sql.DraftSource(self.locales.chain(query.locale)), "e.id")
+        page = await sql.fetch_page(conn, query, DraftSource(self.locales.chain(query.locale)), "e.id")
         found = await self.many(conn, [r["id"] for r in page.rows], query.locale)
         return [found[r["id"]][0] for r in page.rows if r["id"] in found], page
 

@@ -19,7 +19,8 @@ from ..protection.preconditions import check_precondition
 from ..publishing import repository as documents_repo
 from ..publishing.documents import render_published
 from ..query.parse import parse_list_query
-from ..query.sql import DraftSource, fetch_page
+from ..query.sources import DraftSource
+from ..query.sql import fetch_page
 from ..schema import repository as schema_repo
 from ..schema.model import (
     NON_LOCALIZED,

@@ -1,5 +1,5 @@
 """The indexes an `indexed` field gets on published_documents (partial per type), shaped to match
-the expressions DeliverySource filters and sorts by (sql.py)."""
+the expressions DeliverySource filters and sorts by (sources.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import asyncpg
 
 from ..schema.model import FIELD_ID, SORTABLE_TYPES, TYPE_ID, ContentType
 from .parse import LIKE_TYPES
-from .sql import ident
+from .sources import ident
 
 
 def _index_name(prefix: str, type_id: str, field_id: str) -> str:

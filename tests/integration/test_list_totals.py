@@ -12,7 +12,8 @@ import pytest
 
 from cms.app.query import sql
 from cms.app.query.indexes import trigram_ddl
-from cms.app.query.sql import DeliverySource, DraftSource, build_sql, fetch_page
+from cms.app.query.sources import DeliverySource, DraftSource
+from cms.app.query.sql import build_sql, fetch_page
 from tests.integration.test_query_engine import query, seed
 
 

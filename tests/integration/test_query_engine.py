@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from cms.app.problems import ProblemError
 from cms.app.query.indexes import index_ddl
 from cms.app.query.parse import ListQuery, encode_cursor, parse_list_query, query_fingerprint
-from cms.app.query.sql import DeliverySource, DraftSource, Page, Source, fetch_page
+from cms.app.query.sources import DeliverySource, DraftSource, Source
+from cms.app.query.sql import Page, fetch_page
 from cms.app.schema.model import (
     ContentType,
     Field,

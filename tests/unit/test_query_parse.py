@@ -21,7 +21,8 @@ from cms.app.query.parse import (
     parse_list_query,
     query_fingerprint,
 )
-from cms.app.query.sql import DeliverySource, DraftSource, build_sql
+from cms.app.query.sources import DeliverySource, DraftSource
+from cms.app.query.sql import build_sql
 from cms.app.schema.model import (
     ContentType,
     Field,

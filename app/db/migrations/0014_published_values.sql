@@ -38,21 +38,14 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE FUNCTION published_values_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM published_values v USING removed o
-     WHERE v.entry_id = o.entry_id AND v.locale = o.locale AND v.type = o.type;
-    INSERT INTO published_values (type, field, locale, value, entry_id)
-    SELECT n.type, f.field, n.locale, coalesce(n.vals -> f.field, 'null'::jsonb), n.entry_id
-      FROM added n JOIN indexed_fields f ON f.type = n.type
-    ON CONFLICT DO NOTHING;
-    RETURN NULL;
-END $$;
-
 CREATE TRIGGER published_documents_values_insert AFTER INSERT ON published_documents
     REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION published_values_added();
-CREATE TRIGGER published_documents_values_update AFTER UPDATE ON published_documents
-    REFERENCING OLD TABLE AS removed NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION published_values_changed();
+-- An UPDATE removes the old rows' values, then adds the new ones: triggers on one event fire in the
+-- order of their names (1_removed before 2_added).
+CREATE TRIGGER published_documents_values_update_1_removed AFTER UPDATE ON published_documents
+    REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION published_values_removed();
+CREATE TRIGGER published_documents_values_update_2_added AFTER UPDATE ON published_documents
+    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION published_values_added();
 CREATE TRIGGER published_documents_values_delete AFTER DELETE ON published_documents
     REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION published_values_removed();
 

@@ -8,9 +8,15 @@ import asyncpg
 
 from ..db.rows import Conn, returned
 
+# `published_data` is stored only while it differs from `data` (the draft was edited after its
+# publish); NULL with `published_version = version` means "the same as data". Most entries are
+# published as they are: that halves their row. Readers go through PUBLISHED_DATA (ENTRY_COLUMNS).
+PUBLISHED_DATA = "coalesce(published_data, CASE WHEN published_version = version THEN data END)"
+# What an UPDATE that replaces `data` must keep of the published content (the old row's values).
+KEEP_PUBLISHED_DATA = "CASE WHEN published_version = version THEN data ELSE published_data END"
 ENTRY_COLUMNS = (
-    "id, type, data, version, published_version, published_data, first_published_at, published_at, "
-    "created_at, updated_at"
+    f"id, type, data, version, published_version, {PUBLISHED_DATA} AS published_data, first_published_at, "
+    "published_at, created_at, updated_at"
 )
 
 
@@ -34,7 +40,8 @@ async def insert_entry(conn: Conn, entry_id: str, type_id: str, data: dict[str, 
 
 async def update_entry_data(conn: Conn, entry_id: str, data: dict[str, Any]) -> asyncpg.Record:
     return returned(await conn.fetchrow(
-        f"""UPDATE entries SET data = $2, version = version + 1, updated_at = now()
+        f"""UPDATE entries SET data = $2, version = version + 1, updated_at = now(),
+                   published_data = {KEEP_PUBLISHED_DATA}
             WHERE id = $1 RETURNING {ENTRY_COLUMNS}""",
         entry_id, data,
     ))
@@ -42,7 +49,7 @@ async def update_entry_data(conn: Conn, entry_id: str, data: dict[str, Any]) -> 
 
 async def mark_published(conn: Conn, entry_id: str) -> asyncpg.Record:
     return returned(await conn.fetchrow(
-        f"""UPDATE entries SET published_version = version, published_data = data, published_at = now(),
+        f"""UPDATE entries SET published_version = version, published_data = NULL, published_at = now(),
                   first_published_at = coalesce(first_published_at, now())
             WHERE id = $1 RETURNING {ENTRY_COLUMNS}""",
         entry_id,
@@ -168,13 +175,19 @@ async def slugs_like(conn: Conn, type_id: str, field: str, locale: str, base: st
 
 async def upsert_entries(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
     """rows: (id, type, data, version, published_version, published_data, first_published_at,
-    published_at, created_at, updated_at), inserted or replacing the existing row."""
+    published_at, created_at, updated_at), inserted or replacing the existing row (published_data
+    equal to data when published_version = version: stored as NULL)."""
     columns = list(zip(*rows, strict=True))
     await conn.execute(
         """INSERT INTO entries (id, type, data, version, published_version, published_data, first_published_at,
                                 published_at, created_at, updated_at)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::int[], $6::jsonb[],
-                                $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])
+           SELECT u.id, u.type, u.data, u.version, u.published_version,
+                  CASE WHEN u.published_version = u.version THEN NULL ELSE u.published_data END,
+                  u.first_published_at, u.published_at, u.created_at, u.updated_at
+             FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::int[], $6::jsonb[],
+                         $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])
+                  AS u(id, type, data, version, published_version, published_data, first_published_at,
+                       published_at, created_at, updated_at)
            ON CONFLICT (id) DO UPDATE SET
                data = excluded.data, version = excluded.version, published_version = excluded.published_version,
                published_data = excluded.published_data, first_published_at = excluded.first_published_at,

@@ -10,6 +10,7 @@ import asyncpg
 from ..audit.service import WriteContext
 from ..db import locks
 from ..events import types as events
+from ..entries.repository import PUBLISHED_DATA
 from ..events.outbox import emit, invalidate
 from ..problems import FieldErrorsProblem, conflict, forbidden, invalid, not_found
 from ..protection.preconditions import check_precondition
@@ -158,7 +159,8 @@ async def _check_type_change(conn: asyncpg.Connection, old: ContentType, new: Co
         bad: set[str] = set()
         if structural or tightened:
             cursor = await conn.cursor(
-                "SELECT id, data -> $2 AS draft, published_data -> $2 AS published FROM entries "
+                # (a NULL published_data is the same as data: `data ? $2` finds those)
+                f"SELECT id, data -> $2 AS draft, {PUBLISHED_DATA} -> $2 AS published FROM entries "
                 "WHERE type = $1 AND (data ? $2 OR published_data ? $2)", old.id, field.id,
             )
             while chunk := await cursor.fetch(CHECK_CHUNK):

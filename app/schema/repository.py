@@ -89,7 +89,10 @@ async def count_entries_with_locale(conn: Conn, code: str) -> int:
 async def set_entry_values(
     conn: Conn, entry_id: str, data: dict[str, Any] | None, published_data: dict[str, Any] | None
 ) -> None:
-    await conn.execute("UPDATE entries SET data = $2, published_data = $3 WHERE id = $1", entry_id, data, published_data)
+    await conn.execute(
+        "UPDATE entries SET data = $2, published_data = CASE WHEN published_version = version THEN NULL ELSE $3::jsonb END "
+        "WHERE id = $1", entry_id, data, published_data,
+    )
 
 
 # --- background re-renders after a schema change (app/schema/rerenders.py) ------------------------
@@ -188,9 +191,11 @@ async def entries_after(conn: Conn, type_id: str, after: str, limit: int) -> lis
 
 
 async def set_entry_values_many(conn: Conn, rows: list[tuple[str, Any, Any]]) -> None:
-    """(id, data, published_data) of many entries, in one statement."""
+    """(id, data, published_data) of many entries, in one statement (published_data is not stored
+    while it is the same as data: entries/repository.PUBLISHED_DATA)."""
     await conn.execute(
-        """UPDATE entries e SET data = u.data, published_data = u.published_data
+        """UPDATE entries e SET data = u.data,
+                  published_data = CASE WHEN e.published_version = e.version THEN NULL ELSE u.published_data END
              FROM unnest($1::text[], $2::jsonb[], $3::jsonb[]) AS u(id, data, published_data)
             WHERE e.id = u.id""",
         [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],

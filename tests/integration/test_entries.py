@@ -174,6 +174,43 @@ async def test_unpublish_and_delete_rules(blog) -> None:
     assert [e[0] for e in await _outbox(blog)][-1] == "entry.deleted"
 
 
+async def test_published_copy_is_stored_only_while_the_draft_differs(blog) -> None:
+    """An entry published as it is stores its content once (published_data NULL); editing the draft
+    keeps the published content, which delivery and the management API go on showing."""
+    m = blog.management
+    reader = await blog.reader()
+    author = await _author(m, "Ada")
+    conn = await asyncpg.connect(blog.database_url)
+    try:
+        async def stored() -> tuple[object, object]:
+            row = await conn.fetchrow("SELECT data::text, published_data::text FROM entries WHERE id = $1", author)
+            return row[0], row[1]
+
+        data, published = await stored()
+        assert "Ada" in data and published is None
+        r = await m.patch(f"/v1/entries/author/{author}", json={"fields": {"name": "Ada L."}})
+        assert r.status_code == 200, r.text
+        data, published = await stored()
+        assert "Ada L." in data and published is not None and "Ada L." not in published and "Ada" in published
+        r = await m.patch(f"/v1/entries/author/{author}", json={"fields": {"name": "Ada Lovelace"}})
+        assert r.status_code == 200, r.text
+        assert "Ada L." not in (await stored())[1]  # still the published content, not the previous draft
+        served = (await reader.get(f"/api/v1/entries/author/{author}")).json()["data"]["fields"]
+        assert served["name"] == "Ada"
+        r = await m.post(f"/v1/entries/author/{author}/publish")
+        assert r.status_code == 200, r.text
+        data, published = await stored()
+        assert "Ada Lovelace" in data and published is None
+        r = await m.post(f"/v1/entries/author/{author}/unpublish")
+        assert r.status_code == 200 and r.json()["data"]["status"] == "draft"
+        assert await conn.fetchval(
+            "SELECT published_data IS NULL AND published_version IS NULL FROM entries WHERE id = $1", author)
+    finally:
+        await conn.close()
+    r = await m.patch(f"/v1/entries/author/{author}", json={"fields": {"name": "Ada K."}})
+    assert r.status_code == 200 and r.json()["data"]["status"] == "draft", r.text
+
+
 async def test_if_match_stale_version_is_412_and_changes_nothing(blog) -> None:
     m = blog.management
     r = await m.post("/v1/entries/article", json={"fields": {"title": "v1"}})

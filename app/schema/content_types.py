@@ -9,8 +9,8 @@ import asyncpg
 
 from ..audit.service import WriteContext
 from ..db import locks
-from ..events import types as events
 from ..entries.repository import PUBLISHED_DATA
+from ..events import types as events
 from ..events.outbox import emit, invalidate
 from ..problems import FieldErrorsProblem, conflict, forbidden, invalid, not_found
 from ..protection.preconditions import check_precondition

@@ -130,6 +130,7 @@ class Changes:
 class _EntryFile:
     """One entry file to bring in line: its key, the body to store (None: remove), what is stored."""
 
+    entry_id: str
     type_id: str
     locale: str
     key: str
@@ -154,6 +155,13 @@ class Publisher:
 
     # -- object operations (synchronous: they run in the object store's threads) ----------------
 
+    def _already(self, stored: StoredObject | None, body: delivery.Body, version: int | None, keys: list[str]) -> bool:
+        return (
+            stored is not None and stored.body == body.body and stored.version == version
+            and stored.content_type == JSON and stored.cache_control == self.cache_control
+            and stored.surrogate_keys == keys
+        )
+
     def _put_now(self, key: str, body: delivery.Body, version: int | None, stored: StoredObject | None = None,
                  known: bool = False) -> str:
         """"written", "kept" (only_changed: already right) or "refused" (a newer version is stored)."""
@@ -161,16 +169,29 @@ class Publisher:
         if self.only_changed:
             if not known:
                 stored = self.store.get(key)
-            if (
-                stored is not None and stored.body == body.body and stored.version == version
-                and stored.content_type == JSON and stored.cache_control == self.cache_control
-                and stored.surrogate_keys == keys
-            ):
+            if self._already(stored, body, version, keys):
                 return "kept"
         written = self.store.put(
             key, body.body, content_type=JSON, cache_control=self.cache_control, surrogate_keys=keys, version=version,
         )
         return "written" if written else "refused"
+
+    def _put_copies_now(self, keys: list[str], body: delivery.Body, version: int | None,
+                        last_stored: StoredObject | None) -> list[str]:
+        """`_put_now` of one body at every key (an entry's by-slug files, then its own file, which
+        was read before: `last_stored`), stored once where the store can (hard links)."""
+        tags = surrogate_keys(body.tags)
+        outcomes: list[str | None] = [None] * len(keys)
+        if self.only_changed:
+            for i, key in enumerate(keys):
+                stored = last_stored if i == len(keys) - 1 else self.store.get(key)
+                if self._already(stored, body, version, tags):
+                    outcomes[i] = "kept"
+        todo = [key for key, outcome in zip(keys, outcomes, strict=True) if outcome is None]
+        written = iter(self.store.put_copies(
+            todo, body.body, content_type=JSON, cache_control=self.cache_control, surrogate_keys=tags, version=version,
+        ) if todo else [])
+        return [outcome or ("written" if next(written) else "refused") for outcome in outcomes]
 
     def _delete_now(self, key: str, exists: bool | None = None) -> bool:
         if exists is False:
@@ -243,7 +264,7 @@ class Publisher:
                 if document is None or document.get("type") != type_id:
                     body = document = None
                 plan.append(_EntryFile(
-                    type_id, locale, entry_key(type_id, locale, entry_id), body,
+                    entry_id, type_id, locale, entry_key(type_id, locale, entry_id), body,
                     body.version if body is not None else None, stored,
                     slug_of(_document(stored.body), ct) if stored is not None else None, slug_of(document, ct),
                 ))
@@ -252,17 +273,26 @@ class Publisher:
             ))
             await locks.xact_locks(conn, "slug", [f"{t}/{loc}/{slug}" for t, loc, slug in slugs])
             # Slug files first, entry files last: if we crash in between, the retry still finds
-            # the old slug in the old entry file.
-            await self._sync_slugs(conn, types, slugs, rendered, changes)
+            # the old slug in the old entry file. A slug file that is the answer of an entry written
+            # here is written with it (the same bytes, stored once), just before it.
+            writing = {(f.locale, f.entry_id) for f in plan if f.body is not None}
+            along = await self._sync_slugs(conn, types, slugs, rendered, changes, writing)
             outcomes = await self.files.run_all([
-                partial(self._put_now, f.key, f.body, f.version, f.stored, True) if f.body is not None
+                partial(self._put_copies_now, [*(key for key, _ in along.get((f.locale, f.entry_id), [])), f.key],
+                        f.body, f.version, f.stored) if f.body is not None
                 else partial(self._delete_now, f.key, f.stored is not None)
                 for f in plan
             ])
             for f, outcome in zip(plan, outcomes, strict=True):
-                if outcome == "refused":
+                if f.body is None:
+                    self._record(changes, f.key, outcome)
+                    continue
+                slug_files = along.get((f.locale, f.entry_id), [])
+                for (key, document), slug_outcome in zip(slug_files, outcome[:-1], strict=True):
+                    await self._slug_written(key, f.body, document, slug_outcome, changes)
+                if outcome[-1] == "refused":
                     log.warning("%s: a newer version is already stored; left as is", f.key)
-                self._record(changes, f.key, outcome)
+                self._record(changes, f.key, outcome[-1])
 
     async def sync_slug(
         self, conn: asyncpg.Connection, types: dict[str, ContentType], ct: ContentType, locale: str, slug: str,
@@ -274,15 +304,19 @@ class Publisher:
     async def _sync_slugs(
         self, conn: asyncpg.Connection, types: dict[str, ContentType], slugs: list[tuple[str, str, str]],
         rendered: dict[tuple[str, str], delivery.Body], changes: Changes,
-    ) -> None:
+        writing: set[tuple[str, str]] | None = None,
+    ) -> dict[tuple[str, str], list[tuple[str, dict[str, Any]]]]:
         """Make each by-slug file what `GET by-slug/{slug}` answers now (the caller holds the slug locks).
 
         The by-slug answer is the by-id answer of the slug's owner, so bodies rendered for the
-        entries themselves are reused; the owners not among them are rendered in one batch.
+        entries themselves are reused; the owners not among them are rendered in one batch. The
+        slug files of owners in `writing` ((locale, entry id) whose entry file the caller writes
+        next) are not written here but returned, by owner: (key, document), to go with that file.
         """
         slugs = [s for s in slugs if s[0] in types]
+        along: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
         if not slugs:
-            return
+            return along
         owners = await repo.slug_owners(conn, slugs)
         missing: dict[str, list[str]] = {}
         for (_, locale, _), owner in owners.items():
@@ -296,6 +330,9 @@ class Publisher:
             slug_owner = owners.get((type_id, locale, slug))
             body = rendered.get((locale, slug_owner)) if slug_owner is not None else None
             document = _document(body.body) if body is not None else None
+            if document is not None and writing is not None and (locale, slug_owner) in writing:
+                along.setdefault((locale, str(slug_owner)), []).append((slug_key(type_id, locale, slug), document))
+                continue
             work.append((slug_key(type_id, locale, slug), body if document is not None else None, document))
         outcomes = await self.files.run_all([
             partial(self._put_now, key, body, body.version) if body is not None
@@ -303,14 +340,23 @@ class Publisher:
             for key, body, document in work
         ])
         for (key, body, document), outcome in zip(work, outcomes, strict=True):
-            if outcome == "refused" and body is not None and document is not None:
-                # Refused as older: fine if it is a newer copy of the same entry; if the slug now
-                # belongs to another entry (whose versions are unrelated), replace it.
-                stored = await self.files.get(key)
-                if stored is not None and (_document(stored.body) or {}).get("id") != document.get("id"):
-                    await self.files.delete(key)
-                    outcome = await self.files.call(self._put_now, key, body, body.version)
-            self._record(changes, key, outcome)
+            if body is not None and document is not None:
+                await self._slug_written(key, body, document, outcome, changes)
+            else:
+                self._record(changes, key, outcome)
+        return along
+
+    async def _slug_written(
+        self, key: str, body: delivery.Body, document: dict[str, Any], outcome: str, changes: Changes,
+    ) -> None:
+        if outcome == "refused":
+            # Refused as older: fine if it is a newer copy of the same entry; if the slug now
+            # belongs to another entry (whose versions are unrelated), replace it.
+            stored = await self.files.get(key)
+            if stored is not None and (_document(stored.body) or {}).get("id") != document.get("id"):
+                await self.files.delete(key)
+                outcome = await self.files.call(self._put_now, key, body, body.version)
+        self._record(changes, key, outcome)
 
     # -- indexes ----------------------------------------------------------------------------
 

@@ -70,6 +70,20 @@ class ObjectStore(Protocol):
         """Store ``body`` at ``key``; False (nothing written) if the stored version is newer."""
         ...
 
+    def put_copies(
+        self,
+        keys: builtins.list[str],
+        body: bytes,
+        *,
+        content_type: str,
+        cache_control: str,
+        surrogate_keys: builtins.list[str],
+        version: int | None = None,
+    ) -> builtins.list[bool]:
+        """``put`` of the same object at every key, in order (each with its own version guard); a
+        store may keep the bytes once (hard links)."""
+        ...
+
     def get(self, key: str) -> StoredObject | None:
         """The object at ``key``, or None."""
         ...

@@ -87,6 +87,7 @@ class LocalObjectStore:
         self._tmp_names = itertools.count()
         self._tmp_token = f"{os.getpid()}-{secrets.token_hex(4)}"  # hosts sharing the directory too
         self._xattr: bool | None = None if metadata == "auto" else metadata == "xattr"
+        self._links = True  # hard links (put_copies), until the filesystem refuses one
 
     def __repr__(self) -> str:
         return f"LocalObjectStore({str(self.root)!r})"
@@ -172,12 +173,15 @@ class LocalObjectStore:
             os.makedirs(directory, exist_ok=True)
             self._dirs.add(directory)
 
-    def _write_atomic(self, target: str, data: bytes, xattr: bytes | None = None) -> None:
-        self._ensure_dir(self._tmp_s)
-        self._ensure_dir(os.path.dirname(target))
+    def _new_tmp(self) -> str:
         # Unique within the store (counter) and between stores (pid and a random token); O_EXCL
         # guards the rest.
-        tmp = f"{self._tmp_s}/put-{self._tmp_token}-{next(self._tmp_names)}.tmp"
+        return f"{self._tmp_s}/put-{self._tmp_token}-{next(self._tmp_names)}.tmp"
+
+    def _write_tmp(self, data: bytes, xattr: bytes | None = None) -> str:
+        """A new temporary file holding data (and the attribute): its path."""
+        self._ensure_dir(self._tmp_s)
+        tmp = self._new_tmp()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except FileNotFoundError:
@@ -195,11 +199,24 @@ class LocalObjectStore:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            try:
-                os.replace(tmp, target)
-            except FileNotFoundError:
-                self._ensure_dir(os.path.dirname(target), again=True)
-                os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return tmp
+
+    def _move(self, tmp: str, target: str) -> None:
+        self._ensure_dir(os.path.dirname(target))
+        try:
+            os.replace(tmp, target)
+        except FileNotFoundError:
+            self._ensure_dir(os.path.dirname(target), again=True)
+            os.replace(tmp, target)
+
+    def _write_atomic(self, target: str, data: bytes, xattr: bytes | None = None) -> None:
+        tmp = self._write_tmp(data, xattr)
+        try:
+            self._move(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -232,6 +249,58 @@ class LocalObjectStore:
             self._write_atomic(f"{self._meta_s}/{key}.meta.json", meta)
             self._write_atomic(target, bytes(body))
         return True
+
+    def put_copies(
+        self,
+        keys: builtins.list[str],
+        body: bytes,
+        *,
+        content_type: str,
+        cache_control: str,
+        surrogate_keys: builtins.list[str],
+        version: int | None = None,
+    ) -> builtins.list[bool]:
+        """`put` of one object at every key, in order: one file hard-linked at each key (its bytes and
+        metadata are stored once: an entry's by-slug file costs no second copy). Each key keeps its
+        own version guard; a later write of either key replaces that path with a new file and leaves
+        the other as it was. Without links (or extended attributes) here: one put per key."""
+        if len(keys) < 2 or not self.uses_xattr or not self._links:
+            return [self.put(key, body, content_type=content_type, cache_control=cache_control,
+                             surrogate_keys=surrogate_keys, version=version) for key in keys]
+        targets = [f"{self._root_s}/{validate_key(key)}" for key in keys]
+        meta = _sidecar_encoder.encode(_Sidecar(content_type, cache_control, _metadata(surrogate_keys, version)))
+        source = self._write_tmp(bytes(body), meta)
+        written: builtins.list[bool] = []
+        try:
+            for key, target in zip(keys, targets, strict=True):
+                with self._locked(key, exclusive=True):
+                    current, in_sidecar = self._stored_meta(key, target)
+                    if current is not None and _is_newer(_parse_version(current.metadata.get(VERSION_META)), version):
+                        written.append(False)
+                        continue
+                    link = self._new_tmp()
+                    try:
+                        os.link(source, link)
+                    except OSError as exc:  # no hard links on this filesystem: copies from now on
+                        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                            raise
+                        self._links = False
+                        log.info("%s: no hard links here (%s); every key gets its own file", self.root, exc)
+                        link = self._write_tmp(bytes(body), meta)
+                    try:
+                        self._move(link, target)
+                    except BaseException:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(link)
+                        raise
+                    if in_sidecar:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(f"{self._meta_s}/{key}.meta.json")
+                    written.append(True)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(source)
+        return written
 
     def get(self, key: str) -> StoredObject | None:
         target = str(self.path_for(key))

@@ -152,6 +152,20 @@ class S3ObjectStore:
                 return True
         raise ConcurrentWriteError(f"put {full_key!r}: lost {self.CAS_ATTEMPTS} races to concurrent writers")
 
+    def put_copies(
+        self,
+        keys: builtins.list[str],
+        body: bytes,
+        *,
+        content_type: str,
+        cache_control: str,
+        surrogate_keys: builtins.list[str],
+        version: int | None = None,
+    ) -> builtins.list[bool]:
+        """One put per key, in order (S3 has no links; a copy costs what a put does)."""
+        return [self.put(key, body, content_type=content_type, cache_control=cache_control,
+                         surrogate_keys=surrogate_keys, version=version) for key in keys]
+
     def get(self, key: str) -> StoredObject | None:
         full_key = self._key(key)
         try:

@@ -118,6 +118,11 @@ class _FailingStore(LocalObjectStore):
             raise OSError(f"cannot write {key}")
         return super().put(key, body, **kwargs)
 
+    def put_copies(self, keys: list[str], body: bytes, **kwargs: Any) -> list[bool]:
+        if self.poison in keys:
+            raise OSError(f"cannot write {self.poison}")
+        return super().put_copies(keys, body, **kwargs)
+
 
 async def test_an_index_left_to_a_failing_step_is_still_written(blog: Apps, tmp_path: Path) -> None:
     """Step A leaves the index to step B (pending); B's own entry file cannot be written, for good.

@@ -147,6 +147,40 @@ def test_version_guard_on_put(store: ObjectStore) -> None:
     assert obj is not None and obj.body == b"forced" and obj.version is None
 
 
+def test_put_copies_keeps_each_keys_guard(store: ObjectStore) -> None:
+    slug, own = "entries/article/en/by-slug/hello.json", "entries/article/en/7.json"
+    assert put(store, slug, b"v5 of another entry", 5)
+    assert store.put_copies(
+        [slug, own], b"v2", content_type=JSON, cache_control=CACHE, surrogate_keys=["entry:7"], version=2,
+    ) == [False, True]
+    assert store.get(slug).body == b"v5 of another entry"  # type: ignore[union-attr]
+    both = store.put_copies(
+        [slug, own], b"v6", content_type=JSON, cache_control=CACHE, surrogate_keys=["entry:7"], version=6,
+    )
+    assert both == [True, True]
+    for key in (slug, own):
+        obj = store.get(key)
+        assert obj is not None and obj.body == b"v6" and obj.version == 6 and obj.surrogate_keys == ["entry:7"]
+    # a later write of one key leaves the other as it was
+    assert put(store, own, b"v7", 7)
+    assert store.get(slug).body == b"v6" and store.get(own).body == b"v7"  # type: ignore[union-attr]
+    assert store.delete(slug)
+    assert store.get(slug) is None and store.get(own).body == b"v7"  # type: ignore[union-attr]
+    assert store.list("entries/") == [own]
+
+
+def test_local_put_copies_stores_the_bytes_once(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    keys = ["entries/article/en/by-slug/hello.json", "entries/article/en/7.json"]
+    assert store.put_copies(keys, b"x" * 5000, content_type=JSON, cache_control=CACHE,
+                            surrogate_keys=["entry:7"], version=1) == [True, True]
+    slug_file, own_file = (store.path_for(k).stat() for k in keys)
+    assert slug_file.st_ino == own_file.st_ino and own_file.st_nlink == 2  # one file, two names
+    assert os.listdir(tmp_path / "objects" / ".tmp") == []
+    assert put(store, keys[1], b"y", 2)  # a new file at that name: the other keeps the old one
+    assert store.path_for(keys[0]).stat().st_nlink == 1 and store.get(keys[0]).body == b"x" * 5000  # type: ignore[union-attr]
+
+
 def test_version_guard_on_delete(store: ObjectStore) -> None:
     key = "entries/article/en/2.json"
     assert put(store, key, b"v3", 3)

@@ -180,13 +180,19 @@ async def current_generation(conn: Conn, type_id: str) -> int | None:
     return await conn.fetchval("SELECT generation FROM schema_rerenders WHERE type = $1", type_id)  # type: ignore[no-any-return]
 
 
-async def entries_after(conn: Conn, type_id: str, after: str, limit: int) -> list[asyncpg.Record]:
-    """The next batch of the type's entries in id order, locked for the batch's transaction."""
+async def entry_ids_after(conn: Conn, type_id: str, after: str, limit: int) -> list[str]:
+    """The ids of the type's next `limit` entries in id order."""
+    rows = await conn.fetch("SELECT id FROM entries WHERE type = $1 AND id > $2 ORDER BY id LIMIT $3", type_id, after, limit)
+    return [r["id"] for r in rows]
+
+
+async def entries_between(conn: Conn, type_id: str, first: str, last: str) -> list[asyncpg.Record]:
+    """The type's entries with ids from first to last, locked for the caller's transaction (id order)."""
     from ..entries.repository import ENTRY_COLUMNS
 
     return await conn.fetch(
-        f"SELECT {ENTRY_COLUMNS} FROM entries WHERE type = $1 AND id > $2 ORDER BY id LIMIT $3 FOR UPDATE",
-        type_id, after, limit,
+        f"SELECT {ENTRY_COLUMNS} FROM entries WHERE type = $1 AND id >= $2 AND id <= $3 ORDER BY id FOR UPDATE",
+        type_id, first, last,
     )
 
 

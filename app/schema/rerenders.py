@@ -45,6 +45,10 @@ log = logging.getLogger("cms.rerenders")
 
 INLINE_ENTRIES = 500  # Settings.schema_inline_entries
 BATCH = 500  # entries per batch: well inside a step's time limit (about 0.5 s of work)
+# A batch's entries go in this many parts at once, each with its own connection: one part's files
+# are written (object store threads) while another's documents are rendered and stored.
+PARTS = 2
+STALE, GONE = "stale", "gone"  # (a part's outcome besides DONE)
 Purge = Callable[[Iterable[str], Iterable[str], str], Awaitable[None]]
 
 ENTRIES, DEPENDENTS, FINISH, DONE = "entries", "dependents", "finish", "done"
@@ -158,25 +162,44 @@ async def run_batch(
 async def _entries_batch(pool: Any, publisher: Publisher, purge: Purge, job: Any, token: str, batch: int) -> bool:
     type_id = job["type"]
     async with pool.acquire() as conn:
+        ids = await repo.entry_ids_after(conn, type_id, job["cursor"], batch)
+    size = max(1, -(-len(ids) // PARTS))
+    try:
+        async with asyncio.TaskGroup() as group:
+            parts = [group.create_task(_entries_part(pool, publisher, purge, job, ids[i:i + size]))
+                     for i in range(0, len(ids), size)]
+    except ExceptionGroup as failed:  # the first failure, as it was raised (run_batch records it)
+        raise failed.exceptions[0] from None
+    outcomes = {part.result() for part in parts}
+    if GONE in outcomes:
+        return False
+    if STALE in outcomes:
+        return True  # changed again meanwhile: the next message starts the new generation
+    phase, cursor = (ENTRIES, ids[-1]) if len(ids) == batch else (DEPENDENTS, "")
+    async with pool.acquire() as conn:
+        return await repo.advance_rerender(conn, job, token, phase, cursor, len(ids), 0) or True
+
+
+async def _entries_part(pool: Any, publisher: Publisher, purge: Purge, job: Any, ids: list[str]) -> str:
+    """One part of a batch: its entries conformed, documents re-rendered (one transaction), files."""
+    type_id = job["type"]
+    async with pool.acquire() as conn:
         async with conn.transaction():
             # Schema changes wait for the batch (and the batch sees the schema its generation has).
             await locks.lock_schema_shared(conn)
             if await repo.current_generation(conn, type_id) != job["generation"]:
-                return True  # changed again meanwhile: the next message starts the new generation
+                return STALE
             types, locales = await load_types(conn), await load_locales(conn)
             ct = types.get(type_id)
             if ct is None:
-                return False
-            rows = await repo.entries_after(conn, type_id, job["cursor"], batch)
+                return GONE
+            rows = await repo.entries_between(conn, type_id, ids[0], ids[-1])
             published = await render_entries(conn, ct, locales, rows, publisher.assets_url)
         changes = Changes()
         await publisher.sync_entries(conn, types, locales.codes, [(i, type_id) for i in published], changes)
     await purge([*changes.changed_tags(), *(f"entry:{i}" for i in published), f"type:{type_id}"], changes.keys,
-                f"rerender-{type_id}-{job['generation']}")
-    last = rows[-1]["id"] if rows else job["cursor"]
-    phase, cursor = (ENTRIES, last) if len(rows) == batch else (DEPENDENTS, "")
-    async with pool.acquire() as conn:
-        return await repo.advance_rerender(conn, job, token, phase, cursor, len(rows), 0) or True
+                f"rerender-{type_id}-{job['generation']}-{ids[0]}")
+    return DONE
 
 
 async def _dependents_batch(pool: Any, publisher: Publisher, purge: Purge, job: Any, token: str, batch: int) -> bool:

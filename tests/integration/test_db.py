@@ -75,14 +75,15 @@ async def test_concurrent_migrators_apply_each_migration_once(services) -> None:
 
 
 async def test_rows_of_an_article_are_compressed_only_as_much_as_two_to_a_page_needs(db) -> None:
-    """toast_tuple_target (migration 0015): a published document of up to ~4 KB stays as it is (two
-    fit a page), a larger one is compressed inline until it fits; entries three to a page; versions
-    at PostgreSQL's default."""
+    """toast_tuple_target (migrations 0015, 0016): a published document of up to ~4 KB stays as it is
+    (two fit a page), a larger one is compressed inline until it fits; an entry's data over ~1 KB is
+    compressed (its one copy: published_data is not stored while it is the same); versions at
+    PostgreSQL's default."""
     async with db.acquire() as conn:
         options = {r["relname"]: r["reloptions"] or [] for r in await conn.fetch(
             "SELECT relname, reloptions FROM pg_class WHERE relname IN ('published_documents', 'entries', 'entry_versions')")}
         assert "toast_tuple_target=4080" in options["published_documents"]
-        assert "toast_tuple_target=2700" in options["entries"]
+        assert "toast_tuple_target=1024" in options["entries"]
         assert not any(o.startswith("toast_tuple_target") for o in options["entry_versions"])
         body = ("lorem ipsum dolor sit amet " * 100).encode()  # 2.7 KB, compresses well
         await conn.execute("INSERT INTO content_types (id, name, fields) VALUES ('t', 'T', '[]')")
@@ -102,6 +103,11 @@ async def test_rows_of_an_article_are_compressed_only_as_much_as_two_to_a_page_n
         assert rows["small"]["method"] is None and rows["small"]["size"] >= len(body)
         assert rows["double"]["method"] == "pglz" and rows["double"]["size"] < 2 * len(body)
         assert rows["large"]["method"] == "pglz" and rows["large"]["size"] < len(body)
+        article = {"title": {"en": "T"}, "body": {"en": "lorem ipsum dolor sit amet " * 80}}  # ~2.2 KB
+        await conn.execute("INSERT INTO entries (id, type, data, version) VALUES ('article', 't', $1, 1)", article)
+        method, size = await conn.fetchrow(
+            "SELECT pg_column_compression(data), pg_column_size(data) FROM entries WHERE id = 'article'")
+        assert method == "pglz" and size < 1024
 
 
 async def test_json_values_round_trip_through_the_binary_codecs(db) -> None:

@@ -53,14 +53,28 @@ def trigram_ddl(type_id: str, field_id: str) -> str:
     )
 
 
-def field_index_ddl(type_id: str, field_id: str, field_type: str, trigrams: bool) -> list[str]:
+def values_trigram_ddl(type_id: str, field_id: str) -> str:
+    """CREATE INDEX (pg_trgm) on published_values serving the total of a `contains`/`startswith`
+    list (query/sql.py _counted_by_values): its narrow rows hold many matches a page, where the
+    documents hold two (the expression of ValuesSource's text condition)."""
+    name = _index_name("pv_trgm", type_id, field_id)
+    return (
+        f'CREATE INDEX IF NOT EXISTS "{name}" ON published_values '
+        f"USING gin ((value #>> '{{}}') gin_trgm_ops) WHERE type = '{type_id}' AND field = '{field_id}'"
+    )
+
+
+def field_index_ddl(type_id: str, field_id: str, field_type: str, trigrams: bool, *, counted: bool = False) -> list[str]:
     """Every index an `indexed` field gets: value order, newest first for a scalar (references
-    filter by ->>'id'), and with pg_trgm a trigram index for text."""
+    filter by ->>'id'), and with pg_trgm trigram indexes for text (documents; published_values
+    for a `counted` scalar)."""
     ddl = [index_ddl(type_id, field_id)]
     if field_type in SORTABLE_TYPES:
         ddl.append(newest_ddl(type_id, field_id))
     if trigrams and field_type in LIKE_TYPES:
         ddl.append(trigram_ddl(type_id, field_id))
+        if counted:
+            ddl.append(values_trigram_ddl(type_id, field_id))
     return ddl
 
 
@@ -77,7 +91,7 @@ async def ensure_indexes(conn: asyncpg.Connection, ct: ContentType, *, concurren
     for field in ct.fields:
         if not field.indexed:
             continue
-        for ddl in field_index_ddl(ct.id, field.id, field.type, trigrams):
+        for ddl in field_index_ddl(ct.id, field.id, field.type, trigrams, counted=field.counted):
             name = ddl.split('"')[1]
             valid = await conn.fetchval(
                 "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = $1", name,

@@ -23,6 +23,7 @@ from ..schema.model import (
     TYPE_ID,
 )
 from .parse import (
+    LIKE_TYPES,
     LIST_OPS,
     RANGE_OPS,
     RANK,
@@ -235,6 +236,8 @@ class Page(NamedTuple):
 
 
 _COUNTED_OPS = {"eq", "in", "lt", "lte", "gt", "gte"}
+# on text, counted through published_values' trigram index (indexes.py values_trigram_ddl)
+_COUNTED_LIKE_OPS = {"contains", "startswith"}
 
 
 def _counted_by_values(query: ListQuery, source: Source, p: Params) -> tuple[str, str] | None:
@@ -249,7 +252,7 @@ def _counted_by_values(query: ListQuery, source: Source, p: Params) -> tuple[str
     field = flt.target.field
     if flt.via is not None or flt.target.within is not None or field is None or not field.counted:
         return None
-    if flt.op not in _COUNTED_OPS:
+    if flt.op not in _COUNTED_OPS and not (flt.op in _COUNTED_LIKE_OPS and field.type in LIKE_TYPES):
         return None
     type_id, field_id = ident(query.type_id, TYPE_ID), ident(field.id, FIELD_ID)
     condition = _condition(ValuesSource(), "v", flt.target, flt.op, flt.value, p)

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from cms.app.query import sql
-from cms.app.query.indexes import trigram_ddl
+from cms.app.query.indexes import trigram_ddl, values_trigram_ddl
 from cms.app.query.sources import DeliverySource, DraftSource
 from cms.app.query.sql import build_sql, fetch_page
 from tests.integration.test_query_engine import query, seed
@@ -167,6 +167,19 @@ async def test_the_api_says_how_exact_a_total_is(apps: Any, monkeypatch: pytest.
     trigram = await apps.management_app.state.pool.fetchval(
         "SELECT count(*) FROM pg_indexes WHERE indexname = 'pd_trgm_note_text'")
     assert trigram == 1  # an indexed text field gets its trigram index with the type
+    pool = apps.management_app.state.pool
+    assert await pool.fetchval("SELECT count(*) FROM pg_indexes WHERE indexname = 'pv_trgm_note_text'") == 1
+    # an install from before it gets it from migration 0017
+    from pathlib import Path
+
+    import cms.app.db
+
+    await pool.execute("DROP INDEX pv_trgm_note_text")
+    migration = Path(cms.app.db.__file__).parent / "migrations" / "0017_values_trigrams.sql"
+    await pool.execute(migration.read_text())
+    assert await pool.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'pv_trgm_note_text'") == (
+        "CREATE INDEX pv_trgm_note_text ON public.published_values USING gin (((value #>> '{}'::text[])) gin_trgm_ops)"
+        " WHERE ((type = 'note'::text) AND (field = 'text'::text))")
     for n in range(4):
         entry = (await m.post("/v1/entries/note", json={"fields": {"text": f"note {n}"}})).json()["data"]["id"]
         assert (await m.post(f"/v1/entries/note/{entry}/publish")).status_code == 200
@@ -219,7 +232,8 @@ async def test_a_filter_on_an_indexed_field_is_counted_index_only_from_published
     indexed = msgspec.structs.replace(ARTICLE, fields=[
         msgspec.structs.replace(f, indexed=True) if f.id in ("rank", "kind") else f for f in ARTICLE.fields])
     cases = [{"filter[rank][gte]": "2"}, {"filter[rank][eq]": "2"}, {"filter[rank][lt]": "3"},
-             {"filter[kind][in]": "news,blog"}, {"filter[kind][eq]": "news"}, {"filter[rank][gt]": "100"}]
+             {"filter[kind][in]": "news,blog"}, {"filter[kind][eq]": "news"}, {"filter[kind][contains]": "EW"},
+             {"filter[kind][startswith]": "bl"}, {"filter[kind][contains]": "%"}, {"filter[rank][gt]": "100"}]
 
     async def totals(conn: Any, locale: str) -> list[int]:
         return [(await fetch_page(conn, query({**c, "limit": "1"}, ct=indexed, locale=locale),
@@ -261,6 +275,39 @@ async def test_a_filter_on_an_indexed_field_is_counted_index_only_from_published
         after = await totals(conn, "en")
         await conn.execute("UPDATE indexed_fields SET ready = false")  # not ready: the documents are counted
         assert await totals(conn, "en") == after and after != slow["en"]
+
+
+async def test_contains_is_counted_through_the_trigram_index_of_published_values(db: asyncpg.Pool) -> None:
+    """`contains` on an indexed text field: the total comes from published_values (narrow rows) by
+    its trigram index; the documents' count never runs."""
+    import msgspec
+
+    from tests.integration.test_query_engine import ARTICLE
+
+    indexed = msgspec.structs.replace(ARTICLE, fields=[
+        msgspec.structs.replace(f, indexed=True) if f.id == "kind" else f for f in ARTICLE.fields])
+    async with db.acquire() as conn:
+        await seed(conn)
+        await conn.execute("INSERT INTO indexed_fields (type, field, ready) VALUES ('article', 'kind', true)")
+        await conn.execute("UPDATE published_documents SET version = version")
+        await conn.execute(
+            """INSERT INTO entries (id, type, data, version) SELECT 'bulk' || n, 'article', '{}', 1
+                 FROM generate_series(1, 3000) n""")
+        await conn.execute(
+            """INSERT INTO published_documents (entry_id, locale, type, version, body, etag, vals, search,
+                                                published_at, updated_at, created_at)
+               SELECT 'bulk' || n, 'en', 'article', 1, '', 'x', jsonb_build_object('kind', 'other-' || n),
+                      ''::tsvector, now(), now(), now() FROM generate_series(1, 3000) n""")
+        await conn.execute(values_trigram_ddl("article", "kind"))
+        await conn.execute("VACUUM (ANALYZE) published_values")
+        q = query({"filter[kind][contains]": "NEW", "limit": "1"}, ct=indexed)
+        _, count_sql, _, values = build_sql(q, DeliverySource(), "1")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {count_sql}", *values))
+        assert "Bitmap Index Scan on pv_trgm_article_kind" in plan and "never executed" in plan, plan
+        news = await conn.fetchval("SELECT count(*) FROM published_documents WHERE locale = 'en' AND vals->>'kind' = 'news'")
+        assert (await fetch_page(conn, q, DeliverySource(), "1")).total == news >= 1
+        await conn.execute("UPDATE indexed_fields SET ready = false")
+        assert (await fetch_page(conn, q, DeliverySource(), "1")).total == news
 
 
 async def test_delivery_reads_run_without_parallel_workers(apps: Any) -> None:

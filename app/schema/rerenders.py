@@ -47,7 +47,7 @@ INLINE_ENTRIES = 500  # Settings.schema_inline_entries
 BATCH = 500  # entries per batch: well inside a step's time limit (about 0.5 s of work)
 # A batch's entries go in this many parts at once, each with its own connection: one part's files
 # are written (object store threads) while another's documents are rendered and stored.
-PARTS = 2
+PARTS = 4
 STALE, GONE = "stale", "gone"  # (a part's outcome besides DONE)
 Purge = Callable[[Iterable[str], Iterable[str], str], Awaitable[None]]
 

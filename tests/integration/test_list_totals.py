@@ -134,19 +134,23 @@ async def test_q_ranks_a_bounded_set(db: asyncpg.Pool, monkeypatch: pytest.Monke
         assert len(by_date.rows) == len(everything.rows)
 
 
+async def _other_articles(conn: Any, field: str, n: int = 3000) -> None:
+    """n published articles whose `field` is other-1 … other-n (a big type: selective indexes pay)."""
+    await conn.execute(
+        "INSERT INTO entries (id, type, data, version) SELECT 'bulk' || n, 'article', '{}', 1 FROM generate_series(1, $1) n", n)
+    await conn.execute(
+        """INSERT INTO published_documents (entry_id, locale, type, version, body, etag, vals, search,
+                                            published_at, updated_at, created_at)
+           SELECT 'bulk' || n, 'en', 'article', 1, '', 'x', jsonb_build_object($2::text, 'other-' || n),
+                  ''::tsvector, now(), now(), now() FROM generate_series(1, $1) n""", n, field)
+
+
 async def test_contains_on_an_indexed_text_field_uses_the_trigram_index(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
         assert await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')")
         await seed(conn)
         # Enough other documents of the type that the planner prefers the selective trigram index.
-        await conn.execute(
-            """INSERT INTO entries (id, type, data, version) SELECT 'bulk' || n, 'article', '{}', 1
-                 FROM generate_series(1, 3000) n""")
-        await conn.execute(
-            """INSERT INTO published_documents (entry_id, locale, type, version, body, etag, vals, search,
-                                                published_at, updated_at, created_at)
-               SELECT 'bulk' || n, 'en', 'article', 1, '', 'x', jsonb_build_object('slug', 'other-' || n),
-                      ''::tsvector, now(), now(), now() FROM generate_series(1, 3000) n""")
+        await _other_articles(conn, "slug")
         await conn.execute(trigram_ddl("article", "slug"))
         await conn.execute("ANALYZE published_documents")
         for params, expected in (({"filter[slug][contains]": "ECOND"}, ["art2"]),
@@ -290,14 +294,7 @@ async def test_contains_is_counted_through_the_trigram_index_of_published_values
         await seed(conn)
         await conn.execute("INSERT INTO indexed_fields (type, field, ready) VALUES ('article', 'kind', true)")
         await conn.execute("UPDATE published_documents SET version = version")
-        await conn.execute(
-            """INSERT INTO entries (id, type, data, version) SELECT 'bulk' || n, 'article', '{}', 1
-                 FROM generate_series(1, 3000) n""")
-        await conn.execute(
-            """INSERT INTO published_documents (entry_id, locale, type, version, body, etag, vals, search,
-                                                published_at, updated_at, created_at)
-               SELECT 'bulk' || n, 'en', 'article', 1, '', 'x', jsonb_build_object('kind', 'other-' || n),
-                      ''::tsvector, now(), now(), now() FROM generate_series(1, 3000) n""")
+        await _other_articles(conn, "kind")
         await conn.execute(values_trigram_ddl("article", "kind"))
         await conn.execute("VACUUM (ANALYZE) published_values")
         q = query({"filter[kind][contains]": "NEW", "limit": "1"}, ct=indexed)

@@ -101,8 +101,22 @@ def _condition(source: Source, alias: str, target: Target, op: str, value: Any, 
     pattern = f"%{escaped}%" if op == "contains" else f"{escaped}%"
     text = source.text(field, alias) if target.within is None else None
     if text is not None:  # the form a trigram index (index_ddl) serves
-        return f"{text} ILIKE {p.add(pattern)}::text ESCAPE '\\'"
+        # The pattern is written into the statement, not bound: with a bound pattern PostgreSQL
+        # switches to a generic plan after five runs, which cannot know how many rows match and, for
+        # a common pattern, reads and sorts every match (1.7 s at 1M) instead of walking the order's
+        # index. Each pattern is planned for itself (a millisecond or two).
+        return f"{text} ILIKE {_dollar_quoted(pattern)}::text ESCAPE '\\'"
     return f"(jsonb_typeof({v}) = 'string' AND ({v} #>> '{{}}') ILIKE {p.add(pattern)}::text ESCAPE '\\')"
+
+
+def _dollar_quoted(value: str) -> str:
+    """`value` as a dollar-quoted SQL literal (no escapes inside: it means the same whatever
+    standard_conforming_strings says), with a tag the value does not contain. Values are NUL-free
+    (parse.py refuses them)."""
+    tag = "q"
+    while f"${tag}$" in value or value.endswith(f"${tag}"):
+        tag += "q"
+    return f"${tag}${value}${tag}$"
 
 
 def _filter_sql(source: Source, flt: Condition, p: Params) -> str:

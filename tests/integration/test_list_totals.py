@@ -154,13 +154,20 @@ async def test_contains_on_an_indexed_text_field_uses_the_trigram_index(db: asyn
         await conn.execute(trigram_ddl("article", "slug"))
         await conn.execute("ANALYZE published_documents")
         for params, expected in (({"filter[slug][contains]": "ECOND"}, ["art2"]),
-                                 ({"filter[slug][startswith]": "hello"}, ["art1"])):
+                                 ({"filter[slug][startswith]": "hello"}, ["art1"]),
+                                 # the pattern is written into the statement (dollar-quoted): its
+                                 # quotes and dollars are only text
+                                 ({"filter[slug][contains]": "$q$') OR true; DROP TABLE entries; --$qq"}, []),
+                                 ({"filter[slug][contains]": "o$"}, []), ({"filter[slug][contains]": "'"}, [])):
             q = query({**params, "limit": "100"})
             page = await fetch_page(conn, q, DeliverySource(), "d.entry_id AS id")
             assert [r["id"] for r in page.rows] == expected
             page_sql, _, values, _ = build_sql(q, DeliverySource(), "d.entry_id")
             plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {page_sql}", *values))
-            assert "pd_trgm_article_slug" in plan, plan
+            assert "pd_trgm_article_slug" in plan or not expected, plan
+        assert await conn.fetchval("SELECT count(*) FROM entries") > 3000
+        for tricky in ("", "$q$", "a$q", "$", "q$", "$$", "$qq$x$q$", "'\\", "%\\_"):
+            assert await conn.fetchval(f"SELECT {sql._dollar_quoted(tricky)}::text") == tricky
 
 
 async def test_the_api_says_how_exact_a_total_is(apps: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -273,8 +273,10 @@ class Publisher:
             ))
             await locks.xact_locks(conn, "slug", [f"{t}/{loc}/{slug}" for t, loc, slug in slugs])
             # Slug files first, entry files last: if we crash in between, the retry still finds
-            # the old slug in the old entry file. A slug file that is the answer of an entry written
-            # here is written with it (the same bytes, stored once), just before it.
+            # the old slug in the old entry file. Slugs that no entry written here answers are
+            # written (or deleted) first; the slug files of an entry written here go with its file
+            # (the same bytes, stored once), just before it: the order holds per entry, and the
+            # retry of the same step renders the same entries again.
             writing = {(f.locale, f.entry_id) for f in plan if f.body is not None}
             along = await self._sync_slugs(conn, types, slugs, rendered, changes, writing)
             outcomes = await self.files.run_all([

@@ -442,6 +442,8 @@ def _parse_value(parameter: str, target: Target, op: str, raw: str | list[str]) 
 
 
 def _parse_one(parameter: str, kind: str, text: str) -> Any:
+    if "\x00" in text:  # (GraphQL's `where` comes here without _text; PostgreSQL text holds no NUL)
+        raise malformed(parameter, "must not contain NUL characters")
     if kind in LIKE_TYPES or kind in ("id", "link"):
         return text
     if kind == "integer":

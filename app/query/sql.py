@@ -100,7 +100,7 @@ def _condition(source: Source, alias: str, target: Target, op: str, value: Any, 
     escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     pattern = f"%{escaped}%" if op == "contains" else f"{escaped}%"
     text = source.text(field, alias) if target.within is None else None
-    if text is not None:  # the form a trigram index (index_ddl) serves
+    if text is not None and "\x00" not in pattern:  # the form a trigram index (index_ddl) serves
         # The pattern is written into the statement, not bound: with a bound pattern PostgreSQL
         # switches to a generic plan after five runs, which cannot know how many rows match and, for
         # a common pattern, reads and sorts every match (1.7 s at 1M) instead of walking the order's
@@ -111,8 +111,8 @@ def _condition(source: Source, alias: str, target: Target, op: str, value: Any, 
 
 def _dollar_quoted(value: str) -> str:
     """`value` as a dollar-quoted SQL literal (no escapes inside: it means the same whatever
-    standard_conforming_strings says), with a tag the value does not contain. Values are NUL-free
-    (parse.py refuses them)."""
+    standard_conforming_strings says), with a tag the value does not contain. Never with a NUL
+    (parse.py refuses them; the caller binds such a value instead)."""
     tag = "q"
     while f"${tag}$" in value or value.endswith(f"${tag}"):
         tag += "q"

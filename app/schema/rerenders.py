@@ -45,8 +45,11 @@ log = logging.getLogger("cms.rerenders")
 
 INLINE_ENTRIES = 500  # Settings.schema_inline_entries
 BATCH = 500  # entries per batch: well inside a step's time limit (about 0.5 s of work)
-# A batch's entries go in this many parts at once, each with its own connection: one part's files
-# are written (object store threads) while another's documents are rendered and stored.
+# A batch's entries go in this many parts at once, each with its own pool connection: while one
+# part waits for PostgreSQL (its documents stored, its bodies read back) another renders or writes
+# files (local files are written on the event loop; a network store's on threads). 4: at 1M, 790
+# entries/s with 2 parts, 888 with 4 (bench/README.md); a batch holds up to 4 of the worker pool's
+# connections at a time.
 PARTS = 4
 STALE, GONE = "stale", "gone"  # (a part's outcome besides DONE)
 Purge = Callable[[Iterable[str], Iterable[str], str], Awaitable[None]]
@@ -166,40 +169,49 @@ async def _entries_batch(pool: Any, publisher: Publisher, purge: Purge, job: Any
     size = max(1, -(-len(ids) // PARTS))
     try:
         async with asyncio.TaskGroup() as group:
-            parts = [group.create_task(_entries_part(pool, publisher, purge, job, ids[i:i + size]))
+            parts = [group.create_task(_entries_part(pool, publisher, job, ids[i:i + size]))
                      for i in range(0, len(ids), size)]
-    except ExceptionGroup as failed:  # the first failure, as it was raised (run_batch records it)
-        raise failed.exceptions[0] from None
-    outcomes = {part.result() for part in parts}
-    if GONE in outcomes:
+    except ExceptionGroup as failed:
+        for other in failed.exceptions[1:]:
+            log.warning("re-render of %s: another part of the batch failed too: %r", type_id, other)
+        raise failed.exceptions[0] from None  # as it was raised (run_batch records it)
+    outcomes = [part.result() for part in parts]
+    if any(outcome == GONE for outcome, _, _ in outcomes):
         return False
-    if STALE in outcomes:
+    changes, published = Changes(), []
+    for _, part_changes, part_published in outcomes:
+        changes.written += part_changes.written
+        changes.deleted += part_changes.deleted
+        published += part_published
+    if published:  # one purge for the batch (what the parts that ran wrote)
+        await purge([*changes.changed_tags(), *(f"entry:{i}" for i in published), f"type:{type_id}"], changes.keys,
+                    f"rerender-{type_id}-{job['generation']}")
+    if any(outcome == STALE for outcome, _, _ in outcomes):
         return True  # changed again meanwhile: the next message starts the new generation
     phase, cursor = (ENTRIES, ids[-1]) if len(ids) == batch else (DEPENDENTS, "")
     async with pool.acquire() as conn:
         return await repo.advance_rerender(conn, job, token, phase, cursor, len(ids), 0) or True
 
 
-async def _entries_part(pool: Any, publisher: Publisher, purge: Purge, job: Any, ids: list[str]) -> str:
-    """One part of a batch: its entries conformed, documents re-rendered (one transaction), files."""
+async def _entries_part(pool: Any, publisher: Publisher, job: Any, ids: list[str]) -> tuple[str, Changes, list[str]]:
+    """One part of a batch: its entries conformed, documents re-rendered (one transaction), files;
+    (outcome, the files changed, the published ids)."""
     type_id = job["type"]
+    changes = Changes()
     async with pool.acquire() as conn:
         async with conn.transaction():
             # Schema changes wait for the batch (and the batch sees the schema its generation has).
             await locks.lock_schema_shared(conn)
             if await repo.current_generation(conn, type_id) != job["generation"]:
-                return STALE
+                return STALE, changes, []
             types, locales = await load_types(conn), await load_locales(conn)
             ct = types.get(type_id)
             if ct is None:
-                return GONE
+                return GONE, changes, []
             rows = await repo.entries_between(conn, type_id, ids[0], ids[-1])
             published = await render_entries(conn, ct, locales, rows, publisher.assets_url)
-        changes = Changes()
         await publisher.sync_entries(conn, types, locales.codes, [(i, type_id) for i in published], changes)
-    await purge([*changes.changed_tags(), *(f"entry:{i}" for i in published), f"type:{type_id}"], changes.keys,
-                f"rerender-{type_id}-{job['generation']}-{ids[0]}")
-    return DONE
+    return DONE, changes, published
 
 
 async def _dependents_batch(pool: Any, publisher: Publisher, purge: Purge, job: Any, token: str, batch: int) -> bool:

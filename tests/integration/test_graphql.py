@@ -516,6 +516,9 @@ async def test_bad_requests_are_graphql_errors_never_5xx(blog: Apps) -> None:
     deep_or = {"OR": [{"OR": [{"OR": [{"OR": [{"OR": [{"OR": [{"OR": [{"rank": {"eq": 1}}]}]}]}]}]}]}]}
     cases.append(({"query": "query($w: ArticleFilter) { articleCollection(where: $w) { total } }",
                    "variables": {"w": deep_or}}, "BAD_USER_INPUT"))
+    for nul in ({"title": {"contains": "a\x00b"}}, {"title": {"eq": "\x00"}}, {"tags": {"id": {"eq": "t\x00"}}}):
+        cases.append(({"query": "query($w: ArticleFilter) { articleCollection(where: $w) { total } }",
+                       "variables": {"w": nul}}, "BAD_USER_INPUT"))  # (PostgreSQL text holds no NUL)
     many = {"OR": [{"rank": {"eq": i}} for i in range(21)]}
     cases.append(({"query": "query($w: ArticleFilter) { articleCollection(where: $w) { total } }",
                    "variables": {"w": many}}, "BAD_USER_INPUT"))

@@ -93,7 +93,7 @@ async def put_content_type(
             removed = []
         # The files (and, when not inline, entries and documents), the indexes of a big site, and
         # `content_type.rerendered` when all is done: the workers, in batches.
-        await rerenders.schedule(conn, type_id, saved.version, "content_type", removed=removed)
+        await rerenders.schedule(conn, type_id, saved.version, "content_type", removed=removed, created=created)
         await ctx.audit(conn, "content_type.save", f"content_type:{type_id}")
         await emit(conn, events.CONTENT_TYPE_SAVED, {"id": type_id, "version": saved.version})
         await invalidate(conn, "schema", f"type:{type_id}")

@@ -100,23 +100,24 @@ async def set_entry_values(
 
 async def schedule_rerender(
     conn: Conn, type_id: str, type_version: int, reason: str, removed: list[str], dropped_locales: list[str],
+    phase: str = "entries",
 ) -> None:
-    """Start (or restart from the first entry) the type's re-render. What an unfinished one still had
-    to drop stays to be dropped."""
+    """Start (or restart from the first entry, or at `phase`) the type's re-render. What an unfinished
+    one still had to drop stays to be dropped."""
     await conn.execute(
-        """INSERT INTO schema_rerenders AS r (type, type_version, reason, removed_fields, dropped_locales, total)
+        """INSERT INTO schema_rerenders AS r (type, type_version, reason, removed_fields, dropped_locales, total, phase)
            VALUES ($1, $2, $3, $4, $5, (SELECT coalesce(sum(n), 0) FROM list_counts
-                                         WHERE kind = 'entries' AND type = $1 AND locale = ''))
+                                         WHERE kind = 'entries' AND type = $1 AND locale = ''), $6)
            ON CONFLICT (type) DO UPDATE SET
                type_version = excluded.type_version, generation = r.generation + 1, reason = excluded.reason,
                removed_fields = ARRAY(SELECT DISTINCT f FROM unnest(
                    CASE WHEN r.finished_at IS NULL THEN r.removed_fields ELSE '{}' END || excluded.removed_fields) f),
                dropped_locales = ARRAY(SELECT DISTINCT c FROM unnest(
                    CASE WHEN r.finished_at IS NULL THEN r.dropped_locales ELSE '{}' END || excluded.dropped_locales) c),
-               phase = 'entries', cursor = '', done = 0, total = excluded.total, dependents = 0,
+               phase = excluded.phase, cursor = '', done = 0, total = excluded.total, dependents = 0,
                attempts = 0, last_error = NULL, failed_at = NULL,
                started_at = now(), updated_at = now(), finished_at = NULL""",
-        type_id, type_version, reason, removed, dropped_locales,
+        type_id, type_version, reason, removed, dropped_locales, phase,
     )
 
 

@@ -93,9 +93,14 @@ async def render_entries(
 
 async def schedule(
     conn: asyncpg.Connection, type_id: str, version: int, reason: str, *, removed: list[str] | None = None,
-    dropped_locales: list[str] | None = None,
+    dropped_locales: list[str] | None = None, created: bool = False,
 ) -> None:
-    await repo.schedule_rerender(conn, type_id, version, reason, removed or [], dropped_locales or [])
+    """(Re)start the type's background work. A type just created has no entries, files or dependents
+    yet (those written from now on are delivered by their own events): it starts at the finish
+    (indexes, index files, the event), so it never rewrites entries written meanwhile."""
+    await repo.schedule_rerender(
+        conn, type_id, version, reason, removed or [], dropped_locales or [], FINISH if created else ENTRIES,
+    )
 
 
 async def pending_removals(conn: asyncpg.Connection, type_id: str) -> set[str]:

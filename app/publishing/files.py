@@ -165,26 +165,18 @@ class Publisher:
     def _put_now(self, key: str, body: delivery.Body, version: int | None, stored: StoredObject | None = None,
                  known: bool = False) -> str:
         """"written", "kept" (only_changed: already right) or "refused" (a newer version is stored)."""
-        keys = surrogate_keys(body.tags)
-        if self.only_changed:
-            if not known:
-                stored = self.store.get(key)
-            if self._already(stored, body, version, keys):
-                return "kept"
-        written = self.store.put(
-            key, body.body, content_type=JSON, cache_control=self.cache_control, surrogate_keys=keys, version=version,
-        )
-        return "written" if written else "refused"
+        return self._put_copies_now([key], body, version, stored, known)[0]
 
     def _put_copies_now(self, keys: list[str], body: delivery.Body, version: int | None,
-                        last_stored: StoredObject | None) -> list[str]:
-        """`_put_now` of one body at every key (an entry's by-slug files, then its own file, which
-        was read before: `last_stored`), stored once where the store can (hard links)."""
+                        last_stored: StoredObject | None = None, known: bool = False) -> list[str]:
+        """`_put_now` of one body at every key (an entry's by-slug files, then its own file, whose
+        stored object the caller may have read: `last_stored`, `known`), stored once where the store
+        can (hard links)."""
         tags = surrogate_keys(body.tags)
         outcomes: list[str | None] = [None] * len(keys)
         if self.only_changed:
             for i, key in enumerate(keys):
-                stored = last_stored if i == len(keys) - 1 else self.store.get(key)
+                stored = last_stored if known and i == len(keys) - 1 else self.store.get(key)
                 if self._already(stored, body, version, tags):
                     outcomes[i] = "kept"
         todo = [key for key, outcome in zip(keys, outcomes, strict=True) if outcome is None]
@@ -281,7 +273,7 @@ class Publisher:
             along = await self._sync_slugs(conn, types, slugs, rendered, changes, writing)
             outcomes = await self.files.run_all([
                 partial(self._put_copies_now, [*(key for key, _ in along.get((f.locale, f.entry_id), [])), f.key],
-                        f.body, f.version, f.stored) if f.body is not None
+                        f.body, f.version, f.stored, True) if f.body is not None
                 else partial(self._delete_now, f.key, f.stored is not None)
                 for f in plan
             ])

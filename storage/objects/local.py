@@ -206,21 +206,35 @@ class LocalObjectStore:
         return tmp
 
     def _move(self, tmp: str, target: str) -> None:
+        """Move the temporary file into place (removed if that fails)."""
         self._ensure_dir(os.path.dirname(target))
         try:
-            os.replace(tmp, target)
-        except FileNotFoundError:
-            self._ensure_dir(os.path.dirname(target), again=True)
-            os.replace(tmp, target)
-
-    def _write_atomic(self, target: str, data: bytes, xattr: bytes | None = None) -> None:
-        tmp = self._write_tmp(data, xattr)
-        try:
-            self._move(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except FileNotFoundError:
+                self._ensure_dir(os.path.dirname(target), again=True)
+                os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+    def _write_atomic(self, target: str, data: bytes, xattr: bytes | None = None) -> None:
+        self._move(self._write_tmp(data, xattr), target)
+
+    def _linked(self, source: str, data: bytes, xattr: bytes) -> str:
+        """A new temporary name for the file `source` (a hard link), or a copy where links fail."""
+        if self._links:
+            link = self._new_tmp()
+            try:
+                os.link(source, link)
+                return link
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                self._links = False
+                log.info("%s: no hard links here (%s); every key gets its own file", self.root, exc)
+        return self._write_tmp(data, xattr)
 
     def put(
         self,
@@ -232,23 +246,10 @@ class LocalObjectStore:
         surrogate_keys: builtins.list[str],
         version: int | None = None,
     ) -> bool:
-        target = f"{self._root_s}/{validate_key(key)}"
-        meta = _sidecar_encoder.encode(_Sidecar(content_type, cache_control, _metadata(surrogate_keys, version)))
-        with self._locked(key, exclusive=True):
-            current, in_sidecar = self._stored_meta(key, target)
-            if current is not None and _is_newer(_parse_version(current.metadata.get(VERSION_META)), version):
-                return False
-            if self.uses_xattr:
-                self._write_atomic(target, bytes(body), meta)
-                if in_sidecar:  # an older layout's sidecar must not outlive the metadata it described
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(f"{self._meta_s}/{key}.meta.json")
-                return True
-            # metadata first: after a crash between the two, the sidecar already carries the new
-            # version, so an older write stays refused and the redelivered write restores the body
-            self._write_atomic(f"{self._meta_s}/{key}.meta.json", meta)
-            self._write_atomic(target, bytes(body))
-        return True
+        return self.put_copies(
+            [key], body, content_type=content_type, cache_control=cache_control, surrogate_keys=surrogate_keys,
+            version=version,
+        )[0]
 
     def put_copies(
         self,
@@ -263,44 +264,48 @@ class LocalObjectStore:
         """`put` of one object at every key, in order: one file hard-linked at each key (its bytes and
         metadata are stored once: an entry's by-slug file costs no second copy). Each key keeps its
         own version guard; a later write of either key replaces that path with a new file and leaves
-        the other as it was. Without links (or extended attributes) here: one put per key."""
-        if len(keys) < 2 or not self.uses_xattr or not self._links:
-            return [self.put(key, body, content_type=content_type, cache_control=cache_control,
-                             surrogate_keys=surrogate_keys, version=version) for key in keys]
-        targets = [f"{self._root_s}/{validate_key(key)}" for key in keys]
+        the other as it was. Without links here: a copy per key."""
         meta = _sidecar_encoder.encode(_Sidecar(content_type, cache_control, _metadata(surrogate_keys, version)))
-        source = self._write_tmp(bytes(body), meta)
+        targets = [f"{self._root_s}/{validate_key(key)}" for key in keys]
+        if not self.uses_xattr:
+            return [self._put_with_sidecar(key, target, bytes(body), meta, version)
+                    for key, target in zip(keys, targets, strict=True)]
+        source: str | None = None  # written when the first key takes it; the last key gets the file itself
         written: builtins.list[bool] = []
         try:
-            for key, target in zip(keys, targets, strict=True):
+            for i, (key, target) in enumerate(zip(keys, targets, strict=True)):
                 with self._locked(key, exclusive=True):
                     current, in_sidecar = self._stored_meta(key, target)
                     if current is not None and _is_newer(_parse_version(current.metadata.get(VERSION_META)), version):
                         written.append(False)
                         continue
-                    link = self._new_tmp()
-                    try:
-                        os.link(source, link)
-                    except OSError as exc:  # no hard links on this filesystem: copies from now on
-                        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                            raise
-                        self._links = False
-                        log.info("%s: no hard links here (%s); every key gets its own file", self.root, exc)
-                        link = self._write_tmp(bytes(body), meta)
-                    try:
-                        self._move(link, target)
-                    except BaseException:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(link)
-                        raise
-                    if in_sidecar:
+                    if source is None:
+                        source = self._write_tmp(bytes(body), meta)
+                    if i == len(keys) - 1:
+                        placed, source = source, None
+                    else:
+                        placed = self._linked(source, bytes(body), meta)
+                    self._move(placed, target)
+                    if in_sidecar:  # an older layout's sidecar must not outlive the metadata it described
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(f"{self._meta_s}/{key}.meta.json")
                     written.append(True)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(source)
+            if source is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(source)
         return written
+
+    def _put_with_sidecar(self, key: str, target: str, body: bytes, meta: bytes, version: int | None) -> bool:
+        with self._locked(key, exclusive=True):
+            current, _ = self._stored_meta(key, target)
+            if current is not None and _is_newer(_parse_version(current.metadata.get(VERSION_META)), version):
+                return False
+            # metadata first: after a crash between the two, the sidecar already carries the new
+            # version, so an older write stays refused and the redelivered write restores the body
+            self._write_atomic(f"{self._meta_s}/{key}.meta.json", meta)
+            self._write_atomic(target, body)
+        return True
 
     def get(self, key: str) -> StoredObject | None:
         target = str(self.path_for(key))

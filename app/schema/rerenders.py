@@ -172,51 +172,49 @@ async def _entries_batch(pool: Any, publisher: Publisher, purge: Purge, job: Any
     async with pool.acquire() as conn:
         ids = await repo.entry_ids_after(conn, type_id, job["cursor"], batch)
     size = max(1, -(-len(ids) // PARTS))
+    changes = Changes()  # what every part wrote (one purge for the batch)
     try:
         async with asyncio.TaskGroup() as group:
-            parts = [group.create_task(_entries_part(pool, publisher, job, ids[i:i + size]))
+            parts = [group.create_task(_entries_part(pool, publisher, job, ids[i:i + size], changes))
                      for i in range(0, len(ids), size)]
     except ExceptionGroup as failed:
         for other in failed.exceptions[1:]:
             log.warning("re-render of %s: another part of the batch failed too: %r", type_id, other)
         raise failed.exceptions[0] from None  # as it was raised (run_batch records it)
     outcomes = [part.result() for part in parts]
-    if any(outcome == GONE for outcome, _, _ in outcomes):
+    if any(outcome == GONE for outcome, _ in outcomes):
         return False
-    changes, published = Changes(), []
-    for _, part_changes, part_published in outcomes:
-        changes.written += part_changes.written
-        changes.deleted += part_changes.deleted
-        published += part_published
-    if published:  # one purge for the batch (what the parts that ran wrote)
+    published = [entry_id for _, part in outcomes for entry_id in part]
+    if published:
         await purge([*changes.changed_tags(), *(f"entry:{i}" for i in published), f"type:{type_id}"], changes.keys,
                     f"rerender-{type_id}-{job['generation']}")
-    if any(outcome == STALE for outcome, _, _ in outcomes):
+    if any(outcome == STALE for outcome, _ in outcomes):
         return True  # changed again meanwhile: the next message starts the new generation
     phase, cursor = (ENTRIES, ids[-1]) if len(ids) == batch else (DEPENDENTS, "")
     async with pool.acquire() as conn:
         return await repo.advance_rerender(conn, job, token, phase, cursor, len(ids), 0) or True
 
 
-async def _entries_part(pool: Any, publisher: Publisher, job: Any, ids: list[str]) -> tuple[str, Changes, list[str]]:
-    """One part of a batch: its entries conformed, documents re-rendered (one transaction), files;
-    (outcome, the files changed, the published ids)."""
+async def _entries_part(
+    pool: Any, publisher: Publisher, job: Any, ids: list[str], changes: Changes,
+) -> tuple[str, list[str]]:
+    """One part of a batch: its entries conformed, documents re-rendered (one transaction), files
+    (recorded in `changes`); (outcome, the published ids)."""
     type_id = job["type"]
-    changes = Changes()
     async with pool.acquire() as conn:
         async with conn.transaction():
             # Schema changes wait for the batch (and the batch sees the schema its generation has).
             await locks.lock_schema_shared(conn)
             if await repo.current_generation(conn, type_id) != job["generation"]:
-                return STALE, changes, []
+                return STALE, []
             types, locales = await load_types(conn), await load_locales(conn)
             ct = types.get(type_id)
             if ct is None:
-                return GONE, changes, []
+                return GONE, []
             rows = await repo.entries_between(conn, type_id, ids[0], ids[-1])
             published = await render_entries(conn, ct, locales, rows, publisher.assets_url)
         await publisher.sync_entries(conn, types, locales.codes, [(i, type_id) for i in published], changes)
-    return DONE, changes, published
+    return DONE, published
 
 
 async def _dependents_batch(pool: Any, publisher: Publisher, purge: Purge, job: Any, token: str, batch: int) -> bool:

@@ -14,6 +14,12 @@ from ..db.rows import Conn, returned
 PUBLISHED_DATA = "coalesce(published_data, CASE WHEN published_version = version THEN data END)"
 # What an UPDATE that replaces `data` must keep of the published content (the old row's values).
 KEEP_PUBLISHED_DATA = "CASE WHEN published_version = version THEN data ELSE published_data END"
+
+
+def stored_published_data(value: str, versions_of: str = "") -> str:
+    """What a write stores as published_data for the published content `value` (SQL): NULL when the
+    row's versions (columns of `versions_of`, e.g. "u.") say it is the same as data."""
+    return f"CASE WHEN {versions_of}published_version = {versions_of}version THEN NULL ELSE {value} END"
 ENTRY_COLUMNS = (
     f"id, type, data, version, published_version, {PUBLISHED_DATA} AS published_data, first_published_at, "
     "published_at, created_at, updated_at"
@@ -179,10 +185,10 @@ async def upsert_entries(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
     equal to data when published_version = version: stored as NULL)."""
     columns = list(zip(*rows, strict=True))
     await conn.execute(
-        """INSERT INTO entries (id, type, data, version, published_version, published_data, first_published_at,
+        f"""INSERT INTO entries (id, type, data, version, published_version, published_data, first_published_at,
                                 published_at, created_at, updated_at)
            SELECT u.id, u.type, u.data, u.version, u.published_version,
-                  CASE WHEN u.published_version = u.version THEN NULL ELSE u.published_data END,
+                  {stored_published_data("u.published_data", "u.")},
                   u.first_published_at, u.published_at, u.created_at, u.updated_at
              FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::int[], $6::jsonb[],
                          $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])

@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 
 from ..db.rows import Conn, returned
+from ..entries.repository import stored_published_data
 
 # --- content types -----------------------------------------------------------------------------
 
@@ -90,8 +91,8 @@ async def set_entry_values(
     conn: Conn, entry_id: str, data: dict[str, Any] | None, published_data: dict[str, Any] | None
 ) -> None:
     await conn.execute(
-        "UPDATE entries SET data = $2, published_data = CASE WHEN published_version = version THEN NULL ELSE $3::jsonb END "
-        "WHERE id = $1", entry_id, data, published_data,
+        f"UPDATE entries SET data = $2, published_data = {stored_published_data('$3::jsonb')} WHERE id = $1",
+        entry_id, data, published_data,
     )
 
 
@@ -201,8 +202,8 @@ async def set_entry_values_many(conn: Conn, rows: list[tuple[str, Any, Any]]) ->
     """(id, data, published_data) of many entries, in one statement (published_data is not stored
     while it is the same as data: entries/repository.PUBLISHED_DATA)."""
     await conn.execute(
-        """UPDATE entries e SET data = u.data,
-                  published_data = CASE WHEN e.published_version = e.version THEN NULL ELSE u.published_data END
+        f"""UPDATE entries e SET data = u.data,
+                  published_data = {stored_published_data("u.published_data", "e.")}
              FROM unnest($1::text[], $2::jsonb[], $3::jsonb[]) AS u(id, data, published_data)
             WHERE e.id = u.id""",
         [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],

@@ -113,12 +113,7 @@ class _FailingStore(LocalObjectStore):
         super().__init__(root)
         self.poison = poison
 
-    def put(self, key: str, body: bytes, **kwargs: Any) -> bool:
-        if key == self.poison:
-            raise OSError(f"cannot write {key}")
-        return super().put(key, body, **kwargs)
-
-    def put_copies(self, keys: list[str], body: bytes, **kwargs: Any) -> list[bool]:
+    def put_copies(self, keys: list[str], body: bytes, **kwargs: Any) -> list[bool]:  # (put is one key of it)
         if self.poison in keys:
             raise OSError(f"cannot write {self.poison}")
         return super().put_copies(keys, body, **kwargs)

@@ -377,7 +377,7 @@ async def test_a_step_that_keeps_failing_ends_up_failed_and_visible(
     apps: Apps, services: Any, database_url: str
 ) -> None:
     class Broken(LocalObjectStore):
-        def put(self, *args: Any, **kwargs: Any) -> bool:
+        def put_copies(self, *args: Any, **kwargs: Any) -> list[bool]:  # every write (put is one key of it)
             raise OSError("disk on fire")
 
     m = apps.management
@@ -413,12 +413,12 @@ async def test_a_step_over_its_time_limit_is_interrupted_and_retried(
         calls = 0
         parallel_io = True
 
-        def put(self, key: str, *args: Any, **kwargs: Any) -> bool:
-            if not key.endswith("/index.json"):  # the entry's file: a deliver step's write
+        def put_copies(self, keys: list[str], *args: Any, **kwargs: Any) -> list[bool]:  # (every write)
+            if not keys[-1].endswith("/index.json"):  # the entry's file: a deliver step's write
                 Slow.calls += 1
                 if Slow.calls == 1:
                     time.sleep(2.5)  # longer than the time limit: Dramatiq interrupts the step
-            return super().put(key, *args, **kwargs)
+            return super().put_copies(keys, *args, **kwargs)
 
     m = apps.management
     assert (await m.put("/v1/content-types/author", json=AUTHOR)).status_code == 201

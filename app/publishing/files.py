@@ -50,6 +50,11 @@ SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 SURROGATE_BUDGET = 1500  # bytes of surrogate keys kept in object metadata (S3 allows 2 KB in all)
 LOCK_WAIT_SECONDS = 120.0
 REPUBLISH_BATCH = 100  # entries rendered and written per transaction by republish
+# An entry file's metadata names the slug it is indexed under ("-": none), so the next write of the
+# entry learns its old slug from the metadata alone (a getxattr, an S3 HEAD) instead of reading
+# and decoding the old body; files written before this have no such metadata and are read.
+SLUG_META = "cms-slug"
+NO_SLUG = "-"
 
 
 def entry_key(type_id: str, locale: str, entry_id: str) -> str:
@@ -136,7 +141,8 @@ class _EntryFile:
     key: str
     body: delivery.Body | None
     version: int | None
-    stored: StoredObject | None
+    stored: StoredObject | None  # read only by republish (only_changed)
+    exists: bool
     old_slug: str | None
     new_slug: str | None
 
@@ -168,10 +174,11 @@ class Publisher:
         return self._put_copies_now([key], body, version, stored, known)[0]
 
     def _put_copies_now(self, keys: list[str], body: delivery.Body, version: int | None,
-                        last_stored: StoredObject | None = None, known: bool = False) -> list[str]:
+                        last_stored: StoredObject | None = None, known: bool = False,
+                        slug_meta: str | None = None) -> list[str]:
         """`_put_now` of one body at every key (an entry's by-slug files, then its own file, whose
-        stored object the caller may have read: `last_stored`, `known`), stored once where the store
-        can (hard links)."""
+        stored object the caller may have read: `last_stored`, `known`; `slug_meta`: an entry's
+        SLUG_META), stored once where the store can (hard links)."""
         tags = surrogate_keys(body.tags)
         outcomes: list[str | None] = [None] * len(keys)
         if self.only_changed:
@@ -182,8 +189,20 @@ class Publisher:
         todo = [key for key, outcome in zip(keys, outcomes, strict=True) if outcome is None]
         written = iter(self.store.put_copies(
             todo, body.body, content_type=JSON, cache_control=self.cache_control, surrogate_keys=tags, version=version,
+            metadata={SLUG_META: slug_meta} if slug_meta is not None else None,
         ) if todo else [])
         return [outcome or ("written" if next(written) else "refused") for outcome in outcomes]
+
+    def _stored_slug_now(self, key: str, ct: ContentType | None) -> tuple[bool, str | None]:
+        """(is there a file at key, the slug it is indexed under): from its metadata, or for a file
+        written before the metadata named it, from its body."""
+        meta = self.store.head(key)
+        if meta is None:
+            return False, None
+        if (slug := meta.get(SLUG_META)) is not None:
+            return True, None if slug == NO_SLUG else slug
+        stored = self.store.get(key)
+        return stored is not None, slug_of(_document(stored.body), ct) if stored is not None else None
 
     def _delete_now(self, key: str, exists: bool | None = None) -> bool:
         if exists is False:
@@ -245,11 +264,22 @@ class Publisher:
                 (entry_id, type_id, locale) for entry_id, type_id in entries for locale in locales
                 if not is_reserved_id(entry_id)
             ]
-            stored_objects = await self.files.run_all(
-                [partial(self.store.get, entry_key(type_id, locale, entry_id)) for entry_id, type_id, locale in keys]
-            )
+            # What is stored now: republish (only_changed) compares whole objects; otherwise only the
+            # old slug is needed, from the metadata.
+            stored_objects: list[StoredObject | None] = [None] * len(keys)
+            if self.only_changed:
+                stored_objects = await self.files.run_all(
+                    [partial(self.store.get, entry_key(type_id, locale, entry_id)) for entry_id, type_id, locale in keys]
+                )
+                olds = [(s is not None, slug_of(_document(s.body), types.get(type_id)) if s is not None else None)
+                        for s, (_, type_id, _) in zip(stored_objects, keys, strict=True)]
+            else:
+                olds = await self.files.run_all([
+                    partial(self._stored_slug_now, entry_key(type_id, locale, entry_id), types.get(type_id))
+                    for entry_id, type_id, locale in keys
+                ])
             plan: list[_EntryFile] = []
-            for (entry_id, type_id, locale), stored in zip(keys, stored_objects, strict=True):
+            for (entry_id, type_id, locale), stored, (exists, old_slug) in zip(keys, stored_objects, olds, strict=True):
                 ct = types.get(type_id)
                 body = rendered.get((locale, entry_id)) if ct is not None else None
                 document = _document(body.body) if body is not None else None
@@ -257,8 +287,7 @@ class Publisher:
                     body = document = None
                 plan.append(_EntryFile(
                     entry_id, type_id, locale, entry_key(type_id, locale, entry_id), body,
-                    body.version if body is not None else None, stored,
-                    slug_of(_document(stored.body), ct) if stored is not None else None, slug_of(document, ct),
+                    body.version if body is not None else None, stored, exists, old_slug, slug_of(document, ct),
                 ))
             slugs = list(dict.fromkeys(
                 (f.type_id, f.locale, slug) for f in plan for slug in (f.old_slug, f.new_slug) if slug
@@ -273,8 +302,8 @@ class Publisher:
             along = await self._sync_slugs(conn, types, slugs, rendered, changes, writing)
             outcomes = await self.files.run_all([
                 partial(self._put_copies_now, [*(key for key, _ in along.get((f.locale, f.entry_id), [])), f.key],
-                        f.body, f.version, f.stored, True) if f.body is not None
-                else partial(self._delete_now, f.key, f.stored is not None)
+                        f.body, f.version, f.stored, True, f.new_slug or NO_SLUG) if f.body is not None
+                else partial(self._delete_now, f.key, f.exists)
                 for f in plan
             ])
             for f, outcome in zip(plan, outcomes, strict=True):

@@ -17,6 +17,8 @@ sidecar where the filesystem has none):
 - ``cms-version``: the version (absent when written with ``version=None``)
 - ``surrogate-key``: the surrogate keys, space-separated (CDNs read it, e.g. Fastly from
   ``x-amz-meta-surrogate-key``)
+- what the writer adds (``metadata=`` of ``put``/``put_copies``: lowercase names, printable ASCII
+  values), e.g. the publisher's ``cms-slug``; `head` reads it back without the body.
 
 Keys are relative, ``/``-separated paths (``entries/article/en/abc.json``): not empty, at most 1024
 bytes, no leading ``/``, no empty, ``.`` or ``..`` segments, no NUL or backslash, and the first
@@ -38,6 +40,8 @@ VERSION_META = "cms-version"
 SURROGATE_META = "surrogate-key"
 MAX_KEY_BYTES = 1024
 _SURROGATE_KEY = re.compile(r"[\x21-\x7e]+")
+_META_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+_META_VALUE = re.compile(r"[\x21-\x7e]{1,256}")  # S3 user metadata travels as HTTP headers
 
 
 class StoredObject(msgspec.Struct, frozen=True):
@@ -66,8 +70,10 @@ class ObjectStore(Protocol):
         cache_control: str,
         surrogate_keys: builtins.list[str],
         version: int | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> bool:
-        """Store ``body`` at ``key``; False (nothing written) if the stored version is newer."""
+        """Store ``body`` at ``key`` (with the writer's ``metadata``); False (nothing written) if the
+        stored version is newer."""
         ...
 
     def put_copies(
@@ -79,6 +85,7 @@ class ObjectStore(Protocol):
         cache_control: str,
         surrogate_keys: builtins.list[str],
         version: int | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> builtins.list[bool]:
         """``put`` of the same object at every key, in order (each with its own version guard); a
         store may keep the bytes once (hard links)."""
@@ -86,6 +93,10 @@ class ObjectStore(Protocol):
 
     def get(self, key: str) -> StoredObject | None:
         """The object at ``key``, or None."""
+        ...
+
+    def head(self, key: str) -> dict[str, str] | None:
+        """The metadata of the object at ``key`` without its body (S3 HEAD, a file's attribute), or None."""
         ...
 
     def delete(self, key: str, *, version: int | None = None) -> bool:
@@ -123,11 +134,20 @@ def _validate_prefix(prefix: str) -> str:
     return prefix
 
 
-def _metadata(surrogate_keys: builtins.list[str], version: int | None) -> dict[str, str]:
+def _metadata(
+    surrogate_keys: builtins.list[str], version: int | None, extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     for tag in surrogate_keys:
         if not _SURROGATE_KEY.fullmatch(tag):
             raise ValueError(f"surrogate key {tag!r} must be printable ASCII without spaces")
-    meta = {SURROGATE_META: " ".join(dict.fromkeys(surrogate_keys))}
+    meta = {}
+    for name, value in (extra or {}).items():
+        if not _META_NAME.fullmatch(name) or name in (SURROGATE_META, VERSION_META):
+            raise ValueError(f"metadata name {name!r}: lowercase letters, digits and '-', not a reserved name")
+        if not _META_VALUE.fullmatch(value):
+            raise ValueError(f"metadata {name!r}: 1 to 256 printable ASCII characters without spaces")
+        meta[name] = value
+    meta[SURROGATE_META] = " ".join(dict.fromkeys(surrogate_keys))
     if version is not None:
         if version < 0:
             raise ValueError("version must be >= 0")
@@ -202,6 +222,7 @@ class AsyncObjectStore:
         cache_control: str,
         surrogate_keys: builtins.list[str],
         version: int | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> bool:
         return await self.call(
             self.store.put,
@@ -211,10 +232,14 @@ class AsyncObjectStore:
             cache_control=cache_control,
             surrogate_keys=surrogate_keys,
             version=version,
+            metadata=metadata,
         )
 
     async def get(self, key: str) -> StoredObject | None:
         return await self.call(self.store.get, key)
+
+    async def head(self, key: str) -> dict[str, str] | None:
+        return await self.call(self.store.head, key)
 
     async def delete(self, key: str, *, version: int | None = None) -> bool:
         return await self.call(self.store.delete, key, version=version)

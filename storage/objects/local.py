@@ -245,10 +245,11 @@ class LocalObjectStore:
         cache_control: str,
         surrogate_keys: builtins.list[str],
         version: int | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> bool:
         return self.put_copies(
             [key], body, content_type=content_type, cache_control=cache_control, surrogate_keys=surrogate_keys,
-            version=version,
+            version=version, metadata=metadata,
         )[0]
 
     def put_copies(
@@ -260,12 +261,13 @@ class LocalObjectStore:
         cache_control: str,
         surrogate_keys: builtins.list[str],
         version: int | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> builtins.list[bool]:
         """`put` of one object at every key, in order: one file hard-linked at each key (its bytes and
         metadata are stored once: an entry's by-slug file costs no second copy). Each key keeps its
         own version guard; a later write of either key replaces that path with a new file and leaves
         the other as it was. Without links here: a copy per key."""
-        meta = _sidecar_encoder.encode(_Sidecar(content_type, cache_control, _metadata(surrogate_keys, version)))
+        meta = _sidecar_encoder.encode(_Sidecar(content_type, cache_control, _metadata(surrogate_keys, version, metadata)))
         targets = [f"{self._root_s}/{validate_key(key)}" for key in keys]
         if not self.uses_xattr:
             return [self._put_with_sidecar(key, target, bytes(body), meta, version)
@@ -339,6 +341,26 @@ class LocalObjectStore:
                 return None
             sidecar = self._read_sidecar(key)
         return _stored(body, sidecar)
+
+    def head(self, key: str) -> dict[str, str] | None:
+        """The metadata alone: one getxattr by path (no open, no read of the body)."""
+        target = str(self.path_for(key))
+        if self.uses_xattr:
+            try:
+                raw = os.getxattr(target, self.XATTR)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except OSError as exc:
+                if exc.errno != errno.ENODATA:
+                    raise
+            else:
+                meta = self._decode_meta(key, raw)
+                return dict(meta.metadata) if meta is not None else {}
+        with self._locked(key, exclusive=False):
+            if not os.path.isfile(target):
+                return None
+            sidecar = self._read_sidecar(key)
+        return dict(sidecar.metadata) if sidecar is not None else {}
 
     def delete(self, key: str, *, version: int | None = None) -> bool:
         target = self.path_for(key)

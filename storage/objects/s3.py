@@ -89,15 +89,21 @@ class S3ObjectStore:
     def _key(self, key: str) -> str:
         return self.prefix + validate_key(key)
 
-    def _head(self, full_key: str) -> tuple[str, int | None] | None:
-        """(etag, stored version) of the object, or None when it does not exist."""
+    def _head_object(self, full_key: str) -> dict[str, Any] | None:
+        """The HEAD response of the object, or None when it does not exist."""
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=full_key)
+            return dict(self.client.head_object(Bucket=self.bucket, Key=full_key))
         except Exception as exc:
             code, status = _error_code(exc)
             if status == 404 or code in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
+
+    def _head(self, full_key: str) -> tuple[str, int | None] | None:
+        """(etag, stored version) of the object, or None when it does not exist."""
+        head = self._head_object(full_key)
+        if head is None:
+            return None
         return head["ETag"], _parse_version(head.get("Metadata", {}).get(VERSION_META))
 
     def _conditional(self, call: Any, kwargs: dict[str, Any], condition: dict[str, str]) -> bool:
@@ -130,6 +136,7 @@ class S3ObjectStore:
         cache_control: str,
         surrogate_keys: builtins.list[str],
         version: int | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> bool:
         full_key = self._key(key)
         kwargs: dict[str, Any] = {
@@ -138,7 +145,7 @@ class S3ObjectStore:
             "Body": bytes(body),
             "ContentType": content_type,
             "CacheControl": cache_control,
-            "Metadata": _metadata(surrogate_keys, version),
+            "Metadata": _metadata(surrogate_keys, version, metadata),
         }
         if version is None:
             self.client.put_object(**kwargs)
@@ -161,10 +168,11 @@ class S3ObjectStore:
         cache_control: str,
         surrogate_keys: builtins.list[str],
         version: int | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> builtins.list[bool]:
         """One put per key, in order (S3 has no links; a copy costs what a put does)."""
         return [self.put(key, body, content_type=content_type, cache_control=cache_control,
-                         surrogate_keys=surrogate_keys, version=version) for key in keys]
+                         surrogate_keys=surrogate_keys, version=version, metadata=metadata) for key in keys]
 
     def get(self, key: str) -> StoredObject | None:
         full_key = self._key(key)
@@ -183,6 +191,10 @@ class S3ObjectStore:
             response.get("CacheControl") or "",
             dict(response.get("Metadata") or {}),
         )
+
+    def head(self, key: str) -> dict[str, str] | None:
+        head = self._head_object(self._key(key))
+        return None if head is None else dict(head.get("Metadata") or {})
 
     def delete(self, key: str, *, version: int | None = None) -> bool:
         full_key = self._key(key)

@@ -142,3 +142,54 @@ async def test_an_index_left_to_a_failing_step_is_still_written(blog: Apps, tmp_
     index = json.loads(store.get("entries/article/en/index.json").body)  # type: ignore[union-attr]
     assert {e["id"] for e in index["data"]} == set(ids)
 
+
+
+async def test_an_entry_files_metadata_names_its_slug_and_older_files_are_read(blog: Apps, tmp_path: Path) -> None:
+    """The next write of an entry learns the slug it was indexed under from its file's metadata (no
+    read of the old body); a file written before that metadata existed is read instead. Either way
+    the by-slug file of a slug the entry gave up goes."""
+    m = blog.management
+    store = _store(tmp_path)
+    publisher = Publisher(store, blog.settings)
+    key = "entries/article/en/s1.json"
+
+    async def publish(title: str) -> None:
+        assert (await m.put("/v1/entries/article/s1", json={"fields": {"title": title}})).status_code in (200, 201)
+        assert (await m.post("/v1/entries/article/s1/publish")).status_code == 200
+        await _deliver(blog, publisher, ("s1", "article"))
+
+    await publish("First")
+    assert store.head(key)["cms-slug"] == "first"  # type: ignore[index]
+    assert store.get("entries/article/en/by-slug/first.json") is not None
+
+    # a file from before the metadata: its body tells the old slug
+    old = store.get(key)
+    assert old is not None
+    store.put(key, old.body, content_type="application/json", cache_control=old.cache_control,
+              surrogate_keys=old.surrogate_keys, version=old.version)
+    assert "cms-slug" not in store.head(key)  # type: ignore[operator]
+    await publish("Second")
+    assert store.get("entries/article/en/by-slug/first.json") is None
+    assert store.get("entries/article/en/by-slug/second.json") is not None
+    assert store.head(key)["cms-slug"] == "second"  # type: ignore[index]
+
+    # the metadata is what is read: a slug only the metadata names is the one given up
+    current = store.get(key)
+    assert current is not None
+    for k in (key, "entries/article/en/by-slug/ghost.json"):
+        store.put(k, current.body, content_type="application/json", cache_control=current.cache_control,
+                  surrogate_keys=current.surrogate_keys, version=current.version, metadata={"cms-slug": "ghost"})
+    await publish("Third")
+    assert store.get("entries/article/en/by-slug/ghost.json") is None
+    assert store.head(key)["cms-slug"] == "third"  # type: ignore[index]
+    assert json.loads(store.get("entries/article/en/by-slug/third.json").body)["data"]["id"] == "s1"  # type: ignore[union-attr]
+
+    # unpublished: its files go (the existence check is the metadata's too)
+    assert (await m.post("/v1/entries/article/s1/unpublish")).status_code == 200
+    await _deliver(blog, publisher, ("s1", "article"))
+    assert store.head(key) is None and store.get("entries/article/en/by-slug/third.json") is None
+    # a type without a slug field: its entry files say so
+    assert (await m.put("/v1/entries/author/au1", json={"fields": {"name": "Ann"}})).status_code == 201
+    assert (await m.post("/v1/entries/author/au1/publish")).status_code == 200
+    await _deliver(blog, publisher, ("au1", "author"))
+    assert store.head("entries/author/en/au1.json")["cms-slug"] == "-"  # type: ignore[index]

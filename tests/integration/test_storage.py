@@ -188,6 +188,25 @@ def test_local_put_copies_stores_the_bytes_once(tmp_path: Path) -> None:
     assert all(sidecars.get(k).body == b"z" and sidecars.get(k).version == 3 for k in keys)  # type: ignore[union-attr]
 
 
+def test_head_reads_the_writers_metadata_without_the_body(store: ObjectStore) -> None:
+    key, other = "entries/article/en/8.json", "entries/article/en/by-slug/hi.json"
+    assert store.head(key) is None
+    assert store.put_copies([other, key], b"x" * 3000, content_type=JSON, cache_control=CACHE,
+                            surrogate_keys=["entry:8"], version=4, metadata={"cms-slug": "hi"}) == [True, True]
+    for k in (key, other):
+        assert store.head(k) == {"cms-slug": "hi", "surrogate-key": "entry:8", "cms-version": "4"}
+        assert store.get(k).metadata == store.head(k)  # type: ignore[union-attr]
+    assert put(store, key, b"y", 5)  # a write without metadata of the writer's replaces it too
+    assert store.head(key) == {"surrogate-key": "entry:1", "cms-version": "5"}
+    assert store.delete(key) and store.head(key) is None
+    assert store.head("entries/article/en") is None  # a "directory" of keys is no object
+    for bad in ({"cms-version": "9"}, {"surrogate-key": "x"}, {"Slug": "x"}, {"cms-slug": "two words"},
+                {"cms-slug": ""}, {"cms-slug": "é"}):
+        with pytest.raises(ValueError):
+            store.put(key, b"z", content_type=JSON, cache_control=CACHE, surrogate_keys=[], metadata=bad)
+    assert store.head(key) is None
+
+
 def test_version_guard_on_delete(store: ObjectStore) -> None:
     key = "entries/article/en/2.json"
     assert put(store, key, b"v3", 3)

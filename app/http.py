@@ -299,7 +299,12 @@ def database_handler(request: Request[Any, Any, Any], exc: Exception) -> Respons
     """Contention and outages are the client's to retry, not server bugs."""
     import asyncpg
 
-    if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError | asyncpg.LockNotAvailableError):
+    if isinstance(exc, asyncpg.SerializationError) and "conflict with recovery" in str(exc):
+        # A read replica cancelled the query to replay the primary's changes: no conflict of the
+        # client's, the replica was busy
+        problem = ProblemError(503, "unavailable", "the read replica was replaying changes; retry the request",
+                               headers={"Retry-After": "1"})
+    elif isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError | asyncpg.LockNotAvailableError):
         problem = ProblemError(409, "conflict", "a concurrent write touched the same data; retry the request")
     elif isinstance(exc, asyncpg.QueryCanceledError):
         problem = ProblemError(503, "unavailable", "the database took too long; retry later", headers={"Retry-After": "1"})

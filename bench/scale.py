@@ -384,9 +384,10 @@ def change(mbase: str, key: str, n: int, out: str) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=mbase, headers=headers, timeout=600) as c:
         current = c.get("/v1/content-types/article").json()["data"]
-        fields = [f for f in current["fields"] if f["id"] != "subtitle"]
-        if len(fields) == len(current["fields"]):
-            fields.append({"id": "subtitle", "type": "text"})  # toggled: a second run removes it again
+        # A new field each run (named by the time): removing one again would make the next run wait
+        # (409) until that removal's background work is done.
+        added = "note_" + time.strftime("%Y%m%d%H%M%S", time.gmtime())
+        fields = [*current["fields"], {"id": added, "type": "text"}]
         body = {"name": current["name"], "display_field": current.get("display_field"), "fields": fields}
         t0 = time.perf_counter()
         r = c.put("/v1/content-types/article", json=body)
@@ -409,7 +410,7 @@ def change(mbase: str, key: str, n: int, out: str) -> None:
         background_s = time.perf_counter() - t0
     res = {"n": n, "request_s": round(request_s, 3), "background_s": round(background_s, 1),
            "entries": rendering["entries_done"], "entries_per_s": round(rendering["entries_done"] / background_s, 1),
-           "added" if len(fields) > len(current["fields"]) else "removed": "subtitle", "samples": samples[-20:]}
+           "added": added, "samples": samples[-20:]}
     log(json.dumps({k: v for k, v in res.items() if k != "samples"}))
     _write_json(out, res)
 

@@ -15,7 +15,7 @@
 #   To add to an earlier run's data (e.g. 100k -> 300k): HAVE=100000 SIZES=300000
 #   BENCH_DATA_DIR=<its data dir> DELIVERY_KEY_FILE=<its results dir>/delivery.key
 #   Measure an earlier run's data again, no seeding: HAVE=300000 SIZES=300000 (+ BENCH_DATA_DIR, DELIVERY_KEY_FILE)
-#   CHANGE [1]: after measuring each size, add (or remove again) an optional field of article: the
+#   CHANGE [1]: after measuring each size, add an optional field (note_<time>, new each run) to article: the
 #     PUT's time, then its background work until done (scale.py change) -> change-N.json
 #   VACUUM [1]: at each size, after settle and wait_quiet and before measuring, `scale.py prep`: VACUUM ANALYZE
 #     of published_documents, published_values and entries (filtered totals are counted index-only from

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +268,28 @@ async def test_async_wrapper(store: ObjectStore) -> None:
     assert await wrapped.list("entries/") == ["entries/a/en/1.json"]
     assert await wrapped.delete("entries/a/en/1.json", version=0) is False
     assert await wrapped.delete("entries/a/en/1.json", version=1)
+
+
+async def test_run_all_keeps_order_and_lets_every_operation_finish(store: ObjectStore) -> None:
+    """A long run of local operations goes to threads: results stay in order, and an error is raised
+    only after the other threads are done (none keeps writing behind the caller's back)."""
+    wrapped = AsyncObjectStore(store)
+    n = AsyncObjectStore.THREADED_FROM + 6
+    keys = [f"entries/a/en/{i}.json" for i in range(n)]
+    calls = [partial(put, store, key, key.encode(), 1) for key in keys]
+    assert await wrapped.run_all(calls) == [True] * n
+    assert await wrapped.run_all([partial(store.get, key) for key in keys]) == [store.get(key) for key in keys]
+
+    def broken() -> bool:
+        raise OSError("disk on fire")
+
+    again = [partial(put, store, key, b"v2", 2) for key in keys]
+    with pytest.raises(OSError, match="disk on fire"):
+        await wrapped.run_all([broken, *again])
+    # raised once the others were done: nothing changes after it
+    after = [store.get(key) for key in keys]
+    await asyncio.sleep(0.05)
+    assert [store.get(key) for key in keys] == after and after[-1].body == b"v2"  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------------------------------------

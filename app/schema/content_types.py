@@ -71,7 +71,8 @@ async def put_content_type(
         else:
             removed = [f.id for f in existing.fields if ct.field(f.id) is None]
             await _check_pending_removals(conn, ct, body)
-            await _check_type_change(conn, existing, ct, body)
+            for field_id in await _check_type_change(conn, existing, ct, body):
+                await repo.register_unique_values(conn, type_id, field_id)
             row = await repo.update_type(conn, type_id, stored)
             created = False
         saved = content_type_from_row(row)
@@ -134,8 +135,9 @@ def _check_graphql_names(types: dict[str, ContentType]) -> None:
         raise invalid("/fields", f"the GraphQL names this schema generates collide: {exc}") from None
 
 
-async def _check_type_change(conn: asyncpg.Connection, old: ContentType, new: ContentType, body: Any) -> None:
-    """Changes existing values cannot satisfy → 409 with blocking_entries and pointers.
+async def _check_type_change(conn: asyncpg.Connection, old: ContentType, new: ContentType, body: Any) -> list[str]:
+    """Changes existing values cannot satisfy → 409 with blocking_entries and pointers; else the
+    fields whose existing values must be registered as unique now (made unique, or changed).
 
     Only changed fields whose change can reject a stored value are checked, and only their values
     are read (a server-side cursor, a chunk at a time; entries without a value are skipped by the
@@ -143,6 +145,7 @@ async def _check_type_change(conn: asyncpg.Connection, old: ContentType, new: Co
     loosening rules read nothing."""
     problems = FieldErrorsProblem()
     blocking: set[str] = set()
+    unique_now: list[str] = []
     positions = {f.get("id"): i for i, f in enumerate(body.get("fields", [])) if isinstance(f, dict)}
     for field in new.fields:
         before = old.field(field.id)
@@ -168,6 +171,7 @@ async def _check_type_change(conn: asyncpg.Connection, old: ContentType, new: Co
                 bad |= await run_checks(has_patterns(new), functools.partial(_rejected, field, chunk))
         if field.unique and field.type in UNIQUE_TYPES and (structural or not before.unique):
             bad |= await repo.entries_sharing_values(conn, old.id, field.id)
+            unique_now.append(field.id)
         if bad:
             blocking |= bad
             at = f"/fields/{positions.get(field.id, 0)}"
@@ -175,6 +179,7 @@ async def _check_type_change(conn: asyncpg.Connection, old: ContentType, new: Co
             problems.add(f"{at}/{reason}", f"{len(bad)} entries have values this change rejects")
     if problems:
         problems.raise_if_any(409, "conflict", blocking_entries=len(blocking))
+    return unique_now
 
 
 def _rejected(field: Field, rows: list[Any]) -> set[str]:

@@ -249,18 +249,36 @@ async def entry_rows_of_type(conn: Conn, type_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE type = $1 ORDER BY id FOR UPDATE", type_id)
 
 
+# A draft value `v.value` as entry_unique_values stores it (schema/values.py values_equal_for_unique).
+_UNIQUE_TEXT = """CASE jsonb_typeof(v.value) WHEN 'string' THEN v.value #>> '{}'
+                       WHEN 'number' THEN trim_scale(v.value::numeric)::text ELSE v.value::text END"""
+
+
 async def entries_sharing_values(conn: Conn, type_id: str, field_id: str) -> set[str]:
     """Entries whose value of `field_id` (in one locale, draft) another entry of the type has too,
     compared as entry_unique_values stores them (values_equal_for_unique)."""
     rows = await conn.fetch(
-        """SELECT unnest(array_agg(DISTINCT e.id)) AS id FROM entries e, jsonb_each(e.data -> $2) AS v(locale, value)
-            WHERE e.type = $1 AND e.data ? $2
-            GROUP BY v.locale, CASE jsonb_typeof(v.value) WHEN 'string' THEN v.value #>> '{}'
-                                    WHEN 'number' THEN trim_scale(v.value::numeric)::text ELSE v.value::text END
-           HAVING count(DISTINCT e.id) > 1""",
+        f"""SELECT unnest(array_agg(DISTINCT e.id)) AS id FROM entries e, jsonb_each(e.data -> $2) AS v(locale, value)
+             WHERE e.type = $1 AND e.data ? $2
+             GROUP BY v.locale, {_UNIQUE_TEXT}
+            HAVING count(DISTINCT e.id) > 1""",  # noqa: S608 (a constant)
         type_id, field_id,
     )
     return {r["id"] for r in rows}
+
+
+async def register_unique_values(conn: Conn, type_id: str, field_id: str) -> None:
+    """The values entries already have of a field made unique (or changed while unique), so the
+    next entry with one of them is refused at once: one statement, after entries_sharing_values
+    found none shared."""
+    await conn.execute("DELETE FROM entry_unique_values WHERE type = $1 AND field = $2", type_id, field_id)
+    await conn.execute(
+        f"""INSERT INTO entry_unique_values (type, field, locale, value, entry_id)
+            SELECT $1, $2, v.locale, {_UNIQUE_TEXT}, e.id FROM entries e, jsonb_each(e.data -> $2) AS v(locale, value)
+             WHERE e.type = $1 AND e.data ? $2
+            ON CONFLICT DO NOTHING""",  # noqa: S608 (a constant)
+        type_id, field_id,
+    )
 
 
 async def renew_rerender(conn: Conn, type_id: str, token: str, lease_seconds: float) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pytest
 
 from cms.app.entries.repository import PUBLISHED_DATA
 from cms.storage.objects import LocalObjectStore
@@ -184,6 +185,25 @@ async def test_making_a_field_unique_with_duplicates_is_refused_by_a_query(apps_
         # A changed rule is checked against the stored values (only this field's are read).
         short = {**TAG, "fields": [{"id": "label", "type": "text", "validations": {"max_length": 0}}]}
         assert (await site.management.put("/v1/content-types/tag", json=short)).status_code == 409
+
+
+@pytest.mark.parametrize("settings", [BACKGROUND, {}], ids=["background", "inline"])
+async def test_a_field_made_unique_holds_its_existing_values_at_once(apps_with: Any, settings: dict[str, str]) -> None:
+    """Making a field unique registers the values entries already have, in the change's request
+    (one statement): a new entry with one of them is refused at once, on a big site (background)
+    as on a small one, not only after the old entries are written again."""
+    async with apps_with(**settings) as site:
+        await _blog(site)
+        first = await new_entry(site, "tag", {"label": "taken"}, publish=False)
+        await new_entry(site, "tag", {"label": "other"}, publish=False)
+        unique = {**TAG, "fields": [{"id": "label", "type": "text", "unique": True}]}
+        assert (await site.management.put("/v1/content-types/tag", json=unique)).status_code == 200
+        r = await site.management.put("/v1/entries/tag/second", json={"fields": {"label": "taken"}})
+        assert r.status_code == 409, r.text
+        r = await site.management.patch(f"/v1/entries/tag/{first}", json={"fields": {"label": "free"}})
+        assert r.status_code == 200, r.text  # the value moves with its entry
+        r = await site.management.put("/v1/entries/tag/second", json={"fields": {"label": "taken"}})
+        assert r.status_code == 201, r.text
 
 
 async def test_a_locale_deleted_on_a_big_site_goes_in_the_background(

@@ -230,7 +230,9 @@ class LocalObjectStore:
                 os.link(source, link)
                 return link
             except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                if exc.errno == errno.EMLINK:  # this file has too many names: a copy for this key only
+                    return self._write_tmp(data, xattr)
+                if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise
                 self._links = False
                 log.info("%s: no hard links here (%s); every key gets its own file", self.root, exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import subprocess
 import sys
@@ -207,6 +208,35 @@ def test_head_reads_the_writers_metadata_without_the_body(store: ObjectStore) ->
         with pytest.raises(ValueError):
             store.put(key, b"z", content_type=JSON, cache_control=CACHE, surrogate_keys=[], metadata=bad)
     assert store.head(key) is None
+
+
+def test_local_put_copies_copies_a_file_with_too_many_names_and_keeps_linking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EMLINK is about one file (its link count): that key gets a copy, later writes link again;
+    EPERM (e.g. protected hard links) is about the place: no more links from this store."""
+    store = LocalObjectStore(tmp_path / "objects")
+    keys = ["entries/article/en/by-slug/a.json", "entries/article/en/1.json"]
+    real_link = os.link
+    refusals = iter([errno.EMLINK])
+
+    def link(source: str, target: str) -> None:
+        refusal = next(refusals, None)
+        if refusal is not None:
+            raise OSError(refusal, os.strerror(refusal))
+        real_link(source, target)
+
+    monkeypatch.setattr(os, "link", link)
+    for version in (1, 2):
+        assert store.put_copies(keys, b"v", content_type=JSON, cache_control=CACHE, surrogate_keys=[],
+                                version=version) == [True, True]
+        inodes = {store.path_for(k).stat().st_ino for k in keys}
+        assert len(inodes) == (2 if version == 1 else 1)  # a copy after EMLINK, then links again
+    refusals = iter([errno.EPERM])
+    assert store.put_copies(keys, b"v", content_type=JSON, cache_control=CACHE, surrogate_keys=[], version=3)
+    assert store.put_copies(keys, b"v", content_type=JSON, cache_control=CACHE, surrogate_keys=[], version=4)
+    assert len({store.path_for(k).stat().st_ino for k in keys}) == 2  # no links since the EPERM
+    assert all(store.get(k).version == 4 for k in keys)  # type: ignore[union-attr]
 
 
 def test_version_guard_on_delete(store: ObjectStore) -> None:

@@ -19,6 +19,7 @@ from strawberry.http.ides import get_graphql_ide_html
 
 from cms.app import render
 from cms.app.credentials.guards import current, delivery_guard
+from cms.app.db.replica import ReplicaRouting
 from cms.app.delivery.cache import answer_headers, etag_matches, graphql_key
 from cms.app.delivery.documents import DraftDocuments, IncludeLimit, PublishedDocuments
 from cms.app.problems import ProblemError
@@ -135,8 +136,10 @@ async def _answer(request: Req, parsed: execution.Request, *, preview: bool, cac
                 return Response(content=item.body, media_type=JSON, headers={"Cache-Control": "no-store"})
             return _respond(request, item.body, item.etag, item.tags, preview)
     since = cache.seq if cache is not None else 0
-    # Previews read drafts, which announce no purge: never from a replica (app/db/replica.py).
-    context = execution.new_context(built, state.types, credential, state.pool if preview else state.read_pool, reader,
+    # Previews read drafts, which announce no purge: never from a replica (app/db/replica.py). A
+    # published answer reads one pool in all its batches.
+    read_pool = state.read_pool.pinned() if isinstance(state.read_pool, ReplicaRouting) else state.read_pool
+    context = execution.new_context(built, state.types, credential, state.pool if preview else read_pool, reader,
                                     IncludeLimit.of(state.settings))
     answer = await execution.run(parsed, built, service.documents, service.persisted, context)
     etag = render.etag_of(answer.body)

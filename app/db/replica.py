@@ -90,16 +90,21 @@ class ReplicaRouting:
     def _replica_has_it(self) -> bool:
         return not self._asking and self.replayed >= self.required
 
+    def pinned(self) -> asyncpg.Pool:
+        """The pool for every read of one response that takes several connections (GraphQL's
+        batches): all from the replica or all from the primary, never a mix of the two states.
+        (A purge that arrives meanwhile does not move it: the delivery cache keeps no answer
+        computed before a purge.)"""
+        if self._replica_has_it():
+            self.replica_reads += 1
+            return self.replica
+        self.primary_reads += 1
+        return self.primary
+
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[Any]:
         """`async with routing.acquire() as conn`, as with a pool."""
-        if self._replica_has_it():
-            self.replica_reads += 1
-            pool = self.replica
-        else:
-            self.primary_reads += 1
-            pool = self.primary
-        async with pool.acquire() as conn:
+        async with self.pinned().acquire() as conn:
             yield conn
 
     async def close(self) -> None:

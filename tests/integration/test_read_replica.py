@@ -101,7 +101,8 @@ async def test_delivery_reads_the_replica_but_never_what_it_has_not_replayed(
             # The replica stops replaying: a publish's purge sends the reads to the primary, so the
             # new entry is there (from a replica that has not replayed it, it would be a 404, cached).
             await standby.execute("SELECT pg_wal_replay_pause()")
-            second = await new_entry(site, "article", {"title": "Second"})
+            ann = await new_entry(site, "author", {"name": "Ann"})
+            second = await new_entry(site, "article", {"title": "Second", "author": {"id": ann, "type": "author"}})
             assert not await standby.fetchval("SELECT EXISTS (SELECT 1 FROM entries WHERE id = $1)", second)
             for _ in range(100):  # the publish's NOTIFY reaches the delivery process
                 if routing.required > routing.replayed:
@@ -113,6 +114,14 @@ async def test_delivery_reads_the_replica_but_never_what_it_has_not_replayed(
             listed = await reader.get("/api/v1/entries/article?limit=10")
             assert [e["fields"]["title"] for e in listed.json()["data"]] == ["Second", "First"]
             assert routing.primary_reads == primary_before + 2
+            # GraphQL: a list and its authors (two batches) read one pool, counted once
+            reads = routing.primary_reads + routing.replica_reads
+            query = "{ articleCollection(limit: 5) { items { title author { name } } } }"
+            r = await reader.post("/graphql", json={"query": query})
+            assert r.status_code == 200 and "errors" not in r.json(), r.text
+            items = r.json()["data"]["articleCollection"]["items"]
+            assert [(i["title"], (i["author"] or {}).get("name")) for i in items] == [("Second", "Ann"), ("First", None)]
+            assert routing.primary_reads + routing.replica_reads == reads + 1
             # Previews read drafts, whose saves announce no purge: always from the primary.
             r = await site.management.patch(f"/v1/entries/article/{first}", json={"fields": {"title": "Draft"}})
             assert r.status_code == 200, r.text

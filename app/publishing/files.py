@@ -29,7 +29,7 @@ from typing import Any
 
 import asyncpg
 
-from cms.storage.objects import AsyncObjectStore, ObjectStore, StoredObject
+from cms.storage.objects import AsyncObjectStore, ObjectStore, StoredObject, version_of
 
 from .. import render
 from ..config import Settings
@@ -193,16 +193,17 @@ class Publisher:
         ) if todo else [])
         return [outcome or ("written" if next(written) else "refused") for outcome in outcomes]
 
-    def _stored_slug_now(self, key: str, ct: ContentType | None) -> tuple[bool, str | None]:
-        """(is there a file at key, the slug it is indexed under): from its metadata, or for a file
-        written before the metadata named it, from its body."""
+    def _stored_now(self, key: str, ct: ContentType | None) -> tuple[bool, str | None, int | None]:
+        """(is there a file at key, the slug it is indexed under, its version): from its metadata,
+        or for a file written before the metadata named the slug, from its body."""
         meta = self.store.head(key)
         if meta is None:
-            return False, None
+            return False, None, None
+        version = version_of(meta)
         if (slug := meta.get(SLUG_META)) is not None:
-            return True, None if slug == NO_SLUG else slug
+            return True, None if slug == NO_SLUG else slug, version
         stored = self.store.get(key)
-        return stored is not None, slug_of(_document(stored.body), ct) if stored is not None else None
+        return stored is not None, slug_of(_document(stored.body), ct) if stored is not None else None, version
 
     def _delete_now(self, key: str, exists: bool | None = None) -> bool:
         if exists is False:
@@ -244,9 +245,12 @@ class Publisher:
 
     async def sync_entries(
         self, conn: asyncpg.Connection, types: dict[str, ContentType], locales: list[str],
-        entries: list[tuple[str, str]], changes: Changes,
+        entries: list[tuple[str, str]], changes: Changes, *, unless_current: bool = False,
     ) -> None:
-        """`sync_entry` for many (entry id, type id) at once, with a constant number of queries."""
+        """`sync_entry` for many (entry id, type id) at once, with a constant number of queries.
+        unless_current: an entry file that already carries its document's render number (and slug)
+        is left as it is (a schema change's re-render of documents it did not change; not for
+        files that include other entries, whose documents may have changed)."""
         entries = list(dict.fromkeys(entries))
         if not entries:
             return
@@ -271,24 +275,32 @@ class Publisher:
                 stored_objects = await self.files.run_all(
                     [partial(self.store.get, entry_key(type_id, locale, entry_id)) for entry_id, type_id, locale in keys]
                 )
-                olds = [(s is not None, slug_of(_document(s.body), types.get(type_id)) if s is not None else None)
+                olds = [(s is not None, slug_of(_document(s.body), types.get(type_id)) if s is not None else None,
+                         s.version if s is not None else None)
                         for s, (_, type_id, _) in zip(stored_objects, keys, strict=True)]
             else:
                 olds = await self.files.run_all([
-                    partial(self._stored_slug_now, entry_key(type_id, locale, entry_id), types.get(type_id))
+                    partial(self._stored_now, entry_key(type_id, locale, entry_id), types.get(type_id))
                     for entry_id, type_id, locale in keys
                 ])
             plan: list[_EntryFile] = []
-            for (entry_id, type_id, locale), stored, (exists, old_slug) in zip(keys, stored_objects, olds, strict=True):
+            for (entry_id, type_id, locale), stored, (exists, old_slug, old_version) in zip(
+                keys, stored_objects, olds, strict=True,
+            ):
                 ct = types.get(type_id)
                 body = rendered.get((locale, entry_id)) if ct is not None else None
                 document = _document(body.body) if body is not None else None
                 if document is None or document.get("type") != type_id:
                     body = document = None
-                plan.append(_EntryFile(
+                f = _EntryFile(
                     entry_id, type_id, locale, entry_key(type_id, locale, entry_id), body,
                     body.version if body is not None else None, stored, exists, old_slug, slug_of(document, ct),
-                ))
+                )
+                if (unless_current and f.body is not None and f.version is not None and old_version == f.version
+                        and f.old_slug == f.new_slug):
+                    changes.kept.append(f.key)
+                    continue
+                plan.append(f)
             slugs = list(dict.fromkeys(
                 (f.type_id, f.locale, slug) for f in plan for slug in (f.old_slug, f.new_slug) if slug
             ))

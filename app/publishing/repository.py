@@ -84,13 +84,16 @@ async def slug_owners(conn: Conn, slugs: list[tuple[str, str, str]]) -> dict[tup
     return {(r["type"], r["locale"], r["slug"]): r["entry_id"] for r in rows}
 
 
-async def replace_documents_many(conn: Conn, entry_ids: list[str], docs: list[tuple[Any, ...]]) -> None:
+async def replace_documents_many(conn: Conn, entry_ids: list[str], docs: list[tuple[Any, ...]]) -> set[str]:
     """docs: (entry id, locale, type, version, slug, body, etag, vals, search_text, published_at,
-    updated_at, created_at, bulky), replacing every document of entry_ids, in one statement."""
+    updated_at, created_at, bulky), replacing every document of entry_ids, in one statement; the
+    ids of the entries whose documents were written. A document that is already exactly so is
+    left alone (no new row version, no new render number: its files need no rewrite), e.g. after a
+    schema change that only tightened a rule or marked a field `indexed`."""
     columns: list[list[Any]] = [list(c) for c in zip(*docs, strict=True)] if docs else [[] for _ in range(13)]
     # The DELETE touches only rows the INSERT does not write (other entries' locales), so the two
     # parts of the statement never meet the same row.
-    await conn.execute(
+    rows = await conn.fetch(
         """WITH u AS (
                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bytea[],
                                     $7::text[], $8::jsonb[], $9::text[], $10::timestamptz[], $11::timestamptz[],
@@ -110,8 +113,31 @@ async def replace_documents_many(conn: Conn, entry_ids: list[str], docs: list[tu
                type = excluded.type, version = excluded.version, slug = excluded.slug, body = excluded.body,
                etag = excluded.etag, vals = excluded.vals, search = excluded.search,
                published_at = excluded.published_at, updated_at = excluded.updated_at,
-               created_at = excluded.created_at, render_seq = excluded.render_seq, bulky = excluded.bulky""",
+               created_at = excluded.created_at, render_seq = excluded.render_seq, bulky = excluded.bulky
+           WHERE (published_documents.type, published_documents.version, published_documents.slug,
+                  published_documents.etag, published_documents.vals, published_documents.search,
+                  published_documents.published_at, published_documents.updated_at,
+                  published_documents.created_at, published_documents.bulky)
+                 IS DISTINCT FROM (excluded.type, excluded.version, excluded.slug, excluded.etag, excluded.vals,
+                                   excluded.search, excluded.published_at, excluded.updated_at,
+                                   excluded.created_at, excluded.bulky)
+           RETURNING entry_id""",
         *columns, entry_ids,
+    )
+    return {r["entry_id"] for r in rows}
+
+
+async def add_published_values(conn: Conn, entry_ids: list[str]) -> None:
+    """The published_values rows of these entries' documents for every indexed field, where missing:
+    for documents a change left as they were (no UPDATE fired the triggers) of a type whose change
+    made a field `indexed`."""
+    await conn.execute(
+        """INSERT INTO published_values (type, field, locale, value, entry_id)
+           SELECT d.type, f.field, d.locale, coalesce(d.vals -> f.field, 'null'::jsonb), d.entry_id
+             FROM published_documents d JOIN indexed_fields f ON f.type = d.type
+            WHERE d.entry_id = ANY($1::text[])
+           ON CONFLICT DO NOTHING""",
+        entry_ids,
     )
 
 

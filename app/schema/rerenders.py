@@ -61,7 +61,8 @@ async def render_entries(
     conn: asyncpg.Connection, ct: ContentType, locales: Locales, rows: list[Any], assets_url: str,
 ) -> list[str]:
     """Inside a transaction holding the rows: conform every row to the schema, re-render the
-    published ones' documents (a constant number of queries); returns the published ids."""
+    published ones' documents (a constant number of queries); returns the ids of the published
+    entries whose documents changed (only their files need writing)."""
     updates = []
     published = []
     for row in rows:
@@ -83,12 +84,17 @@ async def render_entries(
             docs += [(entry["id"], *doc) for doc in rows_of]
             refs += [(entry["id"], target) for target in targets]
         ids = [e["id"] for e in published]
-        await documents_repo.replace_documents_many(conn, ids, docs)
+        written = await documents_repo.replace_documents_many(conn, ids, docs)
         await documents_repo.replace_references_many(conn, ids, refs)
-        # Delivery caches drop these at commit (a purge at commit, not the workers' confirmation:
-        # answers cached after an unrelated publish of the type must go too).
-        await invalidate(conn, f"type:{ct.id}", *(f"entry:{i}" for i in ids))
-    return [e["id"] for e in published]
+        if unchanged := [i for i in ids if i not in written]:
+            await documents_repo.add_published_values(conn, unchanged)
+        changed = [i for i in ids if i in written]
+        if changed:
+            # Delivery caches drop these at commit (a purge at commit, not the workers' confirmation:
+            # answers cached after an unrelated publish of the type must go too).
+            await invalidate(conn, f"type:{ct.id}", *(f"entry:{i}" for i in changed))
+        return changed
+    return []
 
 
 async def schedule(
@@ -184,9 +190,9 @@ async def _entries_batch(pool: Any, publisher: Publisher, purge: Purge, job: Any
     outcomes = [part.result() for part in parts]
     if any(outcome == GONE for outcome, _ in outcomes):
         return False
-    published = [entry_id for _, part in outcomes for entry_id in part]
-    if published:
-        await purge([*changes.changed_tags(), *(f"entry:{i}" for i in published), f"type:{type_id}"], changes.keys,
+    changed = [entry_id for _, part in outcomes for entry_id in part]
+    if changed or changes.keys:
+        await purge([*changes.changed_tags(), *(f"entry:{i}" for i in changed), f"type:{type_id}"], changes.keys,
                     f"rerender-{type_id}-{job['generation']}")
     if any(outcome == STALE for outcome, _ in outcomes):
         return True  # changed again meanwhile: the next message starts the new generation
@@ -199,7 +205,9 @@ async def _entries_part(
     pool: Any, publisher: Publisher, job: Any, ids: list[str], changes: Changes,
 ) -> tuple[str, list[str]]:
     """One part of a batch: its entries conformed, documents re-rendered (one transaction), files
-    (recorded in `changes`); (outcome, the published ids)."""
+    (recorded in `changes`); (outcome, the ids of the entries whose documents changed). The files
+    of every published entry are checked: a document this batch left as it was may have been
+    re-rendered already (a small type's change does it in the request), its file not yet."""
     type_id = job["type"]
     async with pool.acquire() as conn:
         async with conn.transaction():
@@ -212,9 +220,10 @@ async def _entries_part(
             if ct is None:
                 return GONE, []
             rows = await repo.entries_between(conn, type_id, ids[0], ids[-1])
-            published = await render_entries(conn, ct, locales, rows, publisher.assets_url)
-        await publisher.sync_entries(conn, types, locales.codes, [(i, type_id) for i in published], changes)
-    return DONE, published
+            changed = await render_entries(conn, ct, locales, rows, publisher.assets_url)
+        published = [(r["id"], type_id) for r in rows if r["published_version"] is not None]
+        await publisher.sync_entries(conn, types, locales.codes, published, changes, unless_current=True)
+    return DONE, changed
 
 
 async def _dependents_batch(pool: Any, publisher: Publisher, purge: Purge, job: Any, token: str, batch: int) -> bool:

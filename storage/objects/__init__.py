@@ -8,6 +8,7 @@ from .base import AsyncObjectStore as AsyncObjectStore
 from .base import ObjectStore as ObjectStore
 from .base import StoredObject as StoredObject
 from .base import validate_key as validate_key
+from .base import version_of as version_of
 from .local import LocalObjectStore as LocalObjectStore
 from .s3 import ConcurrentWriteError as ConcurrentWriteError
 from .s3 import S3ObjectStore as S3ObjectStore

@@ -52,7 +52,7 @@ class StoredObject(msgspec.Struct, frozen=True):
 
     @property
     def version(self) -> int | None:
-        return _parse_version(self.metadata.get(VERSION_META))
+        return version_of(self.metadata)
 
     @property
     def surrogate_keys(self) -> list[str]:
@@ -162,6 +162,11 @@ def _parse_version(value: str | None) -> int | None:
         return int(value)
     except ValueError:
         return None
+
+
+def version_of(metadata: dict[str, str]) -> int | None:
+    """The version an object's metadata (`head`) carries, or None."""
+    return _parse_version(metadata.get(VERSION_META))
 
 
 def _is_newer(stored: int | None, version: int | None) -> bool:

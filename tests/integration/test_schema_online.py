@@ -124,6 +124,52 @@ async def test_a_change_commits_at_once_and_the_workers_apply_it_in_batches(
         assert b'"rank":null' in served.content
 
 
+@pytest.mark.parametrize("settings", [BACKGROUND, {}], ids=["background", "inline"])
+async def test_a_change_that_leaves_documents_as_they_were_rewrites_no_document_or_file(
+    apps_with: Any, hosts: Hosts, db: asyncpg.Pool, settings: dict[str, str],
+) -> None:
+    """A loosened rule and a newly `indexed` field change no published document: no new row
+    version, no new render number, no file rewritten (no CDN purge of a whole type), and the new
+    indexed field still gets its published_values (filtered totals). A change that does alter the
+    documents rewrites them and their files, also after a small type's change re-rendered the
+    documents in its request."""
+    async with apps_with(**settings) as site:
+        await _blog(site)
+        ids = [await new_entry(site, "article", {"title": f"T{i}", "rank": i}) for i in range(9)]
+        await hosts.start(config=fast_config(rerender_batch=4))
+        await settle(site.database_url)
+        store = LocalObjectStore(site.settings.objects_dir)
+        keys = [f"entries/article/en/{i}.json" for i in ids]
+
+        def files() -> list[tuple[int, int]]:
+            return [(store.path_for(k).stat().st_ino, store.get(k).version) for k in keys]  # type: ignore[union-attr]
+
+        documents = "SELECT entry_id, render_seq, xmin::text AS x FROM published_documents WHERE type = 'article' ORDER BY 1"
+        before_docs, before_files = [tuple(r) for r in await db.fetch(documents)], files()
+        title = ARTICLE["fields"][0]
+        looser = [{**title, "validations": {"max_length": 300}}, *ARTICLE["fields"][1:]]
+        looser = [{**f, "indexed": True} if f["id"] == "slug" else f for f in looser]
+        r = await site.management.put("/v1/content-types/article", json={**ARTICLE, "fields": looser})
+        assert r.status_code == 200, r.text
+        await settle(site.database_url)
+        assert (await site.management.get("/v1/content-types/article")).json()["data"]["rendering"]["status"] == "done"
+        assert [tuple(r) for r in await db.fetch(documents)] == before_docs
+        assert files() == before_files
+        assert await db.fetchval(
+            "SELECT count(*) FROM published_values WHERE type = 'article' AND field = 'slug'") == len(ids)
+        listed = await api(site, "/api/v1/entries/article?filter[slug][eq]=t3&locale=en")
+        assert listed.status_code == 200 and listed.json()["meta"]["total"] == 1, listed.text
+
+        r = await site.management.put("/v1/content-types/article", json={**ARTICLE, "fields": [
+            *looser, {"id": "summary", "type": "text"}]})
+        assert r.status_code == 200, r.text
+        await settle(site.database_url)
+        after = [tuple(r) for r in await db.fetch(documents)]
+        assert all(a[1] > b[1] for a, b in zip(after, before_docs, strict=True))
+        assert all(version > old for (_, version), (_, old) in zip(files(), before_files, strict=True))
+        assert all(b'"summary":null' in store.get(k).body for k in keys)  # type: ignore[union-attr]
+
+
 async def test_an_author_change_rewrites_the_files_of_articles_that_include_authors(
     apps_with: Any, hosts: Hosts,
 ) -> None:

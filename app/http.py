@@ -299,9 +299,13 @@ def database_handler(request: Request[Any, Any, Any], exc: Exception) -> Respons
     """Contention and outages are the client's to retry, not server bugs."""
     import asyncpg
 
-    if isinstance(exc, asyncpg.SerializationError) and "conflict with recovery" in str(exc):
-        # A read replica cancelled the query to replay the primary's changes: no conflict of the
-        # client's, the replica was busy
+    reading = request.method in ("GET", "HEAD")
+    if isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError) and (
+        reading or "conflict with recovery" in str(exc)
+    ):
+        # A read replica cancelled the query to replay the primary's changes (a read-only GET meets
+        # no other serialization failure or deadlock, whatever the server's message language): no
+        # conflict of the client's, the replica was busy
         problem = ProblemError(503, "unavailable", "the read replica was replaying changes; retry the request",
                                headers={"Retry-After": "1"})
     elif isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError | asyncpg.LockNotAvailableError):

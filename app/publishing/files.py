@@ -184,7 +184,10 @@ class Publisher:
         if self.only_changed:
             for i, key in enumerate(keys):
                 stored = last_stored if known and i == len(keys) - 1 else self.store.get(key)
-                if self._already(stored, body, version, tags):
+                # (an entry file written before it named its slug gets the metadata now)
+                if self._already(stored, body, version, tags) and (
+                    slug_meta is None or stored is not None and stored.metadata.get(SLUG_META) == slug_meta
+                ):
                     outcomes[i] = "kept"
         todo = [key for key, outcome in zip(keys, outcomes, strict=True) if outcome is None]
         written = iter(self.store.put_copies(
@@ -245,12 +248,13 @@ class Publisher:
 
     async def sync_entries(
         self, conn: asyncpg.Connection, types: dict[str, ContentType], locales: list[str],
-        entries: list[tuple[str, str]], changes: Changes, *, unless_current: bool = False,
+        entries: list[tuple[str, str]], changes: Changes, *, current_until: int | None = None,
     ) -> None:
         """`sync_entry` for many (entry id, type id) at once, with a constant number of queries.
-        unless_current: an entry file that already carries its document's render number (and slug)
-        is left as it is (a schema change's re-render of documents it did not change; not for
-        files that include other entries, whose documents may have changed)."""
+        current_until: an entry file that already carries its document's render number (and slug),
+        a number at most this one, is left as it is: a schema change's re-render of documents it
+        did not change (the includes of such a file are kept right by their own changes; a file the
+        change wrote itself, numbered above it, is written and purged again)."""
         entries = list(dict.fromkeys(entries))
         if not entries:
             return
@@ -296,8 +300,8 @@ class Publisher:
                     entry_id, type_id, locale, entry_key(type_id, locale, entry_id), body,
                     body.version if body is not None else None, stored, exists, old_slug, slug_of(document, ct),
                 )
-                if (unless_current and f.body is not None and f.version is not None and old_version == f.version
-                        and f.old_slug == f.new_slug):
+                if (current_until is not None and f.body is not None and f.version is not None
+                        and old_version == f.version <= current_until and f.old_slug == f.new_slug):
                     changes.kept.append(f.key)
                     continue
                 plan.append(f)

@@ -84,10 +84,12 @@ async def slug_owners(conn: Conn, slugs: list[tuple[str, str, str]]) -> dict[tup
     return {(r["type"], r["locale"], r["slug"]): r["entry_id"] for r in rows}
 
 
-async def replace_documents_many(conn: Conn, entry_ids: list[str], docs: list[tuple[Any, ...]]) -> set[str]:
+async def replace_documents_many(
+    conn: Conn, entry_ids: list[str], docs: list[tuple[Any, ...]],
+) -> set[tuple[str, str]]:
     """docs: (entry id, locale, type, version, slug, body, etag, vals, search_text, published_at,
     updated_at, created_at, bulky), replacing every document of entry_ids, in one statement; the
-    ids of the entries whose documents were written. A document that is already exactly so is
+    (entry id, locale) of the documents written. A document that is already exactly so is
     left alone (no new row version, no new render number: its files need no rewrite), e.g. after a
     schema change that only tightened a rule or marked a field `indexed`."""
     columns: list[list[Any]] = [list(c) for c in zip(*docs, strict=True)] if docs else [[] for _ in range(13)]
@@ -121,23 +123,24 @@ async def replace_documents_many(conn: Conn, entry_ids: list[str], docs: list[tu
                  IS DISTINCT FROM (excluded.type, excluded.version, excluded.slug, excluded.etag, excluded.vals,
                                    excluded.search, excluded.published_at, excluded.updated_at,
                                    excluded.created_at, excluded.bulky)
-           RETURNING entry_id""",
+           RETURNING entry_id, locale""",
         *columns, entry_ids,
     )
-    return {r["entry_id"] for r in rows}
+    return {(r["entry_id"], r["locale"]) for r in rows}
 
 
-async def add_published_values(conn: Conn, entry_ids: list[str]) -> None:
-    """The published_values rows of these entries' documents for every indexed field, where missing:
-    for documents a change left as they were (no UPDATE fired the triggers) of a type whose change
-    made a field `indexed`."""
+async def add_published_values(conn: Conn, documents: list[tuple[str, str]]) -> None:
+    """The published_values rows of these (entry id, locale) documents for every indexed field, where
+    missing: for documents a change left as they were (no UPDATE fired the triggers) of a type whose
+    change made a field `indexed`."""
     await conn.execute(
         """INSERT INTO published_values (type, field, locale, value, entry_id)
            SELECT d.type, f.field, d.locale, coalesce(d.vals -> f.field, 'null'::jsonb), d.entry_id
-             FROM published_documents d JOIN indexed_fields f ON f.type = d.type
-            WHERE d.entry_id = ANY($1::text[])
+             FROM unnest($1::text[], $2::text[]) AS u(entry_id, locale)
+             JOIN published_documents d ON d.entry_id = u.entry_id AND d.locale = u.locale
+             JOIN indexed_fields f ON f.type = d.type
            ON CONFLICT DO NOTHING""",
-        entry_ids,
+        [d[0] for d in documents], [d[1] for d in documents],
     )
 
 

@@ -51,6 +51,7 @@ async def put_content_type(
     async with conn.transaction():
         # Serialize schema changes: a content type change and entry writes must not interleave.
         await locks.lock_schema(conn)
+        mark = await repo.render_mark(conn)  # before this change renders anything
         types = await load_types(conn)
         ct, errors = parse_content_type(type_id, body, set(types))
         errors.raise_if_any()
@@ -85,16 +86,18 @@ async def put_content_type(
         await repo.sync_counted_fields(conn, type_id, counted, changed, ready=created or inline)
         if await _small_table(conn, "published_documents", inline_entries * 100):
             await ensure_indexes(conn, saved, concurrently=False)
+        rerendered: list[str] = []  # documents this request changed
         if inline and not created:
             # Small: entries, documents and unique values in the new shape before the change commits.
             locales = await load_locales(conn)
             rows = await repo.entry_rows_of_type(conn, type_id)
-            await rerenders.render_entries(conn, saved, locales, rows, assets_url)
+            rerendered = await rerenders.render_entries(conn, saved, locales, rows, assets_url)
             await repo.drop_stale_unique_values(conn, type_id, removed, locales.codes)
             removed = []
         # The files (and, when not inline, entries and documents), the indexes of a big site, and
         # `content_type.rerendered` when all is done: the workers, in batches.
-        await rerenders.schedule(conn, type_id, saved.version, "content_type", removed=removed, created=created)
+        await rerenders.schedule(conn, type_id, saved.version, "content_type", removed=removed, created=created,
+                                 mark=mark, changed=len(rerendered))
         await ctx.audit(conn, "content_type.save", f"content_type:{type_id}")
         await emit(conn, events.CONTENT_TYPE_SAVED, {"id": type_id, "version": saved.version})
         await invalidate(conn, "schema", f"type:{type_id}")

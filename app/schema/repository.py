@@ -99,16 +99,23 @@ async def set_entry_values(
 # --- background re-renders after a schema change (app/schema/rerenders.py) ------------------------
 
 
+async def render_mark(conn: Conn) -> int:
+    """The render number sequence's position now (a schema change's `render_mark`: migration 0018)."""
+    return int(await conn.fetchval("SELECT last_value FROM published_documents_render_seq"))
+
+
 async def schedule_rerender(
     conn: Conn, type_id: str, type_version: int, reason: str, removed: list[str], dropped_locales: list[str],
-    phase: str = "entries",
+    phase: str = "entries", mark: int = 0, changed: int = 0,
 ) -> None:
     """Start (or restart from the first entry, or at `phase`) the type's re-render. What an unfinished
-    one still had to drop stays to be dropped."""
+    one still had to drop stays to be dropped. mark, changed: migration 0018 (a restart keeps the
+    earlier mark and adds to what an unfinished one changed)."""
     await conn.execute(
-        """INSERT INTO schema_rerenders AS r (type, type_version, reason, removed_fields, dropped_locales, total, phase)
+        """INSERT INTO schema_rerenders AS r (type, type_version, reason, removed_fields, dropped_locales, total, phase,
+                                             render_mark, changed)
            VALUES ($1, $2, $3, $4, $5, (SELECT coalesce(sum(n), 0) FROM list_counts
-                                         WHERE kind = 'entries' AND type = $1 AND locale = ''), $6)
+                                         WHERE kind = 'entries' AND type = $1 AND locale = ''), $6, $7, $8)
            ON CONFLICT (type) DO UPDATE SET
                type_version = excluded.type_version, generation = r.generation + 1, reason = excluded.reason,
                removed_fields = ARRAY(SELECT DISTINCT f FROM unnest(
@@ -117,8 +124,11 @@ async def schedule_rerender(
                    CASE WHEN r.finished_at IS NULL THEN r.dropped_locales ELSE '{}' END || excluded.dropped_locales) c),
                phase = excluded.phase, cursor = '', done = 0, total = excluded.total, dependents = 0,
                attempts = 0, last_error = NULL, failed_at = NULL,
+               render_mark = CASE WHEN r.finished_at IS NULL THEN least(r.render_mark, excluded.render_mark)
+                                  ELSE excluded.render_mark END,
+               changed = CASE WHEN r.finished_at IS NULL THEN r.changed ELSE 0 END + excluded.changed,
                started_at = now(), updated_at = now(), finished_at = NULL""",
-        type_id, type_version, reason, removed, dropped_locales, phase,
+        type_id, type_version, reason, removed, dropped_locales, phase, mark, changed,
     )
 
 
@@ -148,15 +158,15 @@ async def claim_rerender(conn: Conn, type_id: str, token: str, lease_seconds: fl
 
 
 async def advance_rerender(
-    conn: Conn, job: Any, token: str, phase: str, cursor: str, done: int, dependents: int,
+    conn: Conn, job: Any, token: str, phase: str, cursor: str, done: int, dependents: int, changed: int = 0,
 ) -> bool:
     """Record a batch as done, unless the type changed again meanwhile (its generation moved on) or
     the lease was lost; True when recorded."""
     status = await conn.execute(
         """UPDATE schema_rerenders SET phase = $4, cursor = $5, done = done + $6, dependents = dependents + $7,
-                  attempts = 0, last_error = NULL, updated_at = now()
+                  changed = changed + $8, attempts = 0, last_error = NULL, updated_at = now()
             WHERE type = $1 AND generation = $2 AND lease_token = $3""",
-        job["type"], job["generation"], token, phase, cursor, done, dependents,
+        job["type"], job["generation"], token, phase, cursor, done, dependents, changed,
     )
     return status.endswith(" 1")
 

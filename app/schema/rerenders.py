@@ -86,9 +86,11 @@ async def render_entries(
         ids = [e["id"] for e in published]
         written = await documents_repo.replace_documents_many(conn, ids, docs)
         await documents_repo.replace_references_many(conn, ids, refs)
-        if unchanged := [i for i in ids if i not in written]:
+        # Documents left as they were fired no trigger: a field this change made `indexed` needs
+        # their published_values rows (per locale: one locale's document may change, another not).
+        if unchanged := [(doc[0], doc[1]) for doc in docs if (doc[0], doc[1]) not in written]:
             await documents_repo.add_published_values(conn, unchanged)
-        changed = [i for i in ids if i in written]
+        changed = list(dict.fromkeys(entry_id for entry_id, _ in written))
         if changed:
             # Delivery caches drop these at commit (a purge at commit, not the workers' confirmation:
             # answers cached after an unrelated publish of the type must go too).
@@ -99,13 +101,16 @@ async def render_entries(
 
 async def schedule(
     conn: asyncpg.Connection, type_id: str, version: int, reason: str, *, removed: list[str] | None = None,
-    dropped_locales: list[str] | None = None, created: bool = False,
+    dropped_locales: list[str] | None = None, created: bool = False, mark: int = 0, changed: int = 0,
 ) -> None:
     """(Re)start the type's background work. A type just created has no entries, files or dependents
     yet (those written from now on are delivered by their own events): it starts at the finish
-    (indexes, index files, the event), so it never rewrites entries written meanwhile."""
+    (indexes, index files, the event), so it never rewrites entries written meanwhile. mark: the
+    render number position before the change rendered anything (`repo.render_mark`); changed: the
+    documents it already rewrote in its request."""
     await repo.schedule_rerender(
         conn, type_id, version, reason, removed or [], dropped_locales or [], FINISH if created else ENTRIES,
+        mark, changed,
     )
 
 
@@ -198,7 +203,7 @@ async def _entries_batch(pool: Any, publisher: Publisher, purge: Purge, job: Any
         return True  # changed again meanwhile: the next message starts the new generation
     phase, cursor = (ENTRIES, ids[-1]) if len(ids) == batch else (DEPENDENTS, "")
     async with pool.acquire() as conn:
-        return await repo.advance_rerender(conn, job, token, phase, cursor, len(ids), 0) or True
+        return await repo.advance_rerender(conn, job, token, phase, cursor, len(ids), 0, len(changed)) or True
 
 
 async def _entries_part(
@@ -222,7 +227,8 @@ async def _entries_part(
             rows = await repo.entries_between(conn, type_id, ids[0], ids[-1])
             changed = await render_entries(conn, ct, locales, rows, publisher.assets_url)
         published = [(r["id"], type_id) for r in rows if r["published_version"] is not None]
-        await publisher.sync_entries(conn, types, locales.codes, published, changes, unless_current=True)
+        await publisher.sync_entries(conn, types, locales.codes, published, changes,
+                                     current_until=int(job["render_mark"]))
     return DONE, changed
 
 
@@ -230,6 +236,9 @@ async def _dependents_batch(pool: Any, publisher: Publisher, purge: Purge, job: 
     """Files of the entries that include the type's entries, of any type (their documents are not
     affected: delivery splices includes when it reads)."""
     type_id = job["type"]
+    if not job["changed"]:  # no document of the type changed: the files that include them are right
+        async with pool.acquire() as conn:
+            return await repo.advance_rerender(conn, job, token, FINISH, "", 0, 0) or True
     async with pool.acquire() as conn:
         types, locales = await load_types(conn), await load_locales(conn)
         rows = await repo.dependents_after(conn, type_id, job["cursor"], batch)
@@ -286,16 +295,18 @@ async def rerender_every_type(
 ) -> None:
     """After a locale change, inside its transaction: every type's entries and documents in the new
     shape, here for small types and in the background for the others; their files in the background."""
+    mark = await repo.render_mark(conn)
     types, locales = await load_types(conn), await load_locales(conn)
     dropped = [dropped_locale] if dropped_locale else []
     budget = inline_entries  # for the whole request, not per type: 200 small types are a big site
     for ct in types.values():
         count = await repo.count_entries_fast(conn, ct.id)
+        changed: list[str] = []
         if count <= budget:
             budget -= count
-            await render_entries(conn, ct, locales, await repo.entry_rows_of_type(conn, ct.id), assets_url)
+            changed = await render_entries(conn, ct, locales, await repo.entry_rows_of_type(conn, ct.id), assets_url)
             await repo.drop_stale_unique_values(conn, ct.id, [], locales.codes)
-        await schedule(conn, ct.id, ct.version, "locale", dropped_locales=dropped)
+        await schedule(conn, ct.id, ct.version, "locale", dropped_locales=dropped, mark=mark, changed=len(changed))
 
 
 async def locale_still_dropping(conn: asyncpg.Connection, code: str, inline_entries: int) -> bool:

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
@@ -177,12 +178,33 @@ def _is_newer(stored: int | None, version: int | None) -> bool:
 T = TypeVar("T")
 
 
-def _run_each(calls: Sequence[Callable[[], T]]) -> list[T]:
-    return [call() for call in calls]
+class _Stop:
+    """Set when the caller of `run_all` is cancelled: operations not started yet are not started."""
+
+    stopped = False
 
 
-def _first_error_raised(results: list[T | BaseException]) -> list[T]:
-    """gather(return_exceptions=True)'s results, or its first error (once every task is done)."""
+def _run_each(stop: _Stop, calls: Sequence[Callable[[], T]]) -> list[T]:
+    results = []
+    for call in calls:
+        if stop.stopped:
+            raise asyncio.CancelledError
+        results.append(call())
+    return results
+
+
+async def _all_done(stop: _Stop, awaitables: list[Awaitable[T]]) -> list[T]:
+    """Their results in order, or the first error, once every one is done. A cancelled caller starts
+    no further operation and waits for those already in a thread (they cannot be stopped) before it
+    is cancelled itself."""
+    gathered = asyncio.gather(*awaitables, return_exceptions=True)
+    try:
+        results = await asyncio.shield(gathered)
+    except asyncio.CancelledError:
+        stop.stopped = True
+        with contextlib.suppress(BaseException):
+            await gathered
+        raise
     for result in results:
         if isinstance(result, BaseException):
             raise result
@@ -220,13 +242,15 @@ class AsyncObjectStore:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def run_all(self, calls: Sequence[Callable[[], T]]) -> list[T]:
-        """Run many store operations (closures over `store`); results in order, the first error raised
-        (after every operation has run or failed: none is left running behind the caller's back)."""
+        """Run many store operations (closures over `store`); results in order, the first error raised.
+        Operations in threads are waited for, also when the caller is cancelled: none goes on
+        writing behind the caller's back (after its transaction and locks are gone)."""
+        stop = _Stop()
         if self.inline and len(calls) >= self.THREADED_FROM:
             size = -(-len(calls) // self.THREADS)
-            chunks = _first_error_raised(await asyncio.gather(*(
-                asyncio.to_thread(_run_each, calls[start : start + size]) for start in range(0, len(calls), size)
-            ), return_exceptions=True))
+            chunks = await _all_done(stop, [
+                asyncio.to_thread(_run_each, stop, calls[start : start + size]) for start in range(0, len(calls), size)
+            ])
             return [result for chunk in chunks for result in chunk]
         if self.inline:
             results: list[T] = []
@@ -239,9 +263,9 @@ class AsyncObjectStore:
 
         async def one(call: Callable[[], T]) -> T:
             async with limit:
-                return await asyncio.to_thread(call)
+                return (await asyncio.to_thread(_run_each, stop, [call]))[0]
 
-        return _first_error_raised(await asyncio.gather(*(one(call) for call in calls), return_exceptions=True))
+        return await _all_done(stop, [one(call) for call in calls])
 
     async def put(
         self,

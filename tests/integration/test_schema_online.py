@@ -135,7 +135,9 @@ async def test_a_change_that_leaves_documents_as_they_were_rewrites_no_document_
     documents in its request."""
     async with apps_with(**settings) as site:
         await _blog(site)
-        ids = [await new_entry(site, "article", {"title": f"T{i}", "rank": i}) for i in range(9)]
+        author = await new_entry(site, "author", {"name": "Ada"})
+        ids = [await new_entry(site, "article", {"title": f"T{i}", "rank": i, "author": {"id": author}})
+               for i in range(9)]
         await hosts.start(config=fast_config(rerender_batch=4))
         await settle(site.database_url)
         store = LocalObjectStore(site.settings.objects_dir)
@@ -159,6 +161,11 @@ async def test_a_change_that_leaves_documents_as_they_were_rewrites_no_document_
             "SELECT count(*) FROM published_values WHERE type = 'article' AND field = 'slug'") == len(ids)
         listed = await api(site, "/api/v1/entries/article?filter[slug][eq]=t3&locale=en")
         assert listed.status_code == 200 and listed.json()["meta"]["total"] == 1, listed.text
+        # nor do the files that include a type whose documents did not change
+        r = await site.management.put("/v1/content-types/author", json={**AUTHOR, "description": "People"})
+        assert r.status_code == 200, r.text
+        await settle(site.database_url)
+        assert files() == before_files
 
         r = await site.management.put("/v1/content-types/article", json={**ARTICLE, "fields": [
             *looser, {"id": "summary", "type": "text"}]})

@@ -7,6 +7,7 @@ import errno
 import os
 import subprocess
 import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -320,6 +321,21 @@ async def test_run_all_keeps_order_and_lets_every_operation_finish(store: Object
     after = [store.get(key) for key in keys]
     await asyncio.sleep(0.05)
     assert [store.get(key) for key in keys] == after and after[-1].body == b"v2"  # type: ignore[union-attr]
+
+    # cancelled: what has not started does not start, what runs is waited for
+    def slow_put(key: str) -> bool:
+        time.sleep(0.005)
+        return put(store, key, b"v3", 3)
+
+    task = asyncio.create_task(wrapped.run_all([partial(slow_put, key) for key in keys]))
+    await asyncio.sleep(0.03)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    settled = [store.get(key).body for key in keys]  # type: ignore[union-attr]
+    await asyncio.sleep(0.1)
+    assert [store.get(key).body for key in keys] == settled  # type: ignore[union-attr]
+    assert 0 < settled.count(b"v3") < n
 
 
 # ---------------------------------------------------------------------------------------------

@@ -288,6 +288,35 @@ async def test_a_filter_on_an_indexed_field_is_counted_index_only_from_published
         assert await totals(conn, "en") == after and after != slow["en"]
 
 
+async def test_an_update_rewrites_only_the_indexed_values_that_changed(db: asyncpg.Pool) -> None:
+    """migration 0019: a document written again with the same indexed values (a new title, a schema
+    change's re-render) leaves its published_values rows as they were (no dead rows in the counted
+    index); a changed value replaces that field's row only, and the rows always match the documents."""
+    rows = "SELECT entry_id, locale, field, value, ctid::text AS at FROM published_values ORDER BY 1, 2, 3"
+    expected = """SELECT d.entry_id, d.locale, f.field, coalesce(d.vals -> f.field, 'null'::jsonb) AS value
+                    FROM published_documents d JOIN indexed_fields f ON f.type = d.type ORDER BY 1, 2, 3"""
+    async with db.acquire() as conn:
+        await seed(conn)
+        await conn.execute("INSERT INTO indexed_fields (type, field, ready) VALUES ('article', 'rank', true),"
+                           " ('article', 'kind', true)")
+        await conn.execute("UPDATE published_documents SET version = version")  # every document: its rows added
+        before = {(r["entry_id"], r["locale"], r["field"]): r for r in await conn.fetch(rows)}
+        assert before and [tuple(r)[:4] for r in before.values()] == [tuple(r) for r in await conn.fetch(expected)]
+
+        await conn.execute("UPDATE published_documents SET etag = etag || 'x', version = version + 1")
+        assert {k: r["at"] for k, r in before.items()} == {
+            (r["entry_id"], r["locale"], r["field"]): r["at"] for r in await conn.fetch(rows)}
+
+        await conn.execute("UPDATE published_documents SET vals = jsonb_set(vals, '{rank}', '7')"
+                           " WHERE entry_id = 'art1' AND locale = 'en'")
+        after = {(r["entry_id"], r["locale"], r["field"]): r for r in await conn.fetch(rows)}
+        moved = {k for k in before if after[k]["at"] != before[k]["at"]}
+        assert moved == {("art1", "en", "rank")} and after[("art1", "en", "rank")]["value"] == 7
+        assert [tuple(r)[:4] for r in after.values()] == [tuple(r) for r in await conn.fetch(expected)]
+        await conn.execute("DELETE FROM published_documents WHERE entry_id = 'art2'")
+        assert not await conn.fetchval("SELECT count(*) FROM published_values WHERE entry_id = 'art2'")
+
+
 async def test_contains_is_counted_through_the_trigram_index_of_published_values(db: asyncpg.Pool) -> None:
     """`contains` on an indexed text field: the total comes from published_values (narrow rows) by
     its trigram index; the documents' count never runs."""

@@ -1,9 +1,9 @@
 -- An UPDATE of published documents (a publish, a bulk upsert, a schema change's re-render) removed
 -- every published_values row of each document and added them again, though most updates leave the
 -- indexed values as they were (a new title, a new optional field): at 1M documents a re-render
--- rewrote 2M identical rows and left the index half dead rows (a rank range's total, counted in
--- that index, went from 2.7 to 3.9 ms). Now one UPDATE trigger removes only the values that
--- changed and adds what is missing (ON CONFLICT DO NOTHING writes nothing for a value kept).
+-- rewrote 2M identical rows (and their index entries, the trigram index's too). Now one UPDATE
+-- trigger removes only the values that changed and adds what is missing (ON CONFLICT DO NOTHING
+-- writes nothing for a value kept).
 CREATE FUNCTION published_values_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM published_values v USING removed o JOIN added n ON n.entry_id = o.entry_id AND n.locale = o.locale

@@ -41,6 +41,12 @@ class Rendered(NamedTuple):
     slug: str | None
     search_text: str
     bulky: dict[str, Any] | None = None  # the same for BULKY_TYPES fields (long text, json, components, blocks)
+    links: list[Link] | None = None  # where `body` holds its includable reference links (`encode_stored`)
+
+
+# An includable reference link in stored ENTRY bytes: [top-level field id, start, end, linked entry id];
+# body[start:end] is the link object `{"id": …, "type": …}` that `include` replaces.
+Link = list[Any]
 
 
 def field_value(field: Field, data: dict[str, Any], chain: list[str]) -> Any:
@@ -126,8 +132,46 @@ def render_entry(
         created_at=entry["created_at"], updated_at=entry["updated_at"],
         published_at=entry["published_at"], fields=fields,
     )
-    body = _encode(document)
-    return Rendered(locale, body, etag_of(body), vals, slug, " ".join(search), bulky)
+    body, links = encode_stored(document, ct)
+    return Rendered(locale, body, etag_of(body), vals, slug, " ".join(search), bulky, links)
+
+
+def encode_stored(document: dict[str, Any], ct: ContentType) -> tuple[bytes, list[Link]]:
+    """An ENTRY document's bytes (exactly `encode(document)`) and where its includable reference
+    links are in them, in document order, so that `include` can splice the linked entries' bytes in
+    without decoding anything (`LinkSplice`).
+
+    Each link is encoded in place of a numbered marker: NUL bytes never occur in msgspec's JSON
+    (strings escape control characters), so splitting on them finds every marker and nothing else."""
+    fields = document.get("fields") or {}
+    by_id = {f.id: f for f in ct.fields}
+    marked: list[tuple[str, dict[str, Any]]] = []
+    masked = dict(fields)
+    for field_id, value in fields.items():
+        field = by_id.get(field_id)
+        if field is None or not _follows(field):
+            continue
+
+        def mark(holder: Field, link: Any, field_id: str = field_id) -> Any:
+            if holder.type == "reference" and _includable(link):
+                marked.append((field_id, link))
+                return msgspec.Raw(b"\x00%d\x00" % (len(marked) - 1))
+            return link
+
+        masked[field_id] = map_links(field, value, mark)
+    if not marked:
+        return _encode(document), []
+    pieces = _encode(dict(document, fields=masked)).split(b"\x00")
+    out = [pieces[0]]
+    size = len(pieces[0])
+    links: list[Link] = []
+    for number, after in zip(pieces[1::2], pieces[2::2], strict=True):
+        field_id, link = marked[int(number)]
+        encoded = _encode(link)
+        links.append([field_id, size, size + len(encoded), link["id"]])
+        out += (encoded, after)
+        size += len(encoded) + len(after)
+    return b"".join(out), links
 
 
 def etag_of(body: bytes) -> str:
@@ -148,6 +192,51 @@ class _StoredEntry(msgspec.Struct):
 
 
 _decode_stored = msgspec.json.Decoder(_StoredEntry).decode
+
+
+class LinkSplice:
+    """`Spliced` for stored bytes whose links' places are known (`encode_stored`) and every field
+    wanted: the linked entries' bytes go between slices of the stored bytes; nothing is decoded."""
+
+    def __init__(self, body: bytes, links: list[Link], names: set[str] | frozenset[str]) -> None:
+        self._body = body
+        self._links = [link for link in links if link[0] in names]
+
+    def linked_ids(self) -> list[str]:
+        return [link[3] for link in self._links]
+
+    def encode(self, found: dict[str, bytes], fields: list[str] | None) -> bytes:
+        assert fields is None  # a selection of fields re-encodes: `Spliced`
+        body = memoryview(self._body)
+        out: list[Any] = []
+        at = 0
+        for _, start, end, linked in self._links:
+            embedded = found.get(linked)
+            if embedded is not None:
+                out += (body[at:start], embedded)
+                at = end
+        if not out:
+            return self._body
+        out.append(body[at:])
+        return b"".join(out)
+
+
+def followed(ct: ContentType) -> frozenset[str]:
+    """The fields of `ct` that `include` follows."""
+    return frozenset(f.id for f in ct.fields if _follows(f))
+
+
+def splicer(
+    body: bytes, links: list[Link] | None, ct: ContentType, only: set[str] | None, fields: list[str] | None,
+    names: frozenset[str] | None = None,
+) -> LinkSplice | Spliced:
+    """How to include (depth 1) on one stored document: by its links' places when it has them (stored
+    since migration 0020) and all fields are wanted, else by decoding its fields (`Spliced`).
+    `names`: `followed(ct)`, when the caller has it."""
+    if links is None or fields is not None:
+        return Spliced(body, ct, only)
+    names = followed(ct) if names is None else names
+    return LinkSplice(body, links, names if only is None else names & only)
 
 
 class Spliced:

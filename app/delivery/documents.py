@@ -171,23 +171,32 @@ def _fetch_published_bytes(conn: Any, locale: str, types: dict[str, ContentType]
 
 
 async def splice_each(
-    roots: list[tuple[bytes, ContentType, _Budget]], include: list[str], fields: list[str] | None, fetch: FetchBytes,
+    roots: list[tuple[bytes, list[render.Link] | None, ContentType, _Budget]], include: list[str],
+    fields: list[str] | None, fetch: FetchBytes,
 ) -> list[tuple[bytes, set[str]] | None]:
-    """`include` at depth 1 (and `fields`) over stored ENTRY bytes, one fetch for all roots: each
-    root's bytes and included ids, or None for a root whose budget ran out (checked before any bytes
-    are built; the caller decides: a 400, or no includes). Same bytes as `expand_each` + encode."""
-    only = None if include == ["*"] else set(include)
-    spliced = [render.Spliced(body, ct, only if include else set()) for body, ct, _ in roots]
+    """`include` at depth 1 (and `fields`) over stored ENTRY bytes (with their links' places, or None),
+    one fetch for all roots: each root's bytes and included ids, or None for a root whose budget ran
+    out (checked before any bytes are built; the caller decides: a 400, or no includes). Same bytes
+    as `expand_each` + encode."""
+    only = (None if include == ["*"] else set(include)) if include else set()
+    followed: dict[str, frozenset[str]] = {}  # per type, once
+
+    def splicer(body: bytes, links: list[render.Link] | None, ct: ContentType) -> render.LinkSplice | render.Spliced:
+        if ct.id not in followed:
+            followed[ct.id] = render.followed(ct)
+        return render.splicer(body, links, ct, only, fields, followed[ct.id])
+
+    spliced = [splicer(body, links, ct) for body, links, ct, _ in roots]
     linked = [s.linked_ids() for s in spliced]
     wanted = sorted({i for ids in linked for i in ids})
     found = await fetch(wanted) if wanted else {}
-    for ids, (_, _, budget) in zip(linked, roots, strict=True):
+    for ids, (*_, budget) in zip(linked, roots, strict=True):
         hits = [i for i in ids if i in found]
         budget.entries += len(hits)
         budget.bytes += sum(len(found[i]) for i in hits)
     return [
         None if budget.exceeded else (s.encode(found, fields), {i for i in ids if i in found})
-        for s, ids, (_, _, budget) in zip(spliced, linked, roots, strict=True)
+        for s, ids, (*_, budget) in zip(spliced, linked, roots, strict=True)
     ]
 
 
@@ -241,7 +250,8 @@ async def _published_bodies(
     if depth == 1:  # the common case, on stored bytes (see `splice_each`)
         budgets = [_Budget(limit) for _ in rows]
         spliced = await splice_each(
-            [(r["body"], types[r["type"]], b) for r, b in zip(rows, budgets, strict=True)], include or [], fields,
+            [(r["body"], r["links"], types[r["type"]], b) for r, b in zip(rows, budgets, strict=True)], include or [],
+            fields,
             _fetch_published_bytes(conn, locale, types),
         )
         out = {}
@@ -280,14 +290,14 @@ async def published_list(
     conn: Any, types: dict[str, ContentType], ct: ContentType, query: ListQuery, limit: IncludeLimit
 ) -> Body:
     """`GET /api/v1/entries/{type}` for a parsed query."""
-    page = await sql.fetch_page(conn, query, DeliverySource(), "d.entry_id, d.body")
+    page = await sql.fetch_page(conn, query, DeliverySource(), "d.entry_id, d.body, d.links")
     meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total, "total_relation": page.total_relation}
     ids = [r["entry_id"] for r in page.rows]
     included: set[str] = set()
     if query.depth == 1 and (query.include or query.fields is not None):
         budget = _Budget(limit)  # one answer: the page shares one budget
         spliced = await splice_each(
-            [(r["body"], ct, budget) for r in page.rows], query.include, query.fields,
+            [(r["body"], r["links"], ct, budget) for r in page.rows], query.include, query.fields,
             _fetch_published_bytes(conn, query.locale, types),
         )
         if budget.exceeded:

@@ -28,7 +28,7 @@ def published_rows(
         docs.append((
             code, ct.id, entry["published_version"], rendered.slug, rendered.body, rendered.etag, rendered.vals,
             rendered.search_text, entry["published_at"], entry["updated_at"], entry["created_at"],
-            rendered.bulky or None,
+            rendered.bulky or None, rendered.links,
         ))
     refs, _ = links(ct, entry["published_data"])
     return docs, sorted({link["id"] for _, link in refs})

@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from ..db.rows import Conn
 
-DOCUMENT_COLUMNS = "entry_id, type, body, etag, render_seq"
+_encode = msgspec.json.Encoder().encode
+
+DOCUMENT_COLUMNS = "entry_id, type, body, etag, render_seq, links"
 
 
 async def replace_documents(conn: Conn, entry_id: str, docs: list[tuple[Any, ...]]) -> None:
     """docs: (locale, type, version, slug, body, etag, vals, search_text, published_at, updated_at, created_at,
-    bulky).
+    bulky, links).
 
     One statement: the rows of locales not in docs go, the others are inserted or replaced.
     """
@@ -88,34 +91,37 @@ async def replace_documents_many(
     conn: Conn, entry_ids: list[str], docs: list[tuple[Any, ...]],
 ) -> set[tuple[str, str]]:
     """docs: (entry id, locale, type, version, slug, body, etag, vals, search_text, published_at,
-    updated_at, created_at, bulky), replacing every document of entry_ids, in one statement; the
+    updated_at, created_at, bulky, links), replacing every document of entry_ids, in one statement; the
     (entry id, locale) of the documents written. A document that is already exactly so is
     left alone (no new row version, no new render number: its files need no rewrite), e.g. after a
     schema change that only tightened a rule or marked a field `indexed`."""
-    columns: list[list[Any]] = [list(c) for c in zip(*docs, strict=True)] if docs else [[] for _ in range(13)]
+    columns: list[list[Any]] = [list(c) for c in zip(*docs, strict=True)] if docs else [[] for _ in range(14)]
+    # links are lists of lists: as they are, asyncpg would read them as more dimensions of the array
+    columns[13] = [None if links is None else msgspec.Raw(_encode(links)) for links in columns[13]]
     # The DELETE touches only rows the INSERT does not write (other entries' locales), so the two
     # parts of the statement never meet the same row.
     rows = await conn.fetch(
         """WITH u AS (
                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bytea[],
                                     $7::text[], $8::jsonb[], $9::text[], $10::timestamptz[], $11::timestamptz[],
-                                    $12::timestamptz[], $13::jsonb[])
+                                    $12::timestamptz[], $13::jsonb[], $14::jsonb[])
                  AS u(entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at,
-                      created_at, bulky)
+                      created_at, bulky, links)
            ), gone AS (
-               DELETE FROM published_documents d WHERE d.entry_id = ANY($14::text[])
+               DELETE FROM published_documents d WHERE d.entry_id = ANY($15::text[])
                   AND NOT EXISTS (SELECT 1 FROM u WHERE u.entry_id = d.entry_id AND u.locale = d.locale)
            )
            INSERT INTO published_documents
                  (entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at, created_at,
-                  bulky)
+                  bulky, links)
            SELECT u.entry_id, u.locale, u.type, u.version, u.slug, u.body, u.etag, u.vals,
-                  to_tsvector('simple', u.search), u.published_at, u.updated_at, u.created_at, u.bulky FROM u
+                  to_tsvector('simple', u.search), u.published_at, u.updated_at, u.created_at, u.bulky, u.links FROM u
            ON CONFLICT (entry_id, locale) DO UPDATE SET
                type = excluded.type, version = excluded.version, slug = excluded.slug, body = excluded.body,
                etag = excluded.etag, vals = excluded.vals, search = excluded.search,
                published_at = excluded.published_at, updated_at = excluded.updated_at,
-               created_at = excluded.created_at, render_seq = excluded.render_seq, bulky = excluded.bulky
+               created_at = excluded.created_at, render_seq = excluded.render_seq, bulky = excluded.bulky,
+               links = excluded.links
            WHERE (published_documents.type, published_documents.version, published_documents.slug,
                   published_documents.etag, published_documents.vals, published_documents.search,
                   published_documents.published_at, published_documents.updated_at,

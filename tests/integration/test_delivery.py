@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from cms.app import render
 from cms.app.db.pool import QUERY_LOG
-from tests.support import eventually
+from tests.support import ARTICLE, AUTHOR, TAG, eventually
 
 
 async def _seed(blog, n: int = 3) -> dict:
@@ -80,6 +81,35 @@ async def test_include_depth_and_fields(blog) -> None:
     assert r.json()["data"]["fields"]["tags"][0]["fields"]["label"] == "python"
     assert (await d.get("/api/v1/entries/article?include=title")).status_code == 400
     assert (await d.get("/api/v1/entries/article?depth=4&include=author")).status_code == 400
+
+
+async def test_include_splices_at_the_stored_link_places_and_older_documents_alike(apps_with, db) -> None:
+    """Documents stored since migration 0020 say where their links are; those stored before (links
+    NULL) take the decoding path; both answer the same bytes."""
+    async with apps_with(CMS_DELIVERY_CACHE_MB="0") as apps:  # every read computed
+        for type_id, body in (("author", AUTHOR), ("tag", TAG), ("article", ARTICLE)):
+            assert (await apps.management.put(f"/v1/content-types/{type_id}", json=body)).status_code == 201
+        seeded = await _seed(apps)
+        d = await apps.reader()
+        urls = [
+            "/api/v1/entries/article?include=author,tags&sort=rank", "/api/v1/entries/article?include=author",
+            f"/api/v1/entries/article/{seeded['articles'][1]}?include=*",
+        ]
+        by_places = [(await d.get(url)).content for url in urls]
+        rows = await db.fetch("SELECT entry_id, body, links FROM published_documents WHERE type = 'article'")
+        assert len(rows) == 3
+        for row in rows:
+            assert [(field, linked) for field, _, _, linked in row["links"]] == [
+                ("author", render.decode(row["body"])["fields"]["author"]["id"]), ("tags", seeded["tag"]),
+            ]
+            for _, start, end, linked in row["links"]:
+                link = render.decode(row["body"][start:end])
+                assert link["id"] == linked and set(link) == {"id", "type"}
+        await db.execute("UPDATE published_documents SET links = NULL")
+        assert [(await d.get(url)).content for url in urls] == by_places
+        first = render.decode(by_places[0])["data"][0]["fields"]
+        assert first["author"]["fields"]["name"] == "Ada" and first["tags"][0]["fields"]["label"] == "python"
+        assert render.decode(by_places[2])["data"]["fields"]["author"]["fields"]["name"] == "Grace"
 
 
 async def test_depth_resolves_nested_references_and_cycles(apps) -> None:

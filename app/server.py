@@ -22,6 +22,7 @@ from .bulk.routes import BULK_ROUTES
 from .config import Settings
 from .credentials.routes import CREDENTIAL_ROUTES, PREVIEW_TOKEN_ROUTES
 from .credentials.service import CredentialResolver
+from .db.lender import ConnectionLender
 from .db.pool import create_pool
 from .db.replica import ReplicaRouting
 from .delivery.cache import DeliveryCache
@@ -66,6 +67,10 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
         state.read_pool = ReplicaRouting(state.pool, await create_pool(
             read_url, max_size=settings.db_pool_size, statement_timeout_ms=timeout_ms, parallel_query=False,
         )) if read_url else state.pool
+        if delivery and not read_url and settings.db_pool_size > _KEPT_FOR_OTHERS:
+            # Delivery reads borrow without asyncpg's per-release task (app/db/lender.py); two of the
+            # pool's connections stay for credentials, schemas and the rest.
+            state.read_pool = ConnectionLender(state.pool, settings.db_pool_size - _KEPT_FOR_OTHERS)
         # Explicit socket timeouts: redis-py's defaults break blocking reads and pub/sub.
         state.redis = aioredis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         if not delivery:
@@ -134,6 +139,7 @@ def _lifespan(settings: Settings, database_url: str, redis_url: str, *, delivery
 
 
 SHUTDOWN_STEP_SECONDS = 5.0
+_KEPT_FOR_OTHERS = 2  # pool connections a delivery process's ConnectionLender never takes
 
 
 async def _bounded(step: Any, what: str) -> bool:

@@ -11,9 +11,8 @@ query, a broken connection, an open transaction), and once every `RETURN_EVERY` 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from types import TracebackType
 from typing import Any
 
 import asyncpg
@@ -34,15 +33,11 @@ class ConnectionLender:
         self._lends = 0
         self._closed = False
 
-    @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[Any]:
-        conn = await self._take()
-        try:
-            yield conn
-        except BaseException:
-            await self._give_back(conn)
-            raise
-        if self._closed or conn.is_closed() or conn.is_in_transaction() or self._lends % self.RETURN_EVERY == 0:
+    def acquire(self) -> _Lend:
+        return _Lend(self)
+
+    async def _done(self, conn: Any, failed: bool) -> None:
+        if failed or self._closed or conn.is_closed() or conn.is_in_transaction() or self._lends % self.RETURN_EVERY == 0:
             await self._give_back(conn)
         else:
             self._hand_on(conn)
@@ -114,3 +109,22 @@ class ConnectionLender:
         for conn in idle:
             self._out -= 1
             await self.pool.release(conn)
+
+
+class _Lend:
+    """One lend: `async with` (a class, not a generator: this runs for every delivery read)."""
+
+    __slots__ = ("_conn", "_lender")
+
+    def __init__(self, lender: ConnectionLender) -> None:
+        self._lender = lender
+        self._conn: Any = None
+
+    async def __aenter__(self) -> Any:
+        self._conn = await self._lender._take()
+        return self._conn
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None,
+    ) -> None:
+        await self._lender._done(self._conn, kind is not None)

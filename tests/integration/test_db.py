@@ -120,3 +120,31 @@ async def test_json_values_round_trip_through_the_binary_codecs(db) -> None:
         assert [r["v"] for r in rows] == values
         assert [r["t"] for r in rows] == ["object", "string", "number", None]  # None is SQL NULL
         assert await conn.fetchval("SELECT $1::jsonb->>'u'", values[0]) == "Zürich ✓"
+
+
+async def test_a_by_slug_read_takes_the_slug_index_before_the_table_is_ever_analyzed(db) -> None:
+    """Prepared by-slug reads on a never-analyzed table (a new site, a first import): the generic
+    plan reads the one matching index entry, not the type's documents in publish order (migration 0021)."""
+    from cms.app.publishing import repository
+
+    async with db.acquire() as conn:
+        await conn.execute("INSERT INTO content_types (id, name, fields) VALUES ('t', 'T', '[]')")
+        await conn.execute(
+            "INSERT INTO entries (id, type, data, version) SELECT 'e' || n, 't', '{}', 1 FROM generate_series(1, 600) n")
+        await conn.execute(
+            "INSERT INTO published_documents (entry_id, locale, type, version, slug, body, etag, vals, search, "
+            "published_at, updated_at, created_at) SELECT 'e' || n, 'en', 't', 1, 's' || n, '{}', 'e', '{}', "
+            "''::tsvector, now() - n * interval '1 s', now(), now() FROM generate_series(1, 600) n")
+        await conn.execute("SELECT pg_clear_relation_stats('public', 'published_documents')")
+        for column in ("type", "locale", "slug", "published_at", "entry_id"):
+            await conn.execute("SELECT pg_clear_attribute_stats('public', 'published_documents', $1, false)", column)
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            assert (await repository.document_by_slug(conn, "t", "en", "s300"))["entry_id"] == "e300"
+            statement = await conn.prepare(
+                "EXPLAIN (ANALYZE, COSTS OFF) SELECT entry_id FROM published_documents WHERE type = $1 AND "
+                "locale = $2 AND slug = $3 ORDER BY published_at, entry_id LIMIT 1")
+            plan = "\n".join(r[0] for r in await statement.fetch("t", "en", "s300"))
+        finally:
+            await conn.execute("RESET plan_cache_mode")
+        assert "published_documents_slug" in plan and "Rows Removed by Filter" not in plan, plan

@@ -89,6 +89,18 @@ def answer_headers(etag: str, tags: tuple[str, ...], cache_control: str | None) 
     }
 
 
+def raw_answer_headers(etag: str, tags: tuple[str, ...], cache_control: str | None) -> list[tuple[bytes, bytes]]:
+    """`answer_headers` as ASGI header pairs, built directly: the fast path sends these for every
+    computed answer (tests/unit check that the two agree)."""
+    quoted = f'"{etag}"'.encode()
+    if cache_control is None:
+        return [(b"etag", quoted), (b"cache-control", b"no-store")]
+    return [
+        (b"etag", quoted), (b"cache-control", cache_control.encode()), (b"surrogate-key", " ".join(tags).encode()),
+        (b"cache-tag", ",".join(tags).encode()),
+    ]
+
+
 class CachedResponse:
     __slots__ = ("body", "etag", "tags", "stored_at", "raw_headers", "size", "stale_since", "since")
 
@@ -162,7 +174,7 @@ class DeliveryCache:
                 return
         if key in self._items:
             self._drop(key)
-        headers = [(k.lower().encode(), v.encode()) for k, v in answer_headers(etag, tags, self.cache_control).items()]
+        headers = raw_answer_headers(etag, tags, self.cache_control)
         self._items[key] = CachedResponse(body, etag, tags, headers, size, stale_since, since)
         self.bytes += size
         for tag in tags:

@@ -283,7 +283,7 @@ async def _published_bodies(
 
 def _plain(row: Any) -> Body:
     """A stored document as it is: no includes, every field."""
-    return Body(render.envelope(row["body"]), row["etag"], _entry_tags([row["entry_id"]], set()), row["render_seq"])
+    return Body(render.envelope(row["body"]), row["etag"], (f"entry:{row['entry_id']}",), row["render_seq"])
 
 
 async def published_list(

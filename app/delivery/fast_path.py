@@ -19,7 +19,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from ..credentials.keys import presented_in
 from ..credentials.schemas import ANONYMOUS, Credential
 from ..problems import PROBLEM_JSON, ProblemError, problem_body
-from .cache import answer_headers, etag_matches, graphql_key
+from .cache import etag_matches, graphql_key, raw_answer_headers
 from .reads import Read, for_credential, make_read
 
 PREFIX = "/api/v1/entries/"
@@ -124,9 +124,10 @@ class DeliveryFastPath:
             return True
         except Exception:
             return False
-        headers = answer_headers(result.etag, result.tags, state.settings.cache_control)
-        await self._answer(result.body, result.etag, [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-                           scope, send)
+        await self._answer(
+            result.body, result.etag, raw_answer_headers(result.etag, result.tags, state.settings.cache_control), scope,
+            send,
+        )
         return True
 
     def _credential(self, scope: Scope, state: Any) -> Credential | None:

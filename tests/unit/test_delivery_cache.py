@@ -3,7 +3,15 @@ answers computed across a purge, the byte bound."""
 
 from __future__ import annotations
 
-from cms.app.delivery.cache import DeliveryCache, cache_key, known_parameters
+import pytest
+
+from cms.app.delivery.cache import (
+    DeliveryCache,
+    answer_headers,
+    cache_key,
+    known_parameters,
+    raw_answer_headers,
+)
 
 
 def _cache(max_bytes: int = 1 << 20) -> DeliveryCache:
@@ -64,3 +72,10 @@ def test_keys_keep_only_the_parameters_a_read_takes_in_name_order() -> None:
     assert cache_key("/l", known_parameters("list", pairs)) == "/l?fields=title&filter%5Brank%5D%5Bgt%5D=1&limit=2"
     assert cache_key("/e", known_parameters("entry", pairs)) == "/e?fields=title"
     assert cache_key("/e", known_parameters("entry", (("utm", "x"),))) == "/e"
+
+
+@pytest.mark.parametrize("cache_control", ["public, max-age=60", None])
+def test_raw_answer_headers_are_the_answer_headers(cache_control: str | None) -> None:
+    tags = ("type:article", "entry:a1", "entry:ada")
+    expected = [(k.lower().encode(), v.encode()) for k, v in answer_headers("abc123", tags, cache_control).items()]
+    assert raw_answer_headers("abc123", tags, cache_control) == expected

@@ -94,7 +94,9 @@ async def replace_documents_many(
     updated_at, created_at, bulky, links), replacing every document of entry_ids, in one statement; the
     (entry id, locale) of the documents written. A document that is already exactly so is
     left alone (no new row version, no new render number: its files need no rewrite), e.g. after a
-    schema change that only tightened a rule or marked a field `indexed`."""
+    schema change that only tightened a rule or marked a field `indexed`. Its links count: the same
+    bytes hold other includable links when a component's sub-field changed from a reference to json,
+    and a document stored before migration 0020 (links NULL) gets them when it is next re-rendered."""
     columns: list[list[Any]] = [list(c) for c in zip(*docs, strict=True)] if docs else [[] for _ in range(14)]
     # links are lists of lists: as they are, asyncpg would read them as more dimensions of the array
     columns[13] = [None if links is None else msgspec.Raw(_encode(links)) for links in columns[13]]
@@ -125,10 +127,10 @@ async def replace_documents_many(
            WHERE (published_documents.type, published_documents.version, published_documents.slug,
                   published_documents.etag, published_documents.vals, published_documents.search,
                   published_documents.published_at, published_documents.updated_at,
-                  published_documents.created_at, published_documents.bulky)
+                  published_documents.created_at, published_documents.bulky, published_documents.links)
                  IS DISTINCT FROM (excluded.type, excluded.version, excluded.slug, excluded.etag, excluded.vals,
                                    excluded.search, excluded.published_at, excluded.updated_at,
-                                   excluded.created_at, excluded.bulky)
+                                   excluded.created_at, excluded.bulky, excluded.links)
            RETURNING entry_id, locale""",
         *columns, entry_ids,
     )

@@ -64,3 +64,32 @@ async def test_cancelled_reads_lose_no_connection(db: asyncpg.Pool) -> None:
     assert len(set(await asyncio.gather(*(_backend(lender, 0.05) for _ in range(2))))) == 2
     await lender.close()
     assert lender._out == 0
+
+
+async def test_reads_fail_cleanly_while_the_database_cannot_be_reached() -> None:
+    """Every read gets the error (none waits forever) and no place is counted twice (review: a
+    failed acquire freed its place and also handed it on)."""
+    unreachable = await asyncpg.create_pool("postgresql://nobody@127.0.0.1:9/none", min_size=0, max_size=4)
+    lender = ConnectionLender(unreachable, 2)
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(_backend(lender) for _ in range(12)), return_exceptions=True), 20,
+        )
+        assert all(isinstance(r, OSError | asyncpg.PostgresError) for r in results), results
+        assert lender._out == 0 and not lender._waiting
+    finally:
+        unreachable.terminate()
+
+
+async def test_a_connection_the_server_ended_is_replaced_not_lent(db: asyncpg.Pool) -> None:
+    lender = ConnectionLender(db, 2)
+    before = set(await asyncio.gather(*(_backend(lender, 0.02) for _ in range(2))))
+    assert len(before) == 2 and len(lender._idle) == 2
+    async with db.acquire() as admin:  # a restart or failover, as the idle connections see it
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", list(before))
+    await asyncio.sleep(0.2)
+    after = await asyncio.gather(*(_backend(lender, 0.02) for _ in range(4)))
+    assert not before & set(after)  # every read answered, from new connections
+    assert lender._out <= 2
+    await lender.close()
+    assert lender._out == 0

@@ -211,7 +211,8 @@ async def _update_entry(
         await _fill_slugs(conn, ct, data, code, entry_id, locales)
         if data == existing["data"]:
             return management_entry(existing, ct, code, locales)
-        await _save_unique(conn, ct, data, entry_id)
+        if unique_rows(ct, data) != unique_rows(ct, existing["data"]):  # (registered as they are otherwise)
+            await _save_unique(conn, ct, data, entry_id)
         row = await repo.update_entry_data(conn, entry_id, data)
         await repo.insert_version(conn, entry_id, row["version"], data, "update", ctx.actor.actor())
         await record_write(conn, ctx, "entry.update", f"entry:{type_id}/{entry_id}", events.ENTRY_UPDATED,
@@ -331,7 +332,8 @@ async def restore_version(
             data = await run_checks(has_patterns(ct), lambda: conform(ct, locales, still_valid(ct, old["data"])) or {})
         if data == existing["data"]:
             return management_entry(existing, ct, locales.default, locales)
-        await _save_unique(conn, ct, data, entry_id)
+        if unique_rows(ct, data) != unique_rows(ct, existing["data"]):  # (registered as they are otherwise)
+            await _save_unique(conn, ct, data, entry_id)
         row = await repo.update_entry_data(conn, entry_id, data)
         await repo.insert_version(conn, entry_id, row["version"], data, "restore", ctx.actor.actor())
         await record_write(conn, ctx, "entry.restore", f"entry:{type_id}/{entry_id}", events.ENTRY_UPDATED,

@@ -6,6 +6,8 @@ import asyncio
 
 import asyncpg
 
+from cms.app.db.pool import QUERY_LOG
+
 
 async def _author(m, name: str = "Ada", publish: bool = True) -> str:
     r = await m.post("/v1/entries/author", json={"fields": {"name": name}})
@@ -116,6 +118,31 @@ async def test_slugs_generated_transliterated_and_unique(blog) -> None:
     assert r.status_code == 409 and r.json()["errors"][0]["pointer"] == "/fields/slug"
     r = await m.post("/v1/entries/article", json={"fields": {"title": "x", "slug": "Not A Slug"}})
     assert r.status_code == 422
+
+
+async def test_a_write_that_keeps_the_unique_values_leaves_their_rows_alone(blog, db) -> None:
+    """Unique values are checked and registered again only when a write changes them."""
+    m = blog.management
+    first = (await m.post("/v1/entries/article", json={"fields": {"title": "Kept"}})).json()["data"]["id"]
+    other = (await m.post("/v1/entries/article", json={"fields": {"title": "Other"}})).json()["data"]["id"]
+
+    async def statements(entry_id: str, fields: dict) -> list[str]:
+        log: list[str] = []
+        token = QUERY_LOG.set(log)
+        try:
+            r = await m.patch(f"/v1/entries/article/{entry_id}", json={"fields": fields})
+        finally:
+            QUERY_LOG.reset(token)
+        assert r.status_code == 200, r.text
+        return [q for q in log if "entry_unique_values" in q]
+
+    assert await statements(first, {"title": "Kept, retitled"}) == []  # the slug stays "kept"
+    assert await statements(first, {"slug": "moved"})  # checked and registered again
+    r = await m.patch(f"/v1/entries/article/{other}", json={"fields": {"slug": "moved"}})
+    assert r.status_code == 409 and r.json()["errors"][0]["pointer"] == "/fields/slug"
+    assert await db.fetch("SELECT value FROM entry_unique_values WHERE entry_id = $1", first) == [("moved",)]
+    r = await m.patch(f"/v1/entries/article/{other}", json={"fields": {"slug": "kept"}})  # free again
+    assert r.status_code == 200
 
 
 async def test_concurrent_writes_of_one_slug_leave_one_winner(blog) -> None:

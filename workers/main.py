@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import uvloop
 from dramatiq import Worker
 
 from cms.app.config import PipelineConfig, Settings
@@ -104,10 +103,6 @@ class WorkerHost:
 
 def run_worker(settings: Settings) -> int:
     """`cms worker`: run until SIGINT/SIGTERM, then stop cleanly. Returns the exit code."""
-    # Both of the process's event loops (the relay's, here, and Dramatiq's actor thread's, made with
-    # asyncio.new_event_loop) on uvloop: with asyncio's own loop, its Python-level bookkeeping was
-    # a third of the worker's CPU at 50 publishes/s (py-spy --gil, bench/mixed.sh).
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return asyncio.run(_run_worker(settings))
 
 

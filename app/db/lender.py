@@ -42,6 +42,7 @@ class ConnectionLender:
         self._out = 0
         self._lends = 0
         self._closed = False
+        self._closing: set[asyncio.Task[None]] = set()  # give-backs of connections handed on after close
 
     def acquire(self) -> _Lend:
         return _Lend(self)
@@ -101,8 +102,12 @@ class ConnectionLender:
             await self._give_back(conn)
 
     def _hand_on(self, conn: Any) -> None:
-        """A healthy connection to the next waiting read, or idle."""
-        if not self._wake_one(conn):
+        """A healthy connection to the next waiting read, or idle (back to the pool once closed)."""
+        if self._closed:
+            task = asyncio.get_running_loop().create_task(self._give_back(conn))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        elif not self._wake_one(conn):
             self._idle.append((conn, time.monotonic()))
 
     def _wake_one(self, conn: Any) -> bool:
@@ -118,7 +123,12 @@ class ConnectionLender:
             self._out -= 1
 
     async def _give_back(self, conn: Any) -> None:
-        """To the pool (which resets, recycles or closes it); its place is freed whatever happens."""
+        """To the pool (which resets, recycles or closes it); its place is freed once that is done,
+        even when the caller is cancelled meanwhile (else a waiting read could take a connection
+        more than `size` while the release still holds this one)."""
+        await asyncio.shield(self._release(conn))
+
+    async def _release(self, conn: Any) -> None:
         try:
             await self.pool.release(conn)
         except Exception as exc:  # noqa: BLE001 - the pool terminates what it cannot reset
@@ -132,9 +142,11 @@ class ConnectionLender:
     async def close(self) -> None:
         """Give every idle connection back to the pool (before the pool closes)."""
         self._closed = True
-        idle, self._idle = self._idle, []
-        for conn, _ in idle:
+        while self._idle:  # (one at a time: what a cancelled close leaves stays listed)
+            conn, _ = self._idle.pop()
             await self._give_back(conn)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 def _usable(conn: Any) -> bool:

@@ -123,6 +123,12 @@ async def replace_unique_values(conn: Conn, entry_id: str, type_id: str, rows: l
         )
 
 
+async def registered_unique_values(conn: Conn, entry_id: str) -> list[tuple[str, str, str]]:
+    """(field, locale, value) of the unique values registered for an entry."""
+    rows = await conn.fetch("SELECT field, locale, value FROM entry_unique_values WHERE entry_id = $1", entry_id)
+    return [(r["field"], r["locale"], r["value"]) for r in rows]
+
+
 async def unique_taken(
     conn: Conn, type_id: str, rows: list[tuple[str, str, str]], entry_id: str
 ) -> list[tuple[str, str, str]]:

@@ -104,6 +104,15 @@ async def _save_unique(conn: asyncpg.Connection, ct: ContentType, data: dict[str
         raise conflict("a unique value was taken by a concurrent write; retry") from None
 
 
+async def _save_unique_if_changed(conn: asyncpg.Connection, ct: ContentType, data: dict[str, Any], entry_id: str) -> None:
+    """`_save_unique` unless the entry's registered values are already these (one indexed read instead
+    of a check, a savepoint, a delete and an insert). Compared with what is registered, not with the
+    entry's previous data: a schema change may have reshaped the data (a flipped `localized`)
+    without registering it again, and the next write then does."""
+    if set(unique_rows(ct, data)) != set(await repo.registered_unique_values(conn, entry_id)):
+        await _save_unique(conn, ct, data, entry_id)
+
+
 async def _validated(ct: ContentType, given: dict[str, Any]) -> dict[str, Any]:
     """The stored form of the given values, or 422 with every error; pattern checks off the loop."""
     errors = FieldErrorsProblem()
@@ -211,8 +220,7 @@ async def _update_entry(
         await _fill_slugs(conn, ct, data, code, entry_id, locales)
         if data == existing["data"]:
             return management_entry(existing, ct, code, locales)
-        if unique_rows(ct, data) != unique_rows(ct, existing["data"]):  # (registered as they are otherwise)
-            await _save_unique(conn, ct, data, entry_id)
+        await _save_unique_if_changed(conn, ct, data, entry_id)
         row = await repo.update_entry_data(conn, entry_id, data)
         await repo.insert_version(conn, entry_id, row["version"], data, "update", ctx.actor.actor())
         await record_write(conn, ctx, "entry.update", f"entry:{type_id}/{entry_id}", events.ENTRY_UPDATED,
@@ -332,8 +340,7 @@ async def restore_version(
             data = await run_checks(has_patterns(ct), lambda: conform(ct, locales, still_valid(ct, old["data"])) or {})
         if data == existing["data"]:
             return management_entry(existing, ct, locales.default, locales)
-        if unique_rows(ct, data) != unique_rows(ct, existing["data"]):  # (registered as they are otherwise)
-            await _save_unique(conn, ct, data, entry_id)
+        await _save_unique_if_changed(conn, ct, data, entry_id)
         row = await repo.update_entry_data(conn, entry_id, data)
         await repo.insert_version(conn, entry_id, row["version"], data, "restore", ctx.actor.actor())
         await record_write(conn, ctx, "entry.restore", f"entry:{type_id}/{entry_id}", events.ENTRY_UPDATED,

@@ -136,13 +136,30 @@ async def test_a_write_that_keeps_the_unique_values_leaves_their_rows_alone(blog
         assert r.status_code == 200, r.text
         return [q for q in log if "entry_unique_values" in q]
 
-    assert await statements(first, {"title": "Kept, retitled"}) == []  # the slug stays "kept"
+    # the slug stays "kept": only the registered values are read
+    assert await statements(first, {"title": "Kept, retitled"}) == [
+        "SELECT field, locale, value FROM entry_unique_values WHERE entry_id = $1"]
     assert await statements(first, {"slug": "moved"})  # checked and registered again
     r = await m.patch(f"/v1/entries/article/{other}", json={"fields": {"slug": "moved"}})
     assert r.status_code == 409 and r.json()["errors"][0]["pointer"] == "/fields/slug"
     assert await db.fetch("SELECT value FROM entry_unique_values WHERE entry_id = $1", first) == [("moved",)]
     r = await m.patch(f"/v1/entries/article/{other}", json={"fields": {"slug": "kept"}})  # free again
     assert r.status_code == 200
+
+
+async def test_a_write_after_a_localized_flip_registers_the_unique_values_anew(blog) -> None:
+    """A schema change that makes a unique field localized reshapes the entries' data; the next
+    write of an entry registers its values in their new shape, so another entry cannot take them
+    (review: comparing with the entry's previous data skipped that)."""
+    from tests.support import ARTICLE
+
+    m = blog.management
+    first = (await m.post("/v1/entries/article", json={"fields": {"title": "Hello"}})).json()["data"]["id"]
+    fields = [dict(f, localized=True) if f["id"] == "slug" else f for f in ARTICLE["fields"]]
+    assert (await m.put("/v1/content-types/article", json={**ARTICLE, "fields": fields})).status_code == 200
+    assert (await m.patch(f"/v1/entries/article/{first}", json={"fields": {"title": "Hello again"}})).status_code == 200
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "Other", "slug": "hello"}})
+    assert r.status_code == 409 and r.json()["errors"][0]["pointer"] == "/fields/slug"
 
 
 async def test_concurrent_writes_of_one_slug_leave_one_winner(blog) -> None:

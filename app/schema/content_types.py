@@ -72,8 +72,11 @@ async def put_content_type(
         else:
             removed = [f.id for f in existing.fields if ct.field(f.id) is None]
             await _check_pending_removals(conn, ct, body)
-            for field_id in await _check_type_change(conn, existing, ct, body):
-                await repo.register_unique_values(conn, type_id, field_id)
+            default_locale = (await load_locales(conn)).default
+            for field_id, localized in await _check_type_change(conn, existing, ct, body, default_locale):
+                await repo.register_unique_values(
+                    conn, type_id, field_id, localized=localized, default_locale=default_locale,
+                )
             row = await repo.update_type(conn, type_id, stored)
             created = False
         saved = content_type_from_row(row)
@@ -138,9 +141,13 @@ def _check_graphql_names(types: dict[str, ContentType]) -> None:
         raise invalid("/fields", f"the GraphQL names this schema generates collide: {exc}") from None
 
 
-async def _check_type_change(conn: asyncpg.Connection, old: ContentType, new: ContentType, body: Any) -> list[str]:
+async def _check_type_change(
+    conn: asyncpg.Connection, old: ContentType, new: ContentType, body: Any, default_locale: str,
+) -> list[tuple[str, bool | None]]:
     """Changes existing values cannot satisfy → 409 with blocking_entries and pointers; else the
-    fields whose existing values must be registered as unique now (made unique, or changed).
+    fields whose existing values must be registered as unique now (made unique, changed, or with
+    `localized` flipped: then with the new `localized`, as the values move between `_` and the
+    default locale; else None).
 
     Only changed fields whose change can reject a stored value are checked, and only their values
     are read (a server-side cursor, a chunk at a time; entries without a value are skipped by the
@@ -148,7 +155,7 @@ async def _check_type_change(conn: asyncpg.Connection, old: ContentType, new: Co
     loosening rules read nothing."""
     problems = FieldErrorsProblem()
     blocking: set[str] = set()
-    unique_now: list[str] = []
+    unique_now: list[tuple[str, bool | None]] = []
     positions = {f.get("id"): i for i, f in enumerate(body.get("fields", [])) if isinstance(f, dict)}
     for field in new.fields:
         before = old.field(field.id)
@@ -172,13 +179,16 @@ async def _check_type_change(conn: asyncpg.Connection, old: ContentType, new: Co
             while chunk := await cursor.fetch(CHECK_CHUNK):
                 # Pure CPU: with patterns, off the event loop.
                 bad |= await run_checks(has_patterns(new), functools.partial(_rejected, field, chunk))
-        if field.unique and field.type in UNIQUE_TYPES and (structural or not before.unique):
-            bad |= await repo.entries_sharing_values(conn, old.id, field.id)
-            unique_now.append(field.id)
+        flipped = field.localized if before.localized != field.localized else None
+        if field.unique and field.type in UNIQUE_TYPES and (structural or not before.unique or flipped is not None):
+            bad |= await repo.entries_sharing_values(
+                conn, old.id, field.id, localized=flipped, default_locale=default_locale,
+            )
+            unique_now.append((field.id, flipped))
         if bad:
             blocking |= bad
             at = f"/fields/{positions.get(field.id, 0)}"
-            reason = "type" if before.type != field.type else "id"
+            reason = "type" if before.type != field.type else "localized" if flipped is not None else "id"
             problems.add(f"{at}/{reason}", f"{len(bad)} entries have values this change rejects")
     if problems:
         problems.raise_if_any(409, "conflict", blocking_entries=len(blocking))

@@ -264,30 +264,55 @@ _UNIQUE_TEXT = """CASE jsonb_typeof(v.value) WHEN 'string' THEN v.value #>> '{}'
                        WHEN 'number' THEN trim_scale(v.value::numeric)::text ELSE v.value::text END"""
 
 
-async def entries_sharing_values(conn: Conn, type_id: str, field_id: str) -> set[str]:
+def _values_in_shape(localized: bool | None) -> str:
+    """A field's per-locale values (`e.data -> $2`) in the shape a `localized` flip gives them, as
+    entries/rules.conform moves them ($3: the default locale); None: as stored."""
+    if localized is None:
+        return "e.data -> $2"
+    if localized:  # `_` becomes the default locale
+        return "CASE WHEN e.data -> $2 ? '_' THEN jsonb_build_object($3::text, e.data -> $2 -> '_') ELSE e.data -> $2 END"
+    # the default locale's value (else the first one) becomes `_`
+    return (
+        "CASE WHEN e.data -> $2 ? '_' THEN e.data -> $2 ELSE jsonb_build_object('_', coalesce(e.data -> $2 -> $3::text,"
+        " (SELECT f.value FROM jsonb_each(e.data -> $2) AS f LIMIT 1))) END"
+    )
+
+
+def _shape_args(localized: bool | None, default_locale: str | None) -> list[Any]:
+    return [] if localized is None else [default_locale]
+
+
+async def entries_sharing_values(
+    conn: Conn, type_id: str, field_id: str, *, localized: bool | None = None, default_locale: str | None = None,
+) -> set[str]:
     """Entries whose value of `field_id` (in one locale, draft) another entry of the type has too,
-    compared as entry_unique_values stores them (values_equal_for_unique)."""
+    compared as entry_unique_values stores them (values_equal_for_unique); with `localized`, in the
+    shape that flip gives the values."""
     rows = await conn.fetch(
-        f"""SELECT unnest(array_agg(DISTINCT e.id)) AS id FROM entries e, jsonb_each(e.data -> $2) AS v(locale, value)
+        f"""SELECT unnest(array_agg(DISTINCT e.id)) AS id
+              FROM entries e, jsonb_each({_values_in_shape(localized)}) AS v(locale, value)
              WHERE e.type = $1 AND e.data ? $2
              GROUP BY v.locale, {_UNIQUE_TEXT}
-            HAVING count(DISTINCT e.id) > 1""",  # noqa: S608 (a constant)
-        type_id, field_id,
+            HAVING count(DISTINCT e.id) > 1""",  # noqa: S608 (constants)
+        type_id, field_id, *_shape_args(localized, default_locale),
     )
     return {r["id"] for r in rows}
 
 
-async def register_unique_values(conn: Conn, type_id: str, field_id: str) -> None:
-    """The values entries already have of a field made unique (or changed while unique), so the
-    next entry with one of them is refused at once: one statement, after entries_sharing_values
-    found none shared."""
+async def register_unique_values(
+    conn: Conn, type_id: str, field_id: str, *, localized: bool | None = None, default_locale: str | None = None,
+) -> None:
+    """The values entries already have of a field made unique (or changed while unique, or whose
+    `localized` flipped: then in the new shape), so the next entry with one of them is refused at
+    once: one statement, after entries_sharing_values found none shared."""
     await conn.execute("DELETE FROM entry_unique_values WHERE type = $1 AND field = $2", type_id, field_id)
     await conn.execute(
         f"""INSERT INTO entry_unique_values (type, field, locale, value, entry_id)
-            SELECT $1, $2, v.locale, {_UNIQUE_TEXT}, e.id FROM entries e, jsonb_each(e.data -> $2) AS v(locale, value)
+            SELECT $1, $2, v.locale, {_UNIQUE_TEXT}, e.id
+              FROM entries e, jsonb_each({_values_in_shape(localized)}) AS v(locale, value)
              WHERE e.type = $1 AND e.data ? $2
-            ON CONFLICT DO NOTHING""",  # noqa: S608 (a constant)
-        type_id, field_id,
+            ON CONFLICT DO NOTHING""",  # noqa: S608 (constants)
+        type_id, field_id, *_shape_args(localized, default_locale),
     )
 
 

@@ -162,6 +162,32 @@ async def test_a_write_after_a_localized_flip_registers_the_unique_values_anew(b
     assert r.status_code == 409 and r.json()["errors"][0]["pointer"] == "/fields/slug"
 
 
+async def test_a_localized_flip_of_a_unique_field_registers_its_values_in_the_new_shape(apps) -> None:
+    """The values move between `_` and the default locale: registered so at once (no write of the
+    entries needed), and a flip that would make two entries share a value is refused."""
+    m = apps.management
+
+    def thing(localized: bool) -> dict:
+        return {"name": "Thing", "fields": [{"id": "code", "type": "text", "unique": True, "localized": localized}]}
+
+    assert (await m.put("/v1/content-types/thing", json=thing(False))).status_code == 201
+    assert (await m.put("/v1/locales/de", json={"name": "German"})).status_code in (200, 201)
+    await m.put("/v1/entries/thing/a", json={"fields": {"code": "x"}})
+    assert (await m.put("/v1/content-types/thing", json=thing(True))).status_code == 200
+    r = await m.put("/v1/entries/thing/b", json={"fields": {"code": "x"}})  # en, as a's value now is
+    assert r.status_code == 409 and r.json()["errors"][0]["pointer"] == "/fields/code", r.text
+    await m.put("/v1/entries/thing/b", json={"fields": {"code": "y"}})
+    assert (await m.put("/v1/entries/thing/c?locale=de", json={"fields": {"code": "x"}})).status_code == 201
+    # back to one value per entry: c's only value (de) would become "x" beside a's
+    r = await m.put("/v1/content-types/thing", json=thing(False))
+    assert r.status_code == 409 and r.json()["errors"][0]["pointer"] == "/fields/0/localized", r.text
+    assert r.json()["blocking_entries"] == 2
+    await m.delete("/v1/entries/thing/c")
+    assert (await m.put("/v1/content-types/thing", json=thing(False))).status_code == 200
+    r = await m.put("/v1/entries/thing/d", json={"fields": {"code": "y"}})
+    assert r.status_code == 409, r.text
+
+
 async def test_concurrent_writes_of_one_slug_leave_one_winner(blog) -> None:
     m = blog.management
     results = await asyncio.gather(*[

@@ -165,8 +165,8 @@ async def _republish(settings: Settings, progress: Callable[[int, int], None] | 
                 log.error("files were rewritten but the purge failed: %s", exc)
                 return 1
         log.info(
-            "republished %d entries: %d files written, %d removed", result.entries, len(changes.written),
-            len(changes.deleted),
+            "republished %d entries: %d files written, %d removed; %d documents got their links' places",
+            result.entries, len(changes.written), len(changes.deleted), result.links,
         )
         return 0
     finally:

@@ -48,3 +48,27 @@ async def assets_by_id(conn: asyncpg.Connection, ids: set[str], assets_url: str)
     if not ids:
         return {}
     return {row["id"]: render.asset_json(row, assets_url) for row in await assets_repo.get_assets(conn, sorted(ids))}
+
+
+LINKS_BATCH = 500
+
+
+async def record_link_places(conn: asyncpg.Connection, types: dict[str, ContentType], only_type: str | None = None) -> int:
+    """Documents stored before migration 0020 (links NULL) get their links' places, read off their
+    stored bytes, so `include` splices them without decoding (`cms republish`). Only where encoding
+    the decoded document again gives its very bytes; the bytes and render numbers stay as they
+    are (no file changes, nothing to purge). Returns how many documents got them."""
+    recorded = 0
+    after: tuple[str, str] = ("", "")
+    while rows := await repo.documents_without_links(conn, only_type, after, LINKS_BATCH):
+        found = []
+        for row in rows:
+            ct = types.get(row["type"])
+            if ct is None:
+                continue
+            body, links = render.encode_stored(render.decode(row["body"]), ct)
+            if body == row["body"]:
+                found.append((row["entry_id"], row["locale"], row["etag"], links))
+        recorded += await repo.set_links(conn, found)
+        after = (rows[-1]["entry_id"], rows[-1]["locale"])
+    return recorded

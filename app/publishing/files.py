@@ -42,6 +42,7 @@ from ..schema.model import (
 )
 from ..schema.registry import load_locales, load_types
 from . import repository as repo
+from .documents import record_link_places
 
 log = logging.getLogger("cms.publishing")
 
@@ -460,6 +461,7 @@ class Publisher:
 @dataclass
 class Republished:
     entries: int = 0
+    links: int = 0  # documents stored before migration 0020 that got their links' places
     changes: Changes = field(default_factory=Changes)
 
 
@@ -474,6 +476,7 @@ async def republish_all(
     async with pool.acquire() as conn:
         types = await load_types(conn)
         locales = await load_locales(conn)
+        result.links = await record_link_places(conn, types, only_type)
         rows = await conn.fetch(
             # The type's entries, and entries of any type whose files include one of them.
             "SELECT id, type FROM entries WHERE published_version IS NOT NULL AND ($1::text IS NULL OR type = $1 "

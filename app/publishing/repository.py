@@ -137,6 +137,32 @@ async def replace_documents_many(
     return {(r["entry_id"], r["locale"]) for r in rows}
 
 
+async def documents_without_links(
+    conn: Conn, only_type: str | None, after: tuple[str, str], limit: int,
+) -> list[asyncpg.Record]:
+    """Documents stored before migration 0020, by (entry id, locale) after `after`."""
+    return await conn.fetch(
+        "SELECT entry_id, locale, type, body, etag FROM published_documents WHERE links IS NULL "
+        "AND ($1::text IS NULL OR type = $1) AND (entry_id, locale) > ($2, $3) ORDER BY entry_id, locale LIMIT $4",
+        only_type, after[0], after[1], limit,
+    )
+
+
+async def set_links(conn: Conn, found: list[tuple[str, str, str, list[Any]]]) -> int:
+    """(entry id, locale, etag, links): set where the document is still that one and has none."""
+    if not found:
+        return 0
+    rows = await conn.fetch(
+        """UPDATE published_documents d SET links = u.links
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS u(entry_id, locale, etag, links)
+            WHERE d.entry_id = u.entry_id AND d.locale = u.locale AND d.etag = u.etag AND d.links IS NULL
+           RETURNING d.entry_id""",
+        [f[0] for f in found], [f[1] for f in found], [f[2] for f in found],
+        [msgspec.Raw(_encode(f[3])) for f in found],
+    )
+    return len(rows)
+
+
 async def add_published_values(conn: Conn, documents: list[tuple[str, str]]) -> None:
     """The published_values rows of these (entry id, locale) documents for every indexed field, where
     missing: for documents a change left as they were (no UPDATE fired the triggers) of a type whose

@@ -236,7 +236,7 @@ async def published_entries(
     bytes are exactly what `published_entry` answers for each id. An entry whose includes go past
     `limit`: the 400 (`too_large="raise"`), or its document without includes (`"links"`).
     """
-    rows = await repo.documents_for(conn, ids, locale) if ids else []
+    rows = await repo.documents_for(conn, ids, locale, links=True) if ids else []
     return await _published_bodies(conn, types, locale, rows, include, depth, fields, limit, too_large)
 
 

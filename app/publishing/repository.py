@@ -12,6 +12,7 @@ from ..db.rows import Conn
 _encode = msgspec.json.Encoder().encode
 
 DOCUMENT_COLUMNS = "entry_id, type, body, etag, render_seq, links"
+_WITHOUT_LINKS = "entry_id, type, body, etag, render_seq"  # for bytes that are only embedded or sent
 
 
 async def replace_documents(conn: Conn, entry_id: str, docs: list[tuple[Any, ...]]) -> None:
@@ -44,9 +45,11 @@ async def document_by_slug(conn: Conn, type_id: str, locale: str, slug: str) -> 
     )
 
 
-async def documents_for(conn: Conn, ids: list[str], locale: str) -> list[asyncpg.Record]:
+async def documents_for(conn: Conn, ids: list[str], locale: str, *, links: bool = False) -> list[asyncpg.Record]:
+    """These entries' documents in a locale; `links`: with their links' places (to include on them)."""
     return await conn.fetch(
-        f"SELECT {DOCUMENT_COLUMNS} FROM published_documents WHERE entry_id = ANY($1::text[]) AND locale = $2",
+        f"SELECT {DOCUMENT_COLUMNS if links else _WITHOUT_LINKS} FROM published_documents"  # noqa: S608 (constants)
+        " WHERE entry_id = ANY($1::text[]) AND locale = $2",
         ids, locale,
     )
 

@@ -228,14 +228,13 @@ def followed(ct: ContentType) -> frozenset[str]:
 
 def splicer(
     body: bytes, links: list[Link] | None, ct: ContentType, only: set[str] | None, fields: list[str] | None,
-    names: frozenset[str] | None = None,
+    names: frozenset[str],
 ) -> LinkSplice | Spliced:
     """How to include (depth 1) on one stored document: by its links' places when it has them (stored
     since migration 0020) and all fields are wanted, else by decoding its fields (`Spliced`).
-    `names`: `followed(ct)`, when the caller has it."""
+    `names`: `followed(ct)` (callers compute it once per type)."""
     if links is None or fields is not None:
         return Spliced(body, ct, only)
-    names = followed(ct) if names is None else names
     return LinkSplice(body, links, names if only is None else names & only)
 
 

@@ -11,6 +11,12 @@ from ..db.rows import Conn
 
 _encode = msgspec.json.Encoder().encode
 
+
+def _jsonb_param(values: list[Any]) -> list[Any]:
+    """Values for a `$n::jsonb[]` parameter, each encoded already: as they are, lists of lists (links)
+    would be read by asyncpg as more dimensions of the array."""
+    return [None if value is None else msgspec.Raw(_encode(value)) for value in values]
+
 DOCUMENT_COLUMNS = "entry_id, type, body, etag, render_seq, links"
 _WITHOUT_LINKS = "entry_id, type, body, etag, render_seq"  # for bytes that are only embedded or sent
 
@@ -101,8 +107,7 @@ async def replace_documents_many(
     bytes hold other includable links when a component's sub-field changed from a reference to json,
     and a document stored before migration 0020 (links NULL) gets them when it is next re-rendered."""
     columns: list[list[Any]] = [list(c) for c in zip(*docs, strict=True)] if docs else [[] for _ in range(14)]
-    # links are lists of lists: as they are, asyncpg would read them as more dimensions of the array
-    columns[13] = [None if links is None else msgspec.Raw(_encode(links)) for links in columns[13]]
+    columns[13] = _jsonb_param(columns[13])  # links
     # The DELETE touches only rows the INSERT does not write (other entries' locales), so the two
     # parts of the statement never meet the same row.
     rows = await conn.fetch(
@@ -161,7 +166,7 @@ async def set_links(conn: Conn, found: list[tuple[str, str, str, list[Any]]]) ->
             WHERE d.entry_id = u.entry_id AND d.locale = u.locale AND d.etag = u.etag AND d.links IS NULL
            RETURNING d.entry_id""",
         [f[0] for f in found], [f[1] for f in found], [f[2] for f in found],
-        [msgspec.Raw(_encode(f[3])) for f in found],
+        _jsonb_param([f[3] for f in found]),
     )
     return len(rows)
 

@@ -72,10 +72,10 @@ async def put_content_type(
         else:
             removed = [f.id for f in existing.fields if ct.field(f.id) is None]
             await _check_pending_removals(conn, ct, body)
-            default_locale = (await load_locales(conn)).default
-            for field_id, localized in await _check_type_change(conn, existing, ct, body, default_locale):
+            locales = await load_locales(conn)  # (also for the inline re-render below)
+            for field_id, localized in await _check_type_change(conn, existing, ct, body, locales.default):
                 await repo.register_unique_values(
-                    conn, type_id, field_id, localized=localized, default_locale=default_locale,
+                    conn, type_id, field_id, localized=localized, default_locale=locales.default,
                 )
             row = await repo.update_type(conn, type_id, stored)
             created = False
@@ -92,7 +92,6 @@ async def put_content_type(
         rerendered: list[str] = []  # documents this request changed
         if inline and not created:
             # Small: entries, documents and unique values in the new shape before the change commits.
-            locales = await load_locales(conn)
             rows = await repo.entry_rows_of_type(conn, type_id)
             rerendered = await rerenders.render_entries(conn, saved, locales, rows, assets_url)
             await repo.drop_stale_unique_values(conn, type_id, removed, locales.codes)

@@ -278,6 +278,14 @@ def _values_in_shape(localized: bool | None) -> str:
     )
 
 
+def _values_of_field(localized: bool | None) -> str:
+    """FROM … WHERE of every entry's values of field $2 in type $1, one row `v(locale, value)` each."""
+    return (
+        f"FROM entries e, jsonb_each({_values_in_shape(localized)}) AS v(locale, value)"
+        " WHERE e.type = $1 AND e.data ? $2"
+    )
+
+
 def _shape_args(localized: bool | None, default_locale: str | None) -> list[Any]:
     return [] if localized is None else [default_locale]
 
@@ -289,9 +297,7 @@ async def entries_sharing_values(
     compared as entry_unique_values stores them (values_equal_for_unique); with `localized`, in the
     shape that flip gives the values."""
     rows = await conn.fetch(
-        f"""SELECT unnest(array_agg(DISTINCT e.id)) AS id
-              FROM entries e, jsonb_each({_values_in_shape(localized)}) AS v(locale, value)
-             WHERE e.type = $1 AND e.data ? $2
+        f"""SELECT unnest(array_agg(DISTINCT e.id)) AS id {_values_of_field(localized)}
              GROUP BY v.locale, {_UNIQUE_TEXT}
             HAVING count(DISTINCT e.id) > 1""",  # noqa: S608 (constants)
         type_id, field_id, *_shape_args(localized, default_locale),
@@ -308,9 +314,7 @@ async def register_unique_values(
     await conn.execute("DELETE FROM entry_unique_values WHERE type = $1 AND field = $2", type_id, field_id)
     await conn.execute(
         f"""INSERT INTO entry_unique_values (type, field, locale, value, entry_id)
-            SELECT $1, $2, v.locale, {_UNIQUE_TEXT}, e.id
-              FROM entries e, jsonb_each({_values_in_shape(localized)}) AS v(locale, value)
-             WHERE e.type = $1 AND e.data ? $2
+            SELECT $1, $2, v.locale, {_UNIQUE_TEXT}, e.id {_values_of_field(localized)}
             ON CONFLICT DO NOTHING""",  # noqa: S608 (constants)
         type_id, field_id, *_shape_args(localized, default_locale),
     )

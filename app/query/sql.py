@@ -270,11 +270,22 @@ def _counted_by_values(query: ListQuery, source: Source, p: Params) -> tuple[str
         return None
     type_id, field_id = ident(query.type_id, TYPE_ID), ident(field.id, FIELD_ID)
     condition = _condition(ValuesSource(), "v", flt.target, flt.op, flt.value, p)
+    locale = p.add(query.locale)
     fast = (
         f"SELECT count(*) FROM (SELECT 1 FROM published_values v WHERE v.type = '{type_id}'"  # noqa: S608
-        f" AND v.field = '{field_id}' AND v.locale = {p.add(query.locale)}::text AND {condition}"
+        f" AND v.field = '{field_id}' AND v.locale = {locale}::text AND {condition}"
         f" LIMIT {TOTAL_BOUND + 1}) _counted"
     )
+    if flt.op in RANGE_OPS and _JSON_KIND.get(field.type) == "number":
+        # The buckets wholly inside the range (migration 0022) may already hold more than the bound:
+        # then no value is counted (at 1M, ~2 ms of index entries less per request).
+        side = ">" if flt.op in ("gt", "gte") else "<"
+        inside = (
+            f"SELECT coalesce(sum(b.n), 0) FROM value_buckets b WHERE b.type = '{type_id}'"  # noqa: S608
+            f" AND b.field = '{field_id}' AND b.locale = {locale}::text"
+            f" AND b.bucket {side} value_bucket({p.json(flt.value)})"
+        )
+        fast = f"SELECT CASE WHEN ({inside}) > {TOTAL_BOUND} THEN {TOTAL_BOUND + 1} ELSE ({fast}) END"
     ready = f"SELECT ready FROM indexed_fields WHERE type = '{type_id}' AND field = '{field_id}'"  # noqa: S608
     return ready, fast
 

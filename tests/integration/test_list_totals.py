@@ -351,3 +351,84 @@ async def test_delivery_reads_run_without_parallel_workers(apps: Any) -> None:
         assert await conn.fetchval("SHOW max_parallel_workers_per_gather") == "0"
     async with apps.management_app.state.pool.acquire() as conn:
         assert await conn.fetchval("SHOW max_parallel_workers_per_gather") != "0"
+
+
+# Numbers around the buckets' edges (a power of two and its quarters), both signs, zero, tiny and
+# huge ones (beyond float8: the outermost buckets), fractions.
+_SCORES = [0, 0.0001, 1e-320, -1e-320, 0.5, 1, 1.25, 1.2499, 1.5, 1.75, 2, 2.0001, 3, 4, 7.9, 8, 100, 1000.5,
+           1024, -1, -1.25, -1.2501, -2, -3.5, -1000, 5e300, -5e300, 1e308, 12345678.9]
+
+
+async def test_a_range_total_stops_when_the_buckets_inside_the_range_hold_more_than_the_bound(
+        db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """migration 0022: value_buckets counts the published values of each counted number field per
+    value range, kept by triggers on published_values. A gt/gte/lt/lte total whose wholly included
+    buckets already hold more than TOTAL_BOUND answers "gte" without counting; every other total is
+    the same as counting the values (checked against Python at every edge value and bound)."""
+    import msgspec
+
+    from tests.integration.test_query_engine import ARTICLE, put
+
+    indexed = msgspec.structs.replace(ARTICLE, fields=[
+        msgspec.structs.replace(f, indexed=True) if f.id in ("rank", "score") else f for f in ARTICLE.fields])
+
+    async def buckets_match(conn: Any) -> None:
+        expected = await conn.fetch(
+            """SELECT type, field, locale, value_bucket(value) AS bucket, count(*) AS n FROM published_values
+                WHERE jsonb_typeof(value) = 'number' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4""")
+        kept = await conn.fetch(
+            """SELECT type, field, locale, bucket, sum(n) AS n FROM value_buckets
+                GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 ORDER BY 1, 2, 3, 4""")
+        assert [tuple(r) for r in kept] == [tuple(r) for r in expected]
+
+    async with db.acquire() as conn:
+        await seed(conn)
+        await conn.execute("INSERT INTO indexed_fields (type, field, ready) VALUES ('article', 'rank', true),"
+                           " ('article', 'score', true)")
+        await conn.execute("UPDATE published_documents SET version = version")
+        for i, score in enumerate(_SCORES):
+            await put(conn, indexed, f"s{i}", {"title": {"en": f"s{i}"}, "score": score, "rank": i * 37 - 300})
+        await buckets_match(conn)
+        en = await conn.fetch("SELECT vals FROM published_documents WHERE type = 'article' AND locale = 'en'")
+        values = {field: [v for r in en if isinstance(v := r["vals"].get(field), int | float) and not isinstance(v, bool)]
+                  for field in ("rank", "score")}
+        compare = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
+                   "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b}
+        for bound in (3, 12):
+            monkeypatch.setattr(sql, "TOTAL_BOUND", bound)
+            for field, field_values in values.items():
+                for op, holds in compare.items():
+                    for edge in sorted({*field_values, -7, 1.3, 1e-300}):
+                        if field == "rank" and not float(edge).is_integer():
+                            continue
+                        param = str(int(edge)) if field == "rank" else repr(edge)
+                        page = await fetch_page(conn, query({f"filter[{field}][{op}]": param, "limit": "1"}, ct=indexed),
+                                                DeliverySource(), "1")
+                        n = sum(1 for v in field_values if holds(v, edge))
+                        want = (bound, "gte") if n > bound else (n, "eq")
+                        assert (page.total, page.total_relation) == want, (field, op, edge, bound)
+
+        # Far more values above 0 than the bound: the values are never counted.
+        monkeypatch.setattr(sql, "TOTAL_BOUND", 3)
+        _, count_sql, _, values_ = build_sql(query({"filter[score][gte]": "0"}, ct=indexed), DeliverySource(), "1")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {count_sql}", *values_))
+        assert plan.count("never executed") >= 2 and "value_buckets" in plan, plan  # the values' count, the documents'
+        assert await conn.fetchval(count_sql, *values_) == 4
+
+        # Every kind of write keeps the buckets: a changed value, an unpublish, a cascade, a rollback,
+        # another backend's shard, a TRUNCATE.
+        await conn.execute("UPDATE published_documents SET vals = jsonb_set(vals, '{score}', '-77.5') WHERE entry_id = 's3'")
+        await conn.execute("DELETE FROM published_documents WHERE entry_id = 's4'")
+        await conn.execute("DELETE FROM entries WHERE id = 's5'")
+        with pytest.raises(RuntimeError):
+            async with conn.transaction():
+                await conn.execute("DELETE FROM published_documents WHERE locale = 'de'")
+                raise RuntimeError("roll back")
+        await buckets_match(conn)
+    async with db.acquire() as other, db.acquire() as conn:
+        await other.execute("UPDATE published_documents SET vals = jsonb_set(vals, '{score}', '9e9') WHERE entry_id = 's6'")
+        await buckets_match(conn)
+        await conn.execute("TRUNCATE published_documents CASCADE")
+        assert await conn.fetchval("SELECT count(*) FROM published_values") == 0
+        assert await conn.fetchval("SELECT count(*) FROM value_buckets") == 0
+        assert await conn.fetchval("SELECT coalesce(sum(n), 0) FROM list_counts WHERE kind = 'published'") == 0

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import msgspec
@@ -336,7 +337,16 @@ def _check_link(field: Field, value: Any, at: str, errors: FieldErrors) -> Any:
 
 
 def values_equal_for_unique(value: Any) -> str:
-    """Text form of a unique field's value, as stored in entry_unique_values."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
+    """Text form of a unique field's value, as stored in entry_unique_values. A number takes the form
+    PostgreSQL gives it (schema/repository.py _UNIQUE_TEXT: `trim_scale(numeric)::text`, which checks
+    and registers values in SQL when a schema change makes a field unique): plain digits, no
+    exponent, no trailing zeros, so 2, 2.0, 2e0 and 1.5e-07 / 0.00000015 meet as one value."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        exact = Decimal(repr(value))  # the digits JSON (and so jsonb) holds for the float
+        if exact == 0:
+            return "0"
+        text = format(exact, "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return msgspec.json.encode(value).decode()

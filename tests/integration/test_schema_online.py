@@ -259,6 +259,40 @@ async def test_a_field_made_unique_holds_its_existing_values_at_once(apps_with: 
         assert r.status_code == 201, r.text
 
 
+_NUMBERS = [2, 2.0, 0.5, 1.5e-07, 1e-05, 0.0001, 1e16, 1.5e16, 1e20, 1e300, -0.0, -3.25, 123456789.125, 0.1 + 0.2]
+
+
+async def test_a_unique_number_has_the_same_text_in_python_and_in_sql(db: asyncpg.Pool) -> None:
+    """entry_unique_values holds one text per value: what a write registers (Python) and what a
+    schema change registers (SQL, over the stored jsonb) must be the same text, exponents included."""
+    import msgspec
+
+    from cms.app.schema.repository import _UNIQUE_TEXT
+    from cms.app.schema.values import values_equal_for_unique
+
+    for number in _NUMBERS:
+        stored = msgspec.json.encode(number).decode()  # as the entry's data holds it
+        in_sql = await db.fetchval(f"SELECT {_UNIQUE_TEXT} FROM (SELECT $1::text::jsonb AS value) v", stored)  # noqa: S608
+        assert values_equal_for_unique(number) == in_sql, (number, stored)
+
+
+async def test_a_unique_number_written_with_an_exponent_is_still_taken(apps_with: Any) -> None:
+    async with apps_with(**BACKGROUND) as site:
+        await _blog(site)
+        weighed = {**TAG, "fields": [{"id": "label", "type": "text"}, {"id": "weight", "type": "number"}]}
+        assert (await site.management.put("/v1/content-types/tag", json=weighed)).status_code == 200
+        await new_entry(site, "tag", {"label": "tiny", "weight": 1.5e-07}, publish=False)
+        await new_entry(site, "tag", {"label": "huge", "weight": 1e300}, publish=False)
+        unique = {**weighed, "fields": [{"id": "label", "type": "text"}, {"id": "weight", "type": "number", "unique": True}]}
+        assert (await site.management.put("/v1/content-types/tag", json=unique)).status_code == 200  # SQL registers
+        for i, written in enumerate(("0.00000015", "1.5e-7", "1e300", "1E+300")):
+            r = await site.management.put(f"/v1/entries/tag/t{i}", content=f'{{"fields": {{"weight": {written}}}}}',
+                                          headers={"Content-Type": "application/json"})
+            assert r.status_code == 409, (written, r.text)
+        r = await site.management.put("/v1/entries/tag/t9", json={"fields": {"weight": 1.6e-07}})
+        assert r.status_code == 201, r.text
+
+
 async def test_a_locale_deleted_on_a_big_site_goes_in_the_background(
     apps_with: Any, hosts: Hosts, db: asyncpg.Pool,
 ) -> None:

@@ -12,10 +12,12 @@ from unidecode import unidecode
 from .. import render
 from ..problems import FieldErrorsProblem, invalid
 from ..schema.model import (
+    KEY_TEXT_MAX,
     NON_LOCALIZED,
     RESOURCE_ID,
     SLUG_MAX,
     STRUCTURED_TYPES,
+    TEXT_TYPES,
     UNIQUE_TYPES,
     ContentType,
     Locales,
@@ -166,6 +168,13 @@ def unique_rows(ct: ContentType, data: dict[str, Any]) -> list[tuple[str, str, s
 def publish_problems(ct: ContentType, data: dict[str, Any], default: str, at: str = "") -> FieldErrorsProblem:
     problems = FieldErrorsProblem()
     for field in ct.fields:
+        if field.type in TEXT_TYPES and (field.indexed or field.unique):
+            # stored before the field was indexed (or before the bound): it could not be published
+            for value in (data.get(field.id) or {}).values():
+                if isinstance(value, str) and len(value) > KEY_TEXT_MAX:
+                    problems.add(f"{at}/fields/{field.id}", f"must be at most {KEY_TEXT_MAX} characters to be published:"
+                                 " the field's values are kept in database indexes")
+                    break
         if not field.required:
             continue
         per_locale = data.get(field.id) or {}

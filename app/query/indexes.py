@@ -32,6 +32,17 @@ def index_ddl(type_id: str, field_id: str) -> str:
     )
 
 
+def list_ddl(type_id: str, field_id: str) -> str:
+    """CREATE INDEX for a list of references or assets: a GIN index serving the containment filter
+    (`filter[tags][eq]=id`: `@>`). A btree over the whole list would also fail to publish a long
+    list (an index row holds at most ~2.7 KB: about 125 references)."""
+    name = _index_name("pd_gin", type_id, field_id)
+    return (
+        f'CREATE INDEX IF NOT EXISTS "{name}" ON published_documents '
+        f"USING gin ((coalesce(vals->'{field_id}', 'null'::jsonb)) jsonb_path_ops) WHERE type = '{type_id}'"
+    )
+
+
 def newest_ddl(type_id: str, field_id: str) -> str:
     """CREATE INDEX for `filter[field][eq]` (or `in`) with the default order, newest first: the page
     is read in index order instead of sorting every match (`category = x`, latest 20)."""
@@ -64,10 +75,14 @@ def values_trigram_ddl(type_id: str, field_id: str) -> str:
     )
 
 
-def field_index_ddl(type_id: str, field_id: str, field_type: str, trigrams: bool, *, counted: bool = False) -> list[str]:
+def field_index_ddl(
+    type_id: str, field_id: str, field_type: str, trigrams: bool, *, counted: bool = False, many: bool = False,
+) -> list[str]:
     """Every index an `indexed` field gets: value order, newest first for a scalar (references
     filter by ->>'id'), and with pg_trgm trigram indexes for text (documents; published_values
-    for a `counted` scalar)."""
+    for a `counted` scalar); a list (`many`): one GIN index."""
+    if many:
+        return [list_ddl(type_id, field_id)]
     ddl = [index_ddl(type_id, field_id)]
     if field_type in SORTABLE_TYPES:
         ddl.append(newest_ddl(type_id, field_id))
@@ -91,7 +106,7 @@ async def ensure_indexes(conn: asyncpg.Connection, ct: ContentType, *, concurren
     for field in ct.fields:
         if not field.indexed:
             continue
-        for ddl in field_index_ddl(ct.id, field.id, field.type, trigrams, counted=field.counted):
+        for ddl in field_index_ddl(ct.id, field.id, field.type, trigrams, counted=field.counted, many=field.list):
             name = ddl.split('"')[1]
             valid = await conn.fetchval(
                 "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = $1", name,

@@ -18,7 +18,9 @@ from ..query.indexes import ensure_indexes
 from . import repository as repo
 from . import rerenders
 from .model import (
+    KEY_TEXT_MAX,
     STRUCTURED_TYPES,
+    TEXT_TYPES,
     TYPE_ID,
     UNIQUE_TYPES,
     ContentType,
@@ -73,7 +75,8 @@ async def put_content_type(
             removed = [f.id for f in existing.fields if ct.field(f.id) is None]
             await _check_pending_removals(conn, ct, body)
             locales = await load_locales(conn)  # (also for the inline re-render below)
-            for field_id, localized in await _check_type_change(conn, existing, ct, body, locales.default):
+            small = await repo.count_entries_fast(conn, type_id) <= inline_entries
+            for field_id, localized in await _check_type_change(conn, existing, ct, body, locales.default, small):
                 await repo.register_unique_values(
                     conn, type_id, field_id, localized=localized, default_locale=locales.default,
                 )
@@ -141,7 +144,7 @@ def _check_graphql_names(types: dict[str, ContentType]) -> None:
 
 
 async def _check_type_change(
-    conn: asyncpg.Connection, old: ContentType, new: ContentType, body: Any, default_locale: str,
+    conn: asyncpg.Connection, old: ContentType, new: ContentType, body: Any, default_locale: str, small: bool,
 ) -> list[tuple[str, bool | None]]:
     """Changes existing values cannot satisfy → 409 with blocking_entries and pointers; else the
     fields whose existing values must be registered as unique now (made unique, changed, or with
@@ -151,7 +154,9 @@ async def _check_type_change(
     Only changed fields whose change can reject a stored value are checked, and only their values
     are read (a server-side cursor, a chunk at a time; entries without a value are skipped by the
     query); unique values are compared by PostgreSQL. Adding, removing or renaming fields and
-    loosening rules read nothing."""
+    loosening rules read nothing. A text field made `indexed` or `unique` bounds its values
+    (KEY_TEXT_MAX): checked here for a `small` type; on a big one a new `unique` checks it in its
+    SQL, a new `indexed` alone does not (the request stays O(1); publishing such an entry is a 422)."""
     problems = FieldErrorsProblem()
     blocking: set[str] = set()
     unique_now: list[tuple[str, bool | None]] = []
@@ -167,7 +172,8 @@ async def _check_type_change(
             # inside components and blocks: any change re-checks the values (what was removed is dropped)
             or (field.type in STRUCTURED_TYPES and field.to_json() != before.to_json())
         )
-        tightened = field.validations != before.validations
+        keyed = field.type in TEXT_TYPES and (field.indexed or field.unique) and not (before.indexed or before.unique)
+        tightened = field.validations != before.validations or (keyed and small)
         bad: set[str] = set()
         if structural or tightened:
             cursor = await conn.cursor(
@@ -182,6 +188,7 @@ async def _check_type_change(
         if field.unique and field.type in UNIQUE_TYPES and (structural or not before.unique or flipped is not None):
             bad |= await repo.entries_sharing_values(
                 conn, old.id, field.id, localized=flipped, default_locale=default_locale,
+                longer_than=KEY_TEXT_MAX if keyed and not small else None,
             )
             unique_now.append((field.id, flipped))
         if bad:

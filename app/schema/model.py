@@ -25,6 +25,9 @@ SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 # (entries/{type}/{locale}/{id}.json beside index.json); refused, case-insensitively.
 RESERVED_IDS = frozenset({"index"})
 SLUG_MAX = 200
+# The longest value of an `indexed` or `unique` text field: 500 characters are at most 2,000 bytes
+# in UTF-8, inside a btree index row's ~2,700 with the row's other columns.
+KEY_TEXT_MAX = 500
 
 FIELD_TYPES = (
     "text", "long_text", "rich_text", "slug", "integer", "number", "boolean",

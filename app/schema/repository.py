@@ -292,15 +292,22 @@ def _shape_args(localized: bool | None, default_locale: str | None) -> list[Any]
 
 async def entries_sharing_values(
     conn: Conn, type_id: str, field_id: str, *, localized: bool | None = None, default_locale: str | None = None,
+    longer_than: int | None = None,
 ) -> set[str]:
     """Entries whose value of `field_id` (in one locale, draft) another entry of the type has too,
     compared as entry_unique_values stores them (values_equal_for_unique); with `localized`, in the
-    shape that flip gives the values."""
+    shape that flip gives the values. With `longer_than`, also the entries with a longer text value
+    (in the same pass)."""
+    args: list[Any] = [type_id, field_id, *_shape_args(localized, default_locale)]
+    having = "count(DISTINCT e.id) > 1"
+    if longer_than is not None:
+        args.append(longer_than)
+        having += f" OR max(length({_UNIQUE_TEXT})) > ${len(args)}"
     rows = await conn.fetch(
         f"""SELECT unnest(array_agg(DISTINCT e.id)) AS id {_values_of_field(localized)}
              GROUP BY v.locale, {_UNIQUE_TEXT}
-            HAVING count(DISTINCT e.id) > 1""",  # noqa: S608 (constants)
-        type_id, field_id, *_shape_args(localized, default_locale),
+            HAVING {having}""",  # noqa: S608 (constants)
+        *args,
     )
     return {r["id"] for r in rows}
 

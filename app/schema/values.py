@@ -22,6 +22,7 @@ from ..problems import FieldErrorsProblem as FieldErrors
 from ..times import iso, parse_rfc3339
 from .model import (
     INT64,
+    KEY_TEXT_MAX,
     LINK_TYPES,
     MAX_BLOCKS,
     MAX_CELLS,
@@ -126,6 +127,12 @@ def check_value(field: Field, value: Any, at: str, errors: FieldErrors) -> Any:
             return None
         if ftype == "slug" and value and (len(value) > SLUG_MAX or not SLUG.fullmatch(value)):
             errors.add(at, "must be a slug: lower-case letters, digits and single hyphens, at most 200 characters")
+            return None
+        if (field.indexed or field.unique) and len(value) > KEY_TEXT_MAX:
+            # Such values are keys of btree indexes, whose rows hold at most ~2.7 KB: a longer
+            # value could be saved but never published (or registered as unique).
+            errors.add(at, f"must be at most {KEY_TEXT_MAX} characters: the field is "
+                           f"{'indexed' if field.indexed else 'unique'}, and its values are kept in database indexes")
             return None
         if "min_length" in v and len(value) < v["min_length"]:
             errors.add(at, f"must be at least {v['min_length']} characters")

@@ -282,3 +282,55 @@ async def test_a_bulk_of_slow_pattern_values_neither_stalls_the_server_nor_runs_
         assert len(details) == 1000 and all("could not be checked" in d for d in details)
         assert any("used their 1 s" in d for d in details)
     assert (await m.get("/v1/entries/code")).json()["meta"]["total"] == 0
+
+
+async def test_indexed_and_unique_text_is_bounded_and_long_indexed_lists_publish(blog) -> None:
+    """Values of indexed and unique fields are keys of btree indexes (a row of at most ~2.7 KB): a
+    text value over KEY_TEXT_MAX characters is a 422 when written (before: saved, then every publish
+    a 500), the longest allowed one publishes whatever its bytes, and an indexed list of references
+    (a GIN index, not a btree over the whole list) publishes with a thousand items."""
+    import random
+
+    from cms.app.schema.model import KEY_TEXT_MAX
+    from tests.support import ARTICLE, TAG
+
+    m = blog.management
+    keyed = {**TAG, "fields": [{"id": "label", "type": "text", "indexed": True}, {"id": "code", "type": "text", "unique": True}]}
+    assert (await m.put("/v1/content-types/tag", json=keyed)).status_code == 200
+    rng = random.Random(7)
+    longest = "".join(chr(rng.randrange(0x20000, 0x2A6D0)) for _ in range(KEY_TEXT_MAX))  # 4 bytes each, random
+    r = await m.post("/v1/entries/tag", json={"fields": {"label": longest, "code": longest}})
+    assert r.status_code == 201, r.text
+    assert (await m.post(f"/v1/entries/tag/{r.json()['data']['id']}/publish")).status_code == 200
+    for field in ("label", "code"):
+        r = await m.post("/v1/entries/tag", json={"fields": {field: longest + "x"}})
+        _is_problem(r, 422, "validation")
+        assert r.json()["errors"][0]["pointer"] == f"/fields/{field}", r.text
+    r = await m.post("/v1/bulk", json={"actions": [{"op": "upsert", "type": "tag", "id": "long1",
+                                                    "fields": {"label": longest + "x"}}]})
+    _is_problem(r, 422, "validation")
+    assert r.json()["errors"][0]["pointer"] == "/actions/0/fields/label", r.text
+    assert await _total(blog, "tag") == 1
+
+    # Making a field indexed while an entry holds a longer value is refused, naming that entry.
+    plain = {**TAG, "fields": [{"id": "label", "type": "text"}]}
+    assert (await m.put("/v1/content-types/author", json={**plain, "name": "Author"})).status_code == 200
+    assert (await m.post("/v1/entries/author", json={"fields": {"label": "y" * (KEY_TEXT_MAX + 1)}})).status_code == 201
+    r = await m.put("/v1/content-types/author", json={**keyed, "name": "Author"})
+    _is_problem(r, 409)
+    assert r.json()["blocking_entries"] == 1, r.text
+
+    tags = [{"id": f"t{i:04d}", "type": "tag"} for i in range(1000)]
+    for start in (0, 500):
+        r = await m.post("/v1/bulk", json={"actions": [
+            {"op": "upsert", "type": "tag", "id": t["id"], "fields": {"label": t["id"]}} for t in tags[start:start + 500]]})
+        assert r.status_code == 200, r.text
+    indexed = {**ARTICLE, "fields": [dict(f, indexed=True) if f["id"] == "tags" else f for f in ARTICLE["fields"]]}
+    assert (await m.put("/v1/content-types/article", json=indexed)).status_code == 200
+    r = await m.post("/v1/entries/article", json={"fields": {"title": "Everything", "tags": tags}})
+    assert r.status_code == 201, r.text
+    r = await m.post(f"/v1/entries/article/{r.json()['data']['id']}/publish")
+    assert r.status_code == 200, r.text
+    reader = blog.client("delivery", await blog.key())
+    r = await reader.get("/api/v1/entries/article", params={"filter[tags][eq]": "t0777", "fields": "title"})
+    assert r.status_code == 200 and [e["fields"]["title"] for e in r.json()["data"]] == ["Everything"], r.text

@@ -170,3 +170,34 @@ async def test_a_document_whose_links_alone_changed_is_written_again(db) -> None
         assert await repository.replace_documents_many(conn, ["e1"], [doc]) == set()  # the same: left alone
         assert await repository.replace_documents_many(conn, ["e1"], [(*doc[:13], [])]) == {("e1", "en")}
         assert await conn.fetchval("SELECT links FROM published_documents WHERE entry_id = 'e1'") == []
+
+
+async def test_migration_0023_replaces_the_btree_of_an_indexed_list_with_a_gin_index(db) -> None:
+    """A site whose indexed list field got a btree over the whole list (before 0023): the migration
+    drops it and builds the GIN index query/indexes.py list_ddl names, so long lists publish."""
+    import msgspec
+
+    from cms.app.query.indexes import index_ddl, list_ddl
+
+    sql = next(text for version, _, text in available_migrations() if version == 23)
+    fields = [{"id": "tags", "type": "reference", "to": ["tag"], "list": True, "indexed": True},
+              {"id": "label", "type": "text", "indexed": True}]
+    await db.execute("INSERT INTO content_types (id, name, fields) VALUES ('tagged', 'Tagged', $1::text::jsonb)",
+                     msgspec.json.encode(fields).decode())
+    await db.execute(index_ddl("tagged", "tags"))  # what ensure_indexes built before
+    await db.execute(index_ddl("tagged", "label"))
+
+    async def indexes() -> set[str]:
+        rows = await db.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'published_documents'"
+                              " AND indexname LIKE '%tagged%'")
+        return {r["indexname"] for r in rows}
+
+    assert await indexes() == {"pd_idx_tagged_tags", "pd_idx_tagged_label"}
+    await db.execute(sql)
+    assert await indexes() == {"pd_gin_tagged_tags", "pd_idx_tagged_label"}
+    ddl = await db.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'pd_gin_tagged_tags'")
+    assert "USING gin" in ddl and "jsonb_path_ops" in ddl
+    # the very index list_ddl builds for a type saved now (name and expression)
+    await db.execute("DROP INDEX pd_gin_tagged_tags")
+    await db.execute(list_ddl("tagged", "tags"))
+    assert await db.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'pd_gin_tagged_tags'") == ddl

@@ -293,6 +293,30 @@ async def test_a_unique_number_written_with_an_exponent_is_still_taken(apps_with
         assert r.status_code == 201, r.text
 
 
+async def test_text_made_indexed_or_unique_on_a_big_type_keeps_the_request_o1_and_long_values_unpublished(
+    apps_with: Any,
+) -> None:
+    """KEY_TEXT_MAX on a big type: a new `unique` finds a stored longer value in its one SQL pass
+    (409); a new `indexed` alone reads nothing, and the entry holding such a value is then a 422 at
+    publish (it could not be indexed), not a 500."""
+    from cms.app.schema.model import KEY_TEXT_MAX
+
+    async with apps_with(**BACKGROUND) as site:
+        await _blog(site)
+        long_one = await new_entry(site, "tag", {"label": "z" * (KEY_TEXT_MAX + 1)}, publish=False)
+        await new_entry(site, "tag", {"label": "short"}, publish=False)
+        unique = {**TAG, "fields": [{"id": "label", "type": "text", "unique": True}]}
+        r = await site.management.put("/v1/content-types/tag", json=unique)
+        assert r.status_code == 409 and r.json()["blocking_entries"] == 1, r.text
+        indexed = {**TAG, "fields": [{"id": "label", "type": "text", "indexed": True}]}
+        assert (await site.management.put("/v1/content-types/tag", json=indexed)).status_code == 200
+        r = await site.management.post(f"/v1/entries/tag/{long_one}/publish")
+        assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/fields/label", r.text
+        r = await site.management.patch(f"/v1/entries/tag/{long_one}", json={"fields": {"label": "shorter"}})
+        assert r.status_code == 200, r.text
+        assert (await site.management.post(f"/v1/entries/tag/{long_one}/publish")).status_code == 200
+
+
 async def test_a_locale_deleted_on_a_big_site_goes_in_the_background(
     apps_with: Any, hosts: Hosts, db: asyncpg.Pool,
 ) -> None:

@@ -201,6 +201,13 @@ class Sweeper(_Loop):
             async with self.pool.acquire() as conn:
                 n = await webhooks_repo.prune_finished(conn, retention, PRUNE_BATCH)
             if n < PRUNE_BATCH:
+                break
+            await asyncio.sleep(0.05)
+        # Kept counts of values no longer published.
+        while True:
+            async with self.pool.acquire() as conn:
+                n = await schema_repo.prune_value_counts(conn, PRUNE_BATCH)
+            if n < PRUNE_BATCH:
                 return total
             await asyncio.sleep(0.05)
 

@@ -375,3 +375,12 @@ async def counted_fields_ready(conn: Conn, type_id: str) -> None:
               AND NOT (field = ANY(ARRAY(SELECT field FROM indexed_fields WHERE type = $1)))""",
         type_id,
     )
+
+
+async def prune_value_counts(conn: Conn, batch: int) -> int:
+    """Delete up to `batch` value_counts rows that dropped to 0 (migration 0022: values no longer
+    published, e.g. a renamed category or an unpublished unique code); returns how many."""
+    deleted = await conn.execute(
+        "DELETE FROM value_counts WHERE ctid = ANY(ARRAY(SELECT ctid FROM value_counts WHERE n = 0 LIMIT $1))", batch,
+    )
+    return int(deleted.split()[-1])

@@ -359,76 +359,104 @@ _SCORES = [0, 0.0001, 1e-320, -1e-320, 0.5, 1, 1.25, 1.2499, 1.5, 1.75, 2, 2.000
            1024, -1, -1.25, -1.2501, -2, -3.5, -1000, 5e300, -5e300, 1e308, 12345678.9]
 
 
-async def test_a_range_total_stops_when_the_buckets_inside_the_range_hold_more_than_the_bound(
+async def test_kept_value_counts_answer_eq_totals_and_stop_range_totals_early(
         db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """migration 0022: value_buckets counts the published values of each counted number field per
-    value range, kept by triggers on published_values. A gt/gte/lt/lte total whose wholly included
-    buckets already hold more than TOTAL_BOUND answers "gte" without counting; every other total is
-    the same as counting the values (checked against Python at every edge value and bound)."""
+    """migration 0022: value_counts holds how many published values of each counted field there are
+    per key (a string or boolean itself, a number's bucket), kept by triggers on published_values.
+    `eq`/`in` on strings and booleans is a sum of kept rows; a gt/gte/lt/lte total whose wholly
+    included buckets already hold more than TOTAL_BOUND answers "gte" without counting. Every total
+    is the same as counting the values (checked against Python at every edge value and bound)."""
     import msgspec
 
+    from cms.app.schema import repository as schema_repo
     from tests.integration.test_query_engine import ARTICLE, put
 
     indexed = msgspec.structs.replace(ARTICLE, fields=[
-        msgspec.structs.replace(f, indexed=True) if f.id in ("rank", "score") else f for f in ARTICLE.fields])
+        msgspec.structs.replace(f, indexed=True) if f.id in ("rank", "score", "title", "flag") else f
+        for f in ARTICLE.fields])
 
-    async def buckets_match(conn: Any) -> None:
+    async def counts_match(conn: Any) -> None:
         expected = await conn.fetch(
-            """SELECT type, field, locale, value_bucket(value) AS bucket, count(*) AS n FROM published_values
-                WHERE jsonb_typeof(value) = 'number' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4""")
+            """SELECT type, field, locale, value_key(value) AS key, count(*) AS n FROM published_values
+                WHERE value_key(value) IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4""")
         kept = await conn.fetch(
-            """SELECT type, field, locale, bucket, sum(n) AS n FROM value_buckets
+            """SELECT type, field, locale, key, sum(n) AS n FROM value_counts
                 GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 ORDER BY 1, 2, 3, 4""")
-        assert [tuple(r) for r in kept] == [tuple(r) for r in expected]
+        assert [tuple(r) for r in kept] == [tuple(r) for r in expected] and kept
+
+    async def total(conn: Any, params: dict[str, str]) -> tuple[int, str]:
+        page = await fetch_page(conn, query({**params, "limit": "1"}, ct=indexed), DeliverySource(), "1")
+        return page.total, page.total_relation
 
     async with db.acquire() as conn:
         await seed(conn)
         await conn.execute("INSERT INTO indexed_fields (type, field, ready) VALUES ('article', 'rank', true),"
-                           " ('article', 'score', true)")
+                           " ('article', 'score', true), ('article', 'title', true), ('article', 'flag', true)")
         await conn.execute("UPDATE published_documents SET version = version")
+        kinds = ["news", "blog", "", "x" * 500, "Ünïcode", "news "]
         for i, score in enumerate(_SCORES):
-            await put(conn, indexed, f"s{i}", {"title": {"en": f"s{i}"}, "score": score, "rank": i * 37 - 300})
-        await buckets_match(conn)
-        en = await conn.fetch("SELECT vals FROM published_documents WHERE type = 'article' AND locale = 'en'")
-        values = {field: [v for r in en if isinstance(v := r["vals"].get(field), int | float) and not isinstance(v, bool)]
-                  for field in ("rank", "score")}
+            await put(conn, indexed, f"s{i}", {"title": {"en": kinds[i % len(kinds)]}, "score": score,
+                                               "rank": i * 37 - 300, "flag": i % 3 == 0})
+        await counts_match(conn)
+        en = [r["vals"] for r in await conn.fetch(
+            "SELECT vals FROM published_documents WHERE type = 'article' AND locale = 'en'")]
+        numbers = {field: [v for vals in en if isinstance(v := vals.get(field), int | float) and not isinstance(v, bool)]
+                   for field in ("rank", "score")}
         compare = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
                    "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b}
         for bound in (3, 12):
             monkeypatch.setattr(sql, "TOTAL_BOUND", bound)
-            for field, field_values in values.items():
+
+            def want(n: int, bound: int = bound) -> tuple[int, str]:
+                return (bound, "gte") if n > bound else (n, "eq")
+
+            for field, field_values in numbers.items():
                 for op, holds in compare.items():
                     for edge in sorted({*field_values, -7, 1.3, 1e-300}):
                         if field == "rank" and not float(edge).is_integer():
                             continue
                         param = str(int(edge)) if field == "rank" else repr(edge)
-                        page = await fetch_page(conn, query({f"filter[{field}][{op}]": param, "limit": "1"}, ct=indexed),
-                                                DeliverySource(), "1")
                         n = sum(1 for v in field_values if holds(v, edge))
-                        want = (bound, "gte") if n > bound else (n, "eq")
-                        assert (page.total, page.total_relation) == want, (field, op, edge, bound)
+                        assert await total(conn, {f"filter[{field}][{op}]": param}) == want(n), (field, op, edge, bound)
+            for kind in [*kinds, "x" * 501, "nope"]:
+                n = sum(1 for vals in en if vals.get("title") == kind)
+                assert await total(conn, {"filter[title][eq]": kind}) == want(n), (kind, bound)
+            n = sum(1 for vals in en if vals.get("title") in ("news", "blog"))
+            assert await total(conn, {"filter[title][in]": "news,blog,news"}) == want(n)
+            for flag in (True, False):
+                n = sum(1 for vals in en if vals.get("flag") is flag)
+                assert await total(conn, {"filter[flag][eq]": str(flag).lower()}) == want(n)
 
-        # Far more values above 0 than the bound: the values are never counted.
+        # Neither an eq total nor a range whose inside buckets hold more than the bound counts values.
         monkeypatch.setattr(sql, "TOTAL_BOUND", 3)
-        _, count_sql, _, values_ = build_sql(query({"filter[score][gte]": "0"}, ct=indexed), DeliverySource(), "1")
-        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {count_sql}", *values_))
-        assert plan.count("never executed") >= 2 and "value_buckets" in plan, plan  # the values' count, the documents'
-        assert await conn.fetchval(count_sql, *values_) == 4
+        for params, expected in (({"filter[score][gte]": "0"}, 4), ({"filter[title][eq]": "news"}, 5)):
+            _, count_sql, _, values_ = build_sql(query(params, ct=indexed), DeliverySource(), "1")
+            plan = [r[0] for r in await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {count_sql}", *values_)]
+            scans = [line for line in plan if "Scan" in line and " on " in line]
+            assert any("value_counts" in line and "actual" in line for line in scans), plan
+            assert all("never executed" in line for line in scans if "published_" in line), plan
+            assert min(await conn.fetchval(count_sql, *values_), 4) == min(expected, 4), params
 
-        # Every kind of write keeps the buckets: a changed value, an unpublish, a cascade, a rollback,
-        # another backend's shard, a TRUNCATE.
+        # Every kind of write keeps the counts: a changed value, an unpublish, a cascade, a rollback,
+        # another backend's shard, pruning of emptied rows, a TRUNCATE.
         await conn.execute("UPDATE published_documents SET vals = jsonb_set(vals, '{score}', '-77.5') WHERE entry_id = 's3'")
+        await conn.execute("UPDATE published_documents SET vals = jsonb_set(vals, '{title}', '\"renamed\"')"
+                           " WHERE vals ->> 'title' = 'blog'")
         await conn.execute("DELETE FROM published_documents WHERE entry_id = 's4'")
         await conn.execute("DELETE FROM entries WHERE id = 's5'")
         with pytest.raises(RuntimeError):
             async with conn.transaction():
                 await conn.execute("DELETE FROM published_documents WHERE locale = 'de'")
                 raise RuntimeError("roll back")
-        await buckets_match(conn)
+        await counts_match(conn)
+        emptied = await conn.fetchval("SELECT count(*) FROM value_counts WHERE n = 0")
+        assert emptied > 0 and await schema_repo.prune_value_counts(conn, 1000) == emptied
+        assert not await conn.fetchval("SELECT count(*) FROM value_counts WHERE key = '\"blog\"'")
+        await counts_match(conn)
     async with db.acquire() as other, db.acquire() as conn:
         await other.execute("UPDATE published_documents SET vals = jsonb_set(vals, '{score}', '9e9') WHERE entry_id = 's6'")
-        await buckets_match(conn)
+        await counts_match(conn)
         await conn.execute("TRUNCATE published_documents CASCADE")
         assert await conn.fetchval("SELECT count(*) FROM published_values") == 0
-        assert await conn.fetchval("SELECT count(*) FROM value_buckets") == 0
+        assert await conn.fetchval("SELECT count(*) FROM value_counts") == 0
         assert await conn.fetchval("SELECT coalesce(sum(n), 0) FROM list_counts WHERE kind = 'published'") == 0

@@ -170,8 +170,6 @@ class Sweeper(_Loop):
         return [self._run(), self._prune_loop()]
 
     async def _prune_loop(self) -> None:
-        if self.config.retention_days <= 0:
-            return
         while True:
             try:
                 pruned = await self.prune_once()
@@ -189,7 +187,7 @@ class Sweeper(_Loop):
         skip the round."""
         total = 0
         retention = self.config.retention_days * 86400
-        while True:
+        while retention > 0:  # (0: events are kept for good)
             async with self.pool.acquire() as conn:
                 n = await feed.prune(conn, retention, PRUNE_BATCH)
             total += n
@@ -197,13 +195,13 @@ class Sweeper(_Loop):
                 break
             await asyncio.sleep(0.05)  # let the write path in between batches
         # Finished webhook deliveries (and their attempts) are kept as long as the events.
-        while True:
+        while retention > 0:
             async with self.pool.acquire() as conn:
                 n = await webhooks_repo.prune_finished(conn, retention, PRUNE_BATCH)
             if n < PRUNE_BATCH:
                 break
             await asyncio.sleep(0.05)
-        # Kept counts of values no longer published.
+        # Kept counts of values no longer published (whatever the retention).
         while True:
             async with self.pool.acquire() as conn:
                 n = await schema_repo.prune_value_counts(conn, PRUNE_BATCH)

@@ -168,7 +168,7 @@ def unique_rows(ct: ContentType, data: dict[str, Any]) -> list[tuple[str, str, s
 def publish_problems(ct: ContentType, data: dict[str, Any], default: str, at: str = "") -> FieldErrorsProblem:
     problems = FieldErrorsProblem()
     for field in ct.fields:
-        if field.type in TEXT_TYPES and (field.indexed or field.unique):
+        if field.type in TEXT_TYPES and field.indexed:
             # stored before the field was indexed (or before the bound): it could not be published
             for value in (data.get(field.id) or {}).values():
                 if isinstance(value, str) and len(value) > KEY_TEXT_MAX:

@@ -98,7 +98,13 @@ async def ensure_indexes(conn: asyncpg.Connection, ct: ContentType, *, concurren
 
     `concurrently`: without a transaction and without blocking writes to published_documents (a
     schema change of a big site builds them in the background); an index a failed earlier attempt
-    left invalid is dropped and built again."""
+    left invalid is dropped and built again. A btree over a whole list (list fields had one before
+    list_ddl; a single reference made a list keeps its own) is dropped: it would refuse long lists."""
+    lists = [_index_name("pd_idx", ct.id, f.id) for f in ct.fields if f.list]
+    if lists:
+        for row in await conn.fetch("SELECT relname FROM pg_class WHERE relkind = 'i' AND relname = ANY($1::text[])", lists):
+            drop = "DROP INDEX CONCURRENTLY IF EXISTS" if concurrently else "DROP INDEX IF EXISTS"
+            await conn.execute(f'{drop} "{row["relname"]}"')
     if not any(f.indexed for f in ct.fields):
         return []
     trigrams = bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')"))

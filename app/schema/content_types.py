@@ -172,7 +172,8 @@ async def _check_type_change(
             # inside components and blocks: any change re-checks the values (what was removed is dropped)
             or (field.type in STRUCTURED_TYPES and field.to_json() != before.to_json())
         )
-        keyed = field.type in TEXT_TYPES and (field.indexed or field.unique) and not (before.indexed or before.unique)
+        keyed = field.type in TEXT_TYPES and (
+            (field.indexed and not before.indexed) or (field.unique and not before.unique))
         tightened = field.validations != before.validations or (keyed and small)
         bad: set[str] = set()
         if structural or tightened:

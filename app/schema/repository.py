@@ -377,10 +377,28 @@ async def counted_fields_ready(conn: Conn, type_id: str) -> None:
     )
 
 
-async def prune_value_counts(conn: Conn, batch: int) -> int:
-    """Delete up to `batch` value_counts rows that dropped to 0 (migration 0022: values no longer
-    published, e.g. a renamed category or an unpublished unique code); returns how many."""
-    deleted = await conn.execute(
-        "DELETE FROM value_counts WHERE ctid = ANY(ARRAY(SELECT ctid FROM value_counts WHERE n = 0 LIMIT $1))", batch,
-    )
-    return int(deleted.split()[-1])
+async def prune_value_counts(conn: asyncpg.Connection, batch: int) -> int:
+    """Delete the value_counts rows of up to `batch` keys whose shards add up to 0 (migration 0022:
+    values no longer published, e.g. a renamed category); returns how many rows.
+
+    A value is often added on one backend's shard and removed on another's (+1 and -1), so rows are
+    deleted by key: the key's rows are locked (rows a writer holds are skipped) and deleted only if
+    the locked ones add up to 0, so the total never changes. Locked rows cannot move, so their ctids
+    stay valid until the delete."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            """SELECT ctid, type, field, locale, key, n FROM value_counts
+                WHERE (type, field, locale, key) IN (
+                      SELECT type, field, locale, key FROM value_counts GROUP BY 1, 2, 3, 4 HAVING sum(n) = 0 LIMIT $1)
+                ORDER BY type, field, locale, key, shard
+                  FOR UPDATE SKIP LOCKED""",
+            batch,
+        )
+        sums: dict[tuple[Any, ...], int] = {}
+        for row in rows:
+            key = (row["type"], row["field"], row["locale"], row["key"])
+            sums[key] = sums.get(key, 0) + row["n"]
+        gone = [row["ctid"] for row in rows if sums[(row["type"], row["field"], row["locale"], row["key"])] == 0]
+        if gone:
+            await conn.execute("DELETE FROM value_counts WHERE ctid = ANY($1::tid[])", gone)
+    return len(gone)

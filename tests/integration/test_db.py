@@ -201,14 +201,58 @@ async def test_migration_0023_replaces_the_btree_of_an_indexed_list_with_a_gin_i
     await db.execute("DROP INDEX pd_gin_tagged_tags")
     await db.execute(list_ddl("tagged", "tags"))
     assert await db.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'pd_gin_tagged_tags'") == ddl
+    # Saving the type drops a btree over a list too (a single reference made a list had one).
+    from cms.app.query.indexes import ensure_indexes
+    from cms.app.schema.model import content_type_from_row
+
+    await db.execute(index_ddl("tagged", "tags"))
+    async with db.acquire() as conn:
+        ct = content_type_from_row(await conn.fetchrow("SELECT * FROM content_types WHERE id = 'tagged'"))
+        await ensure_indexes(conn, ct, concurrently=False)
+    assert "pd_idx_tagged_tags" not in await indexes() and "pd_gin_tagged_tags" in await indexes()
 
 
 async def test_rewritten_tables_are_vacuumed_at_two_percent_dead(db) -> None:
     """migration 0024: a schema change rewrites every document and entry of a type; autovacuum
     comes at 2% dead rows instead of PostgreSQL's 20%, so the old versions' space is reused during
     the rewrite instead of the table growing by a fifth or more."""
-    rows = await db.fetch("SELECT relname, reloptions FROM pg_class WHERE relname IN ('published_documents', 'entries')")
-    assert {r["relname"]: r["reloptions"] for r in rows} == {
-        "published_documents": ["toast_tuple_target=4080", "autovacuum_vacuum_scale_factor=0.02"],
-        "entries": ["toast_tuple_target=1024", "autovacuum_vacuum_scale_factor=0.02"],
+    rows = await db.fetch(
+        """SELECT c.relname, c.reloptions, t.reloptions AS toast FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid
+            WHERE c.relname IN ('published_documents', 'entries')""")
+    assert {r["relname"]: (r["reloptions"], r["toast"]) for r in rows} == {
+        "published_documents": (["toast_tuple_target=4080", "autovacuum_vacuum_scale_factor=0.02"],
+                                ["autovacuum_vacuum_scale_factor=0.02"]),
+        "entries": (["toast_tuple_target=1024", "autovacuum_vacuum_scale_factor=0.02"], ["autovacuum_vacuum_scale_factor=0.02"]),
     }
+
+
+async def test_migration_0025_registers_unique_numbers_in_postgresqls_text(db) -> None:
+    """Registrations written in Python's old text (1.5e-07, 1e+23's binary digits) take the text a
+    schema change gives them; two entries that already share a number keep one registration each."""
+    import msgspec
+
+    sql = next(text for version, _, text in available_migrations() if version == 25)
+    fields = [{"id": "weight", "type": "number", "unique": True}, {"id": "code", "type": "text", "unique": True}]
+    await db.execute("INSERT INTO content_types (id, name, fields) VALUES ('thing', 'Thing', $1::text::jsonb)",
+                     msgspec.json.encode(fields).decode())
+    registered = [("t1", 1.5e-07, "1.5e-07"), ("t2", 1e23, str(int(1e23))), ("t3", 2.5, "2.5"),
+                  ("t4", 1.5e-07, "0.00000015"), ("t5", 7e-07, "7e-07"), ("t6", 7e-07, "7E-7")]
+    for entry_id, number, text in registered:
+        data = msgspec.json.encode({"weight": {"_": number}, "code": {"_": "1e-07"}}).decode()
+        await db.execute("INSERT INTO entries (id, type, data, version) VALUES ($1, 'thing', $2::text::jsonb, 1)",
+                         entry_id, data)
+        await db.execute("INSERT INTO entry_unique_values (type, field, locale, value, entry_id)"
+                         " VALUES ('thing', 'weight', '_', $1, $2)", text, entry_id)
+    await db.execute("INSERT INTO entry_unique_values (type, field, locale, value, entry_id)"
+                     " VALUES ('thing', 'code', '_', '1e-07', 't1')")
+    await db.execute(sql)
+    rows = await db.fetch("SELECT entry_id, field, value FROM entry_unique_values WHERE type = 'thing' ORDER BY 1, 2")
+    assert [tuple(r) for r in rows] == [
+        ("t1", "code", "1e-07"),  # text: as written
+        ("t1", "weight", "1.5e-07"),  # t4 holds 0.00000015 already: t1 keeps its own
+        ("t2", "weight", "100000000000000000000000"),
+        ("t3", "weight", "2.5"),
+        ("t4", "weight", "0.00000015"),
+        ("t5", "weight", "0.0000007"),  # t5 and t6 shared 7e-07: the first takes the new form
+        ("t6", "weight", "7E-7"),
+    ]

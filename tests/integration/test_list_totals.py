@@ -453,6 +453,19 @@ async def test_kept_value_counts_answer_eq_totals_and_stop_range_totals_early(
         assert emptied > 0 and await schema_repo.prune_value_counts(conn, 1000) == emptied
         assert not await conn.fetchval("SELECT count(*) FROM value_counts WHERE key = '\"blog\"'")
         await counts_match(conn)
+        # A value added on one backend's shard and removed on another's: +1 and -1, pruned by key;
+        # a key whose shards still add up to more than 0 keeps every row.
+        await conn.execute("""INSERT INTO value_counts (type, field, locale, key, shard, n) VALUES
+            ('article', 'title', 'en', '"moved"', 3, 1), ('article', 'title', 'en', '"moved"', 7, -1),
+            ('article', 'title', 'en', '"kept"', 3, 2), ('article', 'title', 'en', '"kept"', 7, -1)""")
+        assert await schema_repo.prune_value_counts(conn, 1000) == 2
+        left = await conn.fetch("SELECT key #>> '{}' AS key, n FROM value_counts WHERE key IN ('\"moved\"', '\"kept\"')")
+        assert sorted((r["key"], r["n"]) for r in left) == [("kept", -1), ("kept", 2)]
+        await conn.execute("DELETE FROM value_counts WHERE key = '\"kept\"'")
+        # The longest string value_counts keys is the longest indexed fields accept.
+        from cms.app.schema.model import KEY_TEXT_MAX
+        assert await conn.fetchval("SELECT value_key(to_jsonb(repeat('é', $1::int))) IS NOT NULL", KEY_TEXT_MAX)
+        assert await conn.fetchval("SELECT value_key(to_jsonb(repeat('é', $1::int))) IS NULL", KEY_TEXT_MAX + 1)
     async with db.acquire() as other, db.acquire() as conn:
         await other.execute("UPDATE published_documents SET vals = jsonb_set(vals, '{score}', '9e9') WHERE entry_id = 's6'")
         await counts_match(conn)

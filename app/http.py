@@ -115,6 +115,7 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
+                scope["state"]["response_started"] = True
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
@@ -125,15 +126,22 @@ class RequestContextMiddleware:
                 ), request_id)
                 return
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Raised outside Litestar's handlers (a middleware: the credential lookup of the rate
+            # limiter during a database outage): the same problem a route would have answered.
+            if scope["state"].get("response_started"):
+                raise
+            scope["state"]["response_started"] = True
+            await _send_problem(send_with_id, escaped_problem(exc, str(scope.get("method", ""))), request_id)
         finally:
             self.latency.observe(time.perf_counter() - started)
             self._count(str(scope.get("method", "")), status_holder[0])
 
 
 async def _send_problem(send: Send, problem: ProblemError, request_id: str) -> None:
-    start: HTTPResponseStartEvent = {
-        "type": "http.response.start", "status": problem.status, "headers": [(b"content-type", PROBLEM_JSON.encode())],
-    }
+    headers = [(b"content-type", PROBLEM_JSON.encode())]
+    headers += [(name.lower().encode(), value.encode()) for name, value in (problem.headers or {}).items()]
+    start: HTTPResponseStartEvent = {"type": "http.response.start", "status": problem.status, "headers": headers}
     await send(start)
     body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": problem_body(problem, request_id), "more_body": False}
     await send(body)
@@ -297,9 +305,21 @@ def internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Respons
 
 def database_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Contention and outages are the client's to retry, not server bugs."""
+    return problem_response(_database_problem(exc, request.method), _request_id(request))
+
+
+def escaped_problem(exc: Exception, method: str) -> ProblemError:
+    """The problem for an exception that escaped the app before any answer started."""
+    if isinstance(exc, tuple(_database_exceptions())):
+        return _database_problem(exc, method)
+    log.error("unhandled error on %s", method, exc_info=exc)
+    return ProblemError(500, "internal", "an internal error occurred")
+
+
+def _database_problem(exc: Exception, method: str) -> ProblemError:
     import asyncpg
 
-    reading = request.method in ("GET", "HEAD")
+    reading = method in ("GET", "HEAD")
     if isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError) and (
         reading or "conflict with recovery" in str(exc)
     ):
@@ -313,9 +333,9 @@ def database_handler(request: Request[Any, Any, Any], exc: Exception) -> Respons
     elif isinstance(exc, asyncpg.QueryCanceledError):
         problem = ProblemError(503, "unavailable", "the database took too long; retry later", headers={"Retry-After": "1"})
     else:
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        log.warning("database unavailable on %s: %s", method, exc)
         problem = ProblemError(503, "unavailable", "the database is unavailable; retry later", headers={"Retry-After": "1"})
-    return problem_response(problem, _request_id(request))
+    return problem
 
 
 def _database_exceptions() -> dict[Any, Any]:

@@ -200,6 +200,8 @@ async def test_database_outage_is_503_not_500(blog, services) -> None:
 
     m = blog.management
     assert (await m.get("/v1/content-types")).status_code == 200
+    # A key never used yet: its lookup (the rate limiter's, before any route) meets the outage.
+    unseen = blog.client("delivery", await blog.key())
     name = blog.database_url.split("?")[0].rsplit("/", 1)[-1]
     conn = await asyncpg.connect(services.admin_url)
     try:
@@ -211,6 +213,9 @@ async def test_database_outage_is_503_not_500(blog, services) -> None:
             name,
         )
         r = await m.get("/v1/content-types")
+        _is_problem(r, 503, "unavailable")
+        assert r.headers["retry-after"] == "1"
+        r = await unseen.get("/api/v1/entries/article")
         _is_problem(r, 503, "unavailable")
         assert r.headers["retry-after"] == "1"
     finally:

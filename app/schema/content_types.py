@@ -68,6 +68,8 @@ async def put_content_type(
             "fields": stored_fields(ct.fields),
         }
         removed: list[str] = []
+        # (a new type has no entries; writes to this one wait for the schema lock held here)
+        inline = existing is None or await repo.count_entries_fast(conn, type_id) <= inline_entries
         if existing is None:
             row = await repo.insert_type(conn, type_id, stored)
             created = True
@@ -75,15 +77,13 @@ async def put_content_type(
             removed = [f.id for f in existing.fields if ct.field(f.id) is None]
             await _check_pending_removals(conn, ct, body)
             locales = await load_locales(conn)  # (also for the inline re-render below)
-            small = await repo.count_entries_fast(conn, type_id) <= inline_entries
-            for field_id, localized in await _check_type_change(conn, existing, ct, body, locales.default, small):
+            for field_id, localized in await _check_type_change(conn, existing, ct, body, locales.default, inline):
                 await repo.register_unique_values(
                     conn, type_id, field_id, localized=localized, default_locale=locales.default,
                 )
             row = await repo.update_type(conn, type_id, stored)
             created = False
         saved = content_type_from_row(row)
-        inline = await repo.count_entries_fast(conn, type_id) <= inline_entries
         counted = [f.id for f in saved.fields if f.counted]
         changed = [f for f in counted if existing is None or (before := existing.field(f)) is None
                    or not before.counted or before.to_json() != saved.field(f).to_json()]  # type: ignore[union-attr]

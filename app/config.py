@@ -39,7 +39,7 @@ class PipelineConfig:
     reenqueue_after: float = 10.0  # CMS_REENQUEUE_AFTER_SECONDS: a message older than this may be lost...
     reenqueue_busy_after: float = 60.0  # CMS_REENQUEUE_BUSY_SECONDS: ...even while the queue has a backlog
     relay_interval: float = 1.0  # CMS_RELAY_INTERVAL_SECONDS: periodic sweep of unrelayed events
-    relay_min_gap: float = 0.02  # CMS_RELAY_MIN_GAP_MS: a busy relay gathers the events of this long into one pass
+    relay_min_gap: float = 0.1  # CMS_RELAY_MIN_GAP_MS: a busy relay gathers the events of this long into one pass
     relay_batch: int = 200  # CMS_RELAY_BATCH
     worker_threads: int = 8  # CMS_WORKER_THREADS: concurrent steps per worker process
     deliver_batch: int = 100  # CMS_DELIVER_BATCH: most deliver steps one run takes from a backlog

@@ -5,7 +5,7 @@ relays can run at once without sharing an event), inserts the steps each event n
 relayed in one transaction, commits, and only then sends the step messages. It wakes on
 `LISTEN cms_outbox` (a dedicated connection; `emit` NOTIFYs at commit) and also every
 `relay_interval` seconds, so a lost notification (or a lost LISTEN connection) delays nothing for
-long. Under a stream of events it makes at most one pass per `relay_min_gap` (20 ms), so a busy
+long. Under a stream of events it makes at most one pass per `relay_min_gap` (100 ms), so a busy
 relay handles many events per transaction and per message. If the broker refuses a message, the
 step is left for the sweeper.
 

@@ -42,6 +42,7 @@ class PipelineConfig:
     relay_min_gap: float = 0.1  # CMS_RELAY_MIN_GAP_MS: a busy relay gathers the events of this long into one pass
     relay_batch: int = 200  # CMS_RELAY_BATCH
     worker_threads: int = 8  # CMS_WORKER_THREADS: concurrent steps per worker process
+    local_steps: int = 8  # CMS_WORKER_LOCAL_STEPS: steps a relaying worker runs itself at once, no message (0: all by message)
     deliver_batch: int = 100  # CMS_DELIVER_BATCH: most deliver steps one run takes from a backlog
     rerender_batch: int = 500  # CMS_RERENDER_BATCH: entries per batch of a schema change's background work
     poll_ms: int = 100  # CMS_WORKER_POLL_MS: Dramatiq's idle poll of the queue (latency when idle)
@@ -221,6 +222,7 @@ _PIPELINE_NUMBERS = (
     ("CMS_RELAY_INTERVAL_SECONDS", "relay_interval", 0.05, 60),
     ("CMS_RELAY_BATCH", "relay_batch", 1, 10000),
     ("CMS_WORKER_THREADS", "worker_threads", 1, 256),
+    ("CMS_WORKER_LOCAL_STEPS", "local_steps", 0, 256),
     ("CMS_DELIVER_BATCH", "deliver_batch", 1, 1000),
     ("CMS_RERENDER_BATCH", "rerender_batch", 1, 5000),
     ("CMS_WORKER_POLL_MS", "poll_ms", 10, 60000),

@@ -28,7 +28,15 @@ from cms.app.config import PipelineConfig, Settings
 from cms.app.db.pool import create_pool
 from cms.app.publishing.files import Publisher, republish_all
 from cms.workers.actors.purge import PurgeSender
-from cms.workers.broker import RuntimeMiddleware, StepQueue, WorkerRuntime, declare_actors, make_broker
+from cms.workers.broker import (
+    STEP_RUNS,
+    LocalSteps,
+    RuntimeMiddleware,
+    StepQueue,
+    WorkerRuntime,
+    declare_actors,
+    make_broker,
+)
 from cms.workers.relay import Relay, Sweeper
 from cms.workers.webhook_sender import WebhookLoop
 
@@ -50,7 +58,11 @@ class WorkerHost:
         self.broker = make_broker(redis_url, self.config.namespace)
         self.runtime = WorkerRuntime(settings, database_url, redis_url, self.config, **runtime_options)
         self.broker.add_middleware(RuntimeMiddleware(self.runtime))
-        self.queue = StepQueue(self.broker, declare_actors(self.broker, self.runtime), self.config.deliver_batch)
+        # Steps this process relays (or sweeps) run on its own step loop while it has room.
+        self.local = LocalSteps(self.runtime, STEP_RUNS, self.config.local_steps)
+        self.queue = StepQueue(
+            self.broker, declare_actors(self.broker, self.runtime), self.config.deliver_batch, self.local,
+        )
         self.worker: Worker | None = None
         self.pool: Any = None
         self.relay: Relay | None = None
@@ -86,6 +98,7 @@ class WorkerHost:
         for loop_ in (self.relay, self.sweeper, self.webhooks):
             if loop_ is not None:
                 await loop_.stop()
+        await asyncio.to_thread(self.local.drain, STOP_TIMEOUT_MS / 1000)
         if self.worker is not None:
             await asyncio.to_thread(self.worker.stop, STOP_TIMEOUT_MS)
             self.worker = None

@@ -85,6 +85,7 @@ class Relay(_Loop):
         super().__init__(*args, **kwargs)
         self._wake = asyncio.Event()
         self.relayed = 0
+        self.passes = 0  # passes that relayed at least one event
         self._last_pass = 0.0
         # Woken at every commit of an event; on (re)connect, catch up on whatever was committed
         # while nobody listened.
@@ -110,15 +111,21 @@ class Relay(_Loop):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.relay_interval)
             # The first event after a quiet spell goes at once; while events keep coming, one
-            # pass per `relay_min_gap` takes all of them (one transaction, one message).
-            since = asyncio.get_running_loop().time() - self._last_pass
+            # pass per `relay_min_gap` takes all of them (one transaction, one message). Only a
+            # pass that found events counts: the periodic pass of an idle relay holds nothing back.
+            loop = asyncio.get_running_loop()
+            since = loop.time() - self._last_pass
             if since < self.config.relay_min_gap:
                 await asyncio.sleep(self.config.relay_min_gap - since)
-            self._last_pass = asyncio.get_running_loop().time()
             self._wake.clear()
             try:
-                while await self.relay_batch() >= self.config.relay_batch:
-                    pass
+                started = loop.time()
+                relayed = await self.relay_batch()
+                if relayed:
+                    self.passes += 1
+                    self._last_pass = started
+                while relayed >= self.config.relay_batch:
+                    relayed = await self.relay_batch()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

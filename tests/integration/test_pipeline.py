@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,12 +17,15 @@ from typing import Any
 
 import boto3
 import pytest
+from dramatiq.middleware import Middleware
 
 from cms.app.config import PipelineConfig, load_settings
 from cms.app.db.pool import connect, create_pool
 from cms.app.delivery.purge import RedisPurgeSubscriber
+from cms.app.events.outbox import emit
 from cms.app.publishing.files import Publisher, republish_all
 from cms.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
+from cms.workers.broker import LocalSteps
 from cms.workers.main import republish
 from cms.workers.outputs import object_store_from_settings
 from cms.workers.relay import Relay
@@ -329,6 +333,114 @@ async def test_purge_subscriber_drops_everything_after_a_reconnect(services: Any
         await eventually(got_second, timeout=5)
     finally:
         await subscriber.stop()
+
+
+class _Enqueued(Middleware):
+    """Counts the messages the broker is given."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        self.count += 1
+
+
+@pytest.mark.parametrize("local_steps", [8, 0])
+async def test_the_relaying_worker_runs_its_steps_without_a_message_unless_told_not_to(
+    site: Any, hosts: Hosts, local_steps: int
+) -> None:
+    """A relayed step runs on the relaying worker's own step loop (no Redis round trip); with
+    CMS_WORKER_LOCAL_STEPS=0, or when that loop has no room, it goes by message. Files either way."""
+    host = await hosts.start(config=fast_config(local_steps=local_steps))
+    enqueued = _Enqueued()
+    host.broker.add_middleware(enqueued)
+    await settle(site.database_url)
+    ran, messages = host.local.ran, enqueued.count
+    article = await new_entry(site, "article", {"title": "Local", "rank": 1})
+    await settle(site.database_url)
+    r = await api(site, f"/api/v1/entries/article/{article}")
+    assert r.status_code == 200
+    stored = object_store_from_settings(hosts.settings()).get(f"entries/article/en/{article}.json")
+    assert stored is not None and json.loads(stored.body)["data"]["fields"]["title"] == "Local"
+    if local_steps:
+        assert host.local.ran > ran and enqueued.count == messages  # the deliver step ran here, no message
+    else:
+        assert host.local.ran == ran == 0 and enqueued.count > messages
+
+
+def test_local_steps_refuse_beyond_their_limit_and_while_not_running() -> None:
+    class Runtime:
+        loop: asyncio.AbstractEventLoop | None = None
+        config = fast_config()
+
+    runtime = Runtime()
+    gate = threading.Event()
+
+    async def step(runtime: Any, event_ids: list[str]) -> dict[str, str]:
+        await asyncio.to_thread(gate.wait, 10)
+        return {}
+
+    local = LocalSteps(runtime, {"deliver": step}, limit=2)
+    assert not local.try_run("deliver", ["e1"])  # no step loop yet
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        runtime.loop = loop
+        assert not local.try_run("webhook", ["e1"])  # a step only a message runs
+        assert local.try_run("deliver", ["e1"]) and local.try_run("deliver", ["e2"])
+        assert not local.try_run("deliver", ["e3"])  # full: this one goes by message
+        gate.set()
+        local.drain(10)
+        assert local.try_run("deliver", ["e4"]) and local.ran == 3
+        local.drain(10)
+    finally:
+        gate.set()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+async def test_a_stream_of_events_is_relayed_in_few_passes(site: Any, hosts: Hosts) -> None:
+    """Under a stream, one relay pass per `relay_min_gap` (default 100 ms) takes every event that came
+    meanwhile: a pass costs the worker and PostgreSQL the same whatever it carries. The first event
+    after a quiet spell is relayed at once."""
+    config = fast_config()
+    assert config.relay_min_gap == 0.1
+    host = await hosts.start(config=config, relay=False)
+    relay = Relay(site.database_url, host.queue, config)
+    await relay.start()
+    conn = await connect(site.database_url)
+
+    async def relayed(count: int) -> None:
+        deadline = time.monotonic() + 5
+        while relay.relayed < base + count:
+            assert time.monotonic() < deadline, relay.relayed
+            await asyncio.sleep(0.002)
+
+    try:
+        await asyncio.wait_for(relay.listening.wait(), 10)
+        await settle(site.database_url)  # what the site's setup left
+        base = relay.relayed
+        await asyncio.sleep(0.3)  # a quiet spell (the periodic pass of an idle relay holds nothing back)
+        started = time.monotonic()
+        await emit(conn, "entry.updated", {"id": "first", "type": "article"})
+        await relayed(1)
+        assert time.monotonic() - started < 0.09  # not held for the gap
+        first_passes = relay.passes
+        started = time.monotonic()
+        for i in range(30):  # one event every 10 ms for 300 ms
+            await emit(conn, "entry.updated", {"id": f"stream-{i}", "type": "article"})
+            await asyncio.sleep(0.01)
+        await relayed(31)
+        elapsed = time.monotonic() - started
+        stream_passes = relay.passes - first_passes
+        # 30 passes without the gap; one per 100 ms (+ the one at either end) with it.
+        assert stream_passes <= elapsed / config.relay_min_gap + 2, (stream_passes, elapsed)
+        assert stream_passes < 15, stream_passes
+    finally:
+        await conn.close()
+        await relay.stop()
 
 
 async def test_two_relays_never_double_enqueue_or_double_apply(site: Any, hosts: Hosts) -> None:

@@ -178,6 +178,9 @@ class LocalSteps:
         # (pipeline.execute records it as a failed attempt, retried later).
         try:
             await asyncio.wait_for(run(self.runtime, event_ids), self.runtime.config.time_limit_seconds)
+        except TimeoutError:
+            log.warning("step of %s passed its time limit (%.0f s): interrupted, to be retried",
+                        event_ids, self.runtime.config.time_limit_seconds)
         except Exception:
             log.exception("step of %s failed", event_ids)
 
@@ -222,8 +225,12 @@ class StepQueue:
             for start in range(0, len(ids), self.batch)
         ]
         failed: list[tuple[str, str]] = []
+        # A step run here needs Redis as much as a message does (its purges go through it): while
+        # Redis is away, the steps wait in PostgreSQL for the sweeper, attempts untouched, as when a
+        # message cannot be sent.
+        local = self.local if self.local is not None and chunks and self._reachable() else None
         for index, (step, ids) in enumerate(chunks):
-            if self.local is not None and self.local.try_run(step, ids):
+            if local is not None and local.try_run(step, ids):
                 self.sent += len(ids)
                 continue
             try:
@@ -237,6 +244,12 @@ class StepQueue:
                 log.exception("could not send %s of %s", step, ids)
                 failed.extend((e, step) for e in ids)
         return failed
+
+    def _reachable(self) -> bool:
+        try:
+            return bool(self.broker.client.ping())
+        except redis.RedisError:
+            return False
 
     def waiting(self) -> int:
         """Messages waiting in the broker's queues, not yet fetched by any worker."""

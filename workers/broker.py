@@ -80,7 +80,7 @@ class WorkerRuntime:
         loop = asyncio.get_running_loop()
         # Object-store and CDN calls run in threads: enough of them for every concurrent step.
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.config.worker_threads * 2 + 4, thread_name_prefix="cms-io"
+            max_workers=(self.config.worker_threads + self.config.local_steps) * 2 + 4, thread_name_prefix="cms-io"
         )
         loop.set_default_executor(self._executor)
         self.pool = await create_pool(
@@ -155,32 +155,47 @@ class LocalSteps:
         self.runs = runs
         self.limit = limit
         self.ran = 0  # steps run here (tests)
+        self.closed = False
         self._running: set[concurrent.futures.Future[None]] = set()
         self._lock = threading.Lock()
 
+    def has_room(self) -> bool:
+        with self._lock:
+            self._running = {f for f in self._running if not f.done()}
+            return not self.closed and len(self._running) < self.limit
+
     def try_run(self, step: str, event_ids: list[str]) -> bool:
-        """Start `step` for `event_ids` here; False when it cannot (no room, not running, a step
-        that only a message runs)."""
+        """Start `step` for `event_ids` here; False when it cannot (no room, closed or not running
+        yet, a step no local run is declared for)."""
         run, loop = self.runs.get(step), self.runtime.loop
         if run is None or loop is None or loop.is_closed():
             return False
         with self._lock:
-            if len(self._running) >= self.limit:
+            # A future wakes its waiters before its done-callbacks run: count only unfinished ones.
+            self._running = {f for f in self._running if not f.done()}
+            if self.closed or len(self._running) >= self.limit:
                 return False
-            future = asyncio.run_coroutine_threadsafe(self._run(run, list(event_ids)), loop)
+            try:
+                future = asyncio.run_coroutine_threadsafe(self._run(run, list(event_ids)), loop)
+            except RuntimeError:  # the loop closed meanwhile: a message then
+                return False
             self._running.add(future)
+            self.ran += len(event_ids)
         future.add_done_callback(self._finished)
-        self.ran += len(event_ids)
         return True
 
     async def _run(self, run: StepRun, event_ids: list[str]) -> None:
         # Dramatiq's time limit does not reach a step run here: the same limit, as a cancellation
-        # (pipeline.execute records it as a failed attempt, retried later).
+        # (pipeline.execute records it as a failed attempt, retried while attempts are left).
+        limit = self.runtime.config.time_limit_seconds
         try:
-            await asyncio.wait_for(run(self.runtime, event_ids), self.runtime.config.time_limit_seconds)
+            async with asyncio.timeout(limit) as deadline:
+                await run(self.runtime, event_ids)
         except TimeoutError:
-            log.warning("step of %s passed its time limit (%.0f s): interrupted, to be retried",
-                        event_ids, self.runtime.config.time_limit_seconds)
+            if not deadline.expired():
+                log.exception("step of %s failed", event_ids)
+            else:
+                log.warning("step of %s passed its time limit (%.0f s) and was interrupted", event_ids, limit)
         except Exception:
             log.exception("step of %s failed", event_ids)
 
@@ -188,9 +203,11 @@ class LocalSteps:
         with self._lock:
             self._running.discard(future)
 
-    def drain(self, timeout: float) -> None:
-        """Wait up to `timeout` s for the steps running here (at shutdown; leases cover the rest)."""
+    def close(self, timeout: float) -> None:
+        """Start nothing more here; wait up to `timeout` s for the steps running (at shutdown;
+        leases cover the rest)."""
         with self._lock:
+            self.closed = True
             running = list(self._running)
         if running:
             concurrent.futures.wait(running, timeout)
@@ -209,10 +226,12 @@ class StepQueue:
         self.batch = max(1, batch)
         self.local = local
         self.sent = 0  # steps handed out (tests check that nothing is sent twice)
+        self._count_lock = threading.Lock()  # the relay's and the sweeper's threads both hand out
 
     def send(self, event_ids: list[str], step: str) -> None:
         self.actors[step].send(event_ids)
-        self.sent += len(event_ids)
+        with self._count_lock:
+            self.sent += len(event_ids)
 
     def send_many(self, steps: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Hand out each (event_id, step), `batch` events per run or message; returns those the
@@ -225,13 +244,16 @@ class StepQueue:
             for start in range(0, len(ids), self.batch)
         ]
         failed: list[tuple[str, str]] = []
-        # A step run here needs Redis as much as a message does (its purges go through it): while
-        # Redis is away, the steps wait in PostgreSQL for the sweeper, attempts untouched, as when a
-        # message cannot be sent.
-        local = self.local if self.local is not None and chunks and self._reachable() else None
+        local = self.local if self.local is not None and chunks and self.local.has_room() else None
+        if local is not None and not self._reachable():
+            # A step run here needs Redis as much as a message does (its purges go through it):
+            # while Redis is away, the steps wait in PostgreSQL for the sweeper, attempts untouched.
+            log.warning("broker unavailable, %d step(s) left for the sweeper", len(steps))
+            return list(steps)
         for index, (step, ids) in enumerate(chunks):
             if local is not None and local.try_run(step, ids):
-                self.sent += len(ids)
+                with self._count_lock:
+                    self.sent += len(ids)
                 continue
             try:
                 self.send(ids, step)

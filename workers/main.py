@@ -98,9 +98,12 @@ class WorkerHost:
         for loop_ in (self.relay, self.sweeper, self.webhooks):
             if loop_ is not None:
                 await loop_.stop()
-        await asyncio.to_thread(self.local.drain, STOP_TIMEOUT_MS / 1000)
+        # One deadline for the steps running here and those from messages.
+        started = time.monotonic()
+        await asyncio.to_thread(self.local.close, STOP_TIMEOUT_MS / 1000)
         if self.worker is not None:
-            await asyncio.to_thread(self.worker.stop, STOP_TIMEOUT_MS)
+            left_ms = max(1000, STOP_TIMEOUT_MS - int((time.monotonic() - started) * 1000))
+            await asyncio.to_thread(self.worker.stop, left_ms)
             self.worker = None
         if self.pool is not None:
             try:

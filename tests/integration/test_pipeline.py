@@ -387,13 +387,17 @@ def test_local_steps_refuse_beyond_their_limit_and_while_not_running() -> None:
     thread.start()
     try:
         runtime.loop = loop
-        assert not local.try_run("webhook", ["e1"])  # a step only a message runs
+        assert not local.try_run("webhook", ["e1"])  # no local run declared for it here
         assert local.try_run("deliver", ["e1"]) and local.try_run("deliver", ["e2"])
-        assert not local.try_run("deliver", ["e3"])  # full: this one goes by message
+        assert not local.has_room() and not local.try_run("deliver", ["e3"])  # full: this one goes by message
         gate.set()
-        local.drain(10)
+        deadline = time.monotonic() + 10
+        while not local.has_room():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         assert local.try_run("deliver", ["e4"]) and local.ran == 3
-        local.drain(10)
+        local.close(10)
+        assert not local.has_room() and not local.try_run("deliver", ["e5"])  # closed at shutdown
     finally:
         gate.set()
         loop.call_soon_threadsafe(loop.stop)

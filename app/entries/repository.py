@@ -31,6 +31,17 @@ async def get_entry(conn: Conn, entry_id: str, *, for_update: bool = False) -> a
     return await conn.fetchrow(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1{lock}", entry_id)
 
 
+async def get_entry_for_write(conn: Conn, entry_id: str) -> asyncpg.Record | None:
+    """The entry, locked, with the schema's version (migration 0026) and the database's oid: the key
+    under which a write may reuse the type and the locales it parsed before."""
+    return await conn.fetchrow(
+        f"SELECT {ENTRY_COLUMNS}, (SELECT version FROM schema_version) AS schema_version, "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) AS database_oid "
+        "FROM entries WHERE id = $1 FOR UPDATE",
+        entry_id,
+    )
+
+
 async def get_entries(conn: Conn, ids: list[str], *, for_update: bool = False) -> list[asyncpg.Record]:
     """The entries among ids; for_update locks them, in id order (two lockers never deadlock)."""
     lock = " ORDER BY id FOR UPDATE" if for_update else ""

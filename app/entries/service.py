@@ -228,15 +228,57 @@ async def _update_entry(
         return management_entry(row, ct, code, locales)
 
 
+class WriteSchemas:
+    """The content types and locales entry writes parsed, per database, at one schema version
+    (migration 0026): a write whose locked entry shows the same version reuses them instead of
+    reading both again. Bounded: a few databases (tests open many), a version each, its types."""
+
+    MAX_DATABASES = 8
+    MAX_TYPES = 1000
+
+    def __init__(self) -> None:
+        self._by_database: dict[int, tuple[int, Locales, dict[str, ContentType]]] = {}
+
+    def get(self, database: int, version: int, type_id: str) -> tuple[ContentType, Locales] | None:
+        held = self._by_database.get(database)
+        if held is None or held[0] != version or type_id not in held[2]:
+            return None
+        return held[2][type_id], held[1]
+
+    def put(self, database: int, version: int, ct: ContentType, locales: Locales) -> None:
+        held = self._by_database.get(database)
+        if held is None or held[0] != version:
+            if held is None and len(self._by_database) >= self.MAX_DATABASES:
+                self._by_database.pop(next(iter(self._by_database)))
+            held = (version, locales, {})
+            self._by_database[database] = held
+        if len(held[2]) < self.MAX_TYPES:
+            held[2][ct.id] = ct
+
+
+WRITE_SCHEMAS = WriteSchemas()
+
+
 async def _locked_entry(
     conn: asyncpg.Connection, type_id: str, entry_id: str, if_match: str | None
 ) -> tuple[ContentType, Locales, Any]:
     """The start of every change to an existing entry, inside its transaction: schema changes held
-    off, the entry row locked, If-Match checked against its version."""
+    off, the entry row locked, If-Match checked against its version. The type and the locales come
+    from WRITE_SCHEMAS when the schema version read with the locked entry (after the lock, so a
+    schema change committed meanwhile shows) is the one they were parsed at."""
     await locks.lock_schema_shared(conn)
-    ct = await _type_for_write(conn, type_id)
-    locales = await load_locales(conn)
-    existing = await _entry_of_type(conn, type_id, entry_id, for_update=True)
+    existing = await repo.get_entry_for_write(conn, entry_id) if RESOURCE_ID.fullmatch(entry_id) else None
+    key = (existing["database_oid"], existing["schema_version"]) if existing is not None else None
+    cached = WRITE_SCHEMAS.get(*key, type_id) if key is not None and key[1] is not None else None
+    if cached is not None:
+        ct, locales = cached
+    else:
+        ct = await _type_for_write(conn, type_id)  # a missing type is a 404 of its own
+        locales = await load_locales(conn)
+        if key is not None and key[1] is not None:
+            WRITE_SCHEMAS.put(key[0], key[1], ct, locales)
+    if existing is None or existing["type"] != type_id:
+        raise not_found("entry")
     check_precondition(if_match, existing["version"])
     return ct, locales, await _conformed(conn, ct, locales, existing)
 
@@ -252,8 +294,8 @@ async def _conformed(conn: asyncpg.Connection, ct: ContentType, locales: Locales
     return {**dict(row), "data": data, "published_data": published}
 
 
-async def _entry_of_type(conn: asyncpg.Connection, type_id: str, entry_id: str, *, for_update: bool = False) -> Any:
-    row = await repo.get_entry(conn, entry_id, for_update=for_update) if RESOURCE_ID.fullmatch(entry_id) else None
+async def _entry_of_type(conn: asyncpg.Connection, type_id: str, entry_id: str) -> Any:
+    row = await repo.get_entry(conn, entry_id) if RESOURCE_ID.fullmatch(entry_id) else None
     if row is None or row["type"] != type_id:
         raise not_found("entry")
     return row

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 from ulid import ULID
@@ -237,19 +238,19 @@ class WriteSchemas:
     MAX_TYPES = 1000
 
     def __init__(self) -> None:
-        self._by_database: dict[int, tuple[int, Locales, dict[str, ContentType]]] = {}
+        self._by_database: dict[int, tuple[UUID, Locales, dict[str, ContentType]]] = {}
 
-    def get(self, database: int, version: int, type_id: str) -> tuple[ContentType, Locales] | None:
+    def get(self, database: int, version: UUID, type_id: str) -> tuple[ContentType, Locales] | None:
         held = self._by_database.get(database)
         if held is None or held[0] != version or type_id not in held[2]:
             return None
         return held[2][type_id], held[1]
 
-    def put(self, database: int, version: int, ct: ContentType, locales: Locales) -> None:
+    def put(self, database: int, version: UUID, ct: ContentType, locales: Locales) -> None:
         held = self._by_database.get(database)
         if held is None or held[0] != version:
             if held is None and len(self._by_database) >= self.MAX_DATABASES:
-                self._by_database.pop(next(iter(self._by_database)))
+                self._by_database.pop(next(iter(list(self._by_database))), None)
             held = (version, locales, {})
             self._by_database[database] = held
         if len(held[2]) < self.MAX_TYPES:

@@ -385,3 +385,29 @@ async def test_writes_reuse_the_type_and_locales_until_the_schema_changes(blog) 
     assert (await m.put("/v1/locales/fr", json={"name": "Français", "fallback": "en"})).status_code == 201
     log = await run(lambda: m.patch(f"/v1/entries/article/{article}?locale=fr", json={"fields": {"title": "Bonjour"}}))
     assert schema_reads(log), log
+
+
+def test_write_schemas_are_kept_per_database_and_version() -> None:
+    """Databases cloned from one template share their first schema version: the key is the
+    database too; a new version replaces the old parse; the number of databases is bounded."""
+    import uuid
+
+    from cms.app.entries.service import WriteSchemas
+    from cms.app.schema.model import Locales
+
+    class Type:
+        def __init__(self, type_id: str) -> None:
+            self.id = type_id
+
+    schemas = WriteSchemas()
+    first, second = uuid.uuid4(), uuid.uuid4()
+    en, de = Locales({"en": {}}, "en"), Locales({"de": {}}, "de")
+    schemas.put(1, first, Type("article"), en)  # type: ignore[arg-type]
+    assert schemas.get(1, first, "article")[1] is en  # type: ignore[index]
+    assert schemas.get(2, first, "article") is None  # another database, the same version
+    assert schemas.get(1, second, "article") is None and schemas.get(1, first, "author") is None
+    schemas.put(1, second, Type("article"), de)  # type: ignore[arg-type]
+    assert schemas.get(1, first, "article") is None and schemas.get(1, second, "article")[1] is de  # type: ignore[index]
+    for database in range(2, 2 + WriteSchemas.MAX_DATABASES):
+        schemas.put(database, first, Type("article"), en)  # type: ignore[arg-type]
+    assert len(schemas._by_database) == WriteSchemas.MAX_DATABASES and schemas.get(1, second, "article") is None

@@ -2,14 +2,15 @@
 
 Relay: reads unrelayed `outbox_events` in batches (`FOR UPDATE SKIP LOCKED`, so any number of
 relays can run at once without sharing an event), inserts the steps each event needs and marks it
-relayed in one transaction, commits, and only then sends the step messages. It wakes on
+relayed in one transaction, commits, and only then hands the steps out (to this worker's own step
+loop while it has room, else as messages: broker.StepQueue). It wakes on
 `LISTEN cms_outbox` (a dedicated connection; `emit` NOTIFYs at commit) and also every
 `relay_interval` seconds, so a lost notification (or a lost LISTEN connection) delays nothing for
 long. Under a stream of events it makes at most one pass per `relay_min_gap` (100 ms), so a busy
 relay handles many events per transaction and per message. If the broker refuses a message, the
 step is left for the sweeper.
 
-Sweeper: every `sweep_interval` seconds sends a message again for every step that is due and has
+Sweeper: every `sweep_interval` seconds hands out again (the same way) every step that is due and has
 none (see `pipeline.due_steps`), e.g. after a worker was killed while holding steps.
 """
 

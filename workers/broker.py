@@ -159,10 +159,14 @@ class LocalSteps:
         self._running: set[concurrent.futures.Future[None]] = set()
         self._lock = threading.Lock()
 
+    def _room_locked(self) -> bool:
+        # A future wakes its waiters before its done-callbacks run: count only unfinished ones.
+        self._running = {f for f in self._running if not f.done()}
+        return not self.closed and len(self._running) < self.limit
+
     def has_room(self) -> bool:
         with self._lock:
-            self._running = {f for f in self._running if not f.done()}
-            return not self.closed and len(self._running) < self.limit
+            return self._room_locked()
 
     def try_run(self, step: str, event_ids: list[str]) -> bool:
         """Start `step` for `event_ids` here; False when it cannot (no room, closed or not running
@@ -171,9 +175,7 @@ class LocalSteps:
         if run is None or loop is None or loop.is_closed():
             return False
         with self._lock:
-            # A future wakes its waiters before its done-callbacks run: count only unfinished ones.
-            self._running = {f for f in self._running if not f.done()}
-            if self.closed or len(self._running) >= self.limit:
+            if not self._room_locked():
                 return False
             try:
                 future = asyncio.run_coroutine_threadsafe(self._run(run, list(event_ids)), loop)
@@ -230,8 +232,11 @@ class StepQueue:
 
     def send(self, event_ids: list[str], step: str) -> None:
         self.actors[step].send(event_ids)
+        self._count(len(event_ids))
+
+    def _count(self, steps: int) -> None:
         with self._count_lock:
-            self.sent += len(event_ids)
+            self.sent += steps
 
     def send_many(self, steps: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Hand out each (event_id, step), `batch` events per run or message; returns those the
@@ -252,8 +257,7 @@ class StepQueue:
             return list(steps)
         for index, (step, ids) in enumerate(chunks):
             if local is not None and local.try_run(step, ids):
-                with self._count_lock:
-                    self.sent += len(ids)
+                self._count(len(ids))
                 continue
             try:
                 self.send(ids, step)

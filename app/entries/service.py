@@ -270,14 +270,16 @@ async def _locked_entry(
     await locks.lock_schema_shared(conn)
     existing = await repo.get_entry_for_write(conn, entry_id) if RESOURCE_ID.fullmatch(entry_id) else None
     key = (existing["database_oid"], existing["schema_version"]) if existing is not None else None
-    cached = WRITE_SCHEMAS.get(*key, type_id) if key is not None and key[1] is not None else None
+    if key is not None and key[1] is None:
+        key = None  # (no schema_version row: nothing is reused)
+    cached = WRITE_SCHEMAS.get(*key, type_id) if key is not None else None
     if cached is not None:
         ct, locales = cached
     else:
         ct = await _type_for_write(conn, type_id)  # a missing type is a 404 of its own
         locales = await load_locales(conn)
-        if key is not None and key[1] is not None:
-            WRITE_SCHEMAS.put(key[0], key[1], ct, locales)
+        if key is not None:
+            WRITE_SCHEMAS.put(*key, ct, locales)
     if existing is None or existing["type"] != type_id:
         raise not_found("entry")
     check_precondition(if_match, existing["version"])

@@ -27,6 +27,7 @@ from dramatiq import Worker
 from cms.app.config import PipelineConfig, Settings
 from cms.app.db.pool import create_pool
 from cms.app.publishing.files import Publisher, republish_all
+from cms.workers.actors import rerender
 from cms.workers.actors.purge import PurgeSender
 from cms.workers.broker import (
     STEP_RUNS,
@@ -59,9 +60,9 @@ class WorkerHost:
         self.runtime = WorkerRuntime(settings, database_url, redis_url, self.config, **runtime_options)
         self.broker.add_middleware(RuntimeMiddleware(self.runtime))
         # Steps this process relays (or sweeps) run on its own step loop while it has room.
-        self.local = LocalSteps(self.runtime, STEP_RUNS, self.config.local_steps)
+        self.local = LocalSteps(self.runtime, STEP_RUNS, self.config.local_steps, rerender.rerender_step)
         self.queue = StepQueue(
-            self.broker, declare_actors(self.broker, self.runtime), self.config.deliver_batch, self.local,
+            self.broker, declare_actors(self.broker, self.runtime, self.local), self.config.deliver_batch, self.local,
         )
         self.worker: Worker | None = None
         self.pool: Any = None

@@ -12,6 +12,7 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -335,14 +336,16 @@ async def test_purge_subscriber_drops_everything_after_a_reconnect(services: Any
         await subscriber.stop()
 
 
-class _Enqueued(Middleware):
-    """Counts the messages the broker is given."""
+class Enqueued(Middleware):
+    """Counts the messages the broker is given (in all, and by actor)."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.actors: Counter[str] = Counter()
 
     def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         self.count += 1
+        self.actors[message.actor_name] += 1
 
 
 @pytest.mark.parametrize("local_steps", [8, 0])
@@ -352,7 +355,7 @@ async def test_the_relaying_worker_runs_its_steps_without_a_message_unless_told_
     """A relayed step runs on the relaying worker's own step loop (no Redis round trip); with
     CMS_WORKER_LOCAL_STEPS=0, or when that loop has no room, it goes by message. Files either way."""
     host = await hosts.start(config=fast_config(local_steps=local_steps))
-    enqueued = _Enqueued()
+    enqueued = Enqueued()
     host.broker.add_middleware(enqueued)
     await settle(site.database_url)
     ran, messages = host.local.ran, enqueued.count
@@ -400,6 +403,68 @@ def test_local_steps_refuse_beyond_their_limit_and_while_not_running() -> None:
         assert not local.has_room() and not local.try_run("deliver", ["e5"])  # closed at shutdown
     finally:
         gate.set()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_local_rerenders_chain_their_batches_and_hand_the_rest_on_at_shutdown() -> None:
+    """A type's re-render runs batch after batch on the step loop (no message between two); a type
+    sent again while its last batch ran gets one more batch; one type at a time here (`rerenders`),
+    others by message; stopped at shutdown, the rest goes by message."""
+    sent: list[str] = []
+
+    class Runtime:
+        loop: asyncio.AbstractEventLoop | None = None
+        config = fast_config()
+        send_rerender = sent.append
+
+    runtime = Runtime()
+    ran: list[str] = []
+    total = {"a": 3, "b": 5}  # batches each type's re-render has
+    finish_one = threading.Semaphore(0)
+
+    async def batch(runtime: Any, type_id: str) -> bool:
+        ran.append(type_id)
+        assert await asyncio.to_thread(finish_one.acquire, True, 10)
+        return ran.count(type_id) < total[type_id]
+
+    def wait_for(check: Any) -> None:
+        deadline = time.monotonic() + 10
+        while not check():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    local = LocalSteps(runtime, {}, limit=8, rerender=batch, rerenders=1)
+    assert not local.try_rerender("a")  # no step loop yet
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        runtime.loop = loop
+        assert local.try_rerender("a")
+        wait_for(lambda: ran == ["a"])
+        assert not local.try_rerender("b")  # one type at a time here: b goes by message
+        finish_one.release()
+        finish_one.release()
+        wait_for(lambda: ran == ["a"] * 3)  # batches 2 and 3 with no send in between
+        assert local.try_rerender("a")  # sent again while its last batch runs: one more batch
+        finish_one.release()
+        wait_for(lambda: ran == ["a"] * 4)
+        finish_one.release()  # the 4th finds nothing more: the chain ends, b may start
+        wait_for(lambda: local.try_rerender("b"))
+        wait_for(lambda: ran[-1] == "b")
+        assert ran == ["a"] * 4 + ["b"] and local.batches == 4 and sent == []
+        closing = threading.Thread(target=local.close, args=(10,))
+        closing.start()
+        wait_for(lambda: local.closed)
+        finish_one.release()  # b's first batch ends with more left: handed on by message
+        closing.join(10)
+        assert not closing.is_alive() and sent == ["b"] and ran.count("b") == 1 and local.batches == 5
+        assert not local.try_rerender("b")  # closed
+    finally:
+        for _ in range(5):
+            finish_one.release()
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()

@@ -12,7 +12,7 @@ import pytest
 
 from cms.app.entries.repository import PUBLISHED_DATA
 from cms.storage.objects import LocalObjectStore
-from tests.integration.test_pipeline import api, new_entry, settle
+from tests.integration.test_pipeline import Enqueued, api, new_entry, settle
 from tests.support import ARTICLE, AUTHOR, TAG, Hosts, eventually, fast_config
 
 BACKGROUND = {"CMS_SCHEMA_INLINE_ENTRIES": "0"}
@@ -122,6 +122,34 @@ async def test_a_change_commits_at_once_and_the_workers_apply_it_in_batches(
         await settle(site.database_url)
         served = await api(site, f"/api/v1/entries/article/{ids[3]}?locale=en")
         assert b'"rank":null' in served.content
+
+
+@pytest.mark.parametrize("local_steps", [8, 0])
+async def test_a_rerender_runs_batch_after_batch_on_the_worker_without_messages(
+    apps_with: Any, hosts: Hosts, local_steps: int,
+) -> None:
+    """The worker that starts a type's re-render runs every batch on its own step loop: no message,
+    so no broker poll, between two batches. With CMS_WORKER_LOCAL_STEPS=0, one message per batch."""
+    async with apps_with(**BACKGROUND) as site:
+        host = await hosts.start(config=fast_config(rerender_batch=7, local_steps=local_steps))
+        enqueued = Enqueued()
+        host.broker.add_middleware(enqueued)
+        await _blog(site)
+        ids = [await new_entry(site, "article", {"title": f"T{i}", "rank": i}) for i in range(ENTRIES)]
+        await settle(site.database_url)
+        batches, messages = host.local.batches, enqueued.actors["cms.rerender"]
+        r = await site.management.put("/v1/content-types/article", json=_without(ARTICLE, "rank"))
+        assert r.status_code == 200, r.text
+        await settle(site.database_url)
+        done = (await site.management.get("/v1/content-types/article")).json()["data"]["rendering"]
+        assert done["status"] == "done" and done["entries_done"] == ENTRIES
+        # Four batches of entries (7, 7, 7, 2), the dependents, the finish.
+        if local_steps:
+            assert host.local.batches - batches >= 6 and enqueued.actors["cms.rerender"] == messages
+        else:
+            assert host.local.batches == 0 and enqueued.actors["cms.rerender"] - messages >= 6
+        stored = LocalObjectStore(site.settings.objects_dir).get(f"entries/article/en/{ids[-1]}.json")
+        assert stored is not None and b'"rank"' not in stored.body and b'"title":"T22"' in stored.body
 
 
 @pytest.mark.parametrize("settings", [BACKGROUND, {}], ids=["background", "inline"])

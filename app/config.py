@@ -42,10 +42,10 @@ class PipelineConfig:
     relay_min_gap: float = 0.1  # CMS_RELAY_MIN_GAP_MS: a busy relay gathers the events of this long into one pass
     relay_batch: int = 200  # CMS_RELAY_BATCH
     worker_threads: int = 8  # CMS_WORKER_THREADS: concurrent steps per worker process
-    local_steps: int = 8  # CMS_WORKER_LOCAL_STEPS: steps a relaying worker runs itself at once, no message (0: all by message)
+    local_steps: int = 8  # CMS_WORKER_LOCAL_STEPS: steps a relaying worker runs itself at once, no message (0: all by message, re-render batches too)
     deliver_batch: int = 100  # CMS_DELIVER_BATCH: most deliver steps one run takes from a backlog
     rerender_batch: int = 500  # CMS_RERENDER_BATCH: entries per batch of a schema change's background work
-    poll_ms: int = 100  # CMS_WORKER_POLL_MS: Dramatiq's longest idle poll of a queue (a schema change's chained batches wait for it)
+    poll_ms: int = 100  # CMS_WORKER_POLL_MS: Dramatiq's longest idle poll of a queue (the latency of a message after a quiet spell)
     namespace: str = "cms"  # CMS_BROKER_NAMESPACE: prefix of the broker's Redis keys
     sweep_batch: int = 1000
     retention_days: float = 30.0  # CMS_OUTBOX_RETENTION_DAYS: events (and their steps) older are pruned; 0 keeps all

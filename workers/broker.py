@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,7 @@ log = logging.getLogger("cms.workers.broker")
 REDIS_TIMEOUT = 5.0
 # Types whose re-render runs here at a time, batch after batch (others by message, on any worker).
 LOCAL_RERENDERS = 2
+CLOSE_INTERRUPT_S = 3.0  # at shutdown, how long an interrupted re-render batch gets to release its lease
 
 
 def redis_client(redis_url: str) -> redis.Redis:
@@ -57,6 +59,15 @@ def make_broker(redis_url: str, namespace: str = "cms") -> RedisBroker:
     broker = RedisBroker(client=redis_client(redis_url), namespace=namespace)
     broker.add_middleware(AsyncIO())
     return broker
+
+
+def local_rerenders(config: PipelineConfig) -> int:
+    """Types whose re-render a worker runs itself at once (CMS_WORKER_LOCAL_STEPS=0: all by message)."""
+    return LOCAL_RERENDERS if config.local_steps > 0 else 0
+
+
+async def _nowhere(type_id: str) -> None:
+    return None
 
 
 class WorkerRuntime:
@@ -79,7 +90,7 @@ class WorkerRuntime:
         self.error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # Dramatiq's event loop, while open
         # Start (or continue) a type's re-render: here when LocalSteps has room, else by message.
-        self.send_rerender: Callable[[str], Any] = lambda type_id: None  # declare_actors binds it
+        self.send_rerender: Callable[[str], Awaitable[None]] = _nowhere  # declare_actors binds it
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def open(self) -> None:
@@ -91,7 +102,8 @@ class WorkerRuntime:
         loop.set_default_executor(self._executor)
         self.pool = await create_pool(
             self.database_url, min_size=1,
-            max_size=self.config.worker_threads + self.config.local_steps + LOCAL_RERENDERS * PARTS + 4,
+            # (a re-render batch: its parts' connections and its lease renewal's)
+            max_size=self.config.worker_threads + self.config.local_steps + local_rerenders(self.config) * (PARTS + 1) + 4,
         )
         self.redis = aioredis.from_url(
             self.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
@@ -166,13 +178,14 @@ class LocalSteps:
         self.runs = runs
         self.limit = limit
         self.rerender = rerender
-        self.rerenders = rerenders if limit > 0 else 0  # CMS_WORKER_LOCAL_STEPS=0: everything by message
+        self.rerenders = rerenders
         self.ran = 0  # steps run here (tests)
-        self.batches = 0  # re-render batches run here (tests)
+        self.batches = 0  # re-render batch runs here, whether they found work or not (tests)
         self.closed = False
         self._running: set[concurrent.futures.Future[None]] = set()
         self._chains: dict[str, concurrent.futures.Future[None]] = {}  # type id -> its re-render here
         self._again: set[str] = set()  # types sent again while their chain ran a batch
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # the chains' tasks (on the step loop)
         self._lock = threading.Lock()
 
     def _room_locked(self) -> bool:
@@ -228,7 +241,7 @@ class LocalSteps:
         (or already did: its chain looks once more before it stops); False when it cannot (closed,
         not running yet, `rerenders` types running here already)."""
         loop = self.runtime.loop
-        if self.rerender is None or loop is None or loop.is_closed():
+        if self.rerender is None or loop is None or loop.is_closed() or not loop.is_running():
             return False
         with self._lock:
             if self.closed:
@@ -243,31 +256,39 @@ class LocalSteps:
             except RuntimeError:  # the loop closed meanwhile: a message then
                 return False
             self._chains[type_id] = future
+        future.add_done_callback(functools.partial(self._chain_ended, type_id))
         return True
 
     async def _chain(self, type_id: str) -> None:
-        more, released = True, False
+        # The type's entry in _chains is this chain's until it removes it (under the lock, as it
+        # decides to stop) or, should it end otherwise (cancelled), until _chain_ended does.
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks[type_id] = task
+        more = True
         try:
             while True:
                 with self._lock:
                     self._again.discard(type_id)
                 more = await self._rerender_batch(type_id)
                 with self._lock:
-                    if self.closed:
-                        break
-                    if not more and type_id not in self._again:
-                        # Under the lock: a send from now on starts a new chain.
+                    more = more or type_id in self._again  # sent again while the batch ran
+                    if self.closed or not more:  # from now on a send starts a new chain (or a message)
                         del self._chains[type_id]
-                        released = True
-                        return
+                        self._again.discard(type_id)
+                        break
+        except asyncio.CancelledError:  # at shutdown, past close()'s wait: the batch released its lease
+            more = True
+            raise
         finally:
-            if not released:
-                with self._lock:
-                    del self._chains[type_id]
-                    self._again.discard(type_id)
-        if more:  # stopped at shutdown: the rest by message (any worker), else the sweeper finds it
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.runtime.send_rerender, type_id)
+            self._tasks.pop(type_id, None)
+            if more:  # stopped at shutdown: the rest by message (any worker), else the sweeper finds it
+                await self.runtime.send_rerender(type_id)
+
+    def _chain_ended(self, type_id: str, future: concurrent.futures.Future[None]) -> None:
+        with self._lock:
+            if self._chains.get(type_id) is future:  # it never ran, or was cancelled
+                del self._chains[type_id]
 
     async def _rerender_batch(self, type_id: str) -> bool:
         assert self.rerender is not None
@@ -282,12 +303,24 @@ class LocalSteps:
 
     def close(self, timeout: float) -> None:
         """Start nothing more here; wait up to `timeout` s for the steps and re-render batches
-        running (at shutdown; leases cover the rest)."""
+        running (at shutdown). A re-render batch still running then (the finish's index build takes
+        minutes at 1M) is interrupted, so that it releases its lease while the pool is open and the
+        rest goes by message; a step's lease covers it."""
         with self._lock:
             self.closed = True
             running = [*self._running, *self._chains.values()]
         if running:
             concurrent.futures.wait(running, timeout)
+        loop = self.runtime.loop
+        if self._tasks and loop is not None and loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._interrupt(), loop).result(CLOSE_INTERRUPT_S + 1)
+
+    async def _interrupt(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=CLOSE_INTERRUPT_S)
 
 
 class StepQueue:
@@ -376,9 +409,13 @@ def declare_actors(
     if runtime is not None:
         by_message = actors[RERENDER].send
 
-        def send_rerender(type_id: str) -> None:
-            if local is None or not local.try_rerender(type_id):
-                by_message(type_id)
+        async def send_rerender(type_id: str) -> None:
+            if local is not None and local.try_rerender(type_id):
+                return
+            try:
+                await asyncio.to_thread(by_message, type_id)  # (not on the step loop: Redis may stall)
+            except Exception as exc:  # the sweeper sends it once the broker is back
+                log.warning("could not send the re-render of %s: %s", type_id, exc)
 
         runtime.send_rerender = send_rerender
     return actors
@@ -390,7 +427,7 @@ def _rerender_actor(broker: RedisBroker, runtime: Any) -> dramatiq.Actor[Any, An
 
     async def run(type_id: str) -> None:
         if await rerender.rerender_step(runtime, type_id):
-            runtime.send_rerender(type_id)
+            await runtime.send_rerender(type_id)
 
     run.__name__ = "rerender"
     return dramatiq.actor(

@@ -36,6 +36,7 @@ from cms.workers.broker import (
     StepQueue,
     WorkerRuntime,
     declare_actors,
+    local_rerenders,
     make_broker,
 )
 from cms.workers.relay import Relay, Sweeper
@@ -60,7 +61,9 @@ class WorkerHost:
         self.runtime = WorkerRuntime(settings, database_url, redis_url, self.config, **runtime_options)
         self.broker.add_middleware(RuntimeMiddleware(self.runtime))
         # Steps this process relays (or sweeps) run on its own step loop while it has room.
-        self.local = LocalSteps(self.runtime, STEP_RUNS, self.config.local_steps, rerender.rerender_step)
+        self.local = LocalSteps(
+            self.runtime, STEP_RUNS, self.config.local_steps, rerender.rerender_step, local_rerenders(self.config),
+        )
         self.queue = StepQueue(
             self.broker, declare_actors(self.broker, self.runtime, self.local), self.config.deliver_batch, self.local,
         )

@@ -242,7 +242,7 @@ class Sweeper(_Loop):
             log.info("re-enqueueing %d step(s)", len(result.due))
             await self._send(result.due)
         # Schema changes' re-renders that nobody has touched for a while (a lost message, a worker
-        # killed in a batch: its lease ran out).
+        # killed in a batch: its lease ran out; a failed batch whose retry is due).
         # (While the queues have a backlog, a message may just be waiting its turn: wait longer.)
         after = self.config.reenqueue_after if idle else self.config.reenqueue_busy_after
         async with self.pool.acquire() as conn:

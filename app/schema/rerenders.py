@@ -3,7 +3,8 @@ and files, in resumable batches after the change has committed.
 
 A change commits the new schema in its request (O(1) of the entry count: app/schema/content_types.py)
 and (re)starts the type's row in `schema_rerenders`. Workers then run it a batch at a time
-(`run_batch`, the `cms.rerender` actor): each batch takes a lease, brings the next `batch` entries
+(`run_batch`: batch after batch on one worker's step loop, `LocalSteps.try_rerender`, else
+the `cms.rerender` actor's messages): each batch takes a lease, brings the next `batch` entries
 of the type (in id order after the cursor) to the current schema's shape (`rules.conform`),
 re-renders their published documents, rewrites their files, purges, and moves the cursor. Then the
 entries of other types whose files include the type's entries get their files rewritten, then the
@@ -141,7 +142,7 @@ async def run_batch(
     backoff: tuple[float, ...] = (1, 2, 5, 15, 30, 60), max_attempts: int = 8,
 ) -> bool:
     """Run the next batch of the type's re-render, if it is unfinished and nobody runs it; True
-    when there is more to do (the caller sends the next message). A failing batch is retried
+    when there is more to do (the caller runs or sends the next batch). A failing batch is retried
     after `backoff` (the sweeper sends it), and after `max_attempts` left failed and visible."""
     token = uuid.uuid4().hex
     job = await repo.claim_rerender(pool, type_id, token, lease_seconds)
@@ -200,7 +201,7 @@ async def _entries_batch(pool: Any, publisher: Publisher, purge: Purge, job: Any
         await purge([*changes.changed_tags(), *(f"entry:{i}" for i in changed), f"type:{type_id}"], changes.keys,
                     f"rerender-{type_id}-{job['generation']}")
     if any(outcome == STALE for outcome, _ in outcomes):
-        return True  # changed again meanwhile: the next message starts the new generation
+        return True  # changed again meanwhile: the next batch starts the new generation
     phase, cursor = (ENTRIES, ids[-1]) if len(ids) == batch else (DEPENDENTS, "")
     async with pool.acquire() as conn:
         return await repo.advance_rerender(conn, job, token, phase, cursor, len(ids), 0, len(changed)) or True

@@ -411,17 +411,21 @@ def test_local_steps_refuse_beyond_their_limit_and_while_not_running() -> None:
 def test_local_rerenders_chain_their_batches_and_hand_the_rest_on_at_shutdown() -> None:
     """A type's re-render runs batch after batch on the step loop (no message between two); a type
     sent again while its last batch ran gets one more batch; one type at a time here (`rerenders`),
-    others by message; stopped at shutdown, the rest goes by message."""
+    others by message; at shutdown, what is left (or was sent again) goes by message, and a batch
+    still running past close()'s wait is interrupted."""
     sent: list[str] = []
+
+    async def send_rerender(type_id: str) -> None:
+        sent.append(type_id)
 
     class Runtime:
         loop: asyncio.AbstractEventLoop | None = None
         config = fast_config()
-        send_rerender = sent.append
 
     runtime = Runtime()
+    runtime.send_rerender = send_rerender  # type: ignore[attr-defined]
     ran: list[str] = []
-    total = {"a": 3, "b": 5}  # batches each type's re-render has
+    total = {"a": 3, "b": 1, "c": 5}  # batches each type's re-render has
     finish_one = threading.Semaphore(0)
 
     async def batch(runtime: Any, type_id: str) -> bool:
@@ -455,13 +459,22 @@ def test_local_rerenders_chain_their_batches_and_hand_the_rest_on_at_shutdown() 
         wait_for(lambda: local.try_rerender("b"))
         wait_for(lambda: ran[-1] == "b")
         assert ran == ["a"] * 4 + ["b"] and local.batches == 4 and sent == []
+        assert local.try_rerender("b")  # sent again during its only batch, then the worker stops
         closing = threading.Thread(target=local.close, args=(10,))
         closing.start()
         wait_for(lambda: local.closed)
-        finish_one.release()  # b's first batch ends with more left: handed on by message
+        finish_one.release()  # b's batch finds nothing more, but it was sent again: by message
         closing.join(10)
         assert not closing.is_alive() and sent == ["b"] and ran.count("b") == 1 and local.batches == 5
         assert not local.try_rerender("b")  # closed
+        # A batch still running after close()'s wait is interrupted; the rest goes by message.
+        other = LocalSteps(runtime, {}, limit=8, rerender=batch)
+        assert other.try_rerender("c")
+        wait_for(lambda: ran[-1] == "c")
+        started = time.monotonic()
+        other.close(0.2)
+        assert time.monotonic() - started < 5 and sent == ["b", "c"] and other.batches == 0
+        assert not other._chains and not other._tasks
     finally:
         for _ in range(5):
             finish_one.release()

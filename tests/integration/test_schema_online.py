@@ -131,7 +131,8 @@ async def test_a_rerender_runs_batch_after_batch_on_the_worker_without_messages(
     """The worker that starts a type's re-render runs every batch on its own step loop: no message,
     so no broker poll, between two batches. With CMS_WORKER_LOCAL_STEPS=0, one message per batch."""
     async with apps_with(**BACKGROUND) as site:
-        host = await hosts.start(config=fast_config(rerender_batch=7, local_steps=local_steps))
+        # (reenqueue_after: the sweeper would send a message for a re-render that waits 3 s)
+        host = await hosts.start(config=fast_config(rerender_batch=7, local_steps=local_steps, reenqueue_after=60.0))
         enqueued = Enqueued()
         host.broker.add_middleware(enqueued)
         await _blog(site)

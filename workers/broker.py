@@ -262,10 +262,12 @@ class LocalSteps:
     async def _chain(self, type_id: str) -> None:
         # The type's entry in _chains is this chain's until it removes it (under the lock, as it
         # decides to stop) or, should it end otherwise (cancelled), until _chain_ended does.
+        # Stopped at shutdown with more left, it sends no message: this worker's Dramatiq threads,
+        # still running, would take it and be stopped in its batch. The lease is free: the sweeper
+        # of any worker sends it on once it has been idle `CMS_REENQUEUE_AFTER_SECONDS`.
         task = asyncio.current_task()
         assert task is not None
         self._tasks[type_id] = task
-        more = True
         try:
             while True:
                 with self._lock:
@@ -277,13 +279,8 @@ class LocalSteps:
                         del self._chains[type_id]
                         self._again.discard(type_id)
                         break
-        except asyncio.CancelledError:  # at shutdown, past close()'s wait: the batch released its lease
-            more = True
-            raise
         finally:
             self._tasks.pop(type_id, None)
-            if more:  # stopped at shutdown: the rest by message (any worker), else the sweeper finds it
-                await self.runtime.send_rerender(type_id)
 
     def _chain_ended(self, type_id: str, future: concurrent.futures.Future[None]) -> None:
         with self._lock:
@@ -304,8 +301,8 @@ class LocalSteps:
     def close(self, timeout: float) -> None:
         """Start nothing more here; wait up to `timeout` s for the steps and re-render batches
         running (at shutdown). A re-render batch still running then (the finish's index build takes
-        minutes at 1M) is interrupted, so that it releases its lease while the pool is open and the
-        rest goes by message; a step's lease covers it."""
+        minutes at 1M) is interrupted, so that it releases its lease while the pool is open (else
+        the re-render would wait for the lease to run out); a step's lease covers it."""
         with self._lock:
             self.closed = True
             running = [*self._running, *self._chains.values()]
@@ -318,6 +315,7 @@ class LocalSteps:
 
     async def _interrupt(self) -> None:
         tasks = list(self._tasks.values())
+        log.info("interrupting the re-render of %s (the sweeper sends the rest on)", ", ".join(self._tasks))
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks, timeout=CLOSE_INTERRUPT_S)

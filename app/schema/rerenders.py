@@ -145,7 +145,11 @@ async def run_batch(
     when there is more to do (the caller runs or sends the next batch). A failing batch is retried
     after `backoff` (the sweeper sends it), and after `max_attempts` left failed and visible."""
     token = uuid.uuid4().hex
-    job = await repo.claim_rerender(pool, type_id, token, lease_seconds)
+    try:
+        job = await repo.claim_rerender(pool, type_id, token, lease_seconds)
+    except asyncio.CancelledError:  # (the claim may have committed all the same: our lease, if any, goes)
+        await asyncio.shield(repo.release_rerender(pool, type_id, token))
+        raise
     if job is None:
         return False
 
@@ -176,7 +180,9 @@ async def run_batch(
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await renewing
-        await repo.release_rerender(pool, type_id, token)
+        # Shielded: a batch interrupted at shutdown still gives its lease back (else it stays taken
+        # until it runs out, and the message that carries the rest claims nothing).
+        await asyncio.shield(repo.release_rerender(pool, type_id, token))
 
 
 async def _entries_batch(pool: Any, publisher: Publisher, purge: Purge, job: Any, token: str, batch: int) -> bool:

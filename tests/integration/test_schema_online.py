@@ -10,8 +10,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from cms.app.db import locks
 from cms.app.entries.repository import PUBLISHED_DATA
 from cms.storage.objects import LocalObjectStore
+from cms.workers import main as worker_main
 from tests.integration.test_pipeline import Enqueued, api, new_entry, settle
 from tests.support import ARTICLE, AUTHOR, TAG, Hosts, eventually, fast_config
 
@@ -151,6 +153,46 @@ async def test_a_rerender_runs_batch_after_batch_on_the_worker_without_messages(
             assert host.local.batches == 0 and enqueued.actors["cms.rerender"] - messages >= 6
         stored = LocalObjectStore(site.settings.objects_dir).get(f"entries/article/en/{ids[-1]}.json")
         assert stored is not None and b'"rank"' not in stored.body and b'"title":"T22"' in stored.body
+
+
+async def test_a_worker_stopping_mid_rerender_gives_its_lease_back_and_hands_the_rest_on(
+    apps_with: Any, hosts: Hosts, db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A re-render batch still running when a worker's stop has waited long enough is interrupted:
+    it gives its lease back at once, so the next worker's sweeper sends the rest on as soon as the
+    re-render has been idle `reenqueue_after` (not after the lease, here 10 minutes, runs out). No
+    message goes to the stopping worker (its Dramatiq threads would take it and be stopped in it)."""
+    monkeypatch.setattr(worker_main, "STOP_TIMEOUT_MS", 300)
+    config = fast_config(rerender_batch=7, lease_seconds=600.0, reenqueue_after=600.0)
+    async with apps_with(**BACKGROUND) as site:
+        first = await hosts.start(config=config)
+        await _blog(site)
+        for i in range(ENTRIES):
+            await new_entry(site, "article", {"title": f"T{i}", "rank": i})
+        await settle(site.database_url)
+        await first.stop()
+        hosts.started.remove(first)
+        r = await site.management.put("/v1/content-types/article", json=_without(ARTICLE, "rank"))
+        assert r.status_code == 200, r.text
+        async with db.acquire() as blocker, blocker.transaction():
+            # Schema changes' lock, held: the batch's parts wait for it (as behind a schema change).
+            await blocker.execute("SELECT pg_advisory_xact_lock($1)", locks.SCHEMA)
+            stopping = await hosts.start(config=config)
+            enqueued = Enqueued()
+            stopping.broker.add_middleware(enqueued)
+
+            async def claimed() -> None:
+                assert await db.fetchval("SELECT lease_token FROM schema_rerenders WHERE type = 'article'")
+
+            await eventually(claimed)
+            await stopping.stop()
+            hosts.started.remove(stopping)
+            assert await db.fetchval("SELECT lease_token FROM schema_rerenders WHERE type = 'article'") is None
+            assert enqueued.actors["cms.rerender"] == 0 and stopping.local.batches == 0
+        await hosts.start(config=fast_config(rerender_batch=7, lease_seconds=600.0, reenqueue_after=0.5))
+        await settle(site.database_url)
+        done = (await site.management.get("/v1/content-types/article")).json()["data"]["rendering"]
+        assert done["status"] == "done" and done["entries_done"] == ENTRIES
 
 
 @pytest.mark.parametrize("settings", [BACKGROUND, {}], ids=["background", "inline"])

@@ -34,8 +34,9 @@ async def deliver_step(runtime: Any, event_ids: list[str]) -> dict[str, str]:
         # shape by the type's re-render batches (app/schema/rerenders.py), started here.
         if any(e.type != events.CONTENT_TYPE_DELETED for e in schema_events):
             async with runtime.pool.acquire() as conn:
-                for type_id in await schema_repo.unfinished_rerenders(conn):
-                    await runtime.send_rerender(type_id)
+                unfinished = await schema_repo.unfinished_rerenders(conn)
+            for type_id in unfinished:  # (a message may wait for Redis: not while holding a connection)
+                await runtime.send_rerender(type_id)
         for deleted in sorted({str(e.payload.get("id")) for e in schema_events if e.type == events.CONTENT_TYPE_DELETED}):
             # A deleted type had no entries: only its index files are left to remove.
             republished = await republish_all(runtime.pool, runtime.publisher, only_type=deleted)

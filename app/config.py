@@ -45,7 +45,7 @@ class PipelineConfig:
     local_steps: int = 8  # CMS_WORKER_LOCAL_STEPS: steps a relaying worker runs itself at once, no message (0: all by message, re-render batches too)
     deliver_batch: int = 100  # CMS_DELIVER_BATCH: most deliver steps one run takes from a backlog
     rerender_batch: int = 500  # CMS_RERENDER_BATCH: entries per batch of a schema change's background work
-    poll_ms: int = 1000  # CMS_WORKER_POLL_MS: Dramatiq's longest idle poll of a queue (the latency of a message after a quiet spell)
+    poll_ms: int = 100  # CMS_WORKER_POLL_MS: Dramatiq's longest idle poll of a queue (the latency of a message after a quiet spell)
     namespace: str = "cms"  # CMS_BROKER_NAMESPACE: prefix of the broker's Redis keys
     sweep_batch: int = 1000
     retention_days: float = 30.0  # CMS_OUTBOX_RETENTION_DAYS: events (and their steps) older are pruned; 0 keeps all

@@ -21,7 +21,7 @@ import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import dramatiq
 import redis
@@ -42,6 +42,7 @@ from cms.workers.outputs import object_store_from_settings, purger_from_settings
 from cms.workers.pipeline import DELIVER, RERENDER, WEBHOOK
 
 log = logging.getLogger("cms.workers.broker")
+T = TypeVar("T")
 
 REDIS_TIMEOUT = 5.0
 # Types whose re-render runs here at a time, batch after batch (others by message, on any worker).
@@ -218,17 +219,7 @@ class LocalSteps:
     async def _run(self, run: StepRun, event_ids: list[str]) -> None:
         # Dramatiq's time limit does not reach a step run here: the same limit, as a cancellation
         # (pipeline.execute records it as a failed attempt, retried while attempts are left).
-        limit = self.runtime.config.time_limit_seconds
-        try:
-            async with asyncio.timeout(limit) as deadline:
-                await run(self.runtime, event_ids)
-        except TimeoutError:
-            if not deadline.expired():
-                log.exception("step of %s failed", event_ids)
-            else:
-                log.warning("step of %s passed its time limit (%.0f s) and was interrupted", event_ids, limit)
-        except Exception:
-            log.exception("step of %s failed", event_ids)
+        await _within_limit(run(self.runtime, event_ids), self.runtime.config.time_limit_seconds, f"step of {event_ids}")
 
     def _finished(self, future: concurrent.futures.Future[None]) -> None:
         with self._lock:
@@ -289,11 +280,12 @@ class LocalSteps:
 
     async def _rerender_batch(self, type_id: str) -> bool:
         assert self.rerender is not None
-        try:
-            async with asyncio.timeout(rerender.time_limit_seconds(self.runtime.config)):
-                more = await self.rerender(self.runtime, type_id)
-        except Exception:  # run_batch records its own failures; this is the runtime's (e.g. the pool closed)
-            log.exception("re-render of %s failed", type_id)
+        # (run_batch records its own failures; one here is the runtime's, e.g. the pool closed)
+        more = await _within_limit(
+            self.rerender(self.runtime, type_id), rerender.time_limit_seconds(self.runtime.config),
+            f"re-render of {type_id}",
+        )
+        if more is None:
             return False
         self.batches += 1
         return more
@@ -319,6 +311,21 @@ class LocalSteps:
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks, timeout=CLOSE_INTERRUPT_S)
+
+
+async def _within_limit(work: Awaitable[T], limit: float, what: str) -> T | None:
+    """`work`'s result, or None (logged) when it failed or ran past `limit` seconds (interrupted)."""
+    try:
+        async with asyncio.timeout(limit) as deadline:
+            return await work
+    except TimeoutError:
+        if not deadline.expired():
+            log.exception("%s failed", what)
+        else:
+            log.warning("%s passed its time limit (%.0f s) and was interrupted", what, limit)
+    except Exception:
+        log.exception("%s failed", what)
+    return None
 
 
 class StepQueue:

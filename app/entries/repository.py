@@ -26,9 +26,9 @@ ENTRY_COLUMNS = (
 )
 
 
-async def get_entry(conn: Conn, entry_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
-    lock = " FOR UPDATE" if for_update else ""
-    return await conn.fetchrow(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1{lock}", entry_id)
+async def get_entry(conn: Conn, entry_id: str) -> asyncpg.Record | None:
+    """The entry, unlocked (a write locks it with `get_entry_for_write`)."""
+    return await conn.fetchrow(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1", entry_id)
 
 
 async def get_entry_for_write(conn: Conn, entry_id: str) -> asyncpg.Record | None:

@@ -269,9 +269,9 @@ async def _locked_entry(
     schema change committed meanwhile shows) is the one they were parsed at."""
     await locks.lock_schema_shared(conn)
     existing = await repo.get_entry_for_write(conn, entry_id) if RESOURCE_ID.fullmatch(entry_id) else None
-    key = (existing["database_oid"], existing["schema_version"]) if existing is not None else None
-    if key is not None and key[1] is None:
-        key = None  # (no schema_version row: nothing is reused)
+    key = None  # (no entry, or no schema_version row: nothing is reused)
+    if existing is not None and existing["schema_version"] is not None:
+        key = (existing["database_oid"], existing["schema_version"])
     cached = WRITE_SCHEMAS.get(*key, type_id) if key is not None else None
     if cached is not None:
         ct, locales = cached

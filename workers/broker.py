@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -187,6 +188,7 @@ class LocalSteps:
         self._chains: dict[str, concurrent.futures.Future[None]] = {}  # type id -> its re-render here
         self._again: set[str] = set()  # types sent again while their chain ran a batch
         self._tasks: dict[str, asyncio.Task[None]] = {}  # the chains' tasks (on the step loop)
+        self._by_message: set[asyncio.Task[Any]] = set()  # batches run from a message (on the step loop)
         self._lock = threading.Lock()
 
     def _room_locked(self) -> bool:
@@ -290,24 +292,53 @@ class LocalSteps:
         self.batches += 1
         return more
 
+    async def rerender_by_message(self, type_id: str) -> bool:
+        """One batch of the type's re-render from a `cms.rerender` message (a Dramatiq thread waits
+        on it; the coroutine runs on the step loop): True while more is left. Tracked so that a
+        stop interrupts it as it does a chain's batch; started while stopping, it does nothing."""
+        assert self.rerender is not None
+        task = asyncio.current_task()
+        assert task is not None
+        with self._lock:
+            if self.closed:
+                return False  # the sweeper sends it on
+            self._by_message.add(task)
+        try:
+            return await self.rerender(self.runtime, type_id)
+        except asyncio.CancelledError:
+            if not self.closed:
+                raise
+            return False  # interrupted by close(): its lease is released, the sweeper sends the rest on
+        finally:
+            self._by_message.discard(task)
+
     def close(self, timeout: float) -> None:
         """Start nothing more here; wait up to `timeout` s for the steps and re-render batches
         running (at shutdown). A re-render batch still running then (the finish's index build takes
-        minutes at 1M) is interrupted, so that it releases its lease while the pool is open (else
-        the re-render would wait for the lease to run out); a step's lease covers it."""
+        minutes at 1M), whether chained here or from a message, is interrupted, so that it releases
+        its lease while the pool is open (else the re-render would wait for the lease to run out);
+        a step's lease covers it."""
+        deadline = time.monotonic() + timeout
         with self._lock:
             self.closed = True
             running = [*self._running, *self._chains.values()]
         if running:
             concurrent.futures.wait(running, timeout)
         loop = self.runtime.loop
-        if self._tasks and loop is not None and loop.is_running():
+        if (self._tasks or self._by_message) and loop is not None and loop.is_running():
+            grace = max(0.0, deadline - time.monotonic())
             with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._interrupt(), loop).result(CLOSE_INTERRUPT_S + 1)
+                asyncio.run_coroutine_threadsafe(self._interrupt(grace), loop).result(grace + CLOSE_INTERRUPT_S + 1)
 
-    async def _interrupt(self) -> None:
-        tasks = list(self._tasks.values())
-        log.info("interrupting the re-render of %s (the sweeper sends the rest on)", ", ".join(self._tasks))
+    async def _interrupt(self, grace: float) -> None:
+        by_message = list(self._by_message)
+        if by_message and grace > 0:  # (the chains have had theirs)
+            await asyncio.wait(by_message, timeout=grace)
+        running = {**{t: type_id for type_id, t in self._tasks.items()}, **{t: "a message" for t in self._by_message}}
+        tasks = [t for t in running if not t.done()]
+        if not tasks:
+            return
+        log.info("interrupting the re-render batch of %s (the sweeper sends the rest on)", ", ".join(running[t] for t in tasks))
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks, timeout=CLOSE_INTERRUPT_S)
@@ -409,7 +440,7 @@ def declare_actors(
     actors = {
         DELIVER: _step_actor(broker, bound, "cms.deliver", STEP_RUNS[DELIVER]),
         WEBHOOK: _step_actor(broker, bound, "cms.webhook", STEP_RUNS[WEBHOOK]),
-        RERENDER: _rerender_actor(broker, bound),
+        RERENDER: _rerender_actor(broker, bound, local),
     }
     if runtime is not None:
         by_message = actors[RERENDER].send
@@ -426,12 +457,16 @@ def declare_actors(
     return actors
 
 
-def _rerender_actor(broker: RedisBroker, runtime: Any) -> dramatiq.Actor[Any, Any]:
+def _rerender_actor(broker: RedisBroker, runtime: Any, local: LocalSteps | None) -> dramatiq.Actor[Any, Any]:
     """One batch of a schema change's background work per message (on its own queue, so entry
     deliveries never wait behind a big type's re-render); the rest goes on as `send_rerender` says."""
 
     async def run(type_id: str) -> None:
-        if await rerender.rerender_step(runtime, type_id):
+        more = await (
+            local.rerender_by_message(type_id) if local is not None and local.rerender is not None
+            else rerender.rerender_step(runtime, type_id)
+        )
+        if more:
             await runtime.send_rerender(type_id)
 
     run.__name__ = "rerender"

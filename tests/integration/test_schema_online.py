@@ -155,15 +155,17 @@ async def test_a_rerender_runs_batch_after_batch_on_the_worker_without_messages(
         assert stored is not None and b'"rank"' not in stored.body and b'"title":"T22"' in stored.body
 
 
+@pytest.mark.parametrize("local_steps", [8, 0], ids=["chained", "by-message"])
 async def test_a_worker_stopping_mid_rerender_gives_its_lease_back_and_hands_the_rest_on(
-    apps_with: Any, hosts: Hosts, db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch,
+    apps_with: Any, hosts: Hosts, db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, local_steps: int,
 ) -> None:
-    """A re-render batch still running when a worker's stop has waited long enough is interrupted:
-    it gives its lease back at once, so the next worker's sweeper sends the rest on as soon as the
-    re-render has been idle `reenqueue_after` (not after the lease, here 10 minutes, runs out). No
-    message goes to the stopping worker (its Dramatiq threads would take it and be stopped in it)."""
+    """A re-render batch still running when a worker's stop has waited long enough is interrupted,
+    whether the worker chained it or a message brought it (CMS_WORKER_LOCAL_STEPS=0): it gives its
+    lease back at once, so the next worker's sweeper sends the rest on as soon as the re-render has
+    been idle `reenqueue_after` (not after the lease, here 10 minutes, runs out). No message goes
+    to the stopping worker (its Dramatiq threads would take it and be stopped in it)."""
     monkeypatch.setattr(worker_main, "STOP_TIMEOUT_MS", 300)
-    config = fast_config(rerender_batch=7, lease_seconds=600.0, reenqueue_after=600.0)
+    config = fast_config(rerender_batch=7, lease_seconds=600.0, reenqueue_after=600.0, local_steps=local_steps)
     async with apps_with(**BACKGROUND) as site:
         first = await hosts.start(config=config)
         await _blog(site)
@@ -185,11 +187,15 @@ async def test_a_worker_stopping_mid_rerender_gives_its_lease_back_and_hands_the
                 assert await db.fetchval("SELECT lease_token FROM schema_rerenders WHERE type = 'article'")
 
             await eventually(claimed)
+            sent = enqueued.actors["cms.rerender"]  # (by message: the one that started the batch)
             await stopping.stop()
             hosts.started.remove(stopping)
             assert await db.fetchval("SELECT lease_token FROM schema_rerenders WHERE type = 'article'") is None
-            assert enqueued.actors["cms.rerender"] == 0 and stopping.local.batches == 0
-        await hosts.start(config=fast_config(rerender_batch=7, lease_seconds=600.0, reenqueue_after=0.5))
+            assert enqueued.actors["cms.rerender"] == sent and stopping.local.batches == 0
+            if not local_steps:
+                assert not stopping.local._by_message  # the interrupted batch's task ended
+        await hosts.start(config=fast_config(
+            rerender_batch=7, lease_seconds=600.0, reenqueue_after=0.5, local_steps=local_steps))
         await settle(site.database_url)
         done = (await site.management.get("/v1/content-types/article")).json()["data"]["rendering"]
         assert done["status"] == "done" and done["entries_done"] == ENTRIES

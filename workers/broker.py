@@ -188,7 +188,8 @@ class LocalSteps:
         self._chains: dict[str, concurrent.futures.Future[None]] = {}  # type id -> its re-render here
         self._again: set[str] = set()  # types sent again while their chain ran a batch
         self._tasks: dict[str, asyncio.Task[None]] = {}  # the chains' tasks (on the step loop)
-        self._by_message: set[asyncio.Task[Any]] = set()  # batches run from a message (on the step loop)
+        self._by_message: dict[asyncio.Task[Any], str] = {}  # batches run from a message -> type (step loop)
+        self._interrupted: set[asyncio.Task[Any]] = set()  # tasks close() cancelled (step loop)
         self._lock = threading.Lock()
 
     def _room_locked(self) -> bool:
@@ -302,15 +303,17 @@ class LocalSteps:
         with self._lock:
             if self.closed:
                 return False  # the sweeper sends it on
-            self._by_message.add(task)
+            self._by_message[task] = type_id
         try:
             return await self.rerender(self.runtime, type_id)
         except asyncio.CancelledError:
-            if not self.closed:
+            if task not in self._interrupted:  # (Dramatiq's time limit, say)
                 raise
+            task.uncancel()
             return False  # interrupted by close(): its lease is released, the sweeper sends the rest on
         finally:
-            self._by_message.discard(task)
+            self._by_message.pop(task, None)
+            self._interrupted.discard(task)
 
     def close(self, timeout: float) -> None:
         """Start nothing more here; wait up to `timeout` s for the steps and re-render batches
@@ -334,12 +337,13 @@ class LocalSteps:
         by_message = list(self._by_message)
         if by_message and grace > 0:  # (the chains have had theirs)
             await asyncio.wait(by_message, timeout=grace)
-        running = {**{t: type_id for type_id, t in self._tasks.items()}, **{t: "a message" for t in self._by_message}}
+        running = {**{t: type_id for type_id, t in self._tasks.items()}, **self._by_message}
         tasks = [t for t in running if not t.done()]
         if not tasks:
             return
         log.info("interrupting the re-render batch of %s (the sweeper sends the rest on)", ", ".join(running[t] for t in tasks))
         for task in tasks:
+            self._interrupted.add(task)
             task.cancel()
         await asyncio.wait(tasks, timeout=CLOSE_INTERRUPT_S)
 
@@ -466,7 +470,8 @@ def _rerender_actor(broker: RedisBroker, runtime: Any, local: LocalSteps | None)
             local.rerender_by_message(type_id) if local is not None and local.rerender is not None
             else rerender.rerender_step(runtime, type_id)
         )
-        if more:
+        # (stopping: nothing sent, as a chain sends nothing; the sweeper sends the rest on)
+        if more and not (local is not None and local.closed):
             await runtime.send_rerender(type_id)
 
     run.__name__ = "rerender"

@@ -5,6 +5,7 @@ the end. CMS_SCHEMA_INLINE_ENTRIES=0 sends every change to the background, as on
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg
@@ -155,6 +156,17 @@ async def test_a_rerender_runs_batch_after_batch_on_the_worker_without_messages(
         assert stored is not None and b'"rank"' not in stored.body and b'"title":"T22"' in stored.body
 
 
+class _Said(logging.Handler):
+    """The messages of one logger, whatever the logging configuration does to the root's handlers."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 @pytest.mark.parametrize("local_steps", [8, 0], ids=["chained", "by-message"])
 async def test_a_worker_stopping_mid_rerender_gives_its_lease_back_and_hands_the_rest_on(
     apps_with: Any, hosts: Hosts, db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, local_steps: int,
@@ -187,13 +199,18 @@ async def test_a_worker_stopping_mid_rerender_gives_its_lease_back_and_hands_the
                 assert await db.fetchval("SELECT lease_token FROM schema_rerenders WHERE type = 'article'")
 
             await eventually(claimed)
-            sent = enqueued.actors["cms.rerender"]  # (by message: the one that started the batch)
-            await stopping.stop()
+            said = _Said()
+            logging.getLogger("cms.workers.broker").addHandler(said)
+            try:
+                await stopping.stop()
+            finally:
+                logging.getLogger("cms.workers.broker").removeHandler(said)
             hosts.started.remove(stopping)
             assert await db.fetchval("SELECT lease_token FROM schema_rerenders WHERE type = 'article'") is None
-            assert enqueued.actors["cms.rerender"] == sent and stopping.local.batches == 0
-            if not local_steps:
-                assert not stopping.local._by_message  # the interrupted batch's task ended
+            assert any("interrupting the re-render batch of article" in line for line in said.lines)
+            assert stopping.local.batches == 0 and not stopping.local._by_message
+            if local_steps:  # (by message, the one that brought the batch may be counted or not yet)
+                assert enqueued.actors["cms.rerender"] == 0
         await hosts.start(config=fast_config(
             rerender_batch=7, lease_seconds=600.0, reenqueue_after=0.5, local_steps=local_steps))
         await settle(site.database_url)

@@ -105,7 +105,9 @@ async def replace_documents_many(
     left alone (no new row version, no new render number: its files need no rewrite), e.g. after a
     schema change that only tightened a rule or marked a field `indexed`. Its links count: the same
     bytes hold other includable links when a component's sub-field changed from a reference to json,
-    and a document stored before migration 0020 (links NULL) gets them when it is next re-rendered."""
+    and a document stored before migration 0020 (links NULL) gets them when it is next re-rendered.
+    The search text is parsed (to_tsvector) only when it is not the text the stored tsvector came
+    from (migration 0027's `search_key`): a re-render of unchanged text keeps the stored one."""
     columns: list[list[Any]] = [list(c) for c in zip(*docs, strict=True)] if docs else [[] for _ in range(14)]
     columns[13] = _jsonb_param(columns[13])  # links
     # The DELETE touches only rows the INSERT does not write (other entries' locales), so the two
@@ -120,15 +122,22 @@ async def replace_documents_many(
            ), gone AS (
                DELETE FROM published_documents d WHERE d.entry_id = ANY($15::text[])
                   AND NOT EXISTS (SELECT 1 FROM u WHERE u.entry_id = d.entry_id AND u.locale = d.locale)
+           ), k AS (
+               SELECT u.*, md5(u.search)::uuid AS search_key FROM u
            )
            INSERT INTO published_documents
-                 (entry_id, locale, type, version, slug, body, etag, vals, search, published_at, updated_at, created_at,
-                  bulky, links)
-           SELECT u.entry_id, u.locale, u.type, u.version, u.slug, u.body, u.etag, u.vals,
-                  to_tsvector('simple', u.search), u.published_at, u.updated_at, u.created_at, u.bulky, u.links FROM u
+                 (entry_id, locale, type, version, slug, body, etag, vals, search, search_key, published_at,
+                  updated_at, created_at, bulky, links)
+           SELECT k.entry_id, k.locale, k.type, k.version, k.slug, k.body, k.etag, k.vals,
+                  -- the stored tsvector when it was parsed from this very text
+                  coalesce((SELECT s.search FROM published_documents s WHERE s.entry_id = k.entry_id
+                               AND s.locale = k.locale AND s.search_key = k.search_key),
+                           to_tsvector('simple', k.search)),
+                  k.search_key, k.published_at, k.updated_at, k.created_at, k.bulky, k.links FROM k
            ON CONFLICT (entry_id, locale) DO UPDATE SET
                type = excluded.type, version = excluded.version, slug = excluded.slug, body = excluded.body,
-               etag = excluded.etag, vals = excluded.vals, search = excluded.search,
+               etag = excluded.etag, vals = excluded.vals,
+               search = excluded.search, search_key = excluded.search_key,
                published_at = excluded.published_at, updated_at = excluded.updated_at,
                created_at = excluded.created_at, render_seq = excluded.render_seq, bulky = excluded.bulky,
                links = excluded.links

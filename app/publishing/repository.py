@@ -123,7 +123,7 @@ async def replace_documents_many(
                DELETE FROM published_documents d WHERE d.entry_id = ANY($15::text[])
                   AND NOT EXISTS (SELECT 1 FROM u WHERE u.entry_id = d.entry_id AND u.locale = d.locale)
            ), k AS (
-               SELECT u.*, md5(u.search)::uuid AS search_key FROM u
+               SELECT u.*, md5('simple:' || u.search)::uuid AS search_key FROM u  -- (the parser's configuration too)
            )
            INSERT INTO published_documents
                  (entry_id, locale, type, version, slug, body, etag, vals, search, search_key, published_at,

@@ -187,9 +187,9 @@ class LocalSteps:
         self._running: set[concurrent.futures.Future[None]] = set()
         self._chains: dict[str, concurrent.futures.Future[None]] = {}  # type id -> its re-render here
         self._again: set[str] = set()  # types sent again while their chain ran a batch
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # the chains' tasks (on the step loop)
-        self._by_message: dict[asyncio.Task[Any], str] = {}  # batches run from a message -> type (step loop)
-        self._interrupted: set[asyncio.Task[Any]] = set()  # tasks close() cancelled (step loop)
+        # Every re-render running on the step loop, chained or from a message: its task -> the type.
+        self._tasks: dict[asyncio.Task[Any], str] = {}
+        self._interrupting = False  # close() is cancelling them (a cancellation from then on is ours)
         self._lock = threading.Lock()
 
     def _room_locked(self) -> bool:
@@ -261,7 +261,7 @@ class LocalSteps:
         # of any worker sends it on once it has been idle `CMS_REENQUEUE_AFTER_SECONDS`.
         task = asyncio.current_task()
         assert task is not None
-        self._tasks[type_id] = task
+        self._tasks[task] = type_id
         try:
             while True:
                 with self._lock:
@@ -274,7 +274,7 @@ class LocalSteps:
                         self._again.discard(type_id)
                         break
         finally:
-            self._tasks.pop(type_id, None)
+            self._tasks.pop(task, None)
 
     def _chain_ended(self, type_id: str, future: concurrent.futures.Future[None]) -> None:
         with self._lock:
@@ -303,17 +303,16 @@ class LocalSteps:
         with self._lock:
             if self.closed:
                 return False  # the sweeper sends it on
-            self._by_message[task] = type_id
+            self._tasks[task] = type_id
         try:
             return await self.rerender(self.runtime, type_id)
         except asyncio.CancelledError:
-            if task not in self._interrupted:  # (Dramatiq's time limit, say)
+            if not self._interrupting:  # (Dramatiq's time limit, say)
                 raise
             task.uncancel()
             return False  # interrupted by close(): its lease is released, the sweeper sends the rest on
         finally:
-            self._by_message.pop(task, None)
-            self._interrupted.discard(task)
+            self._tasks.pop(task, None)
 
     def close(self, timeout: float) -> None:
         """Start nothing more here; wait up to `timeout` s for the steps and re-render batches
@@ -328,24 +327,23 @@ class LocalSteps:
         if running:
             concurrent.futures.wait(running, timeout)
         loop = self.runtime.loop
-        if (self._tasks or self._by_message) and loop is not None and loop.is_running():
+        if self._tasks and loop is not None and loop.is_running():
             grace = max(0.0, deadline - time.monotonic())
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self._interrupt(grace), loop).result(grace + CLOSE_INTERRUPT_S + 1)
 
     async def _interrupt(self, grace: float) -> None:
-        by_message = list(self._by_message)
-        if by_message and grace > 0:  # (the chains have had theirs)
-            await asyncio.wait(by_message, timeout=grace)
-        running = {**{t: type_id for type_id, t in self._tasks.items()}, **self._by_message}
-        tasks = [t for t in running if not t.done()]
-        if not tasks:
+        # (what is left of the stop's deadline: the chains were waited for already, message batches not)
+        if grace > 0:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        left = {task: type_id for task, type_id in self._tasks.items() if not task.done()}
+        if not left:
             return
-        log.info("interrupting the re-render batch of %s (the sweeper sends the rest on)", ", ".join(running[t] for t in tasks))
-        for task in tasks:
-            self._interrupted.add(task)
+        log.info("interrupting the re-render batch of %s (the sweeper sends the rest on)", ", ".join(left.values()))
+        self._interrupting = True
+        for task in left:
             task.cancel()
-        await asyncio.wait(tasks, timeout=CLOSE_INTERRUPT_S)
+        await asyncio.wait(left, timeout=CLOSE_INTERRUPT_S)
 
 
 async def _within_limit(work: Awaitable[T], limit: float, what: str) -> T | None:

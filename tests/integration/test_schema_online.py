@@ -208,7 +208,7 @@ async def test_a_worker_stopping_mid_rerender_gives_its_lease_back_and_hands_the
             hosts.started.remove(stopping)
             assert await db.fetchval("SELECT lease_token FROM schema_rerenders WHERE type = 'article'") is None
             assert any("interrupting the re-render batch of article" in line for line in said.lines)
-            assert stopping.local.batches == 0 and not stopping.local._by_message
+            assert stopping.local.batches == 0 and not stopping.local._tasks
             if local_steps:  # (by message, the one that brought the batch may be counted or not yet)
                 assert enqueued.actors["cms.rerender"] == 0
         await hosts.start(config=fast_config(

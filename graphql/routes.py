@@ -142,7 +142,7 @@ async def _answer(request: Req, parsed: execution.Request, *, preview: bool, cac
     context = execution.new_context(built, state.types, credential, state.pool if preview else read_pool, reader,
                                     IncludeLimit.of(state.settings))
     answer = await execution.run(parsed, built, service.documents, service.persisted, context)
-    etag = render.etag_of(answer.body)
+    etag = render.answer_etag(answer.body)
     tags = tuple(sorted(answer.tags | {"schema"}))
     if cache is not None and key is not None and answer.ok:
         cache.put(key, answer.body, etag, tags, since)
@@ -202,7 +202,7 @@ def _handlers(preview: bool) -> list[Any]:
 async def schema_sdl(request: Req) -> Response[bytes]:
     built = await _service(request).published.current()
     body = built.sdl.encode()
-    etag = render.etag_of(body)
+    etag = render.answer_etag(body)
     headers = answer_headers(etag, ("schema",), request.app.state.settings.cache_control)
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(content=b"", status_code=304, headers=headers)

@@ -170,6 +170,23 @@ def _fetch_published_bytes(conn: Any, locale: str, types: dict[str, ContentType]
     return fetch
 
 
+def _brought(page: sql.Page, include: list[str], types: dict[str, ContentType], fetch: FetchBytes) -> FetchBytes:
+    """`fetch` answered from what the page's statement brought along (`repo.included_along` of
+    `include`), by `_fetch_published_bytes`'s rule (documents of `types` only); ids that no row's
+    links looked up (rows stored without links) are fetched."""
+    found = {r["entry_id"]: r["body"] for r in page.along if r["type"] in types}
+    looked_up = {
+        link[3] for row in page.rows if row["links"] is not None
+        for link in row["links"] if include == ["*"] or link[0] in include
+    }
+
+    async def answer(ids: list[str]) -> dict[str, bytes]:
+        missing = [i for i in ids if i not in looked_up]
+        return {**{i: found[i] for i in ids if i in found}, **(await fetch(missing) if missing else {})}
+
+    return answer
+
+
 async def splice_each(
     roots: list[tuple[bytes, list[render.Link] | None, ContentType, _Budget]], include: list[str],
     fields: list[str] | None, fetch: FetchBytes,
@@ -179,24 +196,28 @@ async def splice_each(
     out (checked before any bytes are built; the caller decides: a 400, or no includes). Same bytes
     as `expand_each` + encode."""
     only = (None if include == ["*"] else set(include)) if include else set()
-    followed: dict[str, frozenset[str]] = {}  # per type, once
-
-    def splicer(body: bytes, links: list[render.Link] | None, ct: ContentType) -> render.LinkSplice | render.Spliced:
-        if ct.id not in followed:
-            followed[ct.id] = render.followed(ct)
-        return render.splicer(body, links, ct, only, fields, followed[ct.id])
-
-    spliced = [splicer(body, links, ct) for body, links, ct, _ in roots]
-    linked = [s.linked_ids() for s in spliced]
+    names_of: dict[str, frozenset[str]] = {}  # per type, once: the fields followed that were asked for
+    spliced: list[render.LinkSplice | render.Spliced] = []
+    linked: list[list[str]] = []
+    for body, links, ct, _ in roots:
+        names = names_of.get(ct.id)
+        if names is None:
+            names = names_of[ct.id] = render.followed(ct) if only is None else render.followed(ct) & only
+        splice = render.splicer(body, links, ct, only, fields, names)
+        spliced.append(splice)
+        linked.append(splice.linked_ids())
     wanted = sorted({i for ids in linked for i in ids})
     found = await fetch(wanted) if wanted else {}
+    included: list[set[str]] = []
     for ids, (*_, budget) in zip(linked, roots, strict=True):
         hits = [i for i in ids if i in found]
         budget.entries += len(hits)
         budget.bytes += sum(len(found[i]) for i in hits)
+        included.append(set(hits))
+    # Encoded only now: a response whose budget ran out builds no bytes.
     return [
-        None if budget.exceeded else (s.encode(found, fields), {i for i in ids if i in found})
-        for s, ids, (*_, budget) in zip(spliced, linked, roots, strict=True)
+        None if budget.exceeded else (splice.encode(found, fields), ids)
+        for splice, ids, (*_, budget) in zip(spliced, included, roots, strict=True)
     ]
 
 
@@ -262,7 +283,7 @@ async def _published_bodies(
                 log.warning("entry %s: its includes go past the limit; stored without them", row["entry_id"])
                 done = (render.Spliced(row["body"], types[row["type"]], set()).encode({}, fields), set())
             body = render.envelope(done[0])
-            out[row["entry_id"]] = Body(body, render.etag_of(body), _entry_tags([row["entry_id"]], done[1]), row["render_seq"])
+            out[row["entry_id"]] = Body(body, render.answer_etag(body), _entry_tags([row["entry_id"]], done[1]), row["render_seq"])
         return out
     documents = [render.decode(r["body"]) for r in rows]
     roots = [(d, types[r["type"]], _Budget(limit)) for d, r in zip(documents, rows, strict=True)]
@@ -277,7 +298,7 @@ async def _published_bodies(
             ids = set()
         _select_fields(document, fields)
         body = render.envelope(render.encode(document))
-        out[row["entry_id"]] = Body(body, render.etag_of(body), _entry_tags([row["entry_id"]], ids), row["render_seq"])
+        out[row["entry_id"]] = Body(body, render.answer_etag(body), _entry_tags([row["entry_id"]], ids), row["render_seq"])
     return out
 
 
@@ -290,15 +311,17 @@ async def published_list(
     conn: Any, types: dict[str, ContentType], ct: ContentType, query: ListQuery, limit: IncludeLimit
 ) -> Body:
     """`GET /api/v1/entries/{type}` for a parsed query."""
-    page = await sql.fetch_page(conn, query, DeliverySource(), "d.entry_id, d.body, d.links")
+    along = repo.included_along(query.include, query.locale) if query.depth == 1 and query.include else None
+    page = await sql.fetch_page(conn, query, DeliverySource(), "d.entry_id, d.body, d.links, d.type", along=along)
     meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total, "total_relation": page.total_relation}
     ids = [r["entry_id"] for r in page.rows]
     included: set[str] = set()
     if query.depth == 1 and (query.include or query.fields is not None):
         budget = _Budget(limit)  # one answer: the page shares one budget
+        fetch = _fetch_published_bytes(conn, query.locale, types)
         spliced = await splice_each(
             [(r["body"], r["links"], ct, budget) for r in page.rows], query.include, query.fields,
-            _fetch_published_bytes(conn, query.locale, types),
+            _brought(page, query.include, types, fetch) if along is not None else fetch,
         )
         if budget.exceeded:
             raise budget.problem()
@@ -314,7 +337,7 @@ async def published_list(
         body = render.list_envelope([render.encode(d) for d in documents], meta)
     else:
         body = render.list_envelope([r["body"] for r in page.rows], meta)
-    return Body(body, render.etag_of(body), (f"type:{ct.id}", *_entry_tags(ids, included)))
+    return Body(body, render.answer_etag(body), (f"type:{ct.id}", *_entry_tags(ids, included)))
 
 
 async def draft_entry(
@@ -335,7 +358,7 @@ async def draft_entry(
     included = await expand([document], ct, types, include or [], depth, fetch, limit)
     _select_fields(document, fields)
     body = render.envelope(render.encode(document))
-    return Body(body, render.etag_of(body), _entry_tags([found_id], included))
+    return Body(body, render.answer_etag(body), _entry_tags([found_id], included))
 
 
 async def draft_list(
@@ -351,7 +374,7 @@ async def draft_list(
         _select_fields(document, query.fields)
     meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total, "total_relation": page.total_relation}
     body = render.list_envelope([render.encode(d) for d in documents], meta)
-    return Body(body, render.etag_of(body), (f"type:{ct.id}", *_entry_tags([d["id"] for d in documents], included)))
+    return Body(body, render.answer_etag(body), (f"type:{ct.id}", *_entry_tags([d["id"] for d in documents], included)))
 
 
 # --- decoded documents (GraphQL) --------------------------------------------------------------------

@@ -99,7 +99,7 @@ async def list_content_types(request: Req) -> Response[bytes]:
     page, next_cursor = page_after(visible, lambda ct: ct.id, limit, cursor)
     meta = {"limit": limit, "next_cursor": next_cursor, "total": len(visible)}
     body = encode({"data": [ct.to_json() for ct in page], "meta": meta})
-    return _respond(request, body, render.etag_of(body), ("schema",), False)
+    return _respond(request, body, render.answer_etag(body), ("schema",), False)
 
 
 @get("/content-types/{type_id:str}", opt={"doc": Doc(200, one_of(ContentType), (404,), extra=(304,))})
@@ -108,7 +108,7 @@ async def get_content_type(request: Req, type_id: FromPath[str]) -> Response[byt
     if ct is None:
         raise not_found("content type")
     body = encode({"data": ct.to_json()})
-    return _respond(request, body, render.etag_of(body), (f"type:{type_id}",), False)
+    return _respond(request, body, render.answer_etag(body), (f"type:{type_id}",), False)
 
 
 @get("/locales", opt={"doc": Doc(200, list_of(Locale), query=LIST_QUERY, extra=(304,))})
@@ -119,7 +119,7 @@ async def list_locales(request: Req) -> Response[bytes]:
     body = encode({"data": [locale_json(row) for row in page], "meta": {
         "limit": limit, "next_cursor": next_cursor, "total": len(rows),
     }})
-    return _respond(request, body, render.etag_of(body), ("schema",), False)
+    return _respond(request, body, render.answer_etag(body), ("schema",), False)
 
 
 def _read_object(root: Path, relative: str) -> bytes | None:
@@ -142,7 +142,7 @@ async def cdn(request: Req, key: FromPath[str]) -> Response[bytes]:
     if body is None:
         raise not_found("object")
     media_type = mimetypes.guess_type(relative)[0] or "application/octet-stream"
-    etag = render.etag_of(body)
+    etag = render.answer_etag(body)
     headers = {"ETag": f'"{etag}"', "Cache-Control": request.app.state.settings.cache_control}
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(content=b"", status_code=304, headers=headers)

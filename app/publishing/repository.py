@@ -8,6 +8,9 @@ import asyncpg
 import msgspec
 
 from ..db.rows import Conn
+from ..query.sources import ident
+from ..query.sql import Along
+from ..schema.model import FIELD_ID, LOCALE_CODE
 
 _encode = msgspec.json.Encoder().encode
 
@@ -34,6 +37,23 @@ async def delete_documents(conn: Conn, entry_id: str) -> None:
     await conn.execute("DELETE FROM published_documents WHERE entry_id = $1", entry_id)
 
 
+
+
+def included_along(fields: list[str], locale: str) -> Along:
+    """For a page of published documents selected as (entry_id, body, links, type): the published
+    documents in `locale` that its rows' stored links in `fields` (["*"]: every followed field)
+    point to, in the page's own statement (`include` at depth 1). Rows stored without links (before
+    migration 0020) bring nothing: the caller fetches theirs. Field ids and the locale are inlined,
+    each checked."""
+    wanted = "" if fields == ["*"] else (
+        " WHERE l->>0 IN (" + ", ".join(f"'{ident(f, FIELD_ID)}'" for f in fields) + ")"
+    )
+    return Along(
+        "i.entry_id, i.body, NULL::jsonb, i.type",
+        "published_documents i WHERE i.entry_id = ANY(ARRAY("
+        f"SELECT l->>3 FROM _page, jsonb_array_elements(_page.links) l{wanted}))"
+        f" AND i.locale = '{ident(locale, LOCALE_CODE)}'",
+    )
 
 
 async def document(conn: Conn, type_id: str, locale: str, entry_id: str) -> asyncpg.Record | None:

@@ -248,6 +248,26 @@ class Page(NamedTuple):
     next_cursor: str | None
     total: int
     total_relation: str = "eq"  # "gte": there are more than `total` (TOTAL_BOUND)
+    along: list[asyncpg.Record] = []  # noqa: RUF012 - the rows `fetch_page`'s `along` brought; never changed
+
+
+class Along(NamedTuple):
+    """Rows to bring in the page's own statement, after its rows (one round trip, not two): `columns`
+    (as many as the page's `select_columns`, in their order) of `source`, a FROM clause that may read
+    the page's rows as `_page` (e.g. what the page includes, delivery/documents.py)."""
+
+    columns: str
+    source: str
+
+
+def _with_along(page_sql: str, keys: int, along: Along) -> str:
+    # The page's rows come first, in their order: a materialised CTE is read back in the order it
+    # was written, and UNION ALL appends its branches one after the other.
+    padding = "NULL, " * keys
+    return (
+        f"WITH _page AS MATERIALIZED ({page_sql}) SELECT *, false AS _along FROM _page"  # noqa: S608 - see module doc
+        f" UNION ALL SELECT {along.columns}, {padding}NULL, true FROM {along.source}"
+    )
 
 
 _COUNTED_OPS = {"eq", "in", "lt", "lte", "gt", "gte"}
@@ -344,7 +364,7 @@ def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[st
     keys = _sort_keys(query, source, q_ref)
     page_where = list(where)
     key_columns, order = _paging(query, keys, page_where, p)
-    limit_ref = p.add(query.limit + 1)
+    limit_ref = _page_limit(query)
     source_sql = table
     if q_ref is not None and any(name == RANK for name, _ in query.sort):
         # Ranking reads every match's text vector: a common word in a million documents would rank
@@ -356,9 +376,17 @@ def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[st
     # a page without rows has no row to carry it, and the count answers alone.
     page_sql = (
         f"SELECT {select_columns}, {key_columns}, ({count_sql}) AS _total"  # noqa: S608
-        f" FROM {source_sql} WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}::int"
+        f" FROM {source_sql} WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}"
     )
     return page_sql, standalone[0], p.values, standalone[1]
+
+
+def _page_limit(query: ListQuery) -> int:
+    """The page's LIMIT (one row more than the page, to know whether there is a next one), written
+    into the SQL as a number, not bound: with `LIMIT $n` PostgreSQL's generic plan cannot know the
+    page is small and costs a read of everything, so it never trusts it and plans every execution
+    anew (~100 us of PostgreSQL's CPU per list). A checked int, 2..MAX_LIMIT+1 texts per query."""
+    return int(query.limit) + 1
 
 
 def _paging(query: ListQuery, keys: list[_Key], page_where: list[str], p: Params) -> tuple[str, str]:
@@ -385,7 +413,7 @@ def _ranked_sql(
     page_where = [f"_m._n <= {RANK_BOUND}"]
     key_columns, order = _paging(query, keys, page_where, p)
     locale_ref = p.add(query.locale)
-    limit_ref = p.add(query.limit + 1)
+    limit_ref = _page_limit(query)
     matches = (
         f"WITH _m AS MATERIALIZED (SELECT {alias}.entry_id AS _id, {source.rank(query.content_type, q_ref)} AS _r,"  # noqa: S608
         f" row_number() OVER () AS _n FROM {source.table} {alias} WHERE {' AND '.join(where)}"
@@ -398,24 +426,32 @@ def _ranked_sql(
     select = f"SELECT {select_columns}, {key_columns}, (SELECT count(*) FROM _m) AS _total"
     if all("_m." in key.expr for key in keys):
         # Every key is in the ranked set: the page is chosen there, and only its rows are read whole.
-        page = f"(SELECT * FROM _m WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}::int) _m"
+        page = f"(SELECT * FROM _m WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}) _m"
         return f"{matches} {select} FROM {page}{joined} ORDER BY {order}", p.values
     return (
-        f"{matches} {select} FROM _m{joined} WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}::int",
+        f"{matches} {select} FROM _m{joined} WHERE {' AND '.join(page_where)} ORDER BY {order} LIMIT {limit_ref}",
         p.values,
     )
 
 
-async def fetch_page(conn: Executor, query: ListQuery, source: Source, select_columns: str) -> Page:
+async def fetch_page(
+    conn: Executor, query: ListQuery, source: Source, select_columns: str, *, along: Along | None = None,
+) -> Page:
     """One page (keyset, LIMIT limit+1) and the count of the whole filtered set: one statement (two
-    when the page is empty)."""
+    when the page is empty), with `along`'s rows too (`Page.along`)."""
     page_sql, count_sql, values, count_values = build_sql(query, source, select_columns)
+    if along is not None:
+        page_sql = _with_along(page_sql, len(key_names(query.sort)), along)
     try:
         rows = await conn.fetch(page_sql, *values)
     except asyncpg.DataError as exc:
         if query.cursor is None:
             raise
         raise malformed("cursor", "is not a valid cursor") from exc
+    brought: list[asyncpg.Record] = []
+    if along is not None:
+        brought = [r for r in rows if r["_along"]]
+        rows = [r for r in rows if not r["_along"]]
     total = int(rows[0]["_total"] if rows else await conn.fetchval(count_sql, *count_values))
     next_cursor = None
     if len(rows) > query.limit:
@@ -424,5 +460,5 @@ async def fetch_page(conn: Executor, query: ListQuery, source: Source, select_co
         key_count = len(key_names(query.sort))
         next_cursor = encode_cursor(query_fingerprint(query), [last[f"_cursor_k{i}"] for i in range(key_count)])
     if total > TOTAL_BOUND and (query.filters or query.status is not None or query.q is not None):
-        return Page(rows=list(rows), next_cursor=next_cursor, total=TOTAL_BOUND, total_relation="gte")
-    return Page(rows=list(rows), next_cursor=next_cursor, total=total)
+        return Page(list(rows), next_cursor, TOTAL_BOUND, "gte", brought)
+    return Page(list(rows), next_cursor, total, "eq", brought)

@@ -236,10 +236,61 @@ async def test_query_count_is_constant_in_page_size_and_depth(blog) -> None:
     large = await count("/api/v1/entries/article?limit=12&include=author,tags")
     deep = await count("/api/v1/entries/article?limit=12&include=*&depth=3")
     assert small == large, (small, large)
-    assert small == 2, log_of_last  # the page (its count along) + one batched include level
+    assert small == 1, log_of_last  # the page, its count and its includes: one statement
     assert deep <= 4  # + at most one query per further level
     cached = await count("/api/v1/entries/article?limit=12&include=author,tags")
     assert cached == 0
+
+
+async def test_a_page_and_its_includes_are_one_statement_that_keeps_every_include_rule(apps_with, db) -> None:
+    """The page's statement brings what its rows include (repository.included_along): an unpublished target
+    and a type the key may not read stay links, an entry linked twice is embedded twice, the same
+    bytes come from the page as from the entry alone; a row stored without its links' places
+    (before migration 0020) gets its includes from a second statement."""
+    async with apps_with(CMS_DELIVERY_CACHE_MB="0") as apps:  # every read computed
+        m = apps.management
+        for type_id, body in (("author", AUTHOR), ("tag", TAG), ("article", ARTICLE)):
+            assert (await m.put(f"/v1/content-types/{type_id}", json=body)).status_code == 201
+        seeded = await _seed(apps, 3)  # articles 0 and 2 by Ada, 1 by Grace; all tagged
+        hidden = (await m.post("/v1/entries/author", json={"fields": {"name": "Draft"}})).json()["data"]["id"]
+        r = await m.post("/v1/entries/article", json={"fields": {"title": "By a draft", "rank": 9, "author": {"id": hidden}}})
+        assert (await m.post(f"/v1/entries/article/{r.json()['data']['id']}/publish")).status_code == 200
+        limited = apps.client("delivery", await apps.key("delivery", content_types=["article", "author"]))
+
+        async def statements(client, url: str) -> tuple[int, list]:
+            log: list[str] = []
+            token = QUERY_LOG.set(log)
+            try:
+                r = await client.get(url)
+                await asyncio.sleep(0.01)  # asyncpg calls query loggers soon after, not at once
+            finally:
+                QUERY_LOG.reset(token)
+            assert r.status_code == 200, r.text
+            return len(log), r.json()["data"]
+
+        d = await apps.reader()
+        async with limited:
+            for client in (limited, d):
+                await statements(client, "/api/v1/entries/article?limit=1")  # warm up: key lookup, types
+            count, page = await statements(limited, "/api/v1/entries/article?include=*&sort=rank")
+            assert count == 1
+            assert [e["fields"]["title"] for e in page] == ["Post 0", "Post 1", "Post 2", "By a draft"]  # in order
+            fields = {e["fields"]["title"]: e["fields"] for e in page}
+            assert fields["Post 0"]["author"]["fields"]["name"] == "Ada"
+            assert fields["Post 2"]["author"]["fields"]["name"] == "Ada"  # once per linking entry
+            assert fields["Post 1"]["author"]["fields"]["name"] == "Grace"
+            assert fields["Post 0"]["tags"] == [{"id": seeded["tag"], "type": "tag"}]  # a type it may not read
+            assert fields["By a draft"]["author"] == {"id": hidden, "type": "author"}  # not published
+            _, alone = await statements(limited, f"/api/v1/entries/article/{seeded['articles'][0]}?include=*")
+            assert alone == page[0]
+        count, page = await statements(d, "/api/v1/entries/article?include=tags&sort=rank")
+        assert count == 1 and page[1]["fields"]["tags"][0]["fields"]["label"] == "python"
+        assert page[1]["fields"]["author"] == {"id": seeded["authors"][1], "type": "author"}  # not asked for
+        await db.execute("UPDATE published_documents SET links = NULL WHERE entry_id = $1", seeded["articles"][1])
+        count, again = await statements(d, "/api/v1/entries/article?include=tags&sort=rank")
+        assert count == 1 and again == page  # its tag was looked up through the other rows' links
+        count, again = await statements(d, "/api/v1/entries/article?include=author&sort=rank")
+        assert count == 2 and again[1]["fields"]["author"]["fields"]["name"] == "Grace"
 
 
 async def test_preview_shows_drafts_without_caching(blog) -> None:

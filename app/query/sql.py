@@ -364,7 +364,7 @@ def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[st
     keys = _sort_keys(query, source, q_ref)
     page_where = list(where)
     key_columns, order = _paging(query, keys, page_where, p)
-    limit_ref = _page_limit(query)
+    limit_ref = _page_limit(query, p)
     source_sql = table
     if q_ref is not None and any(name == RANK for name, _ in query.sort):
         # Ranking reads every match's text vector: a common word in a million documents would rank
@@ -381,12 +381,17 @@ def build_sql(query: ListQuery, source: Source, select_columns: str) -> tuple[st
     return page_sql, standalone[0], p.values, standalone[1]
 
 
-def _page_limit(query: ListQuery) -> int:
-    """The page's LIMIT (one row more than the page, to know whether there is a next one), written
-    into the SQL as a number, not bound: with `LIMIT $n` PostgreSQL's generic plan cannot know the
-    page is small and costs a read of everything, so it never trusts it and plans every execution
-    anew (~100 us of PostgreSQL's CPU per list). A checked int, 2..MAX_LIMIT+1 texts per query."""
-    return int(query.limit) + 1
+def _page_limit(query: ListQuery, p: Params) -> str:
+    """The page's LIMIT: one row more than the page, to know whether there is a next one.
+
+    Written into the SQL as a number when no value of the request can change the best plan (no
+    filter, search or status): PostgreSQL then keeps one plan for the prepared statement, where
+    `LIMIT $n` makes its generic plan look like a read of everything and it plans every execution
+    anew (~100-200 us of its CPU per list). With filters it stays bound, so each execution is
+    planned for its values (a rare value takes its index, a common one the sort order's)."""
+    if query.filters or query.q is not None or query.status is not None:
+        return f"{p.add(query.limit + 1)}::int"
+    return str(int(query.limit) + 1)
 
 
 def _paging(query: ListQuery, keys: list[_Key], page_where: list[str], p: Params) -> tuple[str, str]:
@@ -413,7 +418,7 @@ def _ranked_sql(
     page_where = [f"_m._n <= {RANK_BOUND}"]
     key_columns, order = _paging(query, keys, page_where, p)
     locale_ref = p.add(query.locale)
-    limit_ref = _page_limit(query)
+    limit_ref = _page_limit(query, p)
     matches = (
         f"WITH _m AS MATERIALIZED (SELECT {alias}.entry_id AS _id, {source.rank(query.content_type, q_ref)} AS _r,"  # noqa: S608
         f" row_number() OVER () AS _n FROM {source.table} {alias} WHERE {' AND '.join(where)}"

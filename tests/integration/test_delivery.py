@@ -283,6 +283,13 @@ async def test_a_page_and_its_includes_are_one_statement_that_keeps_every_includ
             assert fields["By a draft"]["author"] == {"id": hidden, "type": "author"}  # not published
             _, alone = await statements(limited, f"/api/v1/entries/article/{seeded['articles'][0]}?include=*")
             assert alone == page[0]
+        # ranked by a search (a statement that is a WITH itself), then its next page by cursor
+        r = await d.get("/api/v1/entries/article?q=post&include=author&limit=2")
+        ranked = r.json()
+        assert [e["fields"]["author"]["fields"]["name"] for e in ranked["data"]] == ["Ada", "Grace"]
+        assert ranked["meta"]["total"] == 3 and ranked["meta"]["next_cursor"]
+        count, rest = await statements(d, f"/api/v1/entries/article?q=post&include=author&limit=2&cursor={ranked['meta']['next_cursor']}")
+        assert count == 1 and [e["fields"]["author"]["fields"]["name"] for e in rest] == ["Ada"]
         count, page = await statements(d, "/api/v1/entries/article?include=tags&sort=rank")
         assert count == 1 and page[1]["fields"]["tags"][0]["fields"]["label"] == "python"
         assert page[1]["fields"]["author"] == {"id": seeded["authors"][1], "type": "author"}  # not asked for

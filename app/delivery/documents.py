@@ -181,7 +181,7 @@ def _brought(page: sql.Page, include: list[str], types: dict[str, ContentType], 
     }
 
     async def answer(ids: list[str]) -> dict[str, bytes]:
-        missing = [i for i in ids if i not in looked_up]
+        missing = [i for i in ids if i not in looked_up and i not in found]
         return {**{i: found[i] for i in ids if i in found}, **(await fetch(missing) if missing else {})}
 
     return answer
@@ -311,7 +311,9 @@ async def published_list(
     conn: Any, types: dict[str, ContentType], ct: ContentType, query: ListQuery, limit: IncludeLimit
 ) -> Body:
     """`GET /api/v1/entries/{type}` for a parsed query."""
-    along = repo.included_along(query.include, query.locale) if query.depth == 1 and query.include else None
+    # Depth 1 in the page's own statement, when a field asked for can hold references at all.
+    referenced = [f for f in query.include if f in render.followed(ct)] if query.depth == 1 else []
+    along = repo.included_along(referenced, query.locale) if referenced else None
     page = await sql.fetch_page(conn, query, DeliverySource(), "d.entry_id, d.body, d.links, d.type", along=along)
     meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total, "total_relation": page.total_relation}
     ids = [r["entry_id"] for r in page.rows]
@@ -321,7 +323,7 @@ async def published_list(
         fetch = _fetch_published_bytes(conn, query.locale, types)
         spliced = await splice_each(
             [(r["body"], r["links"], ct, budget) for r in page.rows], query.include, query.fields,
-            _brought(page, query.include, types, fetch) if along is not None else fetch,
+            _brought(page, referenced, types, fetch) if along is not None else fetch,
         )
         if budget.exceeded:
             raise budget.problem()

@@ -261,8 +261,9 @@ class Along(NamedTuple):
 
 
 def _with_along(page_sql: str, keys: int, along: Along) -> str:
-    # The page's rows come first, in their order: a materialised CTE is read back in the order it
-    # was written, and UNION ALL appends its branches one after the other.
+    # The page's rows keep their order: PostgreSQL reads a materialised CTE back in the order it
+    # wrote it (SQL itself promises no order without an outer ORDER BY; the sort keys are not all
+    # columns here, so the outer query could not repeat it). The rows are told apart by `_along`.
     padding = "NULL, " * keys
     return (
         f"WITH _page AS MATERIALIZED ({page_sql}) SELECT *, false AS _along FROM _page"  # noqa: S608 - see module doc

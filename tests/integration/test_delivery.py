@@ -290,6 +290,9 @@ async def test_a_page_and_its_includes_are_one_statement_that_keeps_every_includ
         assert ranked["meta"]["total"] == 3 and ranked["meta"]["next_cursor"]
         count, rest = await statements(d, f"/api/v1/entries/article?q=post&include=author&limit=2&cursor={ranked['meta']['next_cursor']}")
         assert count == 1 and [e["fields"]["author"]["fields"]["name"] for e in rest] == ["Ada"]
+        count, chosen = await statements(d, "/api/v1/entries/article?include=author&fields=title,author&sort=rank")
+        assert count == 1 and [set(e["fields"]) for e in chosen] == [{"title", "author"}] * 4
+        assert chosen[1]["fields"]["author"]["fields"]["name"] == "Grace"
         count, page = await statements(d, "/api/v1/entries/article?include=tags&sort=rank")
         assert count == 1 and page[1]["fields"]["tags"][0]["fields"]["label"] == "python"
         assert page[1]["fields"]["author"] == {"id": seeded["authors"][1], "type": "author"}  # not asked for

@@ -218,18 +218,24 @@ class LinkSplice:
 
     def encode(self, found: dict[str, bytes], fields: list[str] | None) -> bytes:
         assert fields is None  # a selection of fields re-encodes: `Spliced`
-        body = memoryview(self._body)
         out: list[Any] = []
-        at = 0
-        for _, start, end, linked in self._links:
-            embedded = found.get(linked)
-            if embedded is not None:
-                out += (body[at:start], embedded)
-                at = end
-        if not out:
-            return self._body
-        out.append(body[at:])
-        return b"".join(out)
+        splice_into(out, self._body, self._links, found)
+        return self._body if len(out) == 1 else b"".join(out)
+
+
+def splice_into(out: list[Any], body: bytes, links: list[Link], found: dict[str, bytes]) -> None:
+    """Append to `out` the pieces of `body` with the stored bytes of the linked entries in `found` in
+    place of their links (`links`: their places in `body`, in order)."""
+    view = None
+    at = 0
+    for _, start, end, linked in links:
+        embedded = found.get(linked)
+        if embedded is not None:
+            if view is None:
+                view = memoryview(body)
+            out += (view[at:start], embedded)
+            at = end
+    out.append(body if view is None else view[at:])
 
 
 def followed(ct: ContentType) -> frozenset[str]:
@@ -315,6 +321,18 @@ def envelope(document: bytes) -> bytes:
 
 def list_envelope(documents: Iterable[bytes], meta: dict[str, Any]) -> bytes:
     return b'{"data":[' + b",".join(documents) + b'],"meta":' + _encode(meta) + b"}"
+
+
+def spliced_list_envelope(documents: list[tuple[bytes, list[Link]]], found: dict[str, bytes], meta: dict[str, Any]) -> bytes:
+    """`list_envelope` of stored documents with their links' places, each spliced as `LinkSplice`
+    does, in one pass: the same bytes, without a bytes object per document."""
+    out: list[Any] = [b'{"data":[']
+    for n, (body, links) in enumerate(documents):
+        if n:
+            out.append(b",")
+        splice_into(out, body, links, found)
+    out.append(b'],"meta":' + _encode(meta) + b"}")
+    return b"".join(out)
 
 
 def encode(value: Any) -> bytes:

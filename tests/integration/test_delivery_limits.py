@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Apps
+from tests.support import ARTICLE, AUTHOR, TAG, Apps
 
 PAGE = {
     "name": "Page",
@@ -64,6 +64,24 @@ async def test_include_expands_at_most_the_configured_number_of_entries(apps_wit
         _too_large(await d.get("/api/v1/entries/page/loop", params={"include": "*", "depth": "2"}))
         _too_large(await d.get("/api/v1/entries/page", params={"include": "*", "depth": "2"}))
         assert (await d.get("/api/v1/entries/page/loop", params={"include": "*"})).status_code == 200
+
+
+async def test_a_list_at_depth_1_embeds_at_most_the_configured_number_of_entries(apps_with: Any) -> None:
+    """The common list (includes brought with the page, spliced in one pass) counts every embedded
+    copy against the bound: at the bound a 200, one past it the 400, before any bytes are built."""
+    async with apps_with(CMS_DELIVERY_MAX_INCLUDES="3") as apps:
+        m = apps.management
+        for type_id, body in (("author", AUTHOR), ("tag", TAG), ("article", ARTICLE)):
+            assert (await m.put(f"/v1/content-types/{type_id}", json=body)).status_code == 201
+        author = (await m.post("/v1/entries/author", json={"fields": {"name": "Ada"}})).json()["data"]["id"]
+        assert (await m.post(f"/v1/entries/author/{author}/publish")).status_code == 200
+        for i in range(4):  # four entries linking the same author: four embedded copies
+            r = await m.post("/v1/entries/article", json={"fields": {"title": f"P{i}", "author": {"id": author}}})
+            assert (await m.post(f"/v1/entries/article/{r.json()['data']['id']}/publish")).status_code == 200
+        d = await apps.reader()
+        r = await d.get("/api/v1/entries/article?include=author&limit=3")
+        assert r.status_code == 200 and [e["fields"]["author"]["fields"]["name"] for e in r.json()["data"]] == ["Ada"] * 3
+        _too_large(await d.get("/api/v1/entries/article?include=author&limit=4"))
 
 
 async def test_include_is_bounded_in_bytes_too(apps_with: Any) -> None:

@@ -176,7 +176,7 @@ def _spliced_page(
     """A list whose rows all have their links' places, with every field and depth-1 includes of
     `names` that the page's statement brought along: `splice_each` + `list_envelope` in one pass
     (the same bytes; the same budget, checked before any bytes are built)."""
-    found = {r["entry_id"]: r["body"] for r in page.along if r["type"] in types}
+    found = _brought_documents(page, types)
     kept = [[link for link in r["links"] if link[0] in names] for r in page.rows]
     hits = [link[3] for links in kept for link in links if link[3] in found]
     budget = _Budget(limit)
@@ -188,14 +188,19 @@ def _spliced_page(
     return render.spliced_list_envelope(documents, found, meta), set(hits)
 
 
+def _brought_documents(page: sql.Page, types: dict[str, ContentType]) -> dict[str, bytes]:
+    """What the page's statement brought along (`repo.included_along`), by `_fetch_published_bytes`'s
+    rule: documents of `types` only."""
+    return {r["entry_id"]: r["body"] for r in page.along if r["type"] in types}
+
+
 def _brought(page: sql.Page, include: list[str], types: dict[str, ContentType], fetch: FetchBytes) -> FetchBytes:
     """`fetch` answered from what the page's statement brought along (`repo.included_along` of
     `include`), by `_fetch_published_bytes`'s rule (documents of `types` only); ids that no row's
     links looked up (rows stored without links) are fetched."""
-    found = {r["entry_id"]: r["body"] for r in page.along if r["type"] in types}
+    found = _brought_documents(page, types)
     looked_up = {
-        link[3] for row in page.rows if row["links"] is not None
-        for link in row["links"] if include == ["*"] or link[0] in include
+        link[3] for row in page.rows if row["links"] is not None for link in row["links"] if link[0] in include
     }
 
     async def answer(ids: list[str]) -> dict[str, bytes]:
@@ -330,7 +335,8 @@ async def published_list(
 ) -> Body:
     """`GET /api/v1/entries/{type}` for a parsed query."""
     # Depth 1 in the page's own statement, when a field asked for can hold references at all.
-    referenced = [f for f in query.include if f in render.followed(ct)] if query.depth == 1 else []
+    followed = render.followed(ct)
+    referenced = [f for f in query.include if f in followed] if query.depth == 1 else []
     along = repo.included_along(referenced, query.locale) if referenced else None
     page = await sql.fetch_page(conn, query, DeliverySource(), "d.entry_id, d.body, d.links, d.type", along=along)
     meta = {"limit": query.limit, "next_cursor": page.next_cursor, "total": page.total, "total_relation": page.total_relation}

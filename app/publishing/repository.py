@@ -41,13 +41,11 @@ async def delete_documents(conn: Conn, entry_id: str) -> None:
 
 def included_along(fields: list[str], locale: str) -> Along:
     """For a page of published documents selected as (entry_id, body, links, type): the published
-    documents in `locale` that its rows' stored links in `fields` (["*"]: every followed field)
+    documents in `locale` that its rows' stored links in `fields` (named, as `include` is parsed)
     point to, in the page's own statement (`include` at depth 1). Rows stored without links (before
     migration 0020) bring nothing: the caller fetches theirs. Field ids and the locale are inlined,
     each checked."""
-    wanted = "" if fields == ["*"] else (
-        " WHERE l->>0 IN (" + ", ".join(f"'{ident(f, FIELD_ID)}'" for f in fields) + ")"
-    )
+    wanted = " WHERE l->>0 IN (" + ", ".join(f"'{ident(f, FIELD_ID)}'" for f in fields) + ")"
     return Along(
         "i.entry_id, i.body, NULL::jsonb, i.type",
         "published_documents i WHERE i.entry_id = ANY(ARRAY("
